@@ -1,0 +1,17 @@
+//! Database migrations for Switchboard.
+//!
+//! Usable as a library (the app runs [`Migrator`] at start and from
+//! `switchboard migrate`) and as a stand-alone CLI (`cargo run -p migration`).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_create_events;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_create_events::Migration)]
+    }
+}

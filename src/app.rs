@@ -1,0 +1,185 @@
+//! Builds the actix application from the capabilities' `configure`
+//! functions, starts the background tasks, and runs until stopped.
+
+use std::{net::TcpListener, sync::Arc};
+
+use actix_web::{
+    App, HttpMessage, HttpServer,
+    dev::{Server, ServerHandle, Service},
+    http::header::{HeaderName, HeaderValue},
+    web,
+};
+use anyhow::Context;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing_actix_web::{RequestId, TracingLogger};
+
+use crate::{
+    config::Config,
+    db::Db,
+    error,
+    events::{EventStore, Tailer},
+    health,
+};
+
+/// Shared by every request handler and worker.
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub store: EventStore,
+    pub tailer: Tailer,
+}
+
+/// A built application: bound to its port, background tasks running.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: Arc<AppState>,
+    tasks: JoinSet<()>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects to the database, runs migrations, starts the log tailer and
+    /// binds the listen address (port 0 picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = Db::connect(&config.database).await?;
+        db.migrate()
+            .await
+            .context("cannot run database migrations")?;
+        let store = EventStore::new(db.clone());
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let tailer = Tailer::start(
+            store.clone(),
+            config.tailer_poll_interval,
+            &mut tasks,
+            shutdown.clone(),
+        )
+        .await
+        .context("cannot start the log tailer")?;
+
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(AppState {
+            config,
+            db,
+            store,
+            tailer,
+        });
+        let server = serve(listener, state.clone())?;
+        tracing::info!(address = %state.config.listen.ip(), port, "listening");
+        Ok(Self {
+            port,
+            server,
+            state,
+            tasks,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Stops the HTTP server gracefully when called (tests; signals are
+    /// handled by actix itself).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or [`ServerHandle::stop`]); in-flight
+    /// requests finish, then background tasks stop and the pool closes.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            server,
+            state,
+            mut tasks,
+            shutdown,
+            ..
+        } = self;
+        let handle = server.handle();
+        let signals = tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stop signal received; finishing in-flight requests");
+            handle.stop(true).await;
+        });
+        let served = server.await;
+        signals.abort();
+        tracing::info!("HTTP server stopped; stopping background tasks");
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        state.db.clone().close().await;
+        tracing::info!("stopped");
+        served.context("HTTP server failed")
+    }
+}
+
+fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> {
+    let data = web::Data::from(state.clone());
+    let workers = state.config.http_workers;
+    let shutdown_timeout = state.config.shutdown_timeout.as_secs();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::JsonConfig::default().error_handler(error::json_error))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .configure(health::configure)
+            .default_service(web::to(error::not_found))
+            // Inner to TracingLogger, which puts the request id in place.
+            .wrap_fn(|req, srv| {
+                let request_id = req.extensions().get::<RequestId>().copied();
+                let response = srv.call(req);
+                async move {
+                    let mut response = response.await?;
+                    if let Some(id) = request_id
+                        && let Ok(value) = HeaderValue::from_str(&id.to_string())
+                    {
+                        response
+                            .headers_mut()
+                            .insert(HeaderName::from_static("x-request-id"), value);
+                    }
+                    Ok(response)
+                }
+            })
+            .wrap(TracingLogger::default())
+    })
+    .workers(workers)
+    .shutdown_timeout(shutdown_timeout)
+    // Signals are handled in `run_until_stopped`: actix would treat SIGINT
+    // as a forced stop, and both should let in-flight requests finish.
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,248 @@
+//! The database: PostgreSQL (`DATABASE_URL=postgres://…`) or an SQLite file
+//! (the embedded default), both through sea-orm.
+//!
+//! Every transaction that writes goes through [`Db::begin_write`]. On SQLite
+//! that also takes a process-wide write lock: SQLite allows one writer at a
+//! time, and a deferred transaction that reads before it writes would
+//! otherwise fail with `SQLITE_BUSY` instead of waiting. On PostgreSQL writers
+//! run concurrently.
+
+use std::{
+    ops::Deref,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    SqlxPostgresConnector, SqlxSqliteConnector, TransactionTrait,
+    sqlx::{
+        self,
+        postgres::{PgConnectOptions, PgPoolOptions},
+        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    },
+};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+
+use crate::config::DatabaseConfig;
+
+/// Which database this process talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A handle to the database, cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+    backend: Backend,
+    /// `Some` on SQLite: serializes write transactions within the process.
+    write_lock: Option<Arc<Mutex<()>>>,
+    /// Bumped after every commit that appended events; the log tailer (and,
+    /// on Postgres, the cross-instance notifier) wait on it.
+    appended: watch::Sender<u64>,
+}
+
+impl Db {
+    /// Connects and checks the database answers. The error says which
+    /// database could not be reached, never with the password.
+    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        match config {
+            DatabaseConfig::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("cannot create the database directory {}", dir.display())
+                    })?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a committed event survives a power cut, not only a crash.
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+                Ok(Self::from_conn(
+                    SqlxSqliteConnector::from_sqlx_sqlite_pool(pool),
+                    Backend::Sqlite,
+                ))
+            }
+            DatabaseConfig::Postgres {
+                url,
+                max_connections,
+            } => {
+                let options: PgConnectOptions = url.parse().context("DATABASE_URL is malformed")?;
+                let target = format!(
+                    "{}:{}/{}",
+                    options.get_host(),
+                    options.get_port(),
+                    options.get_database().unwrap_or("(default)")
+                );
+                let options = options.application_name("switchboard");
+                // One probe connection first: the pool would retry until its
+                // timeout and then report only that, hiding the real cause
+                // (refused, unknown host, authentication, no such database).
+                let probe = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+                )
+                .await;
+                match probe {
+                    Ok(Ok(conn)) => {
+                        let _ = sqlx::Connection::close(conn).await;
+                    }
+                    Ok(Err(e)) => {
+                        anyhow::bail!("cannot connect to PostgreSQL at {target}: {}", describe(&e))
+                    }
+                    Err(_) => anyhow::bail!(
+                        "cannot connect to PostgreSQL at {target}: no answer within 10 s"
+                    ),
+                }
+                let pool = PgPoolOptions::new()
+                    .max_connections(*max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
+                Ok(Self::from_conn(
+                    SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
+                    Backend::Postgres,
+                ))
+            }
+        }
+    }
+
+    fn from_conn(conn: DatabaseConnection, backend: Backend) -> Self {
+        let write_lock = match backend {
+            Backend::Sqlite => Some(Arc::new(Mutex::new(()))),
+            Backend::Postgres => None,
+        };
+        Self {
+            conn,
+            backend,
+            write_lock,
+            appended: watch::Sender::new(0),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The sea-orm connection, for reads.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// The underlying Postgres pool (for `LISTEN`), if this is Postgres.
+    pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        match self.backend {
+            Backend::Postgres => Some(self.conn.get_postgres_connection_pool()),
+            Backend::Sqlite => None,
+        }
+    }
+
+    /// Starts a transaction that may write.
+    pub async fn begin_write(&self) -> Result<WriteTxn, DbErr> {
+        let guard = match &self.write_lock {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let txn = self.conn.begin().await?;
+        Ok(WriteTxn {
+            txn,
+            appended: AtomicBool::new(false),
+            signal: self.appended.clone(),
+            _guard: guard,
+        })
+    }
+
+    /// A receiver that changes after every commit that appended events.
+    pub fn watch_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// Runs the migrations that have not run yet.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        use migration::MigratorTrait;
+        let _guard = match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        migration::Migrator::up(&self.conn, None).await
+    }
+
+    /// Answers whether the database is reachable right now.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.conn.execute_unprepared("SELECT 1").await.map(|_| ())
+    }
+
+    pub fn database_backend(&self) -> DatabaseBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(self) {
+        let _ = self.conn.close().await;
+    }
+}
+
+/// The database's own message without the driver's wrapping.
+fn describe(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(e) => e.message().to_owned(),
+        sqlx::Error::Io(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A write transaction. Dereferences to the sea-orm transaction, so it can be
+/// handed to anything that takes a `ConnectionTrait`.
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    appended: AtomicBool,
+    signal: watch::Sender<u64>,
+    // Dropped after the transaction is committed or rolled back.
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTxn {
+    /// Marks that this transaction appended events, so its commit wakes the
+    /// log tailer.
+    pub(crate) fn mark_appended(&self) {
+        self.appended.store(true, Ordering::Relaxed);
+    }
+
+    pub async fn commit(self) -> Result<(), DbErr> {
+        let appended = self.appended.load(Ordering::Relaxed);
+        self.txn.commit().await?;
+        if appended {
+            self.signal.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.txn.rollback().await
+    }
+}
+
+impl Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}

@@ -1,0 +1,222 @@
+//! The one HTTP error type: every failure is answered as
+//! `application/problem+json` (RFC 9457) with a stable machine-readable `code`.
+
+use actix_web::{
+    HttpRequest, HttpResponse, ResponseError,
+    error::{JsonPayloadError, PathError, QueryPayloadError},
+    http::{StatusCode, header},
+};
+use sea_orm::{DbErr, RuntimeErr, SqlErr};
+use serde::Serialize;
+
+use crate::events::AppendError;
+
+/// A client-facing error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Problem(Problem),
+    /// Logged with its cause chain; the client learns nothing about it.
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// A problem detail the client is meant to read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(skip)]
+    pub status: StatusCode,
+    /// Stable, machine-readable; clients branch on this.
+    pub code: &'static str,
+    pub title: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The request field the problem is about, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.detail {
+            Some(detail) => write!(f, "{}: {detail}", self.code),
+            None => f.write_str(self.code),
+        }
+    }
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &'static str, title: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            title,
+            detail: None,
+            field: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", "Bad request").detail(detail)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found")
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+        )
+        .detail(detail)
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        Self::Problem(problem)
+    }
+}
+
+impl From<DbErr> for ApiError {
+    fn from(err: DbErr) -> Self {
+        if matches!(
+            err,
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(RuntimeErr::SqlxError(_))
+        ) {
+            tracing::warn!(error = %err, "database unavailable");
+            return Problem::unavailable("the database is not answering; try again shortly").into();
+        }
+        if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
+            return Problem::new(StatusCode::CONFLICT, "conflict", "Conflict")
+                .detail("this would duplicate an existing record")
+                .into();
+        }
+        Self::Internal(anyhow::Error::new(err).context("database error"))
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(err: AppendError) -> Self {
+        match err {
+            AppendError::Conflict { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "version_conflict",
+                "Changed concurrently",
+            )
+            .detail(format!("{err}; reload and try again"))
+            .into(),
+            AppendError::TooMany(_) => Problem::bad_request(err.to_string()).into(),
+            AppendError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Problem(p) => p.status,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let problem = match self {
+            Self::Problem(p) => p.clone(),
+            Self::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal server error",
+                )
+            }
+        };
+        problem_response(&problem)
+    }
+}
+
+/// Renders a problem as `application/problem+json`.
+pub fn problem_response(problem: &Problem) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        #[serde(rename = "type")]
+        kind: String,
+        status: u16,
+        #[serde(flatten)]
+        problem: &'a Problem,
+    }
+    let body = Body {
+        kind: format!("urn:switchboard:problem:{}", problem.code),
+        status: problem.status.as_u16(),
+        problem,
+    };
+    let mut response = HttpResponse::build(problem.status);
+    response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+    if problem.status == StatusCode::SERVICE_UNAVAILABLE {
+        response.insert_header((header::RETRY_AFTER, "1"));
+    }
+    response.body(serde_json::to_string(&body).unwrap_or_default())
+}
+
+/// Malformed JSON bodies: 400 (syntax) or 422 (right syntax, wrong shape).
+pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let problem = match &err {
+        JsonPayloadError::ContentType => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+        )
+        .detail("send the body as application/json"),
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+            )
+            .detail(err.to_string())
+        }
+        JsonPayloadError::Deserialize(e) if e.is_data() => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "Invalid request body",
+        )
+        .detail(e.to_string()),
+        _ => Problem::new(StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON")
+            .detail(err.to_string()),
+    };
+    ApiError::from(problem).into()
+}
+
+pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::from(
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "Invalid query string",
+        )
+        .detail(err.to_string()),
+    )
+    .into()
+}
+
+pub fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::from(Problem::not_found().detail(err.to_string())).into()
+}
+
+/// For routes that do not exist.
+pub async fn not_found() -> HttpResponse {
+    problem_response(&Problem::not_found().detail("no such route"))
+}

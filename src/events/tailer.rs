@@ -1,0 +1,294 @@
+//! The log tailer: one task per process that reads the log after its cursor
+//! and hands every event, in log order, to in-process subscribers (the
+//! WebSocket hub, the webhook and Telegram workers).
+//!
+//! It wakes at once when this process commits an append, on PostgreSQL also
+//! when another instance does (`LISTEN/NOTIFY`; the notification carries no
+//! event, only a wake-up), and otherwise polls slowly as a fallback.
+//!
+//! A [`Subscription`] never misses an event and never sees one twice: if it
+//! falls behind the in-memory channel, or starts from an older cursor, it
+//! reads the gap from the log and joins the live channel at the seam.
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use sea_orm::DbErr;
+use tokio::{
+    sync::{Notify, broadcast, watch},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    envelope::{Cursor, RecordedEvent},
+    store::EventStore,
+};
+use crate::db::Backend;
+
+/// The Postgres channel that carries wake-ups between instances.
+pub const NOTIFY_CHANNEL: &str = "switchboard_events";
+
+/// Events read per query.
+const BATCH: u32 = 1000;
+/// Events kept in memory for subscribers that are briefly behind.
+const CHANNEL_CAPACITY: usize = 8192;
+
+/// Hands out subscriptions; cheap to clone.
+#[derive(Clone)]
+pub struct Tailer {
+    store: EventStore,
+    sender: broadcast::Sender<Arc<RecordedEvent>>,
+    /// The cursor of the last event sent on `sender`. Updated *before* the
+    /// send, so a subscriber that reads it after subscribing is sure every
+    /// later event reaches its receiver.
+    published: watch::Sender<Cursor>,
+}
+
+impl Tailer {
+    /// Starts the tailer (and, on Postgres, the listener and the notifier) on
+    /// `tasks`; they stop when `shutdown` is cancelled.
+    pub async fn start(
+        store: EventStore,
+        poll_interval: Duration,
+        tasks: &mut JoinSet<()>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, DbErr> {
+        let head = store.head().await?;
+        let tailer = Self {
+            store: store.clone(),
+            sender: broadcast::Sender::new(CHANNEL_CAPACITY),
+            published: watch::Sender::new(head),
+        };
+        let remote_wake = Arc::new(Notify::new());
+        if store.db().backend() == Backend::Postgres {
+            tasks.spawn(listen(store.clone(), remote_wake.clone(), shutdown.clone()));
+            tasks.spawn(notify_other_instances(store.clone(), shutdown.clone()));
+        }
+        tasks.spawn(
+            tailer
+                .clone()
+                .run(head, poll_interval, remote_wake, shutdown),
+        );
+        Ok(tailer)
+    }
+
+    /// Live events from now on.
+    pub fn subscribe(&self) -> Subscription {
+        let receiver = self.sender.subscribe();
+        let from = *self.published.borrow();
+        self.subscription(receiver, from, None)
+    }
+
+    /// Every event after `after` (read from the log first), then live events.
+    pub fn subscribe_from(&self, after: Cursor) -> Subscription {
+        let receiver = self.sender.subscribe();
+        let target = *self.published.borrow();
+        self.subscription(receiver, after, Some(target))
+    }
+
+    /// The cursor of the last event handed to subscribers.
+    pub fn position(&self) -> Cursor {
+        *self.published.borrow()
+    }
+
+    fn subscription(
+        &self,
+        receiver: broadcast::Receiver<Arc<RecordedEvent>>,
+        last: Cursor,
+        catch_up_to: Option<Cursor>,
+    ) -> Subscription {
+        Subscription {
+            receiver,
+            store: self.store.clone(),
+            published: self.published.subscribe(),
+            last,
+            catch_up_to,
+            backlog: VecDeque::new(),
+        }
+    }
+
+    #[tracing::instrument(name = "log_tailer", skip_all)]
+    async fn run(
+        self,
+        mut cursor: Cursor,
+        poll_interval: Duration,
+        remote_wake: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
+        let mut local_appends = self.store.db().watch_appends();
+        tracing::info!(cursor = %cursor, "log tailer started");
+        loop {
+            local_appends.borrow_and_update();
+            cursor = self.drain(cursor, &shutdown).await;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = local_appends.changed() => {}
+                () = remote_wake.notified() => {}
+                () = tokio::time::sleep(poll_interval) => {}
+            }
+        }
+        tracing::info!(cursor = %cursor, "log tailer stopped");
+    }
+
+    /// Reads and publishes until nothing more is readable; returns the new cursor.
+    async fn drain(&self, mut cursor: Cursor, shutdown: &CancellationToken) -> Cursor {
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            if shutdown.is_cancelled() {
+                return cursor;
+            }
+            let page = match self.store.read_all(cursor, BATCH).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "log tailer cannot read the log; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                    continue;
+                }
+            };
+            let full = page.events.len() == BATCH as usize;
+            for event in page.events {
+                self.published.send_replace(event.cursor);
+                // No receivers is fine: nobody is listening yet.
+                let _ = self.sender.send(Arc::new(event));
+            }
+            cursor = page.next;
+            if full {
+                backoff = Duration::from_millis(1);
+                continue;
+            }
+            if !page.pending {
+                return cursor;
+            }
+            // Committed events wait behind an older transaction still running:
+            // look again soon, backing off if that transaction is long.
+            tokio::select! {
+                () = shutdown.cancelled() => return cursor,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Postgres: wakes the tailer when another instance appended.
+#[tracing::instrument(name = "log_listener", skip_all)]
+async fn listen(store: EventStore, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let Some(pool) = store.db().postgres_pool().cloned() else {
+        return;
+    };
+    loop {
+        let connected = async {
+            let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
+            // Anything appended while we were not listening is picked up here.
+            wake.notify_one();
+            loop {
+                listener.recv().await?;
+                wake.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sea_orm::sqlx::Error>(())
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = connected => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Postgres: tells other instances that this one appended. One `NOTIFY` per
+/// burst of commits rather than one per transaction: a NOTIFY inside the
+/// appending transaction would serialize every commit on Postgres' queue lock.
+#[tracing::instrument(name = "log_notifier", skip_all)]
+async fn notify_other_instances(store: EventStore, shutdown: CancellationToken) {
+    use sea_orm::ConnectionTrait;
+    let mut appends = store.db().watch_appends();
+    let sql = format!("SELECT pg_notify('{NOTIFY_CHANNEL}', '')");
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = appends.changed() => if changed.is_err() { return },
+        }
+        appends.borrow_and_update();
+        if let Err(e) = store.db().conn().execute_unprepared(&sql).await {
+            tracing::warn!(error = %e, "cannot notify other instances");
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("reading the log to catch up: {0}")]
+    Db(#[from] DbErr),
+    #[error("the log tailer has stopped")]
+    Closed,
+}
+
+/// An in-order, gap-free, duplicate-free stream of events for one consumer.
+pub struct Subscription {
+    receiver: broadcast::Receiver<Arc<RecordedEvent>>,
+    store: EventStore,
+    published: watch::Receiver<Cursor>,
+    /// The last event returned (or the starting cursor).
+    last: Cursor,
+    /// Read the log until at least here before taking live events.
+    catch_up_to: Option<Cursor>,
+    backlog: VecDeque<Arc<RecordedEvent>>,
+}
+
+impl Subscription {
+    /// The cursor of the last event returned: resume from here.
+    pub fn cursor(&self) -> Cursor {
+        self.last
+    }
+
+    /// The next event in log order.
+    pub async fn next(&mut self) -> Result<Arc<RecordedEvent>, SubscriptionError> {
+        loop {
+            if let Some(event) = self.backlog.pop_front() {
+                if event.cursor > self.last {
+                    self.last = event.cursor;
+                    return Ok(event);
+                }
+                continue;
+            }
+            if let Some(target) = self.catch_up_to {
+                if self.last < target {
+                    let page = self.store.read_all(self.last, BATCH).await?;
+                    if !page.events.is_empty() {
+                        self.backlog.extend(page.events.into_iter().map(Arc::new));
+                        continue;
+                    }
+                }
+                self.catch_up_to = None;
+            }
+            match self.receiver.recv().await {
+                Ok(event) if event.cursor > self.last => {
+                    self.last = event.cursor;
+                    return Ok(event);
+                }
+                // Already returned from the log while catching up.
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(
+                        missed,
+                        "subscriber fell behind; reading the gap from the log"
+                    );
+                    self.catch_up_to = Some(*self.published.borrow());
+                }
+                Err(broadcast::error::RecvError::Closed) => return Err(SubscriptionError::Closed),
+            }
+        }
+    }
+}
