@@ -191,7 +191,7 @@ impl EventStore {
     pub async fn stream_version(&self, stream: &StreamName) -> Result<u32, DbErr> {
         let sql = match self.db.backend() {
             Backend::Postgres => {
-                "SELECT COALESCE(MAX(version), 0) AS version FROM events WHERE stream = $1"
+                "SELECT COALESCE(MAX(version), 0)::bigint AS version FROM events WHERE stream = $1"
             }
             Backend::Sqlite => {
                 "SELECT COALESCE(MAX(version), 0) AS version FROM events WHERE stream = ?"

@@ -32,6 +32,8 @@ pub const NOTIFY_CHANNEL: &str = "switchboard_events";
 const BATCH: u32 = 1000;
 /// Events kept in memory for subscribers that are briefly behind.
 const CHANNEL_CAPACITY: usize = 8192;
+/// How long events may wait behind an open transaction before a warning.
+const HELD_BACK_WARNING: Duration = Duration::from_secs(10);
 
 /// Hands out subscriptions; cheap to clone.
 #[derive(Clone)]
@@ -119,6 +121,7 @@ impl Tailer {
         tracing::info!(cursor = %cursor, "log tailer started");
         loop {
             local_appends.borrow_and_update();
+            tracing::trace!("draining");
             cursor = self.drain(cursor, &shutdown).await;
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -133,6 +136,8 @@ impl Tailer {
     /// Reads and publishes until nothing more is readable; returns the new cursor.
     async fn drain(&self, mut cursor: Cursor, shutdown: &CancellationToken) -> Cursor {
         let mut backoff = Duration::from_millis(1);
+        let mut held_since: Option<tokio::time::Instant> = None;
+        let mut warned = false;
         loop {
             if shutdown.is_cancelled() {
                 return cursor;
@@ -149,6 +154,9 @@ impl Tailer {
                 }
             };
             let full = page.events.len() == BATCH as usize;
+            if !page.events.is_empty() {
+                held_since = None;
+            }
             for event in page.events {
                 self.published.send_replace(event.cursor);
                 // No receivers is fine: nobody is listening yet.
@@ -164,6 +172,20 @@ impl Tailer {
             }
             // Committed events wait behind an older transaction still running:
             // look again soon, backing off if that transaction is long.
+            tracing::debug!(cursor = %cursor, backoff = ?backoff, "events pending behind the transaction horizon");
+            let held_for = held_since
+                .get_or_insert_with(tokio::time::Instant::now)
+                .elapsed();
+            if held_for > HELD_BACK_WARNING && !warned {
+                // Transaction ids are cluster-wide: any transaction left open
+                // (in any database of the cluster) delays the live feed.
+                tracing::warn!(
+                    held_for_secs = held_for.as_secs(),
+                    "committed events are held back by an older transaction that is still open; \
+                     look for `idle in transaction` sessions in pg_stat_activity"
+                );
+                warned = true;
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return cursor,
                 () = tokio::time::sleep(backoff) => {}
@@ -187,6 +209,7 @@ async fn listen(store: EventStore, wake: Arc<Notify>, shutdown: CancellationToke
             wake.notify_one();
             loop {
                 listener.recv().await?;
+                tracing::trace!("woken by another instance");
                 wake.notify_one();
             }
             #[allow(unreachable_code)]
@@ -221,6 +244,7 @@ async fn notify_other_instances(store: EventStore, shutdown: CancellationToken) 
             changed = appends.changed() => if changed.is_err() { return },
         }
         appends.borrow_and_update();
+        tracing::trace!("notifying other instances");
         if let Err(e) = store.db().conn().execute_unprepared(&sql).await {
             tracing::warn!(error = %e, "cannot notify other instances");
         }

@@ -1,0 +1,225 @@
+use std::{collections::HashSet, sync::Arc};
+
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+use switchboard::events::{
+    Actor, ActorKind, AppendError, Cursor, EventStore, EventType, ExpectedVersion, NewEvent,
+    RecordedEvent, StreamName,
+};
+use tokio::sync::Barrier;
+
+use crate::helpers::{TestApp, both_backends};
+
+pub fn event(event_type: &str, payload: serde_json::Value) -> NewEvent {
+    NewEvent::new(
+        EventType::parse(event_type).unwrap(),
+        payload,
+        Actor::new(ActorKind::Admin, "a1"),
+    )
+}
+
+pub fn stream(name: &str) -> StreamName {
+    StreamName::parse(name).unwrap()
+}
+
+fn store(app: &TestApp) -> EventStore {
+    app.state.store.clone()
+}
+
+/// The whole log from the start, once `expected` events are readable.
+///
+/// On Postgres a committed event becomes readable once every older
+/// transaction in the cluster has ended (other tests' included), so this
+/// waits for that, with a deadline, instead of expecting it at once.
+pub async fn read_whole_log(store: &EventStore, expected: usize) -> Vec<RecordedEvent> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut events = Vec::with_capacity(expected);
+    let mut cursor = Cursor::START;
+    loop {
+        let page = store.read_all(cursor, 5000).await.unwrap();
+        cursor = page.next;
+        let empty = page.events.is_empty();
+        events.extend(page.events);
+        if empty && events.len() >= expected && !page.pending {
+            break;
+        }
+        if empty {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {expected} events became readable",
+                events.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(
+        events.len(),
+        expected,
+        "the log holds more events than expected"
+    );
+    events
+}
+
+both_backends! {
+    async fn appended_events_read_back_exactly_in_version_order(db) {
+        let app = TestApp::spawn(&db).await;
+        let store = store(&app);
+        let s = stream("ticket:1");
+        let written = store
+            .append(
+                &s,
+                ExpectedVersion::NoStream,
+                vec![
+                    event("ticket.created", json!({"subject": "Где мой платёж?"})),
+                    event("ticket.message_added", json!({"text": "hello", "n": 1})),
+                ],
+            )
+            .await
+            .unwrap();
+        let more = store
+            .append(&s, ExpectedVersion::Exact(2), vec![event("ticket.status_changed", json!({"old_status": "open", "new_status": "closed"}))])
+            .await
+            .unwrap();
+
+        let read = store.read_stream(&s).await.unwrap();
+        let expected: Vec<_> = written.into_iter().chain(more).collect();
+        assert_eq!(read, expected);
+        assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(read.windows(2).all(|w| w[0].position < w[1].position));
+        assert_eq!(read[0].payload["subject"], "Где мой платёж?");
+        assert_eq!(read[0].actor, Actor::new(ActorKind::Admin, "a1"));
+        // UUIDv7 ids, distinct.
+        assert!(read.iter().all(|e| e.id.as_uuid().get_version_num() == 7));
+        assert_eq!(read.iter().map(|e| e.id).collect::<HashSet<_>>().len(), 3);
+        assert_eq!(store.stream_version(&s).await.unwrap(), 3);
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(db) {
+        let app = TestApp::spawn(&db).await;
+        let store = store(&app);
+        let s = stream("user:7");
+        store.append(&s, ExpectedVersion::NoStream, vec![event("user.created", json!({}))]).await.unwrap();
+
+        for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(0), ExpectedVersion::Exact(5)] {
+            let err = store
+                .append(&s, expected, vec![event("user.updated", json!({})), event("user.blocked", json!({}))])
+                .await
+                .unwrap_err();
+            match err {
+                AppendError::Conflict { actual, .. } => assert_eq!(actual, 1),
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+        }
+        assert_eq!(store.read_stream(&s).await.unwrap().len(), 1);
+        read_whole_log(&store, 1).await;
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn of_concurrent_appends_at_the_same_version_exactly_one_wins(db) {
+        let app = TestApp::spawn(&db).await;
+        let store = store(&app);
+        let s = stream("ticket:race");
+        store.append(&s, ExpectedVersion::NoStream, vec![event("ticket.created", json!({}))]).await.unwrap();
+
+        let contenders = 8;
+        let barrier = Arc::new(Barrier::new(contenders));
+        let mut handles = Vec::new();
+        for writer in 0..contenders {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            let s = s.clone();
+            handles.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let batch = (0..3)
+                    .map(|i| event("ticket.message_added", json!({"writer": writer, "i": i})))
+                    .collect();
+                store.append(&s, ExpectedVersion::Exact(1), batch).await
+            }));
+        }
+        let mut winners = Vec::new();
+        for handle in handles {
+            match handle.await.unwrap() {
+                Ok(events) => winners.push(events),
+                Err(AppendError::Conflict { .. }) => {}
+                Err(other) => panic!("unexpected error {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one append must win");
+
+        // Nothing partial: the stream holds the first event and the winner's
+        // whole batch, and nothing from any loser.
+        let read = store.read_stream(&s).await.unwrap();
+        assert_eq!(read.len(), 4);
+        let winner = read[1].payload["writer"].clone();
+        assert!(read[1..].iter().all(|e| e.payload["writer"] == winner));
+        assert_eq!(read[1..].to_vec(), winners.pop().unwrap());
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn reading_the_whole_log_by_cursor_pages_through_every_event_once(db) {
+        let app = TestApp::spawn(&db).await;
+        let store = store(&app);
+        for n in 0..25u32 {
+            let s = stream(&format!("user:{}", n % 5));
+            let expected = if n < 5 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(n / 5) };
+            store.append(&s, expected, vec![event("user.updated", json!({"n": n}))]).await.unwrap();
+        }
+        let whole = read_whole_log(&store, 25).await;
+        // Pages of 7, each resumed from the previous page's cursor after a
+        // round trip through its string form, give the same sequence.
+        let mut cursor = Cursor::START;
+        let mut seen = Vec::new();
+        loop {
+            let page = store.read_all(cursor, 7).await.unwrap();
+            assert!(page.events.len() <= 7);
+            if page.events.is_empty() {
+                assert_eq!(page.next, cursor);
+                break;
+            }
+            cursor = page.next.to_string().parse().unwrap();
+            seen.extend(page.events);
+        }
+        assert_eq!(seen, whole);
+        assert_eq!(
+            seen.iter().map(|e| e.payload["n"].as_u64().unwrap()).collect::<Vec<_>>(),
+            (0..25).collect::<Vec<_>>()
+        );
+        assert_eq!(store.head().await.unwrap(), cursor);
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn the_database_refuses_to_update_or_delete_events(db) {
+        let app = TestApp::spawn(&db).await;
+        let store = store(&app);
+        store.append(&stream("user:1"), ExpectedVersion::NoStream, vec![event("user.created", json!({}))]).await.unwrap();
+        let conn = app.state.db.conn();
+        assert!(conn.execute_unprepared("UPDATE events SET type = 'user.deleted'").await.is_err());
+        assert!(conn.execute_unprepared("DELETE FROM events").await.is_err());
+        let read = store.read_stream(&stream("user:1")).await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].event_type.as_str(), "user.created");
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_rolled_back_transaction_leaves_no_events(db) {
+        let app = TestApp::spawn(&db).await;
+        let store = store(&app);
+        let txn = app.state.db.begin_write().await.unwrap();
+        store.append_in(&txn, &stream("user:1"), ExpectedVersion::NoStream, vec![event("user.created", json!({}))]).await.unwrap();
+        txn.rollback().await.unwrap();
+        assert!(store.read_stream(&stream("user:1")).await.unwrap().is_empty());
+        assert!(store.read_all(Cursor::START, 10).await.unwrap().events.is_empty());
+        app.stop().await;
+    }
+}

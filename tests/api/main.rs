@@ -1,0 +1,11 @@
+//! Integration tests: the real app on port 0 against a fresh database per
+//! test. Every test runs on SQLite; with `TEST_DATABASE_URL` set it also runs
+//! on PostgreSQL (see README, "Tests").
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod event_store;
+mod health;
+mod startup;
+mod tailer;

@@ -1,0 +1,301 @@
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard::events::{ExpectedVersion, Subscription};
+
+use crate::{
+    event_store::{event, stream},
+    helpers::{TestApp, both_backends, test_config},
+};
+
+/// The next event, or a panic after `deadline` (never a bare sleep).
+async fn next_within(
+    sub: &mut Subscription,
+    deadline: Duration,
+) -> std::sync::Arc<switchboard::events::RecordedEvent> {
+    tokio::time::timeout(deadline, sub.next())
+        .await
+        .expect("no event arrived in time")
+        .unwrap()
+}
+
+both_backends! {
+    async fn a_live_subscriber_receives_each_append_in_order(db) {
+        // A poll interval far longer than the deadline: delivery must come
+        // from the wake-up on commit, not from polling.
+        let mut config = test_config(db.config.clone());
+        config.tailer_poll_interval = Duration::from_secs(600);
+        let app = TestApp::spawn_with(config).await;
+        let mut sub = app.state.tailer.subscribe();
+        let s = stream("ticket:1");
+        for version in 0..5u32 {
+            let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+            let written = app.state.store.append(&s, expected, vec![event("ticket.message_added", json!({"n": version}))]).await.unwrap();
+            let received = next_within(&mut sub, Duration::from_secs(5)).await;
+            assert_eq!(*received, written[0]);
+        }
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_subscriber_from_an_old_cursor_gets_history_then_live_without_gap_or_duplicate(db) {
+        let app = TestApp::spawn(&db).await;
+        let store = &app.state.store;
+        let s = stream("user:1");
+        let mut all = Vec::new();
+        for v in 0..10u32 {
+            let expected = if v == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(v) };
+            all.extend(store.append(&s, expected, vec![event("user.updated", json!({"v": v}))]).await.unwrap());
+        }
+        // Resume after the 4th event while new events keep arriving.
+        let mut sub = app.state.tailer.subscribe_from(all[3].cursor);
+        for v in 10..20u32 {
+            all.extend(store.append(&s, ExpectedVersion::Exact(v), vec![event("user.updated", json!({"v": v}))]).await.unwrap());
+        }
+        let mut received = Vec::new();
+        while received.len() < 16 {
+            received.push(next_within(&mut sub, Duration::from_secs(10)).await.as_ref().clone());
+        }
+        assert_eq!(received, all[4..].to_vec());
+        // And nothing more.
+        assert!(tokio::time::timeout(Duration::from_millis(200), sub.next()).await.is_err());
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_subscriber_that_falls_far_behind_catches_up_from_the_log(db) {
+        let app = TestApp::spawn(&db).await;
+        let mut sub = app.state.tailer.subscribe();
+        // More than the in-memory channel holds (8192), without reading.
+        let total = 9_000u32;
+        let s = stream("bulk:1");
+        let mut version = 0;
+        while version < total {
+            let batch = (0..500).map(|i| event("bulk.added", json!({"n": version + i}))).collect();
+            let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+            app.state.store.append(&s, expected, batch).await.unwrap();
+            version += 500;
+        }
+        for n in 0..total {
+            let e = next_within(&mut sub, Duration::from_secs(20)).await;
+            assert_eq!(e.payload["n"], n);
+        }
+        app.stop().await;
+    }
+}
+
+/// Postgres: positions commit out of order. A naive `position > N` poll
+/// skips an event that commits after a later position was read; the store's
+/// reader does not.
+#[cfg(postgres_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_naive_position_poll_loses_an_event_that_the_store_reader_keeps() {
+    use sea_orm::{ConnectionTrait, Statement};
+    use switchboard::events::Cursor;
+
+    use crate::helpers::{Kind, TestDb};
+
+    let db = TestDb::new(Kind::Postgres).await;
+    let app = TestApp::spawn(&db).await;
+    let store = &app.state.store;
+
+    // Transaction A takes position 1 and stays open.
+    let slow = app.state.db.begin_write().await.unwrap();
+    let a = store
+        .append_in(
+            &slow,
+            &stream("user:a"),
+            ExpectedVersion::NoStream,
+            vec![event("user.created", json!({}))],
+        )
+        .await
+        .unwrap();
+    // B takes position 2 and commits first.
+    let b = store
+        .append(
+            &stream("user:b"),
+            ExpectedVersion::NoStream,
+            vec![event("user.created", json!({}))],
+        )
+        .await
+        .unwrap();
+    assert!(a[0].position < b[0].position);
+
+    let naive = |after: i64| {
+        let conn = app.state.db.conn().clone();
+        async move {
+            conn.query_all_raw(Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT position FROM events WHERE position > $1 ORDER BY position",
+                [after.into()],
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<i64>("", "position").unwrap())
+            .collect::<Vec<_>>()
+        }
+    };
+    // The naive reader sees 2 and moves its cursor past 1.
+    let first = naive(0).await;
+    assert_eq!(first, vec![b[0].position]);
+    // The store's reader waits: A is still running, so B is not yet readable.
+    let page = store.read_all(Cursor::START, 100).await.unwrap();
+    assert!(page.events.is_empty());
+    assert!(page.pending);
+
+    slow.commit().await.unwrap();
+
+    let second = naive(b[0].position).await;
+    assert!(
+        second.is_empty(),
+        "the naive reader never sees position {}",
+        a[0].position
+    );
+    let log = crate::event_store::read_whole_log(store, 2).await;
+    let ids: Vec<_> = log.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![a[0].id, b[0].id]);
+    app.stop().await;
+}
+
+/// Postgres: 32 writers append 500 events each while a subscriber reads;
+/// the subscriber (restarted halfway from its saved cursor) sees all 16,000
+/// exactly once, in one consistent order.
+#[cfg(postgres_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_32_concurrent_writers_a_reader_sees_all_16000_events_exactly_once_in_order() {
+    use std::collections::HashSet;
+
+    use switchboard::events::Cursor;
+
+    use crate::helpers::{Kind, TestDb};
+
+    const WRITERS: u32 = 32;
+    const PER_WRITER: u32 = 500;
+    const TOTAL: usize = (WRITERS * PER_WRITER) as usize;
+    let _exclusive = crate::helpers::EXCLUSIVE_POSTGRES.lock().await;
+
+    let db = TestDb::new(Kind::Postgres).await;
+    let app = TestApp::spawn_with(test_config(db.with_max_connections(WRITERS + 8))).await;
+    let store = app.state.store.clone();
+    let tailer = app.state.tailer.clone();
+
+    let reader = tokio::spawn(async move {
+        let mut received = Vec::with_capacity(TOTAL);
+        let mut sub = tailer.subscribe_from(Cursor::START);
+        while received.len() < TOTAL {
+            if received.len() == TOTAL / 2 {
+                // Restart the reader: only its saved cursor survives.
+                let saved: Cursor = sub.cursor().to_string().parse().unwrap();
+                drop(sub);
+                sub = tailer.subscribe_from(saved);
+            }
+            let e = tokio::time::timeout(Duration::from_secs(60), sub.next())
+                .await
+                .expect("reader stalled")
+                .unwrap();
+            received.push(e);
+        }
+        // Nothing beyond the 16,000.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), sub.next())
+                .await
+                .is_err()
+        );
+        received
+    });
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let s = stream(&format!("writer:{w}"));
+            for v in 0..PER_WRITER {
+                let expected = if v == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(v)
+                };
+                store
+                    .append(
+                        &s,
+                        expected,
+                        vec![event("load.appended", json!({"w": w, "v": v + 1}))],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let received = reader.await.unwrap();
+
+    // Exactly once.
+    let ids: HashSet<_> = received.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), TOTAL);
+    // Each writer's events in its own order.
+    let mut last_version = vec![0u32; WRITERS as usize];
+    for e in &received {
+        let w = e.payload["w"].as_u64().unwrap() as usize;
+        assert_eq!(e.version, last_version[w] + 1);
+        last_version[w] = e.version;
+    }
+    // One consistent order: the same as reading the finished log from the start.
+    let log: Vec<_> = crate::event_store::read_whole_log(&store, TOTAL)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(received.iter().map(|e| e.id).collect::<Vec<_>>(), log);
+    assert!(received.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    app.stop().await;
+}
+
+/// Postgres: an event appended through one instance reaches the other
+/// instance's subscribers within 100 ms, by LISTEN/NOTIFY (the fallback poll
+/// is set to ten minutes here, so polling cannot be what delivers it).
+#[cfg(postgres_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_appended_on_one_instance_reaches_the_other_within_100ms() {
+    use crate::helpers::{Kind, TestDb};
+
+    let _exclusive = crate::helpers::EXCLUSIVE_POSTGRES.lock().await;
+    let db = TestDb::new(Kind::Postgres).await;
+    let mut config = test_config(db.config.clone());
+    config.tailer_poll_interval = Duration::from_secs(600);
+    let a = TestApp::spawn_with(config.clone()).await;
+    let b = TestApp::spawn_with(config).await;
+    let mut sub = b.state.tailer.subscribe();
+    // Let B's LISTEN connection settle.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let s = stream("ticket:x");
+    for v in 0..5u32 {
+        let expected = if v == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(v)
+        };
+        let written = a
+            .state
+            .store
+            .append(
+                &s,
+                expected,
+                vec![event("ticket.message_added", json!({"v": v}))],
+            )
+            .await
+            .unwrap();
+        // From the commit on A (the append has returned) to B's subscriber.
+        let started = tokio::time::Instant::now();
+        let received = next_within(&mut sub, Duration::from_millis(100)).await;
+        assert_eq!(received.id, written[0].id);
+        eprintln!("cross-instance delivery {v}: {:?}", started.elapsed());
+    }
+    a.stop().await;
+    b.stop().await;
+}
