@@ -169,6 +169,26 @@ impl Db {
         })
     }
 
+    /// Runs `f` as a single-statement write outside any explicit transaction
+    /// (an autocommit statement is atomic on both databases), under the
+    /// SQLite write lock. One round trip instead of BEGIN/statement/COMMIT.
+    pub(crate) async fn write_once<T, F>(&self, f: F) -> T
+    where
+        F: AsyncFnOnce(&DatabaseConnection) -> T,
+    {
+        let _guard = match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        f(&self.conn).await
+    }
+
+    /// Wakes the log tailer after events were committed outside a
+    /// [`WriteTxn`].
+    pub(crate) fn signal_appended(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// A receiver that changes after every commit that appended events.
     pub fn watch_appends(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()

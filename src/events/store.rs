@@ -19,9 +19,17 @@
 //! On SQLite writes are serialized ([`crate::db::Db::begin_write`]), so the
 //! position order is the commit order and the cursor is the position.
 
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr, QueryResult, SqlErr, Statement, Value as DbValue};
+use sea_orm::{
+    ConnectionTrait, DbErr, QueryResult, SqlErr, Statement, Value as DbValue, sea_query::ArrayType,
+};
 use serde_json::Value;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::envelope::{Actor, Cursor, EventType, NewEvent, RecordedEvent, StreamName, now_micros};
 use crate::{
@@ -78,31 +86,69 @@ pub struct Page {
     pub pending: bool,
 }
 
+/// An append on its way to the database: ids, versions and time assigned.
+struct PendingAppend {
+    stream: StreamName,
+    expected: u32,
+    events: Vec<RecordedEvent>,
+}
+
+type Reply = oneshot::Sender<Result<Vec<RecordedEvent>, AppendError>>;
+
+/// Group-commit writers on PostgreSQL: concurrent appends that arrive while
+/// the writers are busy go to the database together, in one statement.
+const POSTGRES_WRITERS: usize = 4;
+
 #[derive(Clone)]
 pub struct EventStore {
     db: Db,
+    queue: mpsc::Sender<(PendingAppend, Reply)>,
 }
 
 impl EventStore {
+    /// Also starts the group-commit writers; they stop when the last clone
+    /// of the store is dropped. Must be called inside a Tokio runtime.
     pub fn new(db: Db) -> Self {
-        Self { db }
+        let (queue, receiver) = mpsc::channel(4 * MAX_BATCH);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let writers = match db.backend() {
+            Backend::Postgres => POSTGRES_WRITERS,
+            // SQLite has one writer at a time anyway.
+            Backend::Sqlite => 1,
+        };
+        for _ in 0..writers {
+            tokio::spawn(group_commit(db.clone(), receiver.clone()));
+        }
+        Self { db, queue }
     }
 
     pub fn db(&self) -> &Db {
         &self.db
     }
 
-    /// Appends `events` to `stream` in a transaction of its own and commits.
+    /// Appends `events` to `stream` on their own, atomically.
+    ///
+    /// Appends that arrive together are written together: one statement,
+    /// one commit, each still checked against its own expected version, so
+    /// one append's conflict never fails another.
     pub async fn append(
         &self,
         stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, AppendError> {
-        let txn = self.db.begin_write().await?;
-        let recorded = self.append_in(&txn, stream, expected, events).await?;
-        txn.commit().await?;
-        Ok(recorded)
+        let pending = prepare(stream, expected, events)?;
+        if pending.events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((pending, reply))
+            .await
+            .map_err(|_| DbErr::Custom("the event store is shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| DbErr::Custom("the event store writer stopped".into()))?
     }
 
     /// Appends within the caller's transaction (read models and outbox rows
@@ -118,99 +164,27 @@ impl EventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, AppendError> {
-        if events.is_empty() {
+        let mut pending = prepare(stream, expected, events)?;
+        if pending.events.is_empty() {
             return Ok(Vec::new());
         }
-        if events.len() > MAX_BATCH {
-            return Err(AppendError::TooMany(events.len()));
-        }
-        let expected_version = expected.as_u32();
-        let occurred_at = now_micros();
-        let mut recorded: Vec<RecordedEvent> = events
-            .into_iter()
-            .zip(expected_version + 1..)
-            .map(|(event, version)| RecordedEvent {
-                id: EventId::new(),
-                position: 0,
-                cursor: Cursor::START,
-                stream: stream.clone(),
-                version,
-                event_type: event.event_type,
-                payload: event.payload,
-                actor: event.actor,
-                occurred_at,
-            })
-            .collect();
-
-        let statement = insert_statement(self.db.backend(), stream, expected_version, &recorded);
-        let rows = match txn.query_all_raw(statement).await {
-            Ok(rows) => rows,
-            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                // A concurrent append took the same version between our check
-                // and our insert. On Postgres the transaction is aborted now,
-                // so the current version is read outside it.
-                return Err(self.conflict(stream, expected_version).await);
+        let written = match insert(&**txn, self.db.backend(), &[&pending]).await {
+            Ok(written) => written,
+            Err(e) if is_unique_violation(&e) => {
+                return Err(conflict(&self.db, &pending).await);
             }
             Err(e) => return Err(e.into()),
         };
-        if rows.len() != recorded.len() {
-            // The version check in the statement failed: nothing was inserted.
-            return Err(self.conflict(stream, expected_version).await);
-        }
-        for row in rows {
-            let version: i32 = row.try_get("", "version")?;
-            let position: i64 = row.try_get("", "position")?;
-            let tx = match self.db.backend() {
-                Backend::Postgres => parse_tx(&row)?,
-                Backend::Sqlite => 0,
-            };
-            let index = usize::try_from(i64::from(version) - i64::from(expected_version) - 1)
-                .map_err(|_| DbErr::Custom("append returned an unexpected version".into()))?;
-            let event = recorded
-                .get_mut(index)
-                .ok_or_else(|| DbErr::Custom("append returned an unexpected version".into()))?;
-            event.position = position;
-            event.cursor = Cursor { tx, position };
+        if !fill_cursors(&mut pending, &written) {
+            return Err(conflict(&self.db, &pending).await);
         }
         txn.mark_appended();
-        Ok(recorded)
-    }
-
-    async fn conflict(&self, stream: &StreamName, expected: u32) -> AppendError {
-        match self.stream_version(stream).await {
-            Ok(actual) => AppendError::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual,
-            },
-            Err(e) => AppendError::Db(e),
-        }
+        Ok(pending.events)
     }
 
     /// The version of the stream's last event (0 if it has none).
     pub async fn stream_version(&self, stream: &StreamName) -> Result<u32, DbErr> {
-        let sql = match self.db.backend() {
-            Backend::Postgres => {
-                "SELECT COALESCE(MAX(version), 0)::bigint AS version FROM events WHERE stream = $1"
-            }
-            Backend::Sqlite => {
-                "SELECT COALESCE(MAX(version), 0) AS version FROM events WHERE stream = ?"
-            }
-        };
-        let row = self
-            .db
-            .conn()
-            .query_one_raw(Statement::from_sql_and_values(
-                self.db.database_backend(),
-                sql,
-                [DbValue::from(stream.as_str())],
-            ))
-            .await?;
-        let version: i64 = match row {
-            Some(row) => row.try_get_by_index(0)?,
-            None => 0,
-        };
-        Ok(u32::try_from(version).unwrap_or(0))
+        current_version(&self.db, stream).await
     }
 
     /// Every event of one stream, in version order.
@@ -337,82 +311,297 @@ const PG_COLUMNS: &str = "position, id, stream, version, type, payload, actor, o
                           transaction_id::text AS tx";
 const SQLITE_COLUMNS: &str = "position, id, stream, version, type, payload, actor, occurred_at";
 
-/// One statement that inserts all events only if the stream is at the
-/// expected version; it returns no rows otherwise. A concurrent append that
-/// passed the same check fails on the `(stream, version)` unique key.
-fn insert_statement(
-    backend: Backend,
+/// Assigns ids, versions and the time.
+fn prepare(
     stream: &StreamName,
-    expected: u32,
-    events: &[RecordedEvent],
-) -> Statement {
-    let mut values: Vec<DbValue> = Vec::with_capacity(events.len() * 6 + 3);
-    let mut rows = Vec::with_capacity(events.len());
-    match backend {
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> Result<PendingAppend, AppendError> {
+    if events.len() > MAX_BATCH {
+        return Err(AppendError::TooMany(events.len()));
+    }
+    let expected = expected.as_u32();
+    let occurred_at = now_micros();
+    let events = events
+        .into_iter()
+        .zip(expected + 1..)
+        .map(|(event, version)| RecordedEvent {
+            id: EventId::new(),
+            position: 0,
+            cursor: Cursor::START,
+            stream: stream.clone(),
+            version,
+            event_type: event.event_type,
+            payload: event.payload,
+            actor: event.actor,
+            occurred_at,
+        })
+        .collect();
+    Ok(PendingAppend {
+        stream: stream.clone(),
+        expected,
+        events,
+    })
+}
+
+/// Sets positions and cursors from what the database returned; false if
+/// the append was not written (its version check failed).
+fn fill_cursors(pending: &mut PendingAppend, written: &HashMap<EventId, Cursor>) -> bool {
+    if !pending.events.iter().all(|e| written.contains_key(&e.id)) {
+        return false;
+    }
+    for event in &mut pending.events {
+        if let Some(cursor) = written.get(&event.id) {
+            event.cursor = *cursor;
+            event.position = cursor.position;
+        }
+    }
+    true
+}
+
+fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+async fn current_version(db: &Db, stream: &StreamName) -> Result<u32, DbErr> {
+    let sql = match db.backend() {
         Backend::Postgres => {
-            values.push(stream.as_str().into());
-            values.push(i64::from(expected).into());
-            for event in events {
-                let n = values.len();
-                rows.push(format!(
-                    "(${}::uuid, ${}::int, ${}::text, ${}::jsonb, ${}::jsonb, ${}::timestamptz)",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6
-                ));
-                values.push(event.id.as_uuid().into());
-                values.push(i64::from(event.version).into());
-                values.push(event.event_type.as_str().into());
-                values.push(DbValue::Json(Some(Box::new(event.payload.clone()))));
-                values.push(DbValue::Json(Some(Box::new(actor_json(&event.actor)))));
-                values.push(event.occurred_at.into());
-            }
-            let sql = format!(
-                "INSERT INTO events (id, stream, version, type, payload, actor, occurred_at) \
-                 SELECT v.id, $1, v.version, v.type, v.payload, v.actor, v.occurred_at \
-                 FROM (VALUES {}) AS v(id, version, type, payload, actor, occurred_at) \
-                 WHERE (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = $1) = $2 \
-                 RETURNING position, version, transaction_id::text AS tx",
-                rows.join(", ")
-            );
-            Statement::from_sql_and_values(sea_orm::DatabaseBackend::Postgres, sql, values)
+            "SELECT COALESCE(MAX(version), 0)::bigint AS version FROM events WHERE stream = $1"
         }
         Backend::Sqlite => {
-            // Numbered parameters: ?1 is the stream, ?2 the expected version.
-            values.push(stream.as_str().into());
-            values.push(i64::from(expected).into());
-            for event in events {
+            "SELECT COALESCE(MAX(version), 0) AS version FROM events WHERE stream = ?"
+        }
+    };
+    let row = db
+        .conn()
+        .query_one_raw(Statement::from_sql_and_values(
+            db.database_backend(),
+            sql,
+            [DbValue::from(stream.as_str())],
+        ))
+        .await?;
+    let version: i64 = match row {
+        Some(row) => row.try_get_by_index(0)?,
+        None => 0,
+    };
+    Ok(u32::try_from(version).unwrap_or(0))
+}
+
+/// The conflict error for an append that was refused, with the stream's
+/// current version (read outside any aborted transaction).
+async fn conflict(db: &Db, pending: &PendingAppend) -> AppendError {
+    match current_version(db, &pending.stream).await {
+        Ok(actual) => AppendError::Conflict {
+            stream: pending.stream.clone(),
+            expected: pending.expected,
+            actual,
+        },
+        Err(e) => AppendError::Db(e),
+    }
+}
+
+/// One group-commit writer: takes whatever appends are queued (up to
+/// [`MAX_BATCH`] events), writes them in one statement, answers each.
+async fn group_commit(db: Db, receiver: Arc<Mutex<mpsc::Receiver<(PendingAppend, Reply)>>>) {
+    loop {
+        let batch = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut rows = first.0.events.len();
+            let mut batch = vec![first];
+            while rows < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => {
+                        rows += next.0.events.len();
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        // Two appends to one stream cannot share a statement: the second's
+        // expected version depends on the first. Later ones go one by one.
+        let mut streams = HashSet::new();
+        let (together, after): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|(pending, _)| streams.insert(pending.stream.clone()));
+        write_together(&db, together).await;
+        for one in after {
+            write_together(&db, vec![one]).await;
+        }
+    }
+}
+
+async fn write_together(db: &Db, batch: Vec<(PendingAppend, Reply)>) {
+    let appends: Vec<&PendingAppend> = batch.iter().map(|(pending, _)| pending).collect();
+    let backend = db.backend();
+    let result = db
+        .write_once(async |conn| insert(conn, backend, &appends).await)
+        .await;
+    match result {
+        Ok(written) => {
+            let mut answers = Vec::with_capacity(batch.len());
+            for (mut pending, reply) in batch {
+                let answer = if fill_cursors(&mut pending, &written) {
+                    Ok(pending.events)
+                } else {
+                    Err(conflict(db, &pending).await)
+                };
+                answers.push((answer, reply));
+            }
+            if !written.is_empty() {
+                db.signal_appended();
+            }
+            for (answer, reply) in answers {
+                // The caller may have given up waiting; nothing to do then.
+                let _ = reply.send(answer);
+            }
+        }
+        // Another writer (another instance, or a transaction) took a version
+        // of one of these streams after our check: the whole statement
+        // failed. Retry one by one so only the loser sees the conflict.
+        Err(e) if is_unique_violation(&e) && batch.len() > 1 => {
+            for one in batch {
+                Box::pin(write_together(db, vec![one])).await;
+            }
+        }
+        Err(e) if is_unique_violation(&e) => {
+            for (pending, reply) in batch {
+                let _ = reply.send(Err(conflict(db, &pending).await));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, appends = batch.len(), "append failed");
+            let message = e.to_string();
+            for (_, reply) in batch {
+                let _ = reply.send(Err(AppendError::Db(DbErr::Custom(message.clone()))));
+            }
+        }
+    }
+}
+
+/// One statement that inserts the events of every append whose stream is
+/// at its expected version, and nothing of the others; it returns the ids
+/// written with their cursors. A concurrent writer that passed the same
+/// check for the same stream makes it fail on the `(stream, version)` key.
+async fn insert(
+    conn: &impl ConnectionTrait,
+    backend: Backend,
+    appends: &[&PendingAppend],
+) -> Result<HashMap<EventId, Cursor>, DbErr> {
+    let events = || {
+        appends
+            .iter()
+            .flat_map(|a| a.events.iter().map(move |e| (*a, e)))
+    };
+    // The subquery sees the table as it was before this statement, so every
+    // event of one append passes or fails the check together.
+    const INSERT: &str = "INSERT INTO events (id, stream, version, type, payload, actor, occurred_at) \
+         SELECT id, stream, version, type, payload, actor, occurred_at FROM input \
+         WHERE expected = (SELECT COALESCE(MAX(e.version), 0) FROM events e WHERE e.stream = input.stream)";
+    let statement = match backend {
+        // One array per column: the statement text is the same whatever the
+        // batch size, so it is prepared once per connection.
+        Backend::Postgres => {
+            let column =
+                |ty: ArrayType, values: Vec<DbValue>| DbValue::Array(ty, Some(Box::new(values)));
+            let values = vec![
+                column(
+                    ArrayType::Uuid,
+                    events().map(|(_, e)| e.id.as_uuid().into()).collect(),
+                ),
+                column(
+                    ArrayType::String,
+                    events().map(|(a, _)| a.stream.as_str().into()).collect(),
+                ),
+                column(
+                    ArrayType::BigInt,
+                    events().map(|(_, e)| i64::from(e.version).into()).collect(),
+                ),
+                column(
+                    ArrayType::String,
+                    events()
+                        .map(|(_, e)| e.event_type.as_str().into())
+                        .collect(),
+                ),
+                column(
+                    ArrayType::Json,
+                    events()
+                        .map(|(_, e)| DbValue::Json(Some(Box::new(e.payload.clone()))))
+                        .collect(),
+                ),
+                column(
+                    ArrayType::Json,
+                    events()
+                        .map(|(_, e)| DbValue::Json(Some(Box::new(actor_json(&e.actor)))))
+                        .collect(),
+                ),
+                column(
+                    ArrayType::ChronoDateTimeUtc,
+                    events().map(|(_, e)| e.occurred_at.into()).collect(),
+                ),
+                column(
+                    ArrayType::BigInt,
+                    events()
+                        .map(|(a, _)| i64::from(a.expected).into())
+                        .collect(),
+                ),
+            ];
+            Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Postgres,
+                format!(
+                    "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], \
+                     $5::jsonb[], $6::jsonb[], $7::timestamptz[], $8::int8[]) \
+                     AS t(id, stream, version, type, payload, actor, occurred_at, expected)) \
+                     {INSERT} RETURNING id, position, transaction_id::text AS tx"
+                ),
+                values,
+            )
+        }
+        Backend::Sqlite => {
+            let mut values: Vec<DbValue> = Vec::new();
+            let mut rows = Vec::new();
+            for (append, event) in events() {
                 let n = values.len();
-                rows.push(format!(
-                    "(?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6
-                ));
+                let placeholders: Vec<String> = (n + 1..=n + 8).map(|i| format!("?{i}")).collect();
+                rows.push(format!("({})", placeholders.join(", ")));
                 values.push(event.id.to_string().into());
+                values.push(append.stream.as_str().into());
                 values.push(i64::from(event.version).into());
                 values.push(event.event_type.as_str().into());
                 values.push(event.payload.to_string().into());
                 values.push(actor_json(&event.actor).to_string().into());
                 values.push(sqlite_timestamp(event.occurred_at).into());
+                values.push(i64::from(append.expected).into());
             }
-            let sql = format!(
-                "INSERT INTO events (id, stream, version, type, payload, actor, occurred_at) \
-                 SELECT column1, ?1, column2, column3, column4, column5, column6 \
-                 FROM (VALUES {}) \
-                 WHERE (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1) = ?2 \
-                 RETURNING position, version",
-                rows.join(", ")
-            );
-            Statement::from_sql_and_values(sea_orm::DatabaseBackend::Sqlite, sql, values)
+            Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Sqlite,
+                format!(
+                    "WITH input (id, stream, version, type, payload, actor, occurred_at, expected) \
+                     AS (VALUES {}) {INSERT} RETURNING id, position",
+                    rows.join(", ")
+                ),
+                values,
+            )
         }
+    };
+    let returned = conn.query_all_raw(statement).await?;
+    let mut written = HashMap::with_capacity(returned.len());
+    for row in returned {
+        let position: i64 = row.try_get("", "position")?;
+        let (id, tx) = match backend {
+            Backend::Postgres => (row.try_get::<uuid::Uuid>("", "id")?, parse_tx(&row)?),
+            Backend::Sqlite => {
+                let id: String = row.try_get("", "id")?;
+                (id.parse().map_err(|e| corrupt("id", e))?, 0)
+            }
+        };
+        written.insert(EventId::from_uuid(id), Cursor { tx, position });
     }
+    Ok(written)
 }
 
 fn actor_json(actor: &Actor) -> Value {

@@ -223,3 +223,48 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    async fn appends_written_together_succeed_or_conflict_each_on_their_own(db) {
+        let app = TestApp::spawn(&db).await;
+        let store = store(&app);
+        let stale = stream("user:stale");
+        store.append(&stale, ExpectedVersion::NoStream, vec![event("user.created", json!({}))]).await.unwrap();
+
+        // Many appends at once (the store writes concurrent appends in one
+        // statement); exactly the stale one is refused.
+        let barrier = Arc::new(Barrier::new(41));
+        let mut handles = Vec::new();
+        for n in 0..41u32 {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            let stale = stale.clone();
+            handles.push(tokio::spawn(async move {
+                barrier.wait().await;
+                if n == 20 {
+                    store.append(&stale, ExpectedVersion::NoStream, vec![event("user.updated", json!({}))]).await
+                } else {
+                    let events = (0..(n % 3 + 1)).map(|i| event("user.updated", json!({"n": n, "i": i}))).collect();
+                    store.append(&stream(&format!("user:{n}")), ExpectedVersion::NoStream, events).await
+                }
+            }));
+        }
+        let mut written = 0;
+        for (n, handle) in handles.into_iter().enumerate() {
+            match (n, handle.await.unwrap()) {
+                (20, Err(AppendError::Conflict { actual: 1, .. })) => {}
+                (20, other) => panic!("the stale append must conflict, got {other:?}"),
+                (n, Ok(events)) => {
+                    assert_eq!(events.len(), n % 3 + 1);
+                    assert!(events.iter().all(|e| e.payload["n"] == n));
+                    assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=events.len() as u32).collect::<Vec<_>>());
+                    written += events.len();
+                }
+                (n, Err(e)) => panic!("append {n} failed: {e:?}"),
+            }
+        }
+        let log = read_whole_log(&store, written + 1).await;
+        assert_eq!(log.iter().map(|e| e.id).collect::<HashSet<_>>().len(), written + 1);
+        app.stop().await;
+    }
+}

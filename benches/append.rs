@@ -1,0 +1,286 @@
+//! Append throughput and latency of the event store on PostgreSQL, next to
+//! `pgbench` doing a bare single-row INSERT of the same payload with the same
+//! number of clients, in the same run.
+//!
+//! ```sh
+//! cargo bench --bench append
+//! BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres BENCH_SECONDS=10 \
+//!     BENCH_CLIENTS=1,8,64 cargo bench --bench append
+//! ```
+//!
+//! It creates (and afterwards drops) the database `switchboard_bench`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    path::Path,
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use switchboard::{
+    config::DatabaseConfig,
+    db::Db,
+    events::{Actor, ActorKind, EventStore, EventType, ExpectedVersion, NewEvent, StreamName},
+};
+
+struct Measured {
+    events_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let admin_url = std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let clients: Vec<u32> = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1,8,64".to_owned())
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse()
+                .expect("BENCH_CLIENTS: comma-separated numbers")
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(&admin_url, Duration::from_secs(seconds), &clients));
+}
+
+fn payload() -> serde_json::Value {
+    // About 250 bytes, the size of a typical ticket message event.
+    json!({
+        "ticket_id": "0193a5c2-7d1e-7b3a-9c1f-2b8e4d6a0f11",
+        "message_id": "0193a5c2-7d1e-7b3a-9c1f-2b8e4d6a0f12",
+        "author": "user",
+        "text": "Hello! My subscription was charged twice this month, could you check please? Thanks a lot.",
+        "attachments": []
+    })
+}
+
+async fn run(admin_url: &str, duration: Duration, clients: &[u32]) {
+    // The service's own default pool size, unless BENCH_POOL says otherwise:
+    // writers beyond it wait for a connection, as requests in the app do.
+    let pool_size: u32 = std::env::var("BENCH_POOL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    let db_name = "switchboard_bench";
+    psql(
+        admin_url,
+        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
+    );
+    psql(admin_url, &format!("CREATE DATABASE {db_name}"));
+    let url = with_database(admin_url, db_name);
+
+    let db = Db::connect(&DatabaseConfig::Postgres {
+        url: url.clone(),
+        max_connections: pool_size,
+    })
+    .await
+    .unwrap();
+    db.migrate().await.unwrap();
+    let store = EventStore::new(db.clone());
+    psql(
+        &url,
+        "CREATE TABLE bench_raw (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload JSONB NOT NULL)",
+    );
+    let payload_text = payload().to_string();
+    println!(
+        "payload: {} bytes of JSON; {}s per measurement; pool {pool_size} connections; PostgreSQL {}",
+        payload_text.len(),
+        duration.as_secs(),
+        psql(&url, "SHOW server_version").trim()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("insert.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "INSERT INTO bench_raw (payload) VALUES ('{}');\n",
+            payload_text.replace('\'', "''")
+        ),
+    )
+    .unwrap();
+
+    let mut rows = Vec::new();
+    for &n in clients {
+        let reference = pgbench(&url, &script, n, duration, dir.path());
+        let single = appends(&store, n, 1, duration).await;
+        let batch = appends(&store, n, 10, duration).await;
+        rows.push((n, reference, single, batch));
+    }
+
+    println!();
+    println!(
+        "| writers | pgbench INSERT rows/s (p50/p99 ms) | append ×1 events/s (p50/p99 ms) | ratio | append ×10 events/s (p50/p99 ms per append) | ratio |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (n, reference, single, batch) in &rows {
+        println!(
+            "| {n} | {:.0} ({:.2}/{:.2}) | {:.0} ({:.2}/{:.2}) | {:.0}% | {:.0} ({:.2}/{:.2}) | {:.0}% |",
+            reference.events_per_sec,
+            reference.p50_ms,
+            reference.p99_ms,
+            single.events_per_sec,
+            single.p50_ms,
+            single.p99_ms,
+            100.0 * single.events_per_sec / reference.events_per_sec,
+            batch.events_per_sec,
+            batch.p50_ms,
+            batch.p99_ms,
+            100.0 * batch.events_per_sec / reference.events_per_sec,
+        );
+    }
+
+    db.close().await;
+    psql(
+        admin_url,
+        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
+    );
+}
+
+/// `writers` tasks, each appending to its own stream for `duration`.
+async fn appends(store: &EventStore, writers: u32, batch: u32, duration: Duration) -> Measured {
+    let event_type = EventType::parse("ticket.message_added").unwrap();
+    let payload = Arc::new(payload());
+    let run_id = switchboard::ids::EventId::new();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        let event_type = event_type.clone();
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = StreamName::parse(&format!("bench:{run_id}-{batch}-{w}")).unwrap();
+            let actor = Actor::new(ActorKind::User, w);
+            let mut latencies = Vec::new();
+            let mut version = 0u32;
+            while Instant::now() < deadline {
+                let events = (0..batch)
+                    .map(|_| NewEvent::new(event_type.clone(), (*payload).clone(), actor.clone()))
+                    .collect();
+                let expected = if version == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(version)
+                };
+                let t = Instant::now();
+                store.append(&stream, expected, events).await.unwrap();
+                latencies.push(t.elapsed());
+                version += batch;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    let events = latencies.len() as f64 * f64::from(batch);
+    let (p50_ms, p99_ms) = percentiles(&mut latencies);
+    Measured {
+        events_per_sec: events / elapsed.as_secs_f64(),
+        p50_ms,
+        p99_ms,
+    }
+}
+
+fn percentiles(latencies: &mut [Duration]) -> (f64, f64) {
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    (at(0.50), at(0.99))
+}
+
+/// pgbench with `clients` connections, per-transaction log for percentiles.
+fn pgbench(url: &str, script: &Path, clients: u32, duration: Duration, dir: &Path) -> Measured {
+    let prefix = dir.join(format!("pgbench-{clients}"));
+    let output = Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-l", "--log-prefix"])
+        .arg(&prefix)
+        .args(["-c", &clients.to_string()])
+        .args(["-j", &clients.min(2).to_string()])
+        .args(["-T", &duration.as_secs().to_string()])
+        .arg("-f")
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("pgbench must be installed (Debian: postgresql-client)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pgbench failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tps: f64 = stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench output: {stdout}"));
+    // Log lines: client_id transaction_no time(µs) script_no time_epoch time_us
+    let mut latencies = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with(&format!("pgbench-{clients}.")) {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            if let Some(us) = line
+                .split_whitespace()
+                .nth(2)
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                latencies.push(Duration::from_micros(us));
+            }
+        }
+    }
+    let (p50_ms, p99_ms) = percentiles(&mut latencies);
+    Measured {
+        events_per_sec: tps,
+        p50_ms,
+        p99_ms,
+    }
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let output = Command::new("psql")
+        .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql, url])
+        .output()
+        .expect("psql must be installed");
+    assert!(
+        output.status.success(),
+        "psql `{sql}` failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = base[scheme_end..]
+        .find('/')
+        .map_or(base, |slash| &base[..scheme_end + slash]);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
