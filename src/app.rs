@@ -10,16 +10,20 @@ use actix_web::{
     web,
 };
 use anyhow::Context;
-use tokio::task::JoinSet;
+use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::{
+    admin,
+    auth::{self, rate_limit::RateLimits, tokens::JwtKeys},
+    cabinet,
     config::Config,
     db::Db,
-    error,
+    docs, error,
     events::{EventStore, Tailer},
     health,
+    mail::{templates::Templates, worker::MailWorker},
 };
 
 /// Shared by every request handler and worker.
@@ -28,6 +32,11 @@ pub struct AppState {
     pub db: Db,
     pub store: EventStore,
     pub tailer: Tailer,
+    pub jwt: JwtKeys,
+    pub rate_limits: RateLimits,
+    pub templates: Arc<Templates>,
+    /// Wakes the mail worker after a commit that queued an e-mail.
+    pub mail_wake: Arc<Notify>,
 }
 
 /// A built application: bound to its port, background tasks running.
@@ -59,14 +68,34 @@ impl Application {
         .await
         .context("cannot start the log tailer")?;
 
+        let jwt = JwtKeys::new(
+            &auth::jwt_secret(&config, &db).await?,
+            config.auth.access_token_ttl,
+        );
+        let templates = Arc::new(Templates::new(config.mail.templates_dir.clone()));
+        let mail_wake = Arc::new(Notify::new());
+        tasks.spawn(
+            MailWorker {
+                db: db.clone(),
+                config: config.mail.clone(),
+                templates: templates.clone(),
+                wake: mail_wake.clone(),
+            }
+            .run(shutdown.clone()),
+        );
+
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let port = listener.local_addr()?.port();
         let state = Arc::new(AppState {
+            rate_limits: RateLimits::new(config.auth.rate_per_ip, config.auth.rate_per_account),
             config,
             db,
             store,
             tailer,
+            jwt,
+            templates,
+            mail_wake,
         });
         let server = serve(listener, state.clone())?;
         tracing::info!(address = %state.config.listen.ip(), port, "listening");
@@ -131,6 +160,10 @@ fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> 
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .configure(health::configure)
+            .configure(auth::configure)
+            .configure(admin::configure)
+            .configure(cabinet::configure)
+            .configure(docs::configure)
             .default_service(web::to(error::not_found))
             // Inner to TracingLogger, which puts the request id in place.
             .wrap_fn(|req, srv| {

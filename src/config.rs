@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
+use secrecy::SecretString;
+
 /// Where the SQLite file lives when `DATABASE_URL` is not set.
 pub const DEFAULT_SQLITE_PATH: &str = "./data/switchboard.db";
 
@@ -20,6 +22,65 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// HTTP worker threads (default: one per core).
     pub http_workers: usize,
+    pub environment: Environment,
+    /// Where users reach the service (links in e-mails point here).
+    pub public_url: String,
+    pub auth: AuthConfig,
+    pub telegram: TelegramConfig,
+    pub mail: MailConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Signs the JWTs. Required in production; in development a random one
+    /// is generated and kept in the database if none is given.
+    pub jwt_secret: Option<SecretString>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub email_verification_ttl: Duration,
+    pub password_reset_ttl: Duration,
+    /// Attempts per minute on the auth endpoints, per client IP.
+    pub rate_per_ip: u32,
+    /// Attempts per minute on the auth endpoints, per account.
+    pub rate_per_account: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelegramConfig {
+    pub bot_token: Option<SecretString>,
+    /// How old a Mini App `initData` or Login Widget payload may be.
+    pub auth_max_age: Duration,
+    /// Ed25519 key to check the Mini App `signature` field with (hex).
+    pub mini_app_public_key: Option<[u8; 32]>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    /// No host: e-mails wait in the outbox (with a warning) until one is set.
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<SecretString>,
+    pub smtp_tls: SmtpTls,
+    pub from: String,
+    /// Templates here override the built-in ones, file by file.
+    pub templates_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP (a local relay).
+    None,
+    /// STARTTLS, required.
+    StartTls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +162,118 @@ impl Config {
             return Err(invalid("SWITCHBOARD_HTTP_WORKERS", "must be at least 1"));
         }
 
+        let environment = match get("SWITCHBOARD_ENV").as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(other) => {
+                return Err(invalid(
+                    "SWITCHBOARD_ENV",
+                    format!("expected `development` or `production`, got `{other}`"),
+                ));
+            }
+        };
+        let public_url = get("SWITCHBOARD_PUBLIC_URL")
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_owned();
+        if url::Url::parse(&public_url).is_err() {
+            return Err(invalid("SWITCHBOARD_PUBLIC_URL", "not an absolute URL"));
+        }
+
+        let jwt_secret = get("SWITCHBOARD_JWT_SECRET");
+        if let Some(secret) = &jwt_secret
+            && secret.len() < 32
+        {
+            return Err(invalid(
+                "SWITCHBOARD_JWT_SECRET",
+                "must be at least 32 characters (e.g. `openssl rand -base64 48`)",
+            ));
+        }
+        if jwt_secret.is_none() && environment == Environment::Production {
+            return Err(invalid(
+                "SWITCHBOARD_JWT_SECRET",
+                "is required when SWITCHBOARD_ENV=production",
+            ));
+        }
+        let auth = AuthConfig {
+            jwt_secret: jwt_secret.map(SecretString::from),
+            access_token_ttl: Duration::from_secs(parse_or(
+                &get,
+                "SWITCHBOARD_ACCESS_TOKEN_TTL_SECS",
+                900u64,
+            )?),
+            refresh_token_ttl: Duration::from_secs(
+                86_400 * parse_or(&get, "SWITCHBOARD_REFRESH_TOKEN_TTL_DAYS", 30u64)?,
+            ),
+            email_verification_ttl: Duration::from_secs(86_400),
+            password_reset_ttl: Duration::from_secs(3_600),
+            rate_per_ip: parse_or(&get, "SWITCHBOARD_AUTH_RATE_PER_IP", 30u32)?,
+            rate_per_account: parse_or(&get, "SWITCHBOARD_AUTH_RATE_PER_ACCOUNT", 10u32)?,
+        };
+        if auth.rate_per_ip == 0 || auth.rate_per_account == 0 {
+            return Err(invalid(
+                "SWITCHBOARD_AUTH_RATE_PER_IP",
+                "rate limits must be at least 1 per minute",
+            ));
+        }
+
+        let mini_app_public_key = match get("SWITCHBOARD_TELEGRAM_MINI_APP_PUBLIC_KEY") {
+            None => None,
+            Some(hex_key) => Some(
+                hex::decode(hex_key.trim())
+                    .ok()
+                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            "SWITCHBOARD_TELEGRAM_MINI_APP_PUBLIC_KEY",
+                            "expected 64 hex characters (an Ed25519 public key)",
+                        )
+                    })?,
+            ),
+        };
+        let telegram = TelegramConfig {
+            bot_token: get("SWITCHBOARD_TELEGRAM_BOT_TOKEN").map(SecretString::from),
+            auth_max_age: Duration::from_secs(parse_or(
+                &get,
+                "SWITCHBOARD_TELEGRAM_AUTH_MAX_AGE_SECS",
+                86_400u64,
+            )?),
+            mini_app_public_key,
+        };
+
+        let smtp_tls = match get("SWITCHBOARD_SMTP_TLS").as_deref() {
+            None | Some("starttls") => SmtpTls::StartTls,
+            Some("tls") => SmtpTls::Tls,
+            Some("none") => SmtpTls::None,
+            Some(other) => {
+                return Err(invalid(
+                    "SWITCHBOARD_SMTP_TLS",
+                    format!("expected `starttls`, `tls` or `none`, got `{other}`"),
+                ));
+            }
+        };
+        let default_port = match smtp_tls {
+            SmtpTls::Tls => 465,
+            SmtpTls::StartTls => 587,
+            SmtpTls::None => 25,
+        };
+        let mail = MailConfig {
+            smtp_host: get("SWITCHBOARD_SMTP_HOST"),
+            smtp_port: parse_or(&get, "SWITCHBOARD_SMTP_PORT", default_port)?,
+            smtp_username: get("SWITCHBOARD_SMTP_USERNAME"),
+            smtp_password: get("SWITCHBOARD_SMTP_PASSWORD").map(SecretString::from),
+            smtp_tls,
+            from: get("SWITCHBOARD_MAIL_FROM")
+                .unwrap_or_else(|| "Switchboard <no-reply@localhost>".to_owned()),
+            templates_dir: get("SWITCHBOARD_TEMPLATES_DIR").map(PathBuf::from),
+        };
+        if mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "SWITCHBOARD_MAIL_FROM",
+                "not a mailbox such as `Shop <no-reply@example.com>`",
+            ));
+        }
+
         Ok(Self {
             database,
             listen,
@@ -109,6 +282,11 @@ impl Config {
             tailer_poll_interval,
             shutdown_timeout,
             http_workers,
+            environment,
+            public_url,
+            auth,
+            telegram,
+            mail,
         })
     }
 }
@@ -215,6 +393,26 @@ mod tests {
         let err = config(&[("SWITCHBOARD_LOG_FORMAT", "xml")]).unwrap_err();
         assert_eq!(err.variable, "SWITCHBOARD_LOG_FORMAT");
         assert!(err.to_string().contains("xml"));
+    }
+
+    #[test]
+    fn production_requires_a_long_jwt_secret_and_never_prints_it() {
+        let err = config(&[("SWITCHBOARD_ENV", "production")]).unwrap_err();
+        assert_eq!(err.variable, "SWITCHBOARD_JWT_SECRET");
+        let err = config(&[("SWITCHBOARD_JWT_SECRET", "short")]).unwrap_err();
+        assert_eq!(err.variable, "SWITCHBOARD_JWT_SECRET");
+        let secret = "a-very-long-secret-that-is-at-least-32-chars";
+        let config = config(&[
+            ("SWITCHBOARD_ENV", "production"),
+            ("SWITCHBOARD_JWT_SECRET", secret),
+            ("SWITCHBOARD_SMTP_PASSWORD", "smtp-hunter2"),
+            ("SWITCHBOARD_TELEGRAM_BOT_TOKEN", "123:bot-secret"),
+        ])
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(secret));
+        assert!(!debug.contains("smtp-hunter2"));
+        assert!(!debug.contains("bot-secret"));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Problem {
     /// The request field the problem is about, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Sent as the `Retry-After` header (seconds).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl std::fmt::Display for Problem {
@@ -53,6 +56,7 @@ impl Problem {
             title,
             detail: None,
             field: None,
+            retry_after: None,
         }
     }
 
@@ -68,6 +72,25 @@ impl Problem {
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", "Bad request").detail(detail)
+    }
+
+    /// A request field that fails validation (422).
+    pub fn invalid_field(field: &str, detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "Invalid field",
+        )
+        .field(field)
+        .detail(detail)
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").detail(detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail(detail)
     }
 
     pub fn not_found() -> Self {
@@ -119,6 +142,10 @@ impl From<AppendError> for ApiError {
             .detail(format!("{err}; reload and try again"))
             .into(),
             AppendError::TooMany(_) => Problem::bad_request(err.to_string()).into(),
+            AppendError::Unavailable(_) => {
+                tracing::warn!(error = %err, "database unavailable");
+                Problem::unavailable("the database is not answering; try again shortly").into()
+            }
             AppendError::Db(e) => e.into(),
         }
     }
@@ -165,8 +192,13 @@ pub fn problem_response(problem: &Problem) -> HttpResponse {
     };
     let mut response = HttpResponse::build(problem.status);
     response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
-    if problem.status == StatusCode::SERVICE_UNAVAILABLE {
+    if let Some(seconds) = problem.retry_after {
+        response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+    } else if problem.status == StatusCode::SERVICE_UNAVAILABLE {
         response.insert_header((header::RETRY_AFTER, "1"));
+    }
+    if problem.status == StatusCode::UNAUTHORIZED {
+        response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
     }
     response.body(serde_json::to_string(&body).unwrap_or_default())
 }

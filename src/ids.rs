@@ -54,3 +54,23 @@ typed_id!(
     /// The identity of one event: its `id` on the WebSocket and its `webhook-id`.
     EventId
 );
+
+typed_id!(
+    /// An operator account of the admin API.
+    AdminId
+);
+
+typed_id!(
+    /// A cabinet user (the bot's end user).
+    UserId
+);
+
+typed_id!(
+    /// A login session: one family of rotating refresh tokens.
+    SessionId
+);
+
+typed_id!(
+    /// A machine client's API key.
+    ApiKeyId
+);

@@ -3,11 +3,20 @@
 //! See `DESIGN.md` for the architecture and wire contract; the modules are
 //! capabilities (`events`, `health`, …), each mounted by [`app`].
 
+pub mod admin;
 pub mod app;
+pub mod auth;
+pub mod cabinet;
+pub mod cli;
 pub mod config;
 pub mod db;
+pub mod docs;
 pub mod error;
 pub mod events;
 pub mod health;
 pub mod ids;
+pub mod mail;
+pub mod projections;
 pub mod telemetry;
+pub mod users;
+pub mod validate;

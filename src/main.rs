@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switchboard::{app::Application, config::Config, db::Db, telemetry};
+use switchboard::{app::Application, cli, config::Config, db::Db, docs, telemetry};
 
 /// The back office of a Telegram bot business.
 #[derive(Parser)]
@@ -17,10 +17,34 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Manage admin accounts.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Print the OpenAPI document (as committed in openapi/openapi.json).
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin account; the password is read from a prompt, or from
+    /// the first line of standard input when it is not a terminal.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// owner, admin, operator or viewer
+        #[arg(long, default_value = "owner")]
+        role: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        println!("{}", docs::openapi_json());
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -49,6 +73,10 @@ fn main() -> ExitCode {
                 tracing::info!("migrations applied");
                 Ok(())
             }
+            Command::Admin {
+                command: AdminCommand::Create { email, role },
+            } => cli::create_admin(&config, &email, &role).await,
+            Command::Openapi => Ok(()),
         }
     });
     match result {

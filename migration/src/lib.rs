@@ -6,12 +6,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_create_events;
+mod m20261121_000002_create_identity;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261121_000001_create_events::Migration)]
+        vec![
+            Box::new(m20261121_000001_create_events::Migration),
+            Box::new(m20261121_000002_create_identity::Migration),
+        ]
     }
 }

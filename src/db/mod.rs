@@ -17,6 +17,8 @@ use std::{
 };
 
 use anyhow::Context;
+pub mod entities;
+
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
     SqlxPostgresConnector, SqlxSqliteConnector, TransactionTrait,
@@ -155,6 +157,12 @@ impl Db {
     }
 
     /// Starts a transaction that may write.
+    ///
+    /// On SQLite this holds the process-wide write lock until commit or
+    /// rollback: never call `begin_write` or [`EventStore::append`] while
+    /// holding a `WriteTxn` (use `append_in` with that transaction).
+    ///
+    /// [`EventStore::append`]: crate::events::EventStore::append
     pub async fn begin_write(&self) -> Result<WriteTxn, DbErr> {
         let guard = match &self.write_lock {
             Some(lock) => Some(lock.clone().lock_owned().await),
@@ -201,7 +209,31 @@ impl Db {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
-        migration::Migrator::up(&self.conn, None).await
+        // Instances starting together on one Postgres database take turns:
+        // a session-level advisory lock held on a connection of its own.
+        let mut lock = match self.backend {
+            Backend::Postgres => {
+                let mut conn = self
+                    .conn
+                    .get_postgres_connection_pool()
+                    .acquire()
+                    .await
+                    .map_err(|e| DbErr::Custom(format!("migration lock: {e}")))?;
+                sqlx::query("SELECT pg_advisory_lock(7351020261121)")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| DbErr::Custom(format!("migration lock: {e}")))?;
+                Some(conn)
+            }
+            Backend::Sqlite => None,
+        };
+        let result = migration::Migrator::up(&self.conn, None).await;
+        if let Some(conn) = lock.as_mut() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock(7351020261121)")
+                .execute(&mut **conn)
+                .await;
+        }
+        result
     }
 
     /// Answers whether the database is reachable right now.

@@ -67,6 +67,9 @@ pub enum AppendError {
     },
     #[error("too many events in one append ({0}; at most {MAX_BATCH})")]
     TooMany(usize),
+    /// The database could not be reached (pool timeout, lost connection).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("event store: {0}")]
     Db(#[from] DbErr),
 }
@@ -137,6 +140,16 @@ impl EventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, AppendError> {
+        if events
+            .iter()
+            .any(|e| crate::projections::projects(e.event_type.as_str()))
+        {
+            // Read models change with these: one transaction for both.
+            let txn = self.db.begin_write().await?;
+            let recorded = self.append_in(&txn, stream, expected, events).await?;
+            txn.commit().await?;
+            return Ok(recorded);
+        }
         let pending = prepare(stream, expected, events)?;
         if pending.events.is_empty() {
             return Ok(Vec::new());
@@ -176,8 +189,20 @@ impl EventStore {
             Err(e) => return Err(e.into()),
         };
         if !fill_cursors(&mut pending, &written) {
-            return Err(conflict(&self.db, &pending).await);
+            // The transaction is still usable: read the version through it
+            // rather than waiting for a second connection.
+            return Err(
+                match current_version_in(&**txn, self.db.backend(), &pending.stream).await {
+                    Ok(actual) => AppendError::Conflict {
+                        stream: pending.stream.clone(),
+                        expected: pending.expected,
+                        actual,
+                    },
+                    Err(e) => AppendError::Db(e),
+                },
+            );
         }
+        crate::projections::apply(&**txn, &pending.events).await?;
         txn.mark_appended();
         Ok(pending.events)
     }
@@ -257,16 +282,19 @@ impl EventStore {
         })
     }
 
-    /// Postgres: are there rows after `cursor` held back by the horizon?
+    /// Postgres: are there rows after `cursor` (held back by the horizon
+    /// when the read was made)?
     async fn has_unreadable_after(&self, cursor: Cursor) -> Result<bool, DbErr> {
         let row = self
             .db
             .conn()
             .query_one_raw(Statement::from_sql_and_values(
                 self.db.database_backend(),
+                // Any row after the cursor, not only rows still above the
+                // horizon: the horizon may have moved since the read, making
+                // a held-back row readable, and it must not wait for a poll.
                 "SELECT EXISTS (SELECT 1 FROM events \
-                   WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-                     AND transaction_id >= pg_snapshot_xmin(pg_current_snapshot())) AS pending",
+                   WHERE (transaction_id, position) > ($1::text::xid8, $2)) AS pending",
                 [
                     DbValue::from(cursor.tx.to_string()),
                     DbValue::from(cursor.position),
@@ -321,6 +349,9 @@ fn prepare(
         return Err(AppendError::TooMany(events.len()));
     }
     let expected = expected.as_u32();
+    if i64::from(expected) + events.len() as i64 > i64::from(i32::MAX) {
+        return Err(AppendError::TooMany(events.len()));
+    }
     let occurred_at = now_micros();
     let events = events
         .into_iter()
@@ -363,8 +394,32 @@ fn is_unique_violation(e: &DbErr) -> bool {
     matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
+/// A statement that lost a race and may go through when retried alone: a
+/// unique violation on `(stream, version)`, or a deadlock / serialization
+/// failure with another writer.
+fn lost_race(e: &DbErr) -> bool {
+    if is_unique_violation(e) {
+        return true;
+    }
+    if let DbErr::Exec(sea_orm::RuntimeErr::SqlxError(inner))
+    | DbErr::Query(sea_orm::RuntimeErr::SqlxError(inner)) = e
+        && let sea_orm::sqlx::Error::Database(db) = inner.as_ref()
+    {
+        return matches!(db.code().as_deref(), Some("40P01" | "40001"));
+    }
+    false
+}
+
 async fn current_version(db: &Db, stream: &StreamName) -> Result<u32, DbErr> {
-    let sql = match db.backend() {
+    current_version_in(db.conn(), db.backend(), stream).await
+}
+
+async fn current_version_in(
+    conn: &impl ConnectionTrait,
+    backend: Backend,
+    stream: &StreamName,
+) -> Result<u32, DbErr> {
+    let sql = match backend {
         Backend::Postgres => {
             "SELECT COALESCE(MAX(version), 0)::bigint AS version FROM events WHERE stream = $1"
         }
@@ -372,10 +427,13 @@ async fn current_version(db: &Db, stream: &StreamName) -> Result<u32, DbErr> {
             "SELECT COALESCE(MAX(version), 0) AS version FROM events WHERE stream = ?"
         }
     };
-    let row = db
-        .conn()
+    let database_backend = match backend {
+        Backend::Postgres => sea_orm::DatabaseBackend::Postgres,
+        Backend::Sqlite => sea_orm::DatabaseBackend::Sqlite,
+    };
+    let row = conn
         .query_one_raw(Statement::from_sql_and_values(
-            db.database_backend(),
+            database_backend,
             sql,
             [DbValue::from(stream.as_str())],
         ))
@@ -425,9 +483,12 @@ async fn group_commit(db: Db, receiver: Arc<Mutex<mpsc::Receiver<(PendingAppend,
         // Two appends to one stream cannot share a statement: the second's
         // expected version depends on the first. Later ones go one by one.
         let mut streams = HashSet::new();
-        let (together, after): (Vec<_>, Vec<_>) = batch
+        let (mut together, after): (Vec<_>, Vec<_>) = batch
             .into_iter()
             .partition(|(pending, _)| streams.insert(pending.stream.clone()));
+        // One order for every writer's rows, so two statements never wait
+        // on each other's index entries in opposite orders.
+        together.sort_by(|(a, _), (b, _)| a.stream.cmp(&b.stream));
         write_together(&db, together).await;
         for one in after {
             write_together(&db, vec![one]).await;
@@ -461,9 +522,10 @@ async fn write_together(db: &Db, batch: Vec<(PendingAppend, Reply)>) {
             }
         }
         // Another writer (another instance, or a transaction) took a version
-        // of one of these streams after our check: the whole statement
-        // failed. Retry one by one so only the loser sees the conflict.
-        Err(e) if is_unique_violation(&e) && batch.len() > 1 => {
+        // of one of these streams after our check, or deadlocked with us:
+        // the whole statement failed. Retry one by one so only the loser
+        // sees the conflict.
+        Err(e) if lost_race(&e) && batch.len() > 1 => {
             for one in batch {
                 Box::pin(write_together(db, vec![one])).await;
             }
@@ -475,9 +537,14 @@ async fn write_together(db: &Db, batch: Vec<(PendingAppend, Reply)>) {
         }
         Err(e) => {
             tracing::warn!(error = %e, appends = batch.len(), "append failed");
+            let unavailable = matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_));
             let message = e.to_string();
             for (_, reply) in batch {
-                let _ = reply.send(Err(AppendError::Db(DbErr::Custom(message.clone()))));
+                let _ = reply.send(Err(if unavailable {
+                    AppendError::Unavailable(message.clone())
+                } else {
+                    AppendError::Db(DbErr::Custom(message.clone()))
+                }));
             }
         }
     }

@@ -208,7 +208,11 @@ async fn listen(store: EventStore, wake: Arc<Notify>, shutdown: CancellationToke
             // Anything appended while we were not listening is picked up here.
             wake.notify_one();
             loop {
-                listener.recv().await?;
+                // `None`: the connection dropped and was re-established;
+                // notifications sent meanwhile are lost, so look anyway.
+                if listener.try_recv().await?.is_none() {
+                    tracing::debug!("LISTEN connection re-established");
+                }
                 tracing::trace!("woken by another instance");
                 wake.notify_one();
             }

@@ -1,0 +1,703 @@
+//! Cabinet sign-in: Telegram Mini App, Telegram Login Widget, and e-mail with
+//! verification; refresh and logout. Under `/api/v1/cabinet/auth/…`.
+//!
+//! E-mail responses never tell whether an address has an account: register
+//! and forgot-password answer the same either way, and take as long.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, get, http::StatusCode, post, web};
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, sea_query::Expr};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{
+    app::AppState,
+    auth::{
+        CabinetUser, password,
+        routes::client_ip,
+        sessions::{self, TokensOut},
+        telegram::{self, Checks, TelegramAuthError, VerifiedLogin},
+        tokens::{Audience, random_token, token_hash},
+    },
+    db::entities::{email_token, telegram_login, user, user_credential},
+    error::{ApiError, Problem},
+    events::{Actor, ActorKind},
+    ids::UserId,
+    mail::outbox,
+    users::{
+        UserCommand,
+        domain::{Source, TelegramProfile, UserCreated},
+        service::{self, find_by_email, find_by_telegram_id},
+    },
+    validate,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/auth")
+            .service(mini_app)
+            .service(login_widget)
+            .service(register)
+            .service(verify_email)
+            .service(verify_email_link)
+            .service(email_login)
+            .service(forgot_password)
+            .service(reset_password)
+            .service(refresh)
+            .service(logout),
+    );
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct MiniAppIn {
+    /// `Telegram.WebApp.initData`, exactly as the Mini App received it.
+    pub init_data: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RegisterIn {
+    pub email: String,
+    pub password: String,
+    /// `en` or `ru`: the language of the e-mails.
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct EmailLoginIn {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ForgotIn {
+    pub email: String,
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, IntoParams)]
+pub struct TokenIn {
+    /// The token from the e-mailed link.
+    pub token: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ResetIn {
+    pub token: String,
+    pub new_password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RefreshIn {
+    pub refresh_token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatusOut {
+    pub status: &'static str,
+}
+
+fn telegram_error(err: TelegramAuthError) -> ApiError {
+    tracing::info!(reason = %err, "Telegram sign-in refused");
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_telegram_auth",
+        "Invalid Telegram data",
+    )
+    .detail(err.to_string())
+    .into()
+}
+
+fn bot_token(state: &AppState) -> Result<&SecretString, ApiError> {
+    state.config.telegram.bot_token.as_ref().ok_or_else(|| {
+        Problem::unavailable("Telegram sign-in is not configured (SWITCHBOARD_TELEGRAM_BOT_TOKEN)")
+            .into()
+    })
+}
+
+/// Signs in with a Telegram Mini App's `initData`; the first sign-in creates
+/// the user. Replaying the same `initData` while valid signs in the same
+/// user and changes nothing else.
+#[utoipa::path(
+    tag = "cabinet-auth",
+    request_body = MiniAppIn,
+    responses((status = 200, body = TokensOut), (status = 401, description = "invalid or expired initData"), (status = 403, description = "blocked"), (status = 429))
+)]
+#[post("/telegram/mini-app")]
+#[tracing::instrument(skip_all)]
+pub async fn mini_app(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<MiniAppIn>,
+) -> Result<HttpResponse, ApiError> {
+    let init_data = validate::text("init_data", &body.init_data, 8192)?;
+    state.rate_limits.check(client_ip(&req), None)?;
+    let checks = Checks {
+        now: Utc::now(),
+        max_age: Some(state.config.telegram.auth_max_age),
+        mini_app_public_key: state.config.telegram.mini_app_public_key.as_ref(),
+    };
+    let login = telegram::verify_mini_app(&init_data, bot_token(&state)?.expose_secret(), checks)
+        .map_err(telegram_error)?;
+    let tokens = telegram_sign_in(&state, login, Source::MiniApp).await?;
+    Ok(HttpResponse::Ok().json(tokens))
+}
+
+/// Signs in with the Telegram Login Widget's fields (`id`, `first_name`,
+/// `username`, `photo_url`, `auth_date`, `hash`, …). Each payload works once.
+#[utoipa::path(
+    tag = "cabinet-auth",
+    request_body(content = Object, description = "the widget's fields as it passed them"),
+    responses((status = 200, body = TokensOut), (status = 401), (status = 429))
+)]
+#[post("/telegram/widget")]
+#[tracing::instrument(skip_all)]
+pub async fn login_widget(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<serde_json::Map<String, Value>>,
+) -> Result<HttpResponse, ApiError> {
+    if body.len() > 20 {
+        return Err(Problem::bad_request("too many fields").into());
+    }
+    let mut fields = BTreeMap::new();
+    for (key, value) in body.iter() {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return Err(Problem::invalid_field(key, "must be a string or a number").into()),
+        };
+        if key.len() > 64 || text.len() > 1024 {
+            return Err(Problem::invalid_field(key, "is too long").into());
+        }
+        fields.insert(key.clone(), text);
+    }
+    state.rate_limits.check(client_ip(&req), None)?;
+    let checks = Checks {
+        now: Utc::now(),
+        max_age: Some(state.config.telegram.auth_max_age),
+        mini_app_public_key: None,
+    };
+    let login = telegram::verify_login_widget(&fields, bot_token(&state)?.expose_secret(), checks)
+        .map_err(telegram_error)?;
+    // One-time use: the hash identifies this exact payload.
+    let txn = state.db.begin_write().await?;
+    let first_use = telegram_login::ActiveModel {
+        hash: Set(login.hash.clone()),
+        used_at: Set(Utc::now()),
+    }
+    .insert(&*txn)
+    .await;
+    match first_use {
+        Ok(_) => txn.commit().await?,
+        Err(e)
+            if matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
+            return Err(telegram_error(TelegramAuthError::Malformed(
+                "this sign-in was already used",
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let tokens = telegram_sign_in(&state, login, Source::LoginWidget).await?;
+    Ok(HttpResponse::Ok().json(tokens))
+}
+
+/// Finds or creates the user of a verified Telegram sign-in and starts a
+/// session. Profile changes are recorded only from data newer than the last.
+async fn telegram_sign_in(
+    state: &AppState,
+    login: VerifiedLogin,
+    source: Source,
+) -> Result<TokensOut, ApiError> {
+    let profile = TelegramProfile {
+        telegram_id: login.user.id,
+        username: login.user.username.clone(),
+        first_name: login.user.first_name.clone(),
+        last_name: login.user.last_name.clone(),
+        language_code: login.user.language_code.clone(),
+    };
+    let actor = Actor::new(ActorKind::Telegram, login.user.id);
+    // Two first sign-ins at once: one creates, the other finds (retry once).
+    for _ in 0..2 {
+        let txn = state.db.begin_write().await?;
+        let existing = find_by_telegram_id(&*txn, login.user.id).await?;
+        let user_id = match &existing {
+            Some(row) => {
+                if row.status == "blocked" {
+                    return Err(Problem::forbidden("this account is blocked").into());
+                }
+                let id = UserId::from_uuid(row.id);
+                if login.auth_date > row.updated_at {
+                    service::execute(
+                        &state.store,
+                        &txn,
+                        id,
+                        UserCommand::RefreshTelegramProfile(profile.clone()),
+                        actor.clone(),
+                    )
+                    .await?;
+                }
+                id
+            }
+            None => {
+                let id = UserId::new();
+                let created = UserCreated {
+                    user_id: id,
+                    source,
+                    telegram: Some(profile.clone()),
+                    email: None,
+                    language_code: None,
+                };
+                match service::execute(
+                    &state.store,
+                    &txn,
+                    id,
+                    UserCommand::Register(created),
+                    actor.clone(),
+                )
+                .await
+                {
+                    Ok(_) => {}
+                    Err(e) if is_unique_violation(&e) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                tracing::info!(user = %id, source = ?source, "user created from Telegram sign-in");
+                id
+            }
+        };
+        let tokens = sessions::start(
+            &*txn,
+            &state.jwt,
+            state.config.auth.refresh_token_ttl,
+            Audience::Cabinet,
+            user_id.as_uuid(),
+        )
+        .await?;
+        txn.commit().await?;
+        return Ok(tokens);
+    }
+    Err(Problem::new(StatusCode::CONFLICT, "retry", "Try again")
+        .detail("the account was being created concurrently; try again")
+        .into())
+}
+
+fn is_unique_violation(err: &service::CommandError) -> bool {
+    let db = match err {
+        service::CommandError::Append(crate::events::AppendError::Db(e))
+        | service::CommandError::Db(e) => e,
+        _ => return false,
+    };
+    matches!(
+        db.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+fn link(state: &AppState, path: &str, token: &SecretString) -> String {
+    format!(
+        "{}{path}?token={}",
+        state.config.public_url,
+        token.expose_secret()
+    )
+}
+
+/// Creates the e-mail token row and returns the secret for the link.
+async fn new_email_token(
+    conn: &impl sea_orm::ConnectionTrait,
+    user: uuid::Uuid,
+    purpose: &str,
+    ttl: std::time::Duration,
+) -> Result<SecretString, ApiError> {
+    let token = random_token("");
+    let now = Utc::now();
+    email_token::ActiveModel {
+        token_hash: Set(token_hash(token.expose_secret())),
+        user_id: Set(user),
+        purpose: Set(purpose.to_owned()),
+        created_at: Set(now),
+        expires_at: Set(now + chrono::Duration::from_std(ttl).unwrap_or_default()),
+        used_at: Set(None),
+    }
+    .insert(conn)
+    .await?;
+    Ok(token)
+}
+
+/// Registers with e-mail and password and sends a verification link. The
+/// answer is the same whether or not the address already has an account
+/// (its owner gets a notice instead).
+#[utoipa::path(
+    tag = "cabinet-auth",
+    request_body = RegisterIn,
+    responses((status = 202, body = StatusOut), (status = 422, description = "invalid e-mail or weak password"), (status = 429))
+)]
+#[post("/email/register")]
+#[tracing::instrument(skip_all)]
+pub async fn register(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<RegisterIn>,
+) -> Result<HttpResponse, ApiError> {
+    let email = validate::email("email", &body.email)?;
+    validate::password("password", &body.password, true)?;
+    let language = validate::language(body.language.as_deref());
+    state
+        .rate_limits
+        .check(client_ip(&req), Some(&format!("user:{email}")))?;
+    // The work (hashing, writing) happens after the answer: its duration
+    // cannot tell an existing address from a new one.
+    let state = state.into_inner();
+    let password_text = SecretString::from(body.password.clone());
+    tokio::spawn(async move {
+        if let Err(e) = register_account(&state, email, password_text, language).await {
+            tracing::warn!(error = %e, "e-mail registration failed");
+        }
+    });
+    Ok(HttpResponse::Accepted().json(StatusOut {
+        status: "verification_sent",
+    }))
+}
+
+async fn register_account(
+    state: &AppState,
+    email: String,
+    password_text: SecretString,
+    language: String,
+) -> Result<(), ApiError> {
+    let hash = password::hash(password_text).await?;
+    let txn = state.db.begin_write().await?;
+    if find_by_email(&*txn, &email).await?.is_some() {
+        let reset = format!(
+            "{}/api/v1/cabinet/auth/email/forgot",
+            state.config.public_url
+        );
+        outbox::enqueue(
+            &*txn,
+            &email,
+            "already_registered",
+            &language,
+            json!({"reset_link": reset}),
+        )
+        .await?;
+    } else {
+        let id = UserId::new();
+        let created = UserCreated {
+            user_id: id,
+            source: Source::Email,
+            telegram: None,
+            email: Some(email.clone()),
+            language_code: Some(language.clone()),
+        };
+        service::execute(
+            &state.store,
+            &txn,
+            id,
+            UserCommand::Register(created),
+            Actor::new(ActorKind::User, id),
+        )
+        .await?;
+        user_credential::ActiveModel {
+            user_id: Set(id.as_uuid()),
+            password_hash: Set(hash),
+            password_changed_at: Set(Utc::now()),
+        }
+        .insert(&*txn)
+        .await?;
+        let token = new_email_token(
+            &*txn,
+            id.as_uuid(),
+            "verify",
+            state.config.auth.email_verification_ttl,
+        )
+        .await?;
+        let link = link(state, "/api/v1/cabinet/auth/email/verify", &token);
+        outbox::enqueue(
+            &*txn,
+            &email,
+            "verify_email",
+            &language,
+            json!({"link": link}),
+        )
+        .await?;
+        tracing::info!(user = %id, "user registered by e-mail");
+    }
+    txn.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(())
+}
+
+/// Uses a token from an e-mail: marks it used and returns its user.
+async fn redeem(
+    state: &AppState,
+    txn: &crate::db::WriteTxn,
+    token: &str,
+    purpose: &str,
+) -> Result<uuid::Uuid, ApiError> {
+    let invalid = || -> ApiError {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid_link", "Invalid link")
+            .detail("the link is invalid, used or expired")
+            .into()
+    };
+    let token = validate::text("token", token, 200)?;
+    let hash = token_hash(&token);
+    let now = Utc::now();
+    let row = email_token::Entity::find_by_id(hash.clone())
+        .one(&**txn)
+        .await?
+        .filter(|t| t.purpose == purpose && t.used_at.is_none() && t.expires_at > now)
+        .ok_or_else(invalid)?;
+    let used = email_token::Entity::update_many()
+        .col_expr(email_token::Column::UsedAt, Expr::value(now))
+        .filter(email_token::Column::TokenHash.eq(hash))
+        .filter(email_token::Column::UsedAt.is_null())
+        .exec(&**txn)
+        .await?;
+    if used.rows_affected != 1 {
+        return Err(invalid());
+    }
+    let _ = state;
+    Ok(row.user_id)
+}
+
+async fn verify(state: &AppState, token: &str) -> Result<HttpResponse, ApiError> {
+    let txn = state.db.begin_write().await?;
+    let user = redeem(state, &txn, token, "verify").await?;
+    let id = UserId::from_uuid(user);
+    service::execute(
+        &state.store,
+        &txn,
+        id,
+        UserCommand::VerifyEmail,
+        Actor::new(ActorKind::User, id),
+    )
+    .await?;
+    txn.commit().await?;
+    tracing::info!(user = %id, "e-mail verified");
+    Ok(HttpResponse::Ok().json(StatusOut { status: "verified" }))
+}
+
+/// Verifies the e-mail address with the token from the link.
+#[utoipa::path(tag = "cabinet-auth", request_body = TokenIn, responses((status = 200, body = StatusOut), (status = 400, description = "invalid, used or expired link")))]
+#[post("/email/verify")]
+#[tracing::instrument(skip_all)]
+pub async fn verify_email(
+    state: web::Data<AppState>,
+    body: web::Json<TokenIn>,
+) -> Result<HttpResponse, ApiError> {
+    verify(&state, &body.token).await
+}
+
+/// The link in the verification e-mail points here.
+#[utoipa::path(tag = "cabinet-auth", params(TokenIn), responses((status = 200, body = StatusOut), (status = 400)))]
+#[get("/email/verify")]
+#[tracing::instrument(skip_all)]
+pub async fn verify_email_link(
+    state: web::Data<AppState>,
+    query: web::Query<TokenIn>,
+) -> Result<HttpResponse, ApiError> {
+    verify(&state, &query.token).await
+}
+
+/// Signs in with e-mail and password (the address must be verified).
+#[utoipa::path(
+    tag = "cabinet-auth",
+    request_body = EmailLoginIn,
+    responses((status = 200, body = TokensOut), (status = 401), (status = 403, description = "e-mail not verified, or blocked"), (status = 429))
+)]
+#[post("/email/login")]
+#[tracing::instrument(skip_all)]
+pub async fn email_login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<EmailLoginIn>,
+) -> Result<HttpResponse, ApiError> {
+    let email = validate::email("email", &body.email)?;
+    validate::password("password", &body.password, false)?;
+    state
+        .rate_limits
+        .check(client_ip(&req), Some(&format!("user:{email}")))?;
+    let conn = state.db.conn();
+    let account = find_by_email(conn, &email).await?;
+    let stored = match &account {
+        Some(u) => user_credential::Entity::find_by_id(u.id)
+            .one(conn)
+            .await?
+            .map(|c| c.password_hash),
+        None => None,
+    };
+    let matches = password::verify(SecretString::from(body.password.clone()), stored).await?;
+    let Some(account) = account.filter(|_| matches) else {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Invalid credentials",
+        )
+        .detail("wrong e-mail or password")
+        .into());
+    };
+    if account.status == "blocked" {
+        return Err(Problem::forbidden("this account is blocked").into());
+    }
+    if !account.email_verified {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "email_not_verified",
+            "E-mail not verified",
+        )
+        .detail("open the link we e-mailed you first")
+        .into());
+    }
+    let txn = state.db.begin_write().await?;
+    let tokens = sessions::start(
+        &*txn,
+        &state.jwt,
+        state.config.auth.refresh_token_ttl,
+        Audience::Cabinet,
+        account.id,
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(HttpResponse::Ok().json(tokens))
+}
+
+/// Sends a password reset link if the address has an account. Always
+/// answers 202 at once, whatever the address.
+#[utoipa::path(tag = "cabinet-auth", request_body = ForgotIn, responses((status = 202, body = StatusOut), (status = 422), (status = 429)))]
+#[post("/email/forgot")]
+#[tracing::instrument(skip_all)]
+pub async fn forgot_password(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<ForgotIn>,
+) -> Result<HttpResponse, ApiError> {
+    let email = validate::email("email", &body.email)?;
+    let language = validate::language(body.language.as_deref());
+    state
+        .rate_limits
+        .check(client_ip(&req), Some(&format!("user:{email}")))?;
+    // The work happens after the answer, so its duration reveals nothing.
+    let state = state.into_inner();
+    tokio::spawn(async move {
+        if let Err(e) = send_reset(&state, &email, &language).await {
+            tracing::warn!(error = %e, "password reset e-mail not queued");
+        }
+    });
+    Ok(HttpResponse::Accepted().json(StatusOut {
+        status: "reset_sent_if_registered",
+    }))
+}
+
+async fn send_reset(state: &AppState, email: &str, language: &str) -> Result<(), ApiError> {
+    let txn = state.db.begin_write().await?;
+    let Some(account) = find_by_email(&*txn, email).await? else {
+        return Ok(());
+    };
+    if user_credential::Entity::find_by_id(account.id)
+        .one(&*txn)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let token = new_email_token(
+        &*txn,
+        account.id,
+        "reset",
+        state.config.auth.password_reset_ttl,
+    )
+    .await?;
+    let link = link(state, "/api/v1/cabinet/auth/email/reset", &token);
+    outbox::enqueue(
+        &*txn,
+        email,
+        "reset_password",
+        language,
+        json!({"link": link}),
+    )
+    .await?;
+    txn.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(())
+}
+
+/// Sets a new password with the token from the reset e-mail; every session
+/// of the account ends.
+#[utoipa::path(tag = "cabinet-auth", request_body = ResetIn, responses((status = 200, body = StatusOut), (status = 400), (status = 422)))]
+#[post("/email/reset")]
+#[tracing::instrument(skip_all)]
+pub async fn reset_password(
+    state: web::Data<AppState>,
+    body: web::Json<ResetIn>,
+) -> Result<HttpResponse, ApiError> {
+    validate::password("new_password", &body.new_password, true)?;
+    let hash = password::hash(SecretString::from(body.new_password.clone())).await?;
+    let txn = state.db.begin_write().await?;
+    let user = redeem(&state, &txn, &body.token, "reset").await?;
+    user_credential::Entity::update_many()
+        .col_expr(user_credential::Column::PasswordHash, Expr::value(hash))
+        .col_expr(
+            user_credential::Column::PasswordChangedAt,
+            Expr::value(Utc::now()),
+        )
+        .filter(user_credential::Column::UserId.eq(user))
+        .exec(&*txn)
+        .await?;
+    sessions::revoke_all(&*txn, Audience::Cabinet, user, "password reset").await?;
+    txn.commit().await?;
+    tracing::info!(user = %user, "password reset; sessions revoked");
+    Ok(HttpResponse::Ok().json(StatusOut {
+        status: "password_reset",
+    }))
+}
+
+/// Exchanges a cabinet refresh token for a new pair (single use; reuse
+/// revokes the session).
+#[utoipa::path(tag = "cabinet-auth", request_body = RefreshIn, responses((status = 200, body = TokensOut), (status = 401)))]
+#[post("/refresh")]
+#[tracing::instrument(skip_all)]
+pub async fn refresh(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<RefreshIn>,
+) -> Result<HttpResponse, ApiError> {
+    let token = validate::text("refresh_token", &body.refresh_token, 200)?;
+    state.rate_limits.check(client_ip(&req), None)?;
+    let txn = state.db.begin_write().await?;
+    let (user_id, tokens) = sessions::refresh(
+        &*txn,
+        &state.jwt,
+        state.config.auth.refresh_token_ttl,
+        Audience::Cabinet,
+        &SecretString::from(token),
+    )
+    .await?;
+    let account = user::Entity::find_by_id(user_id).one(&*txn).await?;
+    if account.is_none_or(|u| u.status == "blocked") {
+        return Err(sessions::invalid_token());
+    }
+    txn.commit().await?;
+    Ok(HttpResponse::Ok().json(tokens))
+}
+
+/// Ends the current cabinet session.
+#[utoipa::path(tag = "cabinet-auth", responses((status = 204), (status = 401)), security(("bearer" = [])))]
+#[post("/logout")]
+#[tracing::instrument(skip_all)]
+pub async fn logout(
+    state: web::Data<AppState>,
+    caller: CabinetUser,
+) -> Result<HttpResponse, ApiError> {
+    let txn = state.db.begin_write().await?;
+    sessions::revoke(&*txn, caller.session, "logout").await?;
+    txn.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}

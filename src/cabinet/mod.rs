@@ -1,0 +1,68 @@
+//! The cabinet API for end users: `/api/v1/cabinet/…` (cabinet JWT).
+
+pub mod auth;
+
+use actix_web::{HttpResponse, get, web};
+use chrono::{DateTime, Utc};
+use sea_orm::EntityTrait;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    auth::CabinetUser,
+    db::entities::user,
+    error::{ApiError, Problem},
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1/cabinet")
+            .configure(auth::configure)
+            .service(me),
+    );
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserOut {
+    pub id: Uuid,
+    pub telegram_id: Option<i64>,
+    pub username: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub language_code: Option<String>,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<user::Model> for UserOut {
+    fn from(u: user::Model) -> Self {
+        Self {
+            id: u.id,
+            telegram_id: u.telegram_id,
+            username: u.username,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            language_code: u.language_code,
+            email: u.email,
+            email_verified: u.email_verified,
+            status: u.status,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// The signed-in user's profile.
+#[utoipa::path(tag = "cabinet", responses((status = 200, body = UserOut), (status = 401)), security(("bearer" = [])))]
+#[get("/me")]
+#[tracing::instrument(skip_all)]
+pub async fn me(state: web::Data<AppState>, caller: CabinetUser) -> Result<HttpResponse, ApiError> {
+    let user = user::Entity::find_by_id(caller.id.as_uuid())
+        .one(state.db.conn())
+        .await?
+        .ok_or_else(|| Problem::not_found().detail("no such user"))?;
+    Ok(HttpResponse::Ok().json(UserOut::from(user)))
+}

@@ -1,0 +1,56 @@
+//! Command-line tasks besides serving: creating the first admin, printing
+//! the OpenAPI document.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{Context, bail};
+
+use crate::{admin::accounts, auth::Role, config::Config, db::Db, error::ApiError};
+
+/// `switchboard admin create --email … --role …`: the password comes from a
+/// prompt (twice) on a terminal, or from the first line of standard input.
+pub async fn create_admin(config: &Config, email: &str, role: &str) -> anyhow::Result<()> {
+    let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+    let password = read_password()?;
+    let db = Db::connect(&config.database).await?;
+    db.migrate()
+        .await
+        .context("cannot run database migrations")?;
+    let txn = db.begin_write().await?;
+    let created = match accounts::create(&*txn, email, &password, role).await {
+        Ok(created) => created,
+        Err(ApiError::Problem(p)) => match p.field {
+            Some(field) => bail!("{field} {}", p.detail.unwrap_or_default()),
+            None if p.status.as_u16() == 409 => bail!("an admin with this e-mail already exists"),
+            None => bail!("{}", p.detail.unwrap_or_else(|| p.code.to_owned())),
+        },
+        Err(ApiError::Internal(e)) => return Err(e),
+    };
+    txn.commit().await?;
+    println!(
+        "created {} admin {} ({})",
+        role.as_str(),
+        created.email,
+        created.id
+    );
+    db.close().await;
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let second = rpassword::prompt_password("Password again: ")?;
+        if first != second {
+            bail!("the passwords differ");
+        }
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+}

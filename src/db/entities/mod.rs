@@ -1,0 +1,12 @@
+//! sea-orm entities of the tables other than the event log.
+
+pub mod admin;
+pub mod api_key;
+pub mod email_token;
+pub mod mail;
+pub mod refresh_token;
+pub mod session;
+pub mod setting;
+pub mod telegram_login;
+pub mod user;
+pub mod user_credential;

@@ -1,0 +1,75 @@
+//! The OpenAPI document (generated from the handlers) at `/openapi.json`,
+//! and an interactive reference at `/docs` (assets built into the binary).
+
+use actix_web::web;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{admin, auth, cabinet};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Switchboard",
+        description = "The back office of a Telegram bot business. Errors are `application/problem+json` with a stable `code`."
+    ),
+    paths(
+        auth::routes::login,
+        auth::routes::refresh,
+        auth::routes::logout,
+        auth::routes::change_password,
+        admin::me,
+        admin::api_keys::list,
+        admin::api_keys::create,
+        admin::api_keys::revoke,
+        admin::accounts::list,
+        admin::accounts::create_route,
+        cabinet::me,
+        cabinet::auth::mini_app,
+        cabinet::auth::login_widget,
+        cabinet::auth::register,
+        cabinet::auth::verify_email,
+        cabinet::auth::verify_email_link,
+        cabinet::auth::email_login,
+        cabinet::auth::forgot_password,
+        cabinet::auth::reset_password,
+        cabinet::auth::refresh,
+        cabinet::auth::logout,
+    ),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+/// The document as committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// `/docs` (Swagger UI) and the document it reads, `/openapi.json`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()));
+}

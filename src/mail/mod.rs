@@ -1,0 +1,5 @@
+//! E-mail: templates, the outbox and the SMTP worker.
+
+pub mod outbox;
+pub mod templates;
+pub mod worker;

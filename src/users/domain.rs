@@ -1,0 +1,355 @@
+//! Commands decide, events apply: no I/O here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    events::{Actor, EventType, NewEvent, RecordedEvent, StreamName},
+    ids::UserId,
+};
+
+/// Where a user first came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The bot's `/start`.
+    Telegram,
+    MiniApp,
+    LoginWidget,
+    Email,
+    Admin,
+}
+
+/// Profile fields Telegram tells us about.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelegramProfile {
+    pub telegram_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserCreated {
+    pub user_id: UserId,
+    pub source: Source,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub telegram: Option<TelegramProfile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_code: Option<String>,
+}
+
+/// `user.updated` carries only the fields that changed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserUpdated {
+    pub user_id: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum UserEvent {
+    #[serde(rename = "user.created")]
+    Created(UserCreated),
+    #[serde(rename = "user.updated")]
+    Updated(UserUpdated),
+    #[serde(rename = "user.email_verified")]
+    EmailVerified { user_id: UserId, email: String },
+}
+
+impl UserEvent {
+    pub fn stream(user: UserId) -> StreamName {
+        StreamName::for_id("user", user)
+    }
+
+    pub fn to_new_event(&self, actor: Actor) -> NewEvent {
+        let value = serde_json::to_value(self).unwrap_or(Value::Null);
+        let event_type = EventType::from_trusted(
+            value
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+        let payload = value.get("payload").cloned().unwrap_or(Value::Null);
+        NewEvent::new(event_type, payload, actor)
+    }
+
+    pub fn from_recorded(event: &RecordedEvent) -> Option<Self> {
+        serde_json::from_value(serde_json::json!({
+            "type": event.event_type.as_str(),
+            "payload": event.payload,
+        }))
+        .ok()
+    }
+}
+
+/// What the decisions need to know about one user.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserState {
+    pub exists: bool,
+    pub version: u32,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub profile: TelegramProfile,
+}
+
+impl UserState {
+    pub fn apply(&mut self, event: &UserEvent) {
+        match event {
+            UserEvent::Created(created) => {
+                self.exists = true;
+                self.email = created.email.clone();
+                if let Some(profile) = &created.telegram {
+                    self.profile = profile.clone();
+                }
+                if self.profile.language_code.is_none() {
+                    self.profile.language_code = created.language_code.clone();
+                }
+            }
+            UserEvent::Updated(updated) => {
+                let p = &mut self.profile;
+                for (field, value) in [
+                    (&mut p.username, &updated.username),
+                    (&mut p.first_name, &updated.first_name),
+                    (&mut p.last_name, &updated.last_name),
+                    (&mut p.language_code, &updated.language_code),
+                ] {
+                    if value.is_some() {
+                        field.clone_from(value);
+                    }
+                }
+            }
+            UserEvent::EmailVerified { .. } => self.email_verified = true,
+        }
+        self.version += 1;
+    }
+
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a UserEvent>) -> Self {
+        let mut state = Self::default();
+        for event in events {
+            state.apply(event);
+        }
+        state
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum UserCommand {
+    Register(UserCreated),
+    /// Telegram told us the profile again (a login); record what changed.
+    RefreshTelegramProfile(TelegramProfile),
+    VerifyEmail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("the user already exists")]
+    AlreadyExists,
+    #[error("no such user")]
+    NotFound,
+    #[error("the user has no e-mail address")]
+    NoEmail,
+}
+
+/// The events a command produces, given the user's state.
+pub fn decide(
+    user: UserId,
+    state: &UserState,
+    command: UserCommand,
+) -> Result<Vec<UserEvent>, UserError> {
+    match command {
+        UserCommand::Register(created) => {
+            if state.exists {
+                return Err(UserError::AlreadyExists);
+            }
+            Ok(vec![UserEvent::Created(created)])
+        }
+        UserCommand::RefreshTelegramProfile(profile) => {
+            if !state.exists {
+                return Err(UserError::NotFound);
+            }
+            let old = &state.profile;
+            let changed = |new: &Option<String>, old: &Option<String>| {
+                new.as_ref().filter(|n| Some(*n) != old.as_ref()).cloned()
+            };
+            let update = UserUpdated {
+                user_id: user,
+                username: changed(&profile.username, &old.username),
+                first_name: changed(&profile.first_name, &old.first_name),
+                last_name: changed(&profile.last_name, &old.last_name),
+                language_code: changed(&profile.language_code, &old.language_code),
+            };
+            if update
+                == (UserUpdated {
+                    user_id: user,
+                    ..Default::default()
+                })
+            {
+                return Ok(Vec::new());
+            }
+            Ok(vec![UserEvent::Updated(update)])
+        }
+        UserCommand::VerifyEmail => {
+            if !state.exists {
+                return Err(UserError::NotFound);
+            }
+            let email = state.email.clone().ok_or(UserError::NoEmail)?;
+            if state.email_verified {
+                return Ok(Vec::new());
+            }
+            Ok(vec![UserEvent::EmailVerified {
+                user_id: user,
+                email,
+            }])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ActorKind, EventType};
+
+    fn created(user: UserId, source: Source) -> UserCreated {
+        UserCreated {
+            user_id: user,
+            source,
+            telegram: Some(TelegramProfile {
+                telegram_id: 42,
+                username: Some("old".into()),
+                first_name: Some("Ann".into()),
+                ..Default::default()
+            }),
+            email: None,
+            language_code: None,
+        }
+    }
+
+    #[test]
+    fn registering_a_new_user_creates_it_and_twice_is_refused() {
+        let user = UserId::new();
+        let events = decide(
+            user,
+            &UserState::default(),
+            UserCommand::Register(created(user, Source::MiniApp)),
+        )
+        .unwrap();
+        assert!(matches!(&events[..], [UserEvent::Created(c)] if c.source == Source::MiniApp));
+        let state = UserState::from_events(&events);
+        assert_eq!(
+            decide(
+                user,
+                &state,
+                UserCommand::Register(created(user, Source::MiniApp))
+            ),
+            Err(UserError::AlreadyExists)
+        );
+    }
+
+    #[test]
+    fn a_telegram_login_records_only_what_changed() {
+        let user = UserId::new();
+        let state =
+            UserState::from_events(&[UserEvent::Created(created(user, Source::LoginWidget))]);
+        let same = TelegramProfile {
+            telegram_id: 42,
+            username: Some("old".into()),
+            first_name: Some("Ann".into()),
+            ..Default::default()
+        };
+        assert!(
+            decide(
+                user,
+                &state,
+                UserCommand::RefreshTelegramProfile(same.clone())
+            )
+            .unwrap()
+            .is_empty()
+        );
+        let renamed = TelegramProfile {
+            username: Some("new".into()),
+            ..same
+        };
+        let events = decide(user, &state, UserCommand::RefreshTelegramProfile(renamed)).unwrap();
+        assert_eq!(
+            events,
+            vec![UserEvent::Updated(UserUpdated {
+                user_id: user,
+                username: Some("new".into()),
+                ..Default::default()
+            })]
+        );
+    }
+
+    #[test]
+    fn verifying_an_email_happens_once_and_needs_an_email() {
+        let user = UserId::new();
+        let mut with_email = created(user, Source::Email);
+        with_email.telegram = None;
+        with_email.email = Some("a@example.com".into());
+        let mut state = UserState::from_events(&[UserEvent::Created(with_email)]);
+        let events = decide(user, &state, UserCommand::VerifyEmail).unwrap();
+        assert_eq!(
+            events,
+            vec![UserEvent::EmailVerified {
+                user_id: user,
+                email: "a@example.com".into()
+            }]
+        );
+        state.apply(&events[0]);
+        assert!(
+            decide(user, &state, UserCommand::VerifyEmail)
+                .unwrap()
+                .is_empty()
+        );
+        let telegram_only =
+            UserState::from_events(&[UserEvent::Created(created(user, Source::Telegram))]);
+        assert_eq!(
+            decide(user, &telegram_only, UserCommand::VerifyEmail),
+            Err(UserError::NoEmail)
+        );
+    }
+
+    #[test]
+    fn events_carry_the_catalogue_names_and_read_back() {
+        let user = UserId::new();
+        let event = UserEvent::Created(created(user, Source::Telegram));
+        let new = event.to_new_event(Actor::new(ActorKind::Telegram, 42));
+        assert_eq!(new.event_type, EventType::parse("user.created").unwrap());
+        assert!(StreamName::parse(UserEvent::stream(user).as_str()).is_ok());
+        assert_eq!(new.payload["telegram_id"], 42);
+        assert_eq!(new.payload["source"], "telegram");
+        let verified = UserEvent::EmailVerified {
+            user_id: user,
+            email: "x@y.z".into(),
+        };
+        assert_eq!(
+            verified.to_new_event(Actor::system()).event_type.as_str(),
+            "user.email_verified"
+        );
+        assert_eq!(
+            UserEvent::Updated(UserUpdated {
+                user_id: user,
+                ..Default::default()
+            })
+            .to_new_event(Actor::system())
+            .event_type
+            .as_str(),
+            "user.updated"
+        );
+    }
+}

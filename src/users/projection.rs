@@ -1,0 +1,77 @@
+//! The `users` read model.
+
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, Set};
+
+use super::domain::UserEvent;
+use crate::{db::entities::user, events::RecordedEvent};
+
+pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), DbErr> {
+    let Some(user_event) = UserEvent::from_recorded(event) else {
+        return Ok(());
+    };
+    let version = i32::try_from(event.version).unwrap_or(i32::MAX);
+    match user_event {
+        UserEvent::Created(created) => {
+            let telegram = created.telegram.unwrap_or_default();
+            let source = serde_json::to_value(created.source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            user::ActiveModel {
+                id: Set(created.user_id.as_uuid()),
+                telegram_id: Set((telegram.telegram_id != 0).then_some(telegram.telegram_id)),
+                username: Set(telegram.username),
+                first_name: Set(telegram.first_name),
+                last_name: Set(telegram.last_name),
+                language_code: Set(telegram.language_code.or(created.language_code)),
+                email: Set(created.email),
+                email_verified: Set(false),
+                status: Set("active".to_owned()),
+                source: Set(source),
+                created_at: Set(event.occurred_at),
+                updated_at: Set(event.occurred_at),
+                version: Set(version),
+            }
+            .insert(conn)
+            .await?;
+        }
+        UserEvent::Updated(updated) => {
+            let Some(row) = user::Entity::find_by_id(updated.user_id.as_uuid())
+                .one(conn)
+                .await?
+            else {
+                return Ok(());
+            };
+            let mut row: user::ActiveModel = row.into();
+            if let Some(v) = updated.username {
+                row.username = Set(Some(v));
+            }
+            if let Some(v) = updated.first_name {
+                row.first_name = Set(Some(v));
+            }
+            if let Some(v) = updated.last_name {
+                row.last_name = Set(Some(v));
+            }
+            if let Some(v) = updated.language_code {
+                row.language_code = Set(Some(v));
+            }
+            row.updated_at = Set(event.occurred_at);
+            row.version = Set(version);
+            row.update(conn).await?;
+        }
+        UserEvent::EmailVerified { user_id, .. } => {
+            let Some(row) = user::Entity::find_by_id(user_id.as_uuid())
+                .one(conn)
+                .await?
+            else {
+                return Ok(());
+            };
+            let mut row: user::ActiveModel = row.into();
+            row.email_verified = Set(true);
+            row.updated_at = Set(event.occurred_at);
+            row.version = Set(version);
+            row.update(conn).await?;
+        }
+    }
+    Ok(())
+}
