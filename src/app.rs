@@ -24,6 +24,7 @@ use crate::{
     events::{EventStore, Tailer},
     health,
     mail::{templates::Templates, worker::MailWorker},
+    telemetry::RedactingRootSpan,
 };
 
 /// Shared by every request handler and worker.
@@ -98,7 +99,6 @@ impl Application {
             mail_wake,
         });
         let server = serve(listener, state.clone())?;
-        tracing::info!(address = %state.config.listen.ip(), port, "listening");
         Ok(Self {
             port,
             server,
@@ -126,15 +126,18 @@ impl Application {
     /// requests finish, then background tasks stop and the pool closes.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
+            port,
             server,
             state,
             mut tasks,
             shutdown,
-            ..
         } = self;
         let handle = server.handle();
+        let stop_signal = wait_for_signal();
+        // Listening is announced once SIGTERM/SIGINT are ours to handle.
+        tracing::info!(address = %state.config.listen.ip(), port, "listening");
         let signals = tokio::spawn(async move {
-            wait_for_signal().await;
+            stop_signal.await;
             tracing::info!("stop signal received; finishing in-flight requests");
             handle.stop(true).await;
         });
@@ -181,7 +184,7 @@ fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> 
                     Ok(response)
                 }
             })
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<RedactingRootSpan>::new())
     })
     .workers(workers)
     .shutdown_timeout(shutdown_timeout)
@@ -193,26 +196,33 @@ fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> 
     Ok(server)
 }
 
-/// SIGTERM or SIGINT (Ctrl-C).
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when
+/// this is called, not when the future is first polled.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    tracing::warn!("cannot listen for SIGTERM; only Ctrl-C stops the server");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -16,32 +16,54 @@ use crate::{admin, auth, cabinet};
         title = "Switchboard",
         description = "The back office of a Telegram bot business. Errors are `application/problem+json` with a stable `code`."
     ),
-    paths(
-        auth::routes::login,
-        auth::routes::refresh,
-        auth::routes::logout,
-        auth::routes::change_password,
-        admin::me,
-        admin::api_keys::list,
-        admin::api_keys::create,
-        admin::api_keys::revoke,
-        admin::accounts::list,
-        admin::accounts::create_route,
-        cabinet::me,
-        cabinet::auth::mini_app,
-        cabinet::auth::login_widget,
-        cabinet::auth::register,
-        cabinet::auth::verify_email,
-        cabinet::auth::verify_email_link,
-        cabinet::auth::email_login,
-        cabinet::auth::forgot_password,
-        cabinet::auth::reset_password,
-        cabinet::auth::refresh,
-        cabinet::auth::logout,
+    nest(
+        (path = "/api/v1/auth", api = AdminAuthApi),
+        (path = "/api/v1/admin", api = AdminApi),
+        (path = "/api/v1/cabinet", api = CabinetApi),
+        (path = "/api/v1/cabinet/auth", api = CabinetAuthApi),
     ),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
+
+#[derive(OpenApi)]
+#[openapi(paths(
+    auth::routes::login,
+    auth::routes::refresh,
+    auth::routes::logout,
+    auth::routes::change_password,
+))]
+struct AdminAuthApi;
+
+#[derive(OpenApi)]
+#[openapi(paths(
+    admin::me,
+    admin::api_keys::list,
+    admin::api_keys::create,
+    admin::api_keys::revoke,
+    admin::accounts::list,
+    admin::accounts::create_route,
+))]
+struct AdminApi;
+
+#[derive(OpenApi)]
+#[openapi(paths(cabinet::me))]
+struct CabinetApi;
+
+#[derive(OpenApi)]
+#[openapi(paths(
+    cabinet::auth::mini_app,
+    cabinet::auth::login_widget,
+    cabinet::auth::register,
+    cabinet::auth::verify_email,
+    cabinet::auth::verify_email_link,
+    cabinet::auth::email_login,
+    cabinet::auth::forgot_password,
+    cabinet::auth::reset_password,
+    cabinet::auth::refresh,
+    cabinet::auth::logout,
+))]
+struct CabinetAuthApi;
 
 struct Security;
 

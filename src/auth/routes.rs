@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::{
     extractors::{AdminPrincipal, CurrentAdmin},
     password,
-    sessions::{self, TokensOut},
+    sessions::{self, Refreshed, TokensOut},
     tokens::Audience,
 };
 use crate::{
@@ -131,14 +131,21 @@ pub async fn refresh(
     let token = validate::text("refresh_token", &body.refresh_token, 200)?;
     state.rate_limits.check(client_ip(&req), None)?;
     let txn = state.db.begin_write().await?;
-    let (admin_id, tokens) = sessions::refresh(
+    let (admin_id, tokens) = match sessions::refresh(
         &*txn,
         &state.jwt,
         state.config.auth.refresh_token_ttl,
         Audience::Admin,
         &SecretString::from(token),
     )
-    .await?;
+    .await?
+    {
+        Refreshed::Tokens(admin_id, tokens) => (admin_id, tokens),
+        Refreshed::Reused => {
+            txn.commit().await?;
+            return Err(sessions::invalid_token());
+        }
+    };
     let account = admin::Entity::find_by_id(admin_id).one(&*txn).await?;
     if account.is_none_or(|a| a.disabled) {
         return Err(sessions::invalid_token());

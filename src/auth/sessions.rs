@@ -107,15 +107,24 @@ async fn issue(
     })
 }
 
-/// Exchanges a refresh token for a new pair. Returns the principal too, so
-/// the caller can check the account is still allowed in.
+/// What presenting a refresh token led to.
+pub enum Refreshed {
+    /// A new pair, and whose it is (the caller checks the account is still
+    /// allowed in).
+    Tokens(Uuid, TokensOut),
+    /// The token had been used already: the session is now revoked. The
+    /// caller must commit (so the revocation sticks) and answer 401.
+    Reused,
+}
+
+/// Exchanges a refresh token for a new pair.
 pub async fn refresh(
     conn: &impl ConnectionTrait,
     keys: &JwtKeys,
     refresh_ttl: Duration,
     audience: Audience,
     presented: &SecretString,
-) -> Result<(Uuid, TokensOut), ApiError> {
+) -> Result<Refreshed, ApiError> {
     let hash = token_hash(presented.expose_secret());
     let Some(token) = refresh_token::Entity::find_by_id(hash.clone())
         .one(conn)
@@ -147,7 +156,7 @@ pub async fn refresh(
         let id = SessionId::from_uuid(session.id);
         revoke(conn, id, "refresh token reused").await?;
         tracing::warn!(session = %id, "a rotated refresh token was presented again; session revoked");
-        return Err(invalid_token());
+        return Ok(Refreshed::Reused);
     }
     let expires_at = now + chrono::Duration::from_std(refresh_ttl).unwrap_or_default();
     session::Entity::update_many()
@@ -164,7 +173,7 @@ pub async fn refresh(
         expires_at,
     )
     .await?;
-    Ok((session.principal_id, tokens))
+    Ok(Refreshed::Tokens(session.principal_id, tokens))
 }
 
 /// Ends one session: its access and refresh tokens stop working.

@@ -672,14 +672,21 @@ pub async fn refresh(
     let token = validate::text("refresh_token", &body.refresh_token, 200)?;
     state.rate_limits.check(client_ip(&req), None)?;
     let txn = state.db.begin_write().await?;
-    let (user_id, tokens) = sessions::refresh(
+    let (user_id, tokens) = match sessions::refresh(
         &*txn,
         &state.jwt,
         state.config.auth.refresh_token_ttl,
         Audience::Cabinet,
         &SecretString::from(token),
     )
-    .await?;
+    .await?
+    {
+        sessions::Refreshed::Tokens(user_id, tokens) => (user_id, tokens),
+        sessions::Refreshed::Reused => {
+            txn.commit().await?;
+            return Err(sessions::invalid_token());
+        }
+    };
     let account = user::Entity::find_by_id(user_id).one(&*txn).await?;
     if account.is_none_or(|u| u.status == "blocked") {
         return Err(sessions::invalid_token());

@@ -157,14 +157,69 @@ fn uuid_simple() -> String {
         .to_string()
 }
 
-/// A configuration for tests: port 0, one HTTP worker, quiet logs.
+/// The JWT secret every test app signs with (tests forge tokens with it).
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// The made-up bot token of the shared Telegram vectors.
+pub const BOT_TOKEN: &str = "7000000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+
+/// A configuration for tests: port 0, one HTTP worker, known secrets,
+/// generous rate limits (the rate-limit test sets its own).
 pub fn test_config(database: DatabaseConfig) -> Config {
-    let mut config = Config::from_lookup(|_| None).unwrap();
+    let mut config = Config::from_lookup(|name| match name {
+        "SWITCHBOARD_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
+        "SWITCHBOARD_TELEGRAM_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
+        "SWITCHBOARD_AUTH_RATE_PER_IP" => Some("10000".to_owned()),
+        "SWITCHBOARD_AUTH_RATE_PER_ACCOUNT" => Some("10000".to_owned()),
+        _ => None,
+    })
+    .unwrap();
     config.database = database;
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.http_workers = 1;
     config.shutdown_timeout = Duration::from_secs(5);
     config
+}
+
+/// Everything the app logs during the test run, captured for the tests
+/// that check what logs must never contain.
+pub static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct CaptureWriter;
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("TEST_LOG")
+            .unwrap_or_else(|_| "debug,sqlx=warn,sea_orm=warn,h2=warn,hyper=warn".to_owned());
+        let _ = tracing_subscriber::registry()
+            .with(EnvFilter::new(filter))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(|| CaptureWriter),
+            )
+            .try_init();
+    });
+}
+
+/// The captured log text so far.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
 }
 
 /// A running app.
@@ -182,10 +237,8 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: Config) -> Self {
-        // `TEST_LOG=debug cargo test …` shows the app's logs.
-        if let Ok(filter) = std::env::var("TEST_LOG") {
-            switchboard::telemetry::init(switchboard::config::LogFormat::Pretty, &filter);
-        }
+        // Logs are captured; `TEST_LOG=debug cargo test …` also prints them.
+        init_logs();
         let app = Application::build(config).await.unwrap();
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state();
@@ -208,6 +261,64 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Any request, with an optional bearer token and JSON body.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    pub async fn get_with(&self, path: &str, token: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    /// Creates an admin account directly and logs it in; returns the tokens.
+    pub async fn admin_with_role(&self, email: &str, role: switchboard::auth::Role) -> Tokens {
+        let password = "correct horse battery staple";
+        let txn = self.state.db.begin_write().await.unwrap();
+        switchboard::admin::accounts::create(&*txn, email, password, role)
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+        self.admin_login(email, password).await
+    }
+
+    pub async fn admin_login(&self, email: &str, password: &str) -> Tokens {
+        let response = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                serde_json::json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 200, "admin login failed");
+        response.json().await.unwrap()
+    }
+
     pub async fn healthz(&self) -> reqwest::Response {
         self.get("/healthz").await
     }
@@ -223,6 +334,148 @@ impl TestApp {
             task.await.unwrap().unwrap();
         }
     }
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+}
+
+/// A local SMTP server that accepts every message and keeps it.
+pub struct SmtpSink {
+    pub port: u16,
+    messages: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SmtpSink {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let messages = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = messages.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    let _ = write.write_all(b"220 sink ESMTP\r\n").await;
+                    let mut in_data = false;
+                    let mut data = String::new();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if in_data {
+                            if line == "." {
+                                in_data = false;
+                                store.lock().unwrap().push(std::mem::take(&mut data));
+                                let _ = write.write_all(b"250 queued\r\n").await;
+                            } else {
+                                data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                                data.push_str("\r\n");
+                            }
+                            continue;
+                        }
+                        let verb = line.split_whitespace().next().unwrap_or("").to_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250-sink\r\n250 AUTH PLAIN LOGIN\r\n",
+                            "AUTH" => b"235 accepted\r\n",
+                            "DATA" => {
+                                in_data = true;
+                                b"354 go on\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = write.write_all(b"221 bye\r\n").await;
+                                break;
+                            }
+                            _ => b"250 ok\r\n",
+                        };
+                        let _ = write.write_all(reply).await;
+                    }
+                });
+            }
+        });
+        Self { port, messages }
+    }
+
+    /// The configuration change that sends the app's mail here.
+    pub fn configure(&self, config: &mut Config) {
+        config.mail.smtp_host = Some("127.0.0.1".to_owned());
+        config.mail.smtp_port = self.port;
+        config.mail.smtp_tls = switchboard::config::SmtpTls::None;
+    }
+
+    /// Every message received so far, decoded.
+    pub fn received(&self) -> Vec<ReceivedEmail> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|raw| {
+                let message = mail_parser::MessageParser::default().parse(raw.as_bytes())?;
+                Some(ReceivedEmail {
+                    to: message
+                        .to()
+                        .and_then(|to| to.first())
+                        .and_then(|a| a.address())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    subject: message.subject().unwrap_or_default().to_owned(),
+                    text: message
+                        .body_text(0)
+                        .map(|t| t.into_owned())
+                        .unwrap_or_default(),
+                    html: message
+                        .body_html(0)
+                        .map(|t| t.into_owned())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// The first message to `recipient` whose plain text contains `needle`.
+    pub async fn wait_for(&self, recipient: &str, needle: &str) -> ReceivedEmail {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(email) = self
+                .received()
+                .into_iter()
+                .find(|m| m.to == recipient && m.text.contains(needle))
+            {
+                return email;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no e-mail to {recipient} containing {needle:?} arrived; got {:?}",
+                self.received()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn count_to(&self, recipient: &str) -> usize {
+        self.received().iter().filter(|m| m.to == recipient).count()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceivedEmail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The `token` parameter of the first link in an e-mail.
+pub fn token_from_email(email: &ReceivedEmail) -> String {
+    let text = &email.text;
+    let start = text.find("token=").expect("no token in the e-mail") + "token=".len();
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
 }
 
 /// Asserts a response is problem+json with the given status and code.

@@ -5,7 +5,13 @@
 
 mod helpers;
 
+mod admin_auth;
+mod authorization;
+mod email_auth;
 mod event_store;
 mod health;
+mod openapi;
+mod secrets_in_logs;
 mod startup;
 mod tailer;
+mod telegram_auth;

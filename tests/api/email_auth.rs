@@ -1,0 +1,128 @@
+//! E-mail sign-up through a real SMTP exchange on loopback: register, the
+//! link in the e-mail verifies, login; forgot / reset; no enumeration.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    SmtpSink, TestApp, Tokens, assert_problem, both_backends, test_config, token_from_email,
+};
+
+async fn app_with_mail(db: &crate::helpers::TestDb) -> (TestApp, SmtpSink) {
+    let sink = SmtpSink::start().await;
+    let mut config = test_config(db.config.clone());
+    sink.configure(&mut config);
+    (TestApp::spawn_with(config).await, sink)
+}
+
+both_backends! {
+    async fn the_link_in_the_verification_email_verifies_the_account_and_login_follows(db) {
+        let (app, sink) = app_with_mail(&db).await;
+        let registered = app.post("/api/v1/cabinet/auth/email/register", None, json!({"email": "Ann@Example.com", "password": "a long enough password", "language": "ru"})).await;
+        assert_eq!(registered.status().as_u16(), 202);
+
+        let mail = sink.wait_for("ann@example.com", "token=").await;
+        // Russian was asked for; both alternatives carry the link.
+        assert_eq!(mail.subject, "Подтвердите адрес электронной почты");
+        assert!(mail.text.contains("/api/v1/cabinet/auth/email/verify?token="));
+        assert!(mail.html.contains(&token_from_email(&mail)));
+
+        // Before verification: refused, and says why.
+        let early = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "ann@example.com", "password": "a long enough password"})).await;
+        assert_problem(early, 403, "email_not_verified").await;
+
+        let token = token_from_email(&mail);
+        let verified = app.get(&format!("/api/v1/cabinet/auth/email/verify?token={token}")).await;
+        assert_eq!(verified.status().as_u16(), 200);
+        // A link works once.
+        let again = app.get(&format!("/api/v1/cabinet/auth/email/verify?token={token}")).await;
+        assert_problem(again, 400, "invalid_link").await;
+
+        let login = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "ann@example.com", "password": "a long enough password"})).await;
+        assert_eq!(login.status().as_u16(), 200);
+        let tokens: Tokens = login.json().await.unwrap();
+        let me: Value = app.get_with("/api/v1/cabinet/me", &tokens.access_token).await.json().await.unwrap();
+        assert_eq!(me["email"], "ann@example.com");
+        assert_eq!(me["email_verified"], true);
+
+        let types: Vec<String> = crate::event_store::read_whole_log(&app.state.store, 2)
+            .await
+            .iter()
+            .map(|e| e.event_type.as_str().to_owned())
+            .collect();
+        assert_eq!(types, ["user.created", "user.email_verified"]);
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn registering_a_taken_address_answers_the_same_and_mails_its_owner(db) {
+        let (app, sink) = app_with_mail(&db).await;
+        let body = json!({"email": "bob@example.com", "password": "a long enough password"});
+        let first = app.post("/api/v1/cabinet/auth/email/register", None, body.clone()).await;
+        let first_body: Value = first.json().await.unwrap();
+        sink.wait_for("bob@example.com", "token=").await;
+        let second = app.post("/api/v1/cabinet/auth/email/register", None, body).await;
+        assert_eq!(second.status().as_u16(), 202);
+        let second_body: Value = second.json().await.unwrap();
+        assert_eq!(first_body, second_body);
+        sink.wait_for("bob@example.com", "already have").await;
+        // Still one user.
+        crate::event_store::read_whole_log(&app.state.store, 1).await;
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_password_reset_revokes_sessions_and_sets_the_new_password(db) {
+        let (app, sink) = app_with_mail(&db).await;
+        app.post("/api/v1/cabinet/auth/email/register", None, json!({"email": "cy@example.com", "password": "the first password"})).await;
+        let verify = token_from_email(&sink.wait_for("cy@example.com", "token=").await);
+        app.post("/api/v1/cabinet/auth/email/verify", None, json!({"token": verify})).await;
+        let session: Tokens = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "cy@example.com", "password": "the first password"})).await.json().await.unwrap();
+
+        // Unknown addresses get the same answer.
+        let unknown = app.post("/api/v1/cabinet/auth/email/forgot", None, json!({"email": "nobody@example.com"})).await;
+        let known = app.post("/api/v1/cabinet/auth/email/forgot", None, json!({"email": "cy@example.com"})).await;
+        assert_eq!(unknown.status().as_u16(), 202);
+        assert_eq!(known.status().as_u16(), 202);
+        assert_eq!(unknown.json::<Value>().await.unwrap(), known.json::<Value>().await.unwrap());
+
+        let reset_mail = sink.wait_for("cy@example.com", "/reset?token=").await;
+        let token = token_from_email(&reset_mail);
+        let weak = app.post("/api/v1/cabinet/auth/email/reset", None, json!({"token": token, "new_password": "short"})).await;
+        assert_problem(weak, 422, "invalid_field").await;
+        let reset = app.post("/api/v1/cabinet/auth/email/reset", None, json!({"token": token, "new_password": "the second password"})).await;
+        assert_eq!(reset.status().as_u16(), 200);
+
+        assert_problem(app.get_with("/api/v1/cabinet/me", &session.access_token).await, 401, "invalid_token").await;
+        assert_problem(app.post("/api/v1/cabinet/auth/refresh", None, json!({"refresh_token": session.refresh_token})).await, 401, "invalid_token").await;
+        let old = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "cy@example.com", "password": "the first password"})).await;
+        assert_problem(old, 401, "invalid_credentials").await;
+        let new = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "cy@example.com", "password": "the second password"})).await;
+        assert_eq!(new.status().as_u16(), 200);
+        // The reset link was single-use.
+        let reused = app.post("/api/v1/cabinet/auth/email/reset", None, json!({"token": token, "new_password": "the third password"})).await;
+        assert_problem(reused, 400, "invalid_link").await;
+        assert_eq!(sink.count_to("nobody@example.com"), 0);
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn cabinet_refresh_rotates_and_logout_ends_the_session(db) {
+        let app = TestApp::spawn(&db).await;
+        let init = crate::telegram_auth::fresh_init_data(4242, "dee");
+        let first: Tokens = app.post("/api/v1/cabinet/auth/telegram/mini-app", None, json!({"init_data": init})).await.json().await.unwrap();
+        let second: Tokens = app.post("/api/v1/cabinet/auth/refresh", None, json!({"refresh_token": first.refresh_token})).await.json().await.unwrap();
+        assert_problem(app.post("/api/v1/cabinet/auth/refresh", None, json!({"refresh_token": first.refresh_token})).await, 401, "invalid_token").await;
+        assert_problem(app.get_with("/api/v1/cabinet/me", &second.access_token).await, 401, "invalid_token").await;
+
+        let third: Tokens = app.post("/api/v1/cabinet/auth/telegram/mini-app", None, json!({"init_data": crate::telegram_auth::fresh_init_data(4242, "dee")})).await.json().await.unwrap();
+        assert_eq!(app.request(reqwest::Method::POST, "/api/v1/cabinet/auth/logout", Some(&third.access_token), None).await.status().as_u16(), 204);
+        assert_problem(app.get_with("/api/v1/cabinet/me", &third.access_token).await, 401, "invalid_token").await;
+        // An admin refresh token is no good at the cabinet and vice versa.
+        let admin = app.admin_with_role("x@example.com", switchboard::auth::Role::Viewer).await;
+        assert_problem(app.post("/api/v1/cabinet/auth/refresh", None, json!({"refresh_token": admin.refresh_token})).await, 401, "invalid_token").await;
+        app.stop().await;
+    }
+}
