@@ -71,6 +71,8 @@ pub struct MailConfig {
     pub from: String,
     /// Templates here override the built-in ones, file by file.
     pub templates_dir: Option<PathBuf>,
+    /// The first retry delay; each later one is four times longer (6 h at most).
+    pub retry_base: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +268,11 @@ impl Config {
             from: get("SWITCHBOARD_MAIL_FROM")
                 .unwrap_or_else(|| "Switchboard <no-reply@localhost>".to_owned()),
             templates_dir: get("SWITCHBOARD_TEMPLATES_DIR").map(PathBuf::from),
+            retry_base: Duration::from_millis(parse_or(
+                &get,
+                "SWITCHBOARD_MAIL_RETRY_BASE_MS",
+                30_000u64,
+            )?),
         };
         if mail.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(invalid(

@@ -236,8 +236,22 @@ impl EventStore {
             .collect()
     }
 
+    /// A client's cursor in this backend's terms: SQLite orders by position
+    /// alone, so a transaction part (from a cursor minted elsewhere) is
+    /// dropped rather than allowed to make every event compare below it.
+    pub fn normalize(&self, cursor: Cursor) -> Cursor {
+        match self.db.backend() {
+            Backend::Postgres => cursor,
+            Backend::Sqlite => Cursor {
+                tx: 0,
+                position: cursor.position,
+            },
+        }
+    }
+
     /// Up to `limit` events after `after`, in the global order.
     pub async fn read_all(&self, after: Cursor, limit: u32) -> Result<Page, DbErr> {
+        let after = self.normalize(after);
         let backend = self.db.backend();
         let limit = limit.clamp(1, 10_000);
         let statement = match backend {

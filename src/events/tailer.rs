@@ -83,6 +83,7 @@ impl Tailer {
 
     /// Every event after `after` (read from the log first), then live events.
     pub fn subscribe_from(&self, after: Cursor) -> Subscription {
+        let after = self.store.normalize(after);
         let receiver = self.sender.subscribe();
         let target = *self.published.borrow();
         self.subscription(receiver, after, Some(target))

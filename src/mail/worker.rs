@@ -77,7 +77,8 @@ impl MailWorker {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = self.wake.notified() => {}
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    // Retries fall due without a wake-up: poll often enough.
+                    () = tokio::time::sleep(self.config.retry_base.min(Duration::from_secs(5))) => {}
                 }
             } else if shutdown.is_cancelled() {
                 return;
@@ -166,7 +167,7 @@ impl MailWorker {
                     active.status = Set("failed".to_owned());
                     tracing::error!(mail = %id, attempts, error = %error, "e-mail failed for good");
                 } else {
-                    let delay = backoff(attempts);
+                    let delay = backoff(self.config.retry_base, attempts);
                     active.next_attempt_at =
                         Set(now + chrono::Duration::from_std(delay).unwrap_or_default());
                     tracing::warn!(mail = %id, attempts, retry_in_secs = delay.as_secs(), error = %error, "e-mail not sent; will retry");
@@ -208,10 +209,10 @@ impl MailWorker {
     }
 }
 
-/// 30 s, 2 min, 8 min, 32 min, … capped at 6 h.
-fn backoff(attempts: i32) -> Duration {
+/// `base`, 4×, 16×, … (30 s, 2 min, 8 min, 32 min by default), capped at 6 h.
+fn backoff(base: Duration, attempts: i32) -> Duration {
     let exponent = u32::try_from(attempts.saturating_sub(1))
         .unwrap_or(0)
         .min(10);
-    Duration::from_secs((30 * 4u64.pow(exponent)).min(6 * 3600))
+    (base * 4u32.pow(exponent)).min(Duration::from_secs(6 * 3600))
 }

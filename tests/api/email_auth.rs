@@ -126,3 +126,39 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    async fn an_email_waits_in_the_outbox_while_smtp_is_down_and_is_sent_once_it_is_up(db) {
+        use sea_orm::EntityTrait;
+        // A port nobody listens on yet.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut config = test_config(db.config.clone());
+        config.mail.smtp_host = Some("127.0.0.1".to_owned());
+        config.mail.smtp_port = port;
+        config.mail.smtp_tls = switchboard::config::SmtpTls::None;
+        config.mail.retry_base = std::time::Duration::from_millis(200);
+        let app = TestApp::spawn_with(config).await;
+
+        app.post("/api/v1/cabinet/auth/email/register", None, json!({"email": "late@example.com", "password": "a long enough password"})).await;
+        // The first attempt fails and is recorded.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let rows = switchboard::db::entities::mail::Entity::find().all(app.state.db.conn()).await.unwrap();
+            if rows.iter().any(|r| r.attempts >= 1 && r.last_error.is_some() && r.status == "pending") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no failed attempt recorded: {rows:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let sink = SmtpSink::start_on(port).await;
+        let mail = sink.wait_for("late@example.com", "token=").await;
+        assert_eq!(mail.subject, "Confirm your e-mail address");
+        let rows = switchboard::db::entities::mail::Entity::find().all(app.state.db.conn()).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        crate::helpers::wait_until(|| async {
+            switchboard::db::entities::mail::Entity::find().all(app.state.db.conn()).await.unwrap()[0].status == "sent"
+        })
+        .await;
+        app.stop().await;
+    }
+}

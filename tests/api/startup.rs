@@ -131,3 +131,52 @@ fn with_no_configuration_it_creates_the_sqlite_file_logs_json_and_stops_cleanly_
         "no `stopped` line in {rest:?}"
     );
 }
+
+#[test]
+fn admin_create_reads_the_password_from_stdin_and_the_account_can_log_in() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |email: &str, password: &str| {
+        let mut child = switchboard()
+            .current_dir(dir.path())
+            .args(["admin", "create", "--email", email, "--role", "owner"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let output = run("first@example.com", "a strong owner password");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("created owner admin first@example.com")
+    );
+    // The password is not echoed anywhere.
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("a strong owner password"));
+
+    let weak = run("second@example.com", "short");
+    assert!(!weak.status.success());
+    assert_one_clear_line(&weak.stderr, "password");
+    let taken = run("first@example.com", "another strong password");
+    assert!(!taken.status.success());
+    assert_one_clear_line(&taken.stderr, "already exists");
+
+    // The account logs in through the API of a server on the same file.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut config = crate::helpers::test_config(switchboard::config::DatabaseConfig::Sqlite {
+            path: dir.path().join("data/switchboard.db"),
+        });
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let app = crate::helpers::TestApp::spawn_with(config).await;
+        app.admin_login("first@example.com", "a strong owner password")
+            .await;
+        app.stop().await;
+    });
+}
