@@ -54,3 +54,20 @@ fn read_password() -> anyhow::Result<String> {
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())
     }
 }
+
+/// `switchboard projections rebuild`.
+pub async fn rebuild_projections(config: &Config) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database).await?;
+    db.migrate()
+        .await
+        .context("cannot run database migrations")?;
+    let store = crate::events::EventStore::new(db.clone());
+    let started = std::time::Instant::now();
+    let replayed = crate::projections::rebuild::rebuild(&db, &store).await?;
+    println!(
+        "rebuilt the read models from {replayed} events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    db.close().await;
+    Ok(())
+}

@@ -8,7 +8,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{admin, auth, cabinet};
+use crate::{admin, auth, cabinet, tickets};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,11 +43,24 @@ struct AdminAuthApi;
     admin::api_keys::revoke,
     admin::accounts::list,
     admin::accounts::create_route,
+    admin::events::browse,
+    tickets::admin_routes::list,
+    tickets::admin_routes::view,
+    tickets::admin_routes::reply,
+    tickets::admin_routes::set_status,
+    tickets::admin_routes::set_priority,
+    tickets::admin_routes::assign,
 ))]
 struct AdminApi;
 
 #[derive(OpenApi)]
-#[openapi(paths(cabinet::me))]
+#[openapi(paths(
+    cabinet::me,
+    tickets::cabinet_routes::list,
+    tickets::cabinet_routes::open,
+    tickets::cabinet_routes::view,
+    tickets::cabinet_routes::add_message,
+))]
 struct CabinetApi;
 
 #[derive(OpenApi)]

@@ -74,3 +74,13 @@ typed_id!(
     /// A machine client's API key.
     ApiKeyId
 );
+
+typed_id!(
+    /// A support ticket.
+    TicketId
+);
+
+typed_id!(
+    /// One message in a ticket.
+    MessageId
+);

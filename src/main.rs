@@ -24,6 +24,18 @@ enum Command {
     },
     /// Print the OpenAPI document (as committed in openapi/openapi.json).
     Openapi,
+    /// Read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Empty every read model and replay the whole log into it (run with
+    /// the service stopped).
+    Rebuild,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +89,9 @@ fn main() -> ExitCode {
                 command: AdminCommand::Create { email, role },
             } => cli::create_admin(&config, &email, &role).await,
             Command::Openapi => Ok(()),
+            Command::Projections {
+                command: ProjectionsCommand::Rebuild,
+            } => cli::rebuild_projections(&config).await,
         }
     });
     match result {

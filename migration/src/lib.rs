@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_create_events;
 mod m20261121_000002_create_identity;
+mod m20261121_000003_create_tickets;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261121_000001_create_events::Migration),
             Box::new(m20261121_000002_create_identity::Migration),
+            Box::new(m20261121_000003_create_tickets::Migration),
         ]
     }
 }

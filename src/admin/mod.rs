@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod events;
 
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
@@ -18,7 +19,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1/admin")
             .service(me)
             .configure(api_keys::configure)
-            .configure(accounts::configure),
+            .configure(accounts::configure)
+            .configure(events::configure)
+            .configure(crate::tickets::admin_routes::configure),
     );
 }
 

@@ -20,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1/cabinet")
             .configure(auth::configure)
+            .configure(crate::tickets::cabinet_routes::configure)
             .service(me),
     );
 }

@@ -78,6 +78,14 @@ pub enum AppendError {
 /// limits of both databases.
 pub const MAX_BATCH: usize = 1000;
 
+/// Which events to read: an exact type or a `prefix.*` wildcard, and/or one
+/// stream.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub event_type: Option<String>,
+    pub stream: Option<String>,
+}
+
 /// One page of the global log.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -251,35 +259,69 @@ impl EventStore {
 
     /// Up to `limit` events after `after`, in the global order.
     pub async fn read_all(&self, after: Cursor, limit: u32) -> Result<Page, DbErr> {
+        self.read_filtered(after, limit, &LogFilter::default())
+            .await
+    }
+
+    /// Like [`EventStore::read_all`], keeping only events that match `filter`.
+    pub async fn read_filtered(
+        &self,
+        after: Cursor,
+        limit: u32,
+        filter: &LogFilter,
+    ) -> Result<Page, DbErr> {
         let after = self.normalize(after);
         let backend = self.db.backend();
         let limit = limit.clamp(1, 10_000);
-        let statement = match backend {
-            Backend::Postgres => Statement::from_sql_and_values(
-                self.db.database_backend(),
-                format!(
-                    "SELECT {PG_COLUMNS} FROM events \
-                     WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-                       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                     ORDER BY transaction_id, position LIMIT $3"
-                ),
-                [
-                    DbValue::from(after.tx.to_string()),
-                    DbValue::from(after.position),
-                    DbValue::from(i64::from(limit)),
-                ],
+        let mut values: Vec<DbValue> = Vec::new();
+        let mut bind = |value: DbValue| {
+            values.push(value);
+            match backend {
+                Backend::Postgres => format!("${}", values.len()),
+                Backend::Sqlite => format!("?{}", values.len()),
+            }
+        };
+        let mut conditions = match backend {
+            Backend::Postgres => {
+                let tx = bind(after.tx.to_string().into());
+                let position = bind(after.position.into());
+                vec![
+                    format!("(transaction_id, position) > ({tx}::text::xid8, {position})"),
+                    "transaction_id < pg_snapshot_xmin(pg_current_snapshot())".to_owned(),
+                ]
+            }
+            Backend::Sqlite => vec![format!("position > {}", bind(after.position.into()))],
+        };
+        if let Some(event_type) = &filter.event_type {
+            match event_type.strip_suffix('*') {
+                Some(prefix) => {
+                    // LIKE, with the prefix's own wildcard characters escaped.
+                    let escaped = prefix
+                        .replace('!', "!!")
+                        .replace('%', "!%")
+                        .replace('_', "!_");
+                    let pattern = bind(format!("{escaped}%").into());
+                    conditions.push(format!("type LIKE {pattern} ESCAPE '!'"));
+                }
+                None => conditions.push(format!("type = {}", bind(event_type.clone().into()))),
+            }
+        }
+        if let Some(stream) = &filter.stream {
+            conditions.push(format!("stream = {}", bind(stream.clone().into())));
+        }
+        let limit_param = bind(i64::from(limit).into());
+        let sql = match backend {
+            Backend::Postgres => format!(
+                "SELECT {PG_COLUMNS} FROM events WHERE {} \
+                 ORDER BY transaction_id, position LIMIT {limit_param}",
+                conditions.join(" AND ")
             ),
-            Backend::Sqlite => Statement::from_sql_and_values(
-                self.db.database_backend(),
-                format!(
-                    "SELECT {SQLITE_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
-                ),
-                [
-                    DbValue::from(after.position),
-                    DbValue::from(i64::from(limit)),
-                ],
+            Backend::Sqlite => format!(
+                "SELECT {SQLITE_COLUMNS} FROM events WHERE {} ORDER BY position LIMIT {limit_param}",
+                conditions.join(" AND ")
             ),
         };
+        let statement = Statement::from_sql_and_values(self.db.database_backend(), sql, values);
         let rows = self.db.conn().query_all_raw(statement).await?;
         let events = rows
             .iter()

@@ -8,5 +8,8 @@ pub mod refresh_token;
 pub mod session;
 pub mod setting;
 pub mod telegram_login;
+pub mod ticket;
+pub mod ticket_message;
+pub mod ticket_read;
 pub mod user;
 pub mod user_credential;

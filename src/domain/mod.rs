@@ -1,0 +1,169 @@
+//! What every aggregate shares: typed events with catalogue names, state
+//! folded from a stream, commands decided against it (pure), and the runner
+//! that loads, decides and appends in the caller's transaction.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use sea_orm::DbErr;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use crate::{
+    db::WriteTxn,
+    error::{ApiError, Problem},
+    events::{
+        Actor, AppendError, EventStore, EventType, ExpectedVersion, NewEvent, RecordedEvent,
+        StreamName,
+    },
+};
+
+/// An event enum serialized as `{"type": "<catalogue name>", "payload": {…}}`
+/// (`#[serde(tag = "type", content = "payload")]` with a rename per variant).
+pub trait DomainEvent: Serialize + DeserializeOwned + Sized {
+    fn to_new_event(&self, actor: Actor) -> NewEvent {
+        let value = serde_json::to_value(self).unwrap_or(Value::Null);
+        let event_type = EventType::from_trusted(
+            value
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+        let payload = value.get("payload").cloned().unwrap_or(Value::Null);
+        NewEvent::new(event_type, payload, actor)
+    }
+
+    fn from_recorded(event: &RecordedEvent) -> Option<Self> {
+        serde_json::from_value(serde_json::json!({
+            "type": event.event_type.as_str(),
+            "payload": event.payload,
+        }))
+        .ok()
+    }
+}
+
+/// One consistency boundary: a stream of events and the rules over it.
+pub trait Aggregate: Default {
+    /// The stream category (`ticket` → `ticket:<id>`).
+    const CATEGORY: &'static str;
+    type Event: DomainEvent;
+    type Command;
+    type Error: DomainError;
+
+    fn apply(&mut self, event: &Self::Event);
+
+    /// The events `command` produces, or why it is refused. No I/O.
+    fn decide(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+
+    fn stream(id: impl fmt::Display) -> StreamName {
+        StreamName::for_id(Self::CATEGORY, id)
+    }
+}
+
+/// A domain refusal, as the client sees it.
+pub trait DomainError: std::error::Error {
+    fn status(&self) -> StatusCode;
+    /// Stable and machine-readable, e.g. `ticket_closed`.
+    fn code(&self) -> &'static str;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: DomainError> {
+    #[error(transparent)]
+    Domain(E),
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+impl<E: DomainError> From<CommandError<E>> for ApiError {
+    fn from(err: CommandError<E>) -> Self {
+        match err {
+            CommandError::Domain(e) => Problem::new(e.status(), e.code(), "Refused")
+                .detail(e.to_string())
+                .into(),
+            CommandError::Append(e) => e.into(),
+            CommandError::Db(e) => e.into(),
+        }
+    }
+}
+
+/// An aggregate's state with the version it was read at.
+pub struct Loaded<A> {
+    pub state: A,
+    pub version: u32,
+}
+
+/// Folds the aggregate's stream.
+pub async fn load<A: Aggregate>(
+    store: &EventStore,
+    id: impl fmt::Display,
+) -> Result<Loaded<A>, DbErr> {
+    let history = store.read_stream(&A::stream(id)).await?;
+    let mut state = A::default();
+    for event in history.iter().filter_map(A::Event::from_recorded) {
+        state.apply(&event);
+    }
+    Ok(Loaded {
+        state,
+        version: history.last().map_or(0, |e| e.version),
+    })
+}
+
+/// Loads, decides and appends (with the read models) within `txn`. A
+/// concurrent change to the same aggregate is a 409 conflict; nothing is
+/// written then.
+pub async fn execute<A: Aggregate>(
+    store: &EventStore,
+    txn: &WriteTxn,
+    id: impl fmt::Display + Copy,
+    command: A::Command,
+    actor: Actor,
+) -> Result<Vec<RecordedEvent>, CommandError<A::Error>> {
+    let loaded = load::<A>(store, id).await?;
+    let decided = loaded.state.decide(command).map_err(CommandError::Domain)?;
+    if decided.is_empty() {
+        return Ok(Vec::new());
+    }
+    let expected = match loaded.version {
+        0 => ExpectedVersion::NoStream,
+        v => ExpectedVersion::Exact(v),
+    };
+    let events = decided
+        .iter()
+        .map(|e| e.to_new_event(actor.clone()))
+        .collect();
+    Ok(store
+        .append_in(txn, &A::stream(id), expected, events)
+        .await?)
+}
+
+/// Runs one command in a transaction of its own and commits, retrying (up
+/// to 5 times, from a fresh read) when a concurrent change to the same
+/// aggregate got there first: two replies to one ticket both land.
+pub async fn run<A: Aggregate>(
+    store: &EventStore,
+    id: impl fmt::Display + Copy,
+    command: impl Fn() -> A::Command,
+    actor: Actor,
+) -> Result<Vec<RecordedEvent>, CommandError<A::Error>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let txn = store.db().begin_write().await?;
+        match execute::<A>(store, &txn, id, command(), actor.clone()).await {
+            Ok(events) => {
+                txn.commit().await?;
+                return Ok(events);
+            }
+            Err(CommandError::Append(AppendError::Conflict { .. })) if attempt < 5 => {
+                drop(txn);
+                // A little jitter so racing writers do not collide again.
+                let jitter = u64::from(rand::random::<u8>() % 10);
+                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The cabinet's tickets: `/api/v1/cabinet/tickets…`. A user sees and
+//! changes only their own; anyone else's ticket is a 404.
+
+use actix_web::{HttpResponse, get, post, web};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{
+    domain::{Channel, Ticket, TicketCommand, TicketError},
+    queries::{self, PageIn, Side, TicketDetailOut, TicketFilter, TicketPageOut},
+};
+use crate::{
+    app::AppState,
+    auth::CabinetUser,
+    db::entities::ticket,
+    domain::{self, CommandError},
+    error::{ApiError, Problem},
+    ids::{MessageId, TicketId},
+    validate,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(list)
+        .service(open)
+        .service(view)
+        .service(add_message);
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct OpenTicketIn {
+    pub subject: String,
+    pub text: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct MessageIn {
+    pub text: String,
+}
+
+/// The caller's ticket, or 404 (also for someone else's).
+pub async fn own_ticket(
+    state: &AppState,
+    user: &CabinetUser,
+    id: Uuid,
+) -> Result<ticket::Model, ApiError> {
+    ticket::Entity::find_by_id(id)
+        .filter(ticket::Column::UserId.eq(user.id.as_uuid()))
+        .one(state.db.conn())
+        .await?
+        .ok_or_else(|| Problem::not_found().detail("no such ticket").into())
+}
+
+/// The caller's tickets, most recently active first.
+#[utoipa::path(tag = "cabinet", params(PageIn), responses((status = 200, body = TicketPageOut), (status = 401), (status = 422)), security(("bearer" = [])))]
+#[get("/tickets")]
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    state: web::Data<AppState>,
+    user: CabinetUser,
+    page: web::Query<PageIn>,
+) -> Result<HttpResponse, ApiError> {
+    let page = page.validate()?;
+    let filter = TicketFilter {
+        user_id: Some(user.id.as_uuid()),
+        ..Default::default()
+    };
+    Ok(HttpResponse::Ok().json(queries::list(state.db.conn(), &filter, page, Side::User).await?))
+}
+
+/// Opens a ticket with a first message. One open ticket at a time: 409 with
+/// `ticket_already_open` otherwise.
+#[utoipa::path(tag = "cabinet", request_body = OpenTicketIn, responses((status = 201, body = TicketDetailOut), (status = 401), (status = 409), (status = 422)), security(("bearer" = [])))]
+#[post("/tickets")]
+#[tracing::instrument(skip_all, fields(user = %user.id))]
+pub async fn open(
+    state: web::Data<AppState>,
+    user: CabinetUser,
+    body: web::Json<OpenTicketIn>,
+) -> Result<HttpResponse, ApiError> {
+    let subject = validate::text("subject", &body.subject, 200)?;
+    let text = validate::text("text", &body.text, 10_000)?;
+    let ticket_id = TicketId::new();
+    let message_id = MessageId::new();
+    let result = domain::run::<Ticket>(
+        &state.store,
+        ticket_id,
+        || TicketCommand::Open {
+            ticket_id,
+            user_id: user.id,
+            subject: subject.clone(),
+            text: text.clone(),
+            message_id,
+            channel: Channel::Cabinet,
+        },
+        user.actor(),
+    )
+    .await;
+    match result {
+        Ok(_) => {}
+        // The read model's one-open-ticket index refused it.
+        Err(CommandError::Append(crate::events::AppendError::Db(e)))
+            if matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
+            return Err(already_open());
+        }
+        Err(CommandError::Db(e))
+            if matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
+            return Err(already_open());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let row = own_ticket(&state, &user, ticket_id.as_uuid()).await?;
+    Ok(HttpResponse::Created().json(queries::detail(state.db.conn(), row, Side::User).await?))
+}
+
+fn already_open() -> ApiError {
+    Problem::new(
+        actix_web::http::StatusCode::CONFLICT,
+        "ticket_already_open",
+        "A ticket is already open",
+    )
+    .detail("you already have an open ticket; write in it or wait until it is closed")
+    .into()
+}
+
+/// One of the caller's tickets with its messages; marks it read.
+#[utoipa::path(tag = "cabinet", params(("id" = Uuid, Path)), responses((status = 200, body = TicketDetailOut), (status = 401), (status = 404)), security(("bearer" = [])))]
+#[get("/tickets/{id}")]
+#[tracing::instrument(skip_all)]
+pub async fn view(
+    state: web::Data<AppState>,
+    user: CabinetUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let row = own_ticket(&state, &user, *id).await?;
+    let detail = queries::detail(state.db.conn(), row, Side::User).await?;
+    let txn = state.db.begin_write().await?;
+    queries::mark_read(&*txn, *id, Side::User).await?;
+    txn.commit().await?;
+    Ok(HttpResponse::Ok().json(detail))
+}
+
+/// Adds a message to one of the caller's tickets (409 `ticket_closed` if closed).
+#[utoipa::path(tag = "cabinet", params(("id" = Uuid, Path)), request_body = MessageIn, responses((status = 201, body = TicketDetailOut), (status = 401), (status = 404), (status = 409), (status = 422)), security(("bearer" = [])))]
+#[post("/tickets/{id}/messages")]
+#[tracing::instrument(skip_all)]
+pub async fn add_message(
+    state: web::Data<AppState>,
+    user: CabinetUser,
+    id: web::Path<Uuid>,
+    body: web::Json<MessageIn>,
+) -> Result<HttpResponse, ApiError> {
+    let text = validate::text("text", &body.text, 10_000)?;
+    own_ticket(&state, &user, *id).await?;
+    let ticket_id = TicketId::from_uuid(*id);
+    let message_id = MessageId::new();
+    domain::run::<Ticket>(
+        &state.store,
+        ticket_id,
+        || TicketCommand::AddUserMessage {
+            user_id: user.id,
+            message_id,
+            text: text.clone(),
+            channel: Channel::Cabinet,
+        },
+        user.actor(),
+    )
+    .await
+    .map_err(|e| match e {
+        CommandError::Domain(TicketError::NotFound) => {
+            Problem::not_found().detail("no such ticket").into()
+        }
+        other => ApiError::from(other),
+    })?;
+    let row = own_ticket(&state, &user, *id).await?;
+    Ok(HttpResponse::Created().json(queries::detail(state.db.conn(), row, Side::User).await?))
+}
