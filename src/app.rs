@@ -53,6 +53,7 @@ impl Application {
     /// Connects to the database, runs migrations, starts the log tailer and
     /// binds the listen address (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        crate::client_ip::trust(config.trusted_proxies.clone());
         let db = Db::connect(&config.database).await?;
         db.migrate()
             .await

@@ -16,8 +16,7 @@ pub async fn create_admin(config: &Config, email: &str, role: &str) -> anyhow::R
     db.migrate()
         .await
         .context("cannot run database migrations")?;
-    let txn = db.begin_write().await?;
-    let created = match accounts::create(&*txn, email, &password, role).await {
+    let created = match accounts::create(&db, email, &password, role).await {
         Ok(created) => created,
         Err(ApiError::Problem(p)) => match p.field {
             Some(field) => bail!("{field} {}", p.detail.unwrap_or_default()),
@@ -26,7 +25,6 @@ pub async fn create_admin(config: &Config, email: &str, role: &str) -> anyhow::R
         },
         Err(ApiError::Internal(e)) => return Err(e),
     };
-    txn.commit().await?;
     println!(
         "created {} admin {} ({})",
         role.as_str(),

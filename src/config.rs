@@ -25,9 +25,15 @@ pub struct Config {
     pub environment: Environment,
     /// Where users reach the service (links in e-mails point here).
     pub public_url: String,
+    /// The cabinet front end, if it has its own pages for e-mail links
+    /// (`/verify-email`, `/reset-password`, `/forgot-password`); otherwise
+    /// the links open small pages this service serves.
+    pub cabinet_url: Option<String>,
     pub auth: AuthConfig,
     pub telegram: TelegramConfig,
     pub mail: MailConfig,
+    /// Load balancers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,10 +91,26 @@ pub enum SmtpTls {
     Tls,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseConfig {
     Sqlite { path: PathBuf },
     Postgres { url: String, max_connections: u32 },
+}
+
+/// Never prints the URL (it may hold a password).
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            Self::Postgres {
+                max_connections, ..
+            } => f
+                .debug_struct("Postgres")
+                .field("url", &"[redacted]")
+                .field("max_connections", max_connections)
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +204,14 @@ impl Config {
             return Err(invalid("SWITCHBOARD_PUBLIC_URL", "not an absolute URL"));
         }
 
+        let cabinet_url =
+            get("SWITCHBOARD_CABINET_URL").map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(url) = &cabinet_url
+            && url::Url::parse(url).is_err()
+        {
+            return Err(invalid("SWITCHBOARD_CABINET_URL", "not an absolute URL"));
+        }
+
         let jwt_secret = get("SWITCHBOARD_JWT_SECRET");
         if let Some(secret) = &jwt_secret
             && secret.len() < 32
@@ -204,14 +234,30 @@ impl Config {
                 "SWITCHBOARD_ACCESS_TOKEN_TTL_SECS",
                 900u64,
             )?),
-            refresh_token_ttl: Duration::from_secs(
-                86_400 * parse_or(&get, "SWITCHBOARD_REFRESH_TOKEN_TTL_DAYS", 30u64)?,
-            ),
+            refresh_token_ttl: Duration::from_secs(86_400u64.saturating_mul(parse_or(
+                &get,
+                "SWITCHBOARD_REFRESH_TOKEN_TTL_DAYS",
+                30u64,
+            )?)),
             email_verification_ttl: Duration::from_secs(86_400),
             password_reset_ttl: Duration::from_secs(3_600),
             rate_per_ip: parse_or(&get, "SWITCHBOARD_AUTH_RATE_PER_IP", 30u32)?,
             rate_per_account: parse_or(&get, "SWITCHBOARD_AUTH_RATE_PER_ACCOUNT", 10u32)?,
         };
+        if auth.access_token_ttl.as_secs() < 30 || auth.access_token_ttl.as_secs() > 86_400 {
+            return Err(invalid(
+                "SWITCHBOARD_ACCESS_TOKEN_TTL_SECS",
+                "must be between 30 and 86400",
+            ));
+        }
+        if auth.refresh_token_ttl.as_secs() < 86_400
+            || auth.refresh_token_ttl.as_secs() > 366 * 86_400
+        {
+            return Err(invalid(
+                "SWITCHBOARD_REFRESH_TOKEN_TTL_DAYS",
+                "must be between 1 and 366",
+            ));
+        }
         if auth.rate_per_ip == 0 || auth.rate_per_account == 0 {
             return Err(invalid(
                 "SWITCHBOARD_AUTH_RATE_PER_IP",
@@ -281,7 +327,23 @@ impl Config {
             ));
         }
 
+        let mut trusted_proxies = Vec::new();
+        for raw in get("SWITCHBOARD_TRUSTED_PROXIES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            trusted_proxies.push(raw.parse().map_err(|_| {
+                invalid(
+                    "SWITCHBOARD_TRUSTED_PROXIES",
+                    format!("`{raw}` is not an IP address"),
+                )
+            })?);
+        }
+
         Ok(Self {
+            trusted_proxies,
             database,
             listen,
             log_format,
@@ -291,6 +353,7 @@ impl Config {
             http_workers,
             environment,
             public_url,
+            cabinet_url,
             auth,
             telegram,
             mail,

@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod cabinet;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod db;
 pub mod docs;

@@ -49,7 +49,9 @@ impl tracing_actix_web::RootSpanBuilder for RedactingRootSpan {
             http.method = %request.method(),
             http.route = %route,
             http.target = %redacted_target(request.uri()),
-            http.client_ip = %request.connection_info().realip_remote_addr().unwrap_or(""),
+            http.client_ip = %crate::client_ip::client_ip(request.peer_addr(), request.headers())
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
             http.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
             request_id = %request_id,
@@ -76,7 +78,8 @@ pub fn redacted_target(uri: &actix_web::http::Uri) -> String {
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some((key, _)) if !LOGGED_QUERY_PARAMS.contains(&key) => format!("{key}=[redacted]"),
-            _ => pair.to_owned(),
+            Some(_) => pair.to_owned(),
+            None => "[redacted]".to_owned(),
         })
         .collect();
     format!("{}?{}", uri.path(), redacted.join("&"))
@@ -93,6 +96,8 @@ mod tests {
             redacted_target(&uri),
             "/ws?token=[redacted]&cursor=1-5&key=[redacted]"
         );
+        let uri: actix_web::http::Uri = "/ws?sbk_secret".parse().unwrap();
+        assert_eq!(redacted_target(&uri), "/ws?[redacted]");
         let uri: actix_web::http::Uri = "/healthz".parse().unwrap();
         assert_eq!(redacted_target(&uri), "/healthz");
     }

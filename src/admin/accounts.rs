@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, EntityTrait, QueryOrder, Set};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     auth::{CurrentAdmin, Permission, Role, password},
-    db::entities::admin,
+    db::{Db, entities::admin},
     error::{ApiError, Problem},
     ids::AdminId,
     validate,
@@ -50,9 +50,11 @@ impl From<admin::Model> for AdminOut {
     }
 }
 
-/// Creates an admin account (validated e-mail, strong password).
+/// Creates an admin account (validated e-mail, strong password). The hash
+/// is computed before the write transaction opens, so other writers never
+/// wait on it.
 pub async fn create(
-    conn: &impl ConnectionTrait,
+    db: &Db,
     email: &str,
     password_text: &str,
     role: Role,
@@ -61,6 +63,7 @@ pub async fn create(
     validate::password("password", password_text, true)?;
     let hash = password::hash(SecretString::from(password_text.to_owned())).await?;
     let now = Utc::now();
+    let txn = db.begin_write().await?;
     let model = admin::ActiveModel {
         id: Set(AdminId::new().as_uuid()),
         email: Set(email),
@@ -70,8 +73,9 @@ pub async fn create(
         created_at: Set(now),
         password_changed_at: Set(now),
     }
-    .insert(conn)
+    .insert(&*txn)
     .await?;
+    txn.commit().await?;
     Ok(model)
 }
 
@@ -114,9 +118,7 @@ pub async fn create_route(
         .role
         .parse()
         .map_err(|e: String| Problem::invalid_field("role", e))?;
-    let txn = state.db.begin_write().await?;
-    let created = create(&*txn, &body.email, &body.password, role).await?;
-    txn.commit().await?;
+    let created = create(&state.db, &body.email, &body.password, role).await?;
     tracing::info!(admin = %created.id, role = role.as_str(), "admin account created");
     Ok(HttpResponse::Created().json(AdminOut::from(created)))
 }

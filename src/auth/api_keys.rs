@@ -66,9 +66,10 @@ pub async fn revoke(conn: &impl ConnectionTrait, id: ApiKeyId) -> Result<bool, A
 /// The live key with this secret, if any; records when it was last used
 /// (at most once a minute, so reads stay reads).
 pub async fn authenticate(
-    conn: &impl ConnectionTrait,
+    db: &crate::db::Db,
     presented: &str,
 ) -> Result<Option<(api_key::Model, Vec<Permission>)>, ApiError> {
+    let conn = db.conn();
     let Some(key) = api_key::Entity::find()
         .filter(api_key::Column::KeyHash.eq(token_hash(presented)))
         .one(conn)
@@ -84,11 +85,21 @@ pub async fn authenticate(
         .last_used_at
         .is_none_or(|at| now - at > Duration::seconds(60))
     {
-        api_key::Entity::update_many()
-            .col_expr(api_key::Column::LastUsedAt, Expr::value(now))
-            .filter(api_key::Column::Id.eq(key.id))
-            .exec(conn)
-            .await?;
+        // Best effort, and through the write path (SQLite's single writer):
+        // failing to record the time never fails the request.
+        let id = key.id;
+        let recorded = db
+            .write_once(async |conn| {
+                api_key::Entity::update_many()
+                    .col_expr(api_key::Column::LastUsedAt, Expr::value(now))
+                    .filter(api_key::Column::Id.eq(id))
+                    .exec(conn)
+                    .await
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::debug!(error = %e, "cannot record when an API key was last used");
+        }
     }
     let scopes = scopes(&key);
     Ok(Some((key, scopes)))

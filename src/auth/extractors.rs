@@ -116,9 +116,21 @@ pub async fn authenticate_admin(
 ) -> Result<CurrentAdmin, ApiError> {
     let conn = state.db.conn();
     if credential.starts_with(api_keys::PREFIX) {
-        let Some((key, scopes)) = api_keys::authenticate(conn, credential).await? else {
+        let Some((key, scopes)) = api_keys::authenticate(&state.db, credential).await? else {
             return Err(invalid_token());
         };
+        // A key never outlives its creator's rights: a disabled or removed
+        // creator disables it, a downgraded one narrows it.
+        let creator = admin::Entity::find_by_id(key.created_by).one(conn).await?;
+        let Some(creator) = creator.filter(|c| !c.disabled) else {
+            return Err(invalid_token());
+        };
+        let allowed = creator
+            .role
+            .parse::<Role>()
+            .map(Role::permissions)
+            .unwrap_or_default();
+        let scopes = scopes.into_iter().filter(|s| allowed.contains(s)).collect();
         return Ok(CurrentAdmin {
             principal: AdminPrincipal::ApiKey {
                 id: ApiKeyId::from_uuid(key.id),

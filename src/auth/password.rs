@@ -23,8 +23,13 @@ fn hash_blocking(password: &str) -> Result<String, argon2::password_hash::Error>
     Ok(argon2().hash_password(password.as_bytes())?.to_string())
 }
 
+/// At most this many hashes run at once (each takes 19 MiB and a core for
+/// tens of milliseconds); the rest wait their turn.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// Hashes a password (PHC string format).
 pub async fn hash(password: SecretString) -> anyhow::Result<String> {
+    let _permit = HASHING.acquire().await?;
     tokio::task::spawn_blocking(move || hash_blocking(password.expose_secret()))
         .await?
         .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
@@ -33,6 +38,7 @@ pub async fn hash(password: SecretString) -> anyhow::Result<String> {
 /// Checks a password against a stored hash; `None` burns the same time
 /// against a dummy hash and answers false.
 pub async fn verify(password: SecretString, stored: Option<String>) -> anyhow::Result<bool> {
+    let _permit = HASHING.acquire().await?;
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());

@@ -48,7 +48,7 @@ pub struct PasswordChangeIn {
 }
 
 pub fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
-    req.peer_addr().map(|a| a.ip())
+    crate::client_ip::client_ip(req.peer_addr(), req.headers())
 }
 
 fn invalid_credentials() -> ApiError {

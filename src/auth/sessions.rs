@@ -26,8 +26,8 @@ use crate::{
 /// Refresh tokens start with this, to be recognisable in a leak scan.
 const REFRESH_PREFIX: &str = "sbr_";
 
-/// What a successful login or refresh returns.
-#[derive(Debug, Serialize, ToSchema)]
+/// What a successful login or refresh returns. (No `Debug`: it holds secrets.)
+#[derive(Serialize, ToSchema)]
 pub struct TokensOut {
     /// JWT for `Authorization: Bearer …`.
     pub access_token: String,

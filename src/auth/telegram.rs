@@ -158,6 +158,16 @@ pub fn data_check_string(fields: &BTreeMap<String, String>, skip: &[&str]) -> St
 }
 
 fn verify_hmac(key: &[u8], message: &str, hash_hex: &str) -> Result<(), TelegramAuthError> {
+    // Exactly Telegram's form (64 lowercase hex digits): the hash also
+    // identifies a payload for one-time use, so `ABCD…` must not pass as a
+    // different payload from `abcd…`.
+    if hash_hex.len() != 64
+        || !hash_hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(TelegramAuthError::BadHash);
+    }
     let expected = hex::decode(hash_hex).map_err(|_| TelegramAuthError::BadHash)?;
     let mut mac = HmacSha256::new_from_slice(key).map_err(|_| TelegramAuthError::BadHash)?;
     mac.update(message.as_bytes());

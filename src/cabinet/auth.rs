@@ -43,7 +43,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(login_widget)
             .service(register)
             .service(verify_email)
-            .service(verify_email_link)
+            .service(verify_email_page)
+            .service(reset_password_page)
+            .service(forgot_password_page)
             .service(email_login)
             .service(forgot_password)
             .service(reset_password)
@@ -302,12 +304,45 @@ fn is_unique_violation(err: &service::CommandError) -> bool {
     )
 }
 
-fn link(state: &AppState, path: &str, token: &SecretString) -> String {
-    format!(
-        "{}{path}?token={}",
-        state.config.public_url,
-        token.expose_secret()
-    )
+/// The e-mail links: the cabinet front end's pages when configured, else
+/// the small pages served here.
+fn link(state: &AppState, page: Page, token: Option<&SecretString>) -> String {
+    let query = token
+        .map(|t| format!("?token={}", t.expose_secret()))
+        .unwrap_or_default();
+    match &state.config.cabinet_url {
+        Some(cabinet) => format!("{cabinet}/{}{query}", page.front_end_path()),
+        None => format!(
+            "{}/api/v1/cabinet/auth/email/{}{query}",
+            state.config.public_url,
+            page.api_path()
+        ),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Page {
+    Verify,
+    Reset,
+    Forgot,
+}
+
+impl Page {
+    fn front_end_path(self) -> &'static str {
+        match self {
+            Self::Verify => "verify-email",
+            Self::Reset => "reset-password",
+            Self::Forgot => "forgot-password",
+        }
+    }
+
+    fn api_path(self) -> &'static str {
+        match self {
+            Self::Verify => "verify",
+            Self::Reset => "reset",
+            Self::Forgot => "forgot",
+        }
+    }
 }
 
 /// Creates the e-mail token row and returns the secret for the link.
@@ -375,17 +410,44 @@ async fn register_account(
 ) -> Result<(), ApiError> {
     let hash = password::hash(password_text).await?;
     let txn = state.db.begin_write().await?;
-    if find_by_email(&*txn, &email).await?.is_some() {
-        let reset = format!(
-            "{}/api/v1/cabinet/auth/email/forgot",
-            state.config.public_url
-        );
+    let existing = find_by_email(&*txn, &email).await?;
+    if let Some(account) = existing.as_ref().filter(|a| !a.email_verified) {
+        // Registered but never verified: whoever proves the mailbox now
+        // decides the password, so a stranger who registered the address
+        // first gains nothing. Send a fresh link.
+        user_credential::Entity::update_many()
+            .col_expr(user_credential::Column::PasswordHash, Expr::value(hash))
+            .col_expr(
+                user_credential::Column::PasswordChangedAt,
+                Expr::value(Utc::now()),
+            )
+            .filter(user_credential::Column::UserId.eq(account.id))
+            .exec(&*txn)
+            .await?;
+        let token = new_email_token(
+            &*txn,
+            account.id,
+            "verify",
+            state.config.auth.email_verification_ttl,
+        )
+        .await?;
+        let link = link(state, Page::Verify, Some(&token));
+        outbox::enqueue(
+            &*txn,
+            &email,
+            "verify_email",
+            &language,
+            json!({"link": link}),
+        )
+        .await?;
+    } else if existing.is_some() {
+        let forgot = link(state, Page::Forgot, None);
         outbox::enqueue(
             &*txn,
             &email,
             "already_registered",
             &language,
-            json!({"reset_link": reset}),
+            json!({"reset_link": forgot}),
         )
         .await?;
     } else {
@@ -419,7 +481,7 @@ async fn register_account(
             state.config.auth.email_verification_ttl,
         )
         .await?;
-        let link = link(state, "/api/v1/cabinet/auth/email/verify", &token);
+        let link = link(state, Page::Verify, Some(&token));
         outbox::enqueue(
             &*txn,
             &email,
@@ -435,6 +497,12 @@ async fn register_account(
     Ok(())
 }
 
+fn invalid_link() -> ApiError {
+    Problem::new(StatusCode::BAD_REQUEST, "invalid_link", "Invalid link")
+        .detail("the link is invalid, used or expired")
+        .into()
+}
+
 /// Uses a token from an e-mail: marks it used and returns its user.
 async fn redeem(
     state: &AppState,
@@ -442,11 +510,7 @@ async fn redeem(
     token: &str,
     purpose: &str,
 ) -> Result<uuid::Uuid, ApiError> {
-    let invalid = || -> ApiError {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid_link", "Invalid link")
-            .detail("the link is invalid, used or expired")
-            .into()
-    };
+    let invalid = invalid_link;
     let token = validate::text("token", token, 200)?;
     let hash = token_hash(&token);
     let now = Utc::now();
@@ -496,15 +560,57 @@ pub async fn verify_email(
     verify(&state, &body.token).await
 }
 
-/// The link in the verification e-mail points here.
-#[utoipa::path(tag = "cabinet-auth", params(TokenIn), responses((status = 200, body = StatusOut), (status = 400)))]
+/// The pages the e-mailed links open (when no cabinet front end is
+/// configured). Opening one changes nothing: a mail scanner that fetches
+/// the link cannot verify an address or use a reset token.
+fn page(state: &AppState, name: &str, token: Option<&str>) -> Result<HttpResponse, ApiError> {
+    let html = state.templates.render_page(
+        name,
+        &json!({"token": token.unwrap_or_default(), "api": "/api/v1/cabinet/auth"}),
+    )?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .insert_header(("referrer-policy", "no-referrer"))
+        .body(html))
+}
+
+/// The page behind the verification link: a button that confirms.
+#[utoipa::path(tag = "cabinet-auth", params(TokenIn), responses((status = 200, content_type = "text/html", description = "a page that posts to /email/verify")))]
 #[get("/email/verify")]
 #[tracing::instrument(skip_all)]
-pub async fn verify_email_link(
+pub async fn verify_email_page(
     state: web::Data<AppState>,
     query: web::Query<TokenIn>,
 ) -> Result<HttpResponse, ApiError> {
-    verify(&state, &query.token).await
+    page(
+        &state,
+        "verify_email",
+        Some(&validate::text("token", &query.token, 200)?),
+    )
+}
+
+/// The page behind the reset link: a form for the new password.
+#[utoipa::path(tag = "cabinet-auth", params(TokenIn), responses((status = 200, content_type = "text/html", description = "a page that posts to /email/reset")))]
+#[get("/email/reset")]
+#[tracing::instrument(skip_all)]
+pub async fn reset_password_page(
+    state: web::Data<AppState>,
+    query: web::Query<TokenIn>,
+) -> Result<HttpResponse, ApiError> {
+    page(
+        &state,
+        "reset_password",
+        Some(&validate::text("token", &query.token, 200)?),
+    )
+}
+
+/// A page to ask for a reset link.
+#[utoipa::path(tag = "cabinet-auth", responses((status = 200, content_type = "text/html", description = "a page that posts to /email/forgot")))]
+#[get("/email/forgot")]
+#[tracing::instrument(skip_all)]
+pub async fn forgot_password_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    page(&state, "forgot_password", None)
 }
 
 /// Signs in with e-mail and password (the address must be verified).
@@ -615,7 +721,7 @@ async fn send_reset(state: &AppState, email: &str, language: &str) -> Result<(),
         state.config.auth.password_reset_ttl,
     )
     .await?;
-    let link = link(state, "/api/v1/cabinet/auth/email/reset", &token);
+    let link = link(state, Page::Reset, Some(&token));
     outbox::enqueue(
         &*txn,
         email,
@@ -636,12 +742,22 @@ async fn send_reset(state: &AppState, email: &str, language: &str) -> Result<(),
 #[tracing::instrument(skip_all)]
 pub async fn reset_password(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<ResetIn>,
 ) -> Result<HttpResponse, ApiError> {
     validate::password("new_password", &body.new_password, true)?;
+    let token = validate::text("token", &body.token, 200)?;
+    state.rate_limits.check(client_ip(&req), None)?;
+    // A cheap look before the expensive hash: junk tokens cost a read.
+    let now = Utc::now();
+    email_token::Entity::find_by_id(token_hash(&token))
+        .one(state.db.conn())
+        .await?
+        .filter(|t| t.purpose == "reset" && t.used_at.is_none() && t.expires_at > now)
+        .ok_or_else(invalid_link)?;
     let hash = password::hash(SecretString::from(body.new_password.clone())).await?;
     let txn = state.db.begin_write().await?;
-    let user = redeem(&state, &txn, &body.token, "reset").await?;
+    let user = redeem(&state, &txn, &token, "reset").await?;
     user_credential::Entity::update_many()
         .col_expr(user_credential::Column::PasswordHash, Expr::value(hash))
         .col_expr(
@@ -651,6 +767,24 @@ pub async fn reset_password(
         .filter(user_credential::Column::UserId.eq(user))
         .exec(&*txn)
         .await?;
+    // Any other reset link sent earlier stops working too.
+    email_token::Entity::update_many()
+        .col_expr(email_token::Column::UsedAt, Expr::value(now))
+        .filter(email_token::Column::UserId.eq(user))
+        .filter(email_token::Column::Purpose.eq("reset"))
+        .filter(email_token::Column::UsedAt.is_null())
+        .exec(&*txn)
+        .await?;
+    // The reset proved the mailbox: the address counts as verified.
+    let id = UserId::from_uuid(user);
+    service::execute(
+        &state.store,
+        &txn,
+        id,
+        UserCommand::VerifyEmail,
+        Actor::new(ActorKind::User, id),
+    )
+    .await?;
     sessions::revoke_all(&*txn, Audience::Cabinet, user, "password reset").await?;
     txn.commit().await?;
     tracing::info!(user = %user, "password reset; sessions revoked");

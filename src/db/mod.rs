@@ -180,7 +180,7 @@ impl Db {
     /// Runs `f` as a single-statement write outside any explicit transaction
     /// (an autocommit statement is atomic on both databases), under the
     /// SQLite write lock. One round trip instead of BEGIN/statement/COMMIT.
-    pub(crate) async fn write_once<T, F>(&self, f: F) -> T
+    pub async fn write_once<T, F>(&self, f: F) -> T
     where
         F: AsyncFnOnce(&DatabaseConnection) -> T,
     {

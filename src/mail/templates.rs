@@ -10,6 +10,18 @@ use serde_json::Value;
 
 const BUILT_IN: &[(&str, &str)] = &[
     (
+        "pages/forgot_password.html",
+        include_str!("../../templates/pages/forgot_password.html"),
+    ),
+    (
+        "pages/reset_password.html",
+        include_str!("../../templates/pages/reset_password.html"),
+    ),
+    (
+        "pages/verify_email.html",
+        include_str!("../../templates/pages/verify_email.html"),
+    ),
+    (
         "email/already_registered.en.html",
         include_str!("../../templates/email/already_registered.en.html"),
     ),
@@ -149,6 +161,24 @@ impl Templates {
             text: render("txt")?,
             html: render("html")?,
         })
+    }
+}
+
+impl Templates {
+    /// Renders `pages/<name>.html` (HTML-escaped).
+    pub fn render_page(&self, name: &str, context: &Value) -> anyhow::Result<String> {
+        let mut env = Environment::new();
+        let dir = self.override_dir.clone();
+        env.set_loader(move |path| {
+            Ok(Templates {
+                override_dir: dir.clone(),
+            }
+            .source(path))
+        });
+        let path = format!("pages/{name}.html");
+        env.get_template(&path)
+            .and_then(|t| t.render(minijinja::value::Serde(context)))
+            .with_context(|| format!("rendering {path}"))
     }
 }
 

@@ -111,7 +111,8 @@ impl MailWorker {
         Ok(Some(builder.build()))
     }
 
-    /// Takes up to 10 due rows under a lease.
+    /// Takes up to 3 due rows under a lease (sent one after another, each
+    /// within the SMTP timeout, so the lease outlasts the batch).
     async fn claim(&self) -> anyhow::Result<Vec<mail::Model>> {
         let now = Utc::now();
         let txn = self.db.begin_write().await?;
@@ -124,7 +125,7 @@ impl MailWorker {
                     .add(mail::Column::LockedUntil.lt(now)),
             )
             .order_by_asc(mail::Column::NextAttemptAt)
-            .limit(10);
+            .limit(3);
         if self.db.backend() == Backend::Postgres {
             query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }
@@ -156,6 +157,8 @@ impl MailWorker {
         active.locked_until = Set(None);
         match &result {
             Ok(()) => {
+                // The context holds link tokens: keep it no longer than needed.
+                active.context = Set(serde_json::Value::Null);
                 active.status = Set("sent".to_owned());
                 active.sent_at = Set(Some(now));
                 active.last_error = Set(None);
@@ -164,6 +167,7 @@ impl MailWorker {
             Err(e) => {
                 let error = format!("{e:#}");
                 if attempts >= MAX_ATTEMPTS {
+                    active.context = Set(serde_json::Value::Null);
                     active.status = Set("failed".to_owned());
                     tracing::error!(mail = %id, attempts, error = %error, "e-mail failed for good");
                 } else {

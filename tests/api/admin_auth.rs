@@ -153,3 +153,46 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    async fn a_disabled_admin_and_the_keys_it_created_stop_working(db) {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        let app = TestApp::spawn(&db).await;
+        let admin = app.admin_with_role("d@example.com", Role::Admin).await;
+        let key: Value = app.post("/api/v1/admin/api-keys", Some(&admin.access_token), json!({"name": "k", "scopes": ["events:read", "ledger:manage"]})).await.json().await.unwrap();
+        let secret = key["secret"].as_str().unwrap().to_owned();
+        assert_eq!(app.get_with("/api/v1/admin/me", &secret).await.status().as_u16(), 200);
+
+        switchboard::db::entities::admin::Entity::update_many()
+            .col_expr(switchboard::db::entities::admin::Column::Disabled, Expr::value(true))
+            .filter(switchboard::db::entities::admin::Column::Email.eq("d@example.com"))
+            .exec(app.state.db.conn())
+            .await
+            .unwrap();
+        assert_problem(app.get_with("/api/v1/admin/me", &admin.access_token).await, 403, "forbidden").await;
+        assert_problem(app.post("/api/v1/auth/refresh", None, json!({"refresh_token": admin.refresh_token})).await, 401, "invalid_token").await;
+        assert_problem(app.get_with("/api/v1/admin/me", &secret).await, 401, "invalid_token").await;
+        let login = app.post("/api/v1/auth/login", None, json!({"email": "d@example.com", "password": "correct horse battery staple"})).await;
+        assert_problem(login, 403, "forbidden").await;
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_key_narrows_when_its_creator_is_downgraded(db) {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        let app = TestApp::spawn(&db).await;
+        let admin = app.admin_with_role("n@example.com", Role::Admin).await;
+        let key: Value = app.post("/api/v1/admin/api-keys", Some(&admin.access_token), json!({"name": "k", "scopes": ["events:read", "ledger:manage"]})).await.json().await.unwrap();
+        let secret = key["secret"].as_str().unwrap().to_owned();
+        switchboard::db::entities::admin::Entity::update_many()
+            .col_expr(switchboard::db::entities::admin::Column::Role, Expr::value("viewer"))
+            .filter(switchboard::db::entities::admin::Column::Email.eq("n@example.com"))
+            .exec(app.state.db.conn())
+            .await
+            .unwrap();
+        let me: Value = app.get_with("/api/v1/admin/me", &secret).await.json().await.unwrap();
+        assert_eq!(me["permissions"], json!(["events:read"]));
+        app.stop().await;
+    }
+}

@@ -31,10 +31,19 @@ both_backends! {
         assert_problem(early, 403, "email_not_verified").await;
 
         let token = token_from_email(&mail);
-        let verified = app.get(&format!("/api/v1/cabinet/auth/email/verify?token={token}")).await;
+        // Opening the link shows a page and changes nothing (a mail scanner
+        // fetching it verifies nothing).
+        let page = app.get(&format!("/api/v1/cabinet/auth/email/verify?token={token}")).await;
+        assert_eq!(page.status().as_u16(), 200);
+        assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(page.text().await.unwrap().contains(&token));
+        let still = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "ann@example.com", "password": "a long enough password"})).await;
+        assert_problem(still, 403, "email_not_verified").await;
+        // The page's button posts the token.
+        let verified = app.post("/api/v1/cabinet/auth/email/verify", None, json!({"token": token})).await;
         assert_eq!(verified.status().as_u16(), 200);
-        // A link works once.
-        let again = app.get(&format!("/api/v1/cabinet/auth/email/verify?token={token}")).await;
+        // A link works once, and only for its purpose.
+        let again = app.post("/api/v1/cabinet/auth/email/verify", None, json!({"token": token})).await;
         assert_problem(again, 400, "invalid_link").await;
 
         let login = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "ann@example.com", "password": "a long enough password"})).await;
@@ -60,14 +69,24 @@ both_backends! {
         let body = json!({"email": "bob@example.com", "password": "a long enough password"});
         let first = app.post("/api/v1/cabinet/auth/email/register", None, body.clone()).await;
         let first_body: Value = first.json().await.unwrap();
-        sink.wait_for("bob@example.com", "token=").await;
+        let link = sink.wait_for("bob@example.com", "token=").await;
+        app.post("/api/v1/cabinet/auth/email/verify", None, json!({"token": token_from_email(&link)})).await;
         let second = app.post("/api/v1/cabinet/auth/email/register", None, body).await;
         assert_eq!(second.status().as_u16(), 202);
         let second_body: Value = second.json().await.unwrap();
         assert_eq!(first_body, second_body);
-        sink.wait_for("bob@example.com", "already have").await;
-        // Still one user.
-        crate::event_store::read_whole_log(&app.state.store, 1).await;
+        let notice = sink.wait_for("bob@example.com", "already have").await;
+        // Its link opens the forgot-password page, which exists.
+        let start = notice.text.find("http").unwrap();
+        let url = notice.text[start..].split_whitespace().next().unwrap();
+        let path = &url[url.find("/api/").unwrap()..];
+        let page = app.get(path).await;
+        assert_eq!(page.status().as_u16(), 200);
+        assert!(page.text().await.unwrap().contains("/email/forgot"));
+        // Still one user (created, then verified).
+        let log = crate::event_store::read_whole_log(&app.state.store, 2).await;
+        assert_eq!(log[0].event_type.as_str(), "user.created");
+        assert_eq!(log[1].event_type.as_str(), "user.email_verified");
         app.stop().await;
     }
 }
@@ -77,6 +96,9 @@ both_backends! {
         let (app, sink) = app_with_mail(&db).await;
         app.post("/api/v1/cabinet/auth/email/register", None, json!({"email": "cy@example.com", "password": "the first password"})).await;
         let verify = token_from_email(&sink.wait_for("cy@example.com", "token=").await);
+        // A verification token is no reset token.
+        let wrong = app.post("/api/v1/cabinet/auth/email/reset", None, json!({"token": verify, "new_password": "the wrong purpose"})).await;
+        assert_problem(wrong, 400, "invalid_link").await;
         app.post("/api/v1/cabinet/auth/email/verify", None, json!({"token": verify})).await;
         let session: Tokens = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "cy@example.com", "password": "the first password"})).await.json().await.unwrap();
 
@@ -89,6 +111,11 @@ both_backends! {
 
         let reset_mail = sink.wait_for("cy@example.com", "/reset?token=").await;
         let token = token_from_email(&reset_mail);
+        // The link opens a form; a reset token is no verification token.
+        let form = app.get(&format!("/api/v1/cabinet/auth/email/reset?token={token}")).await;
+        assert!(form.text().await.unwrap().contains("new_password"));
+        let wrong = app.post("/api/v1/cabinet/auth/email/verify", None, json!({"token": token})).await;
+        assert_problem(wrong, 400, "invalid_link").await;
         let weak = app.post("/api/v1/cabinet/auth/email/reset", None, json!({"token": token, "new_password": "short"})).await;
         assert_problem(weak, 422, "invalid_field").await;
         let reset = app.post("/api/v1/cabinet/auth/email/reset", None, json!({"token": token, "new_password": "the second password"})).await;
@@ -103,7 +130,6 @@ both_backends! {
         // The reset link was single-use.
         let reused = app.post("/api/v1/cabinet/auth/email/reset", None, json!({"token": token, "new_password": "the third password"})).await;
         assert_problem(reused, 400, "invalid_link").await;
-        assert_eq!(sink.count_to("nobody@example.com"), 0);
         app.stop().await;
     }
 }
@@ -159,6 +185,27 @@ both_backends! {
             switchboard::db::entities::mail::Entity::find().all(app.state.db.conn()).await.unwrap()[0].status == "sent"
         })
         .await;
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn registering_an_unverified_address_again_sends_a_new_link_and_the_new_password_counts(db) {
+        let (app, sink) = app_with_mail(&db).await;
+        app.post("/api/v1/cabinet/auth/email/register", None, json!({"email": "eve@example.com", "password": "a stranger's password"})).await;
+        sink.wait_for("eve@example.com", "token=").await;
+        app.post("/api/v1/cabinet/auth/email/register", None, json!({"email": "eve@example.com", "password": "the owner's password"})).await;
+        crate::helpers::wait_until(|| async { sink.count_to("eve@example.com") == 2 }).await;
+        let second = sink.received().into_iter().filter(|m| m.to == "eve@example.com").nth(1).unwrap();
+        assert!(second.text.contains("token="), "the second e-mail is a fresh verification link");
+        app.post("/api/v1/cabinet/auth/email/verify", None, json!({"token": token_from_email(&second)})).await;
+        let stranger = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "eve@example.com", "password": "a stranger's password"})).await;
+        assert_problem(stranger, 401, "invalid_credentials").await;
+        let owner = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "eve@example.com", "password": "the owner's password"})).await;
+        assert_eq!(owner.status().as_u16(), 200);
+        // Still one user.
+        let users = crate::event_store::read_whole_log(&app.state.store, 2).await;
+        assert_eq!(users.iter().filter(|e| e.event_type.as_str() == "user.created").count(), 1);
         app.stop().await;
     }
 }

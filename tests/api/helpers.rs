@@ -299,11 +299,9 @@ impl TestApp {
     /// Creates an admin account directly and logs it in; returns the tokens.
     pub async fn admin_with_role(&self, email: &str, role: switchboard::auth::Role) -> Tokens {
         let password = "correct horse battery staple";
-        let txn = self.state.db.begin_write().await.unwrap();
-        switchboard::admin::accounts::create(&*txn, email, password, role)
+        switchboard::admin::accounts::create(&self.state.db, email, password, role)
             .await
             .unwrap();
-        txn.commit().await.unwrap();
         self.admin_login(email, password).await
     }
 

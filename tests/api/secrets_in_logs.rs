@@ -18,9 +18,7 @@ both_backends! {
         let app = TestApp::spawn_with(config).await;
 
         let password = "admin-password-9f8e7d";
-        let txn = app.state.db.begin_write().await.unwrap();
-        switchboard::admin::accounts::create(&*txn, "logs@example.com", password, Role::Owner).await.unwrap();
-        txn.commit().await.unwrap();
+        switchboard::admin::accounts::create(&app.state.db, "logs@example.com", password, Role::Owner).await.unwrap();
         let tokens = app.admin_login("logs@example.com", password).await;
         // A failed login with a different password, too.
         app.post("/api/v1/auth/login", None, json!({"email": "logs@example.com", "password": "wrong-password-3c2b1a"})).await;
@@ -32,6 +30,12 @@ both_backends! {
         let mail = sink.wait_for("logs-user@example.com", "token=").await;
         let link_token = token_from_email(&mail);
         app.get(&format!("/api/v1/cabinet/auth/email/verify?token={link_token}")).await;
+        app.post("/api/v1/cabinet/auth/email/verify", None, json!({"token": link_token})).await;
+        // Failing requests too: a reused refresh token, a bad body with a
+        // password where a number might go, a key in a bare query string.
+        app.post("/api/v1/auth/refresh", None, json!({"refresh_token": tokens.refresh_token})).await;
+        app.post("/api/v1/auth/login", None, json!({"email": ["x"], "password": "bad-body-password-77"})).await;
+        app.get(&format!("/api/v1/admin/me?{key_secret}")).await;
         let init_data = crate::telegram_auth::fresh_init_data(31337, "leet");
         app.post("/api/v1/cabinet/auth/telegram/mini-app", None, json!({"init_data": init_data})).await;
         app.stop().await;
@@ -53,6 +57,7 @@ both_backends! {
             ("bot token", BOT_TOKEN),
             ("JWT secret", JWT_SECRET),
             ("SMTP password", "smtp-password-123"),
+            ("password in a bad body", "bad-body-password-77"),
         ] {
             assert!(!logs.contains(secret), "the {what} appears in the logs");
         }

@@ -148,11 +148,16 @@ both_backends! {
         let fields = widget_fields(777, chrono::Utc::now().timestamp());
         let first = app.post("/api/v1/cabinet/auth/telegram/widget", None, fields.clone()).await;
         assert_eq!(first.status().as_u16(), 200);
-        let second = app.post("/api/v1/cabinet/auth/telegram/widget", None, fields).await;
+        let second = app.post("/api/v1/cabinet/auth/telegram/widget", None, fields.clone()).await;
         assert_problem(second, 401, "invalid_telegram_auth").await;
+        // The same payload with the hash in upper case is the same payload.
+        let mut shouting = fields.clone();
+        shouting["hash"] = json!(fields["hash"].as_str().unwrap().to_uppercase());
+        let third = app.post("/api/v1/cabinet/auth/telegram/widget", None, shouting).await;
+        assert_problem(third, 401, "invalid_telegram_auth").await;
         // A fresh payload for the same account works and finds the same user.
-        let third = app.post("/api/v1/cabinet/auth/telegram/widget", None, widget_fields(777, chrono::Utc::now().timestamp() - 1)).await;
-        assert_eq!(third.status().as_u16(), 200);
+        let fresh = app.post("/api/v1/cabinet/auth/telegram/widget", None, widget_fields(777, chrono::Utc::now().timestamp() - 1)).await;
+        assert_eq!(fresh.status().as_u16(), 200);
         app.stop().await;
     }
 }
