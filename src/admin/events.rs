@@ -59,7 +59,10 @@ pub async fn browse(
         return Err(Problem::invalid_field("limit", "must be between 1 and 500").into());
     }
     if let Some(event_type) = &query.event_type {
-        let name = event_type.strip_suffix(".*").unwrap_or(event_type);
+        // `ticket.created`, or a prefix with a `*`: `ticket.*`, `ticket*`.
+        let name = event_type
+            .strip_suffix('*')
+            .map_or(event_type.as_str(), |prefix| prefix.trim_end_matches('.'));
         if EventType::parse(name).is_err() {
             return Err(Problem::invalid_field(
                 "type",

@@ -238,7 +238,8 @@ async fn telegram_sign_in(
                     return Err(Problem::forbidden("this account is blocked").into());
                 }
                 let id = UserId::from_uuid(row.id);
-                if login.auth_date > row.updated_at {
+                // Telegram dates have whole seconds: compare at that precision.
+                if login.auth_date >= chrono::SubsecRound::trunc_subsecs(row.updated_at, 0) {
                     service::execute(
                         &state.store,
                         &txn,

@@ -1,0 +1,78 @@
+//! The admin event-log browser and the projections rebuild.
+
+use serde_json::{Value, json};
+use switchboard::auth::Role;
+
+use crate::{
+    helpers::{TestApp, assert_problem, both_backends},
+    tickets::{cabinet_user, open_ticket},
+};
+
+both_backends! {
+    async fn the_event_browser_pages_through_the_log_with_filters(db) {
+        let app = TestApp::spawn(&db).await;
+        let viewer = app.admin_with_role("v@example.com", Role::Viewer).await;
+        let user = cabinet_user(&app, 1).await;
+        let ticket = open_ticket(&app, &user, "Browse").await;
+        let id = ticket["id"].as_str().unwrap();
+        crate::event_store::read_whole_log(&app.state.store, 3).await;
+
+        let all: Value = app.get_with("/api/v1/admin/events?limit=2", &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(all["events"].as_array().unwrap().len(), 2);
+        assert_eq!(all["events"][0]["type"], "user.created");
+        let next = all["next_cursor"].as_str().unwrap();
+        let rest: Value = app.get_with(&format!("/api/v1/admin/events?cursor={next}"), &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(rest["events"].as_array().unwrap().len(), 1);
+        assert_eq!(rest["events"][0]["type"], "ticket.message_added");
+
+        let tickets: Value = app.get_with("/api/v1/admin/events?type=ticket.*", &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(tickets["events"].as_array().unwrap().len(), 2);
+        let exact: Value = app.get_with("/api/v1/admin/events?type=ticket.created", &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(exact["events"].as_array().unwrap().len(), 1);
+        assert_eq!(exact["events"][0]["payload"]["subject"], "Browse");
+        let stream: Value = app.get_with(&format!("/api/v1/admin/events?stream=ticket:{id}"), &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(stream["events"].as_array().unwrap().len(), 2);
+        // `_` in a type prefix is a literal character, not a LIKE wildcard.
+        let none: Value = app.get_with("/api/v1/admin/events?type=ticket_*", &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(none["events"].as_array().unwrap().len(), 0);
+
+        assert_problem(app.get_with("/api/v1/admin/events?cursor=bogus", &viewer.access_token).await, 422, "invalid_field").await;
+        assert_problem(app.get_with("/api/v1/admin/events?limit=100000", &viewer.access_token).await, 422, "invalid_field").await;
+        assert_problem(app.get_with("/api/v1/admin/events?type=DROP%20TABLE", &viewer.access_token).await, 422, "invalid_field").await;
+        assert_problem(app.get("/api/v1/admin/events").await, 401, "unauthorized").await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let key: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "k", "scopes": ["tickets:read"]})).await.json().await.unwrap();
+        assert_problem(app.get_with("/api/v1/admin/events", key["secret"].as_str().unwrap()).await, 403, "forbidden").await;
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn rebuilding_the_projections_gives_exactly_the_live_tables(db) {
+        let app = TestApp::spawn(&db).await;
+        let operator = app.admin_with_role("op@example.com", Role::Operator).await;
+        let mut expected_events = 0;
+        for n in 0..3 {
+            let user = cabinet_user(&app, 100 + n).await;
+            let ticket = open_ticket(&app, &user, &format!("T{n}")).await;
+            let id = ticket["id"].as_str().unwrap();
+            app.post(&format!("/api/v1/admin/tickets/{id}/messages"), Some(&operator.access_token), json!({"text": "reply"})).await;
+            app.post(&format!("/api/v1/cabinet/tickets/{id}/messages"), Some(&user.access_token), json!({"text": "thanks"})).await;
+            // user.created, ticket.created, message, message+answered, message+open
+            expected_events += 7;
+        }
+        // A renamed Telegram profile: a user.updated event.
+        app.post("/api/v1/cabinet/auth/telegram/mini-app", None, json!({"init_data": crate::telegram_auth::fresh_init_data(100, "renamed")})).await;
+        expected_events += 1;
+        crate::event_store::read_whole_log(&app.state.store, expected_events).await;
+
+        let live = switchboard::projections::rebuild::dump(app.state.db.conn()).await.unwrap();
+        assert!(live.contains("renamed"));
+        let replayed = switchboard::projections::rebuild::rebuild(&app.state.db, &app.state.store).await.unwrap();
+        assert_eq!(replayed, expected_events as u64);
+        let rebuilt = switchboard::projections::rebuild::dump(app.state.db.conn()).await.unwrap();
+        assert_eq!(rebuilt, live);
+        assert_eq!(rebuilt.lines().count(), 3 + 3 + 9, "3 users, 3 tickets, 9 messages");
+        app.stop().await;
+    }
+}

@@ -1,0 +1,188 @@
+//! Tickets through the cabinet and admin APIs, with their events.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use switchboard::auth::Role;
+
+use crate::helpers::{TestApp, Tokens, assert_problem, both_backends};
+
+pub async fn cabinet_user(app: &TestApp, telegram_id: i64) -> Tokens {
+    let init = crate::telegram_auth::fresh_init_data(telegram_id, &format!("u{telegram_id}"));
+    app.post(
+        "/api/v1/cabinet/auth/telegram/mini-app",
+        None,
+        json!({"init_data": init}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
+pub async fn open_ticket(app: &TestApp, user: &Tokens, subject: &str) -> Value {
+    let response = app
+        .post(
+            "/api/v1/cabinet/tickets",
+            Some(&user.access_token),
+            json!({"subject": subject, "text": "Hello, I need help"}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 201);
+    response.json().await.unwrap()
+}
+
+both_backends! {
+    async fn a_ticket_conversation_moves_through_its_statuses_with_events(db) {
+        let app = TestApp::spawn(&db).await;
+        let user = cabinet_user(&app, 1).await;
+        let operator = app.admin_with_role("op@example.com", Role::Operator).await;
+        let ticket = open_ticket(&app, &user, "Payment missing").await;
+        let id = ticket["id"].as_str().unwrap().to_owned();
+        assert_eq!(ticket["status"], "open");
+        assert_eq!(ticket["messages"].as_array().unwrap().len(), 1);
+
+        // Only one open ticket at a time.
+        let second = app.post("/api/v1/cabinet/tickets", Some(&user.access_token), json!({"subject": "Another", "text": "x"})).await;
+        assert_problem(second, 409, "ticket_already_open").await;
+
+        // The operator sees one unread message, replies; the ticket is answered.
+        let list: Value = app.get_with("/api/v1/admin/tickets?status=open", &operator.access_token).await.json().await.unwrap();
+        assert_eq!(list["total"], 1);
+        assert_eq!(list["items"][0]["unread"], 1);
+        let replied = app.post(&format!("/api/v1/admin/tickets/{id}/messages"), Some(&operator.access_token), json!({"text": "Checking now"})).await;
+        assert_eq!(replied.status().as_u16(), 201);
+        let replied: Value = replied.json().await.unwrap();
+        assert_eq!(replied["status"], "answered");
+        assert!(replied["messages"][1]["author_id"].is_string(), "operators see who wrote");
+
+        // The user has one unread reply; viewing marks it read.
+        let mine: Value = app.get_with("/api/v1/cabinet/tickets", &user.access_token).await.json().await.unwrap();
+        assert_eq!(mine["items"][0]["unread"], 1);
+        let view: Value = app.get_with(&format!("/api/v1/cabinet/tickets/{id}"), &user.access_token).await.json().await.unwrap();
+        assert_eq!(view["messages"][1]["author"], "operator");
+        assert!(view["messages"][1].get("author_id").is_none(), "users do not see operator ids");
+        let mine: Value = app.get_with("/api/v1/cabinet/tickets", &user.access_token).await.json().await.unwrap();
+        assert_eq!(mine["items"][0]["unread"], 0);
+
+        // The user answers: open again. Priority, assignment, then closed.
+        let again: Value = app.post(&format!("/api/v1/cabinet/tickets/{id}/messages"), Some(&user.access_token), json!({"text": "Thanks!"})).await.json().await.unwrap();
+        assert_eq!(again["status"], "open");
+        let owner = app.admin_with_role("owner@example.com", Role::Owner).await;
+        let me: Value = app.get_with("/api/v1/admin/me", &operator.access_token).await.json().await.unwrap();
+        let put = |path: String, body: Value| {
+            let app = &app;
+            let token = owner.access_token.clone();
+            async move { app.request(Method::PUT, &path, Some(&token), Some(body)).await }
+        };
+        assert_eq!(put(format!("/api/v1/admin/tickets/{id}/priority"), json!({"priority": "urgent"})).await.status().as_u16(), 200);
+        let assigned: Value = put(format!("/api/v1/admin/tickets/{id}/assignee"), json!({"assignee_id": me["id"]})).await.json().await.unwrap();
+        assert_eq!(assigned["assignee_id"], me["id"]);
+        let closed: Value = put(format!("/api/v1/admin/tickets/{id}/status"), json!({"status": "closed"})).await.json().await.unwrap();
+        assert_eq!(closed["status"], "closed");
+
+        // Closed: no messages from either side; a new ticket may be opened.
+        let late = app.post(&format!("/api/v1/cabinet/tickets/{id}/messages"), Some(&user.access_token), json!({"text": "one more"})).await;
+        assert_problem(late, 409, "ticket_closed").await;
+        let late_reply = app.post(&format!("/api/v1/admin/tickets/{id}/messages"), Some(&operator.access_token), json!({"text": "one more"})).await;
+        assert_problem(late_reply, 409, "ticket_closed").await;
+        open_ticket(&app, &user, "A new question").await;
+
+        let types: Vec<String> = app.state.store.read_stream(&switchboard::events::StreamName::parse(&format!("ticket:{id}")).unwrap()).await.unwrap().iter().map(|e| e.event_type.as_str().to_owned()).collect();
+        assert_eq!(types, [
+            "ticket.created", "ticket.message_added",
+            "ticket.message_added", "ticket.status_changed",
+            "ticket.message_added", "ticket.status_changed",
+            "ticket.priority_changed", "ticket.assigned", "ticket.status_changed",
+        ]);
+        let status_events = app.state.store.read_stream(&switchboard::events::StreamName::parse(&format!("ticket:{id}")).unwrap()).await.unwrap();
+        assert_eq!(status_events[8].payload["old_status"], "open");
+        assert_eq!(status_events[8].payload["new_status"], "closed");
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_user_never_sees_or_touches_another_users_ticket(db) {
+        let app = TestApp::spawn(&db).await;
+        let alice = cabinet_user(&app, 10).await;
+        let bob = cabinet_user(&app, 11).await;
+        let ticket = open_ticket(&app, &alice, "Alice's").await;
+        let id = ticket["id"].as_str().unwrap();
+        assert_problem(app.get_with(&format!("/api/v1/cabinet/tickets/{id}"), &bob.access_token).await, 404, "not_found").await;
+        assert_problem(app.post(&format!("/api/v1/cabinet/tickets/{id}/messages"), Some(&bob.access_token), json!({"text": "hi"})).await, 404, "not_found").await;
+        let bobs: Value = app.get_with("/api/v1/cabinet/tickets", &bob.access_token).await.json().await.unwrap();
+        assert_eq!(bobs["total"], 0);
+        // Nothing of Bob's reached Alice's ticket.
+        let view: Value = app.get_with(&format!("/api/v1/cabinet/tickets/{id}"), &alice.access_token).await.json().await.unwrap();
+        assert_eq!(view["messages"].as_array().unwrap().len(), 1);
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn two_concurrent_replies_both_land_with_consecutive_versions(db) {
+        let app = TestApp::spawn(&db).await;
+        let user = cabinet_user(&app, 20).await;
+        let a = app.admin_with_role("a@example.com", Role::Operator).await;
+        let b = app.admin_with_role("b@example.com", Role::Operator).await;
+        let ticket = open_ticket(&app, &user, "Race").await;
+        let id = ticket["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v1/admin/tickets/{id}/messages");
+        let (ra, rb) = tokio::join!(
+            app.post(&path, Some(&a.access_token), json!({"text": "from A"})),
+            app.post(&path, Some(&b.access_token), json!({"text": "from B"})),
+        );
+        assert_eq!(ra.status().as_u16(), 201);
+        assert_eq!(rb.status().as_u16(), 201);
+        let events = app.state.store.read_stream(&switchboard::events::StreamName::parse(&format!("ticket:{id}")).unwrap()).await.unwrap();
+        let versions: Vec<u32> = events.iter().map(|e| e.version).collect();
+        assert_eq!(versions, (1..=events.len() as u32).collect::<Vec<_>>());
+        let texts: Vec<&str> = events.iter().filter_map(|e| e.payload["text"].as_str()).collect();
+        assert!(texts.contains(&"from A") && texts.contains(&"from B"));
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn ticket_routes_refuse_bad_input_with_problems(db) {
+        let app = TestApp::spawn(&db).await;
+        let user = cabinet_user(&app, 30).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let empty = app.post("/api/v1/cabinet/tickets", Some(&user.access_token), json!({"subject": " ", "text": "x"})).await;
+        assert_eq!(assert_problem(empty, 422, "invalid_field").await["field"], "subject");
+        let long = app.post("/api/v1/cabinet/tickets", Some(&user.access_token), json!({"subject": "s", "text": "x".repeat(10_001)})).await;
+        assert_eq!(assert_problem(long, 422, "invalid_field").await["field"], "text");
+        assert_problem(app.get_with("/api/v1/cabinet/tickets?per_page=100000", &user.access_token).await, 422, "invalid_field").await;
+        assert_problem(app.get_with("/api/v1/cabinet/tickets?page=-1", &user.access_token).await, 400, "invalid_query").await;
+        assert_problem(app.get_with("/api/v1/cabinet/tickets/not-a-uuid", &user.access_token).await, 404, "not_found").await;
+        let unknown = uuid::Uuid::now_v7();
+        assert_problem(app.post(&format!("/api/v1/admin/tickets/{unknown}/messages"), Some(&owner.access_token), json!({"text": "x"})).await, 404, "not_found").await;
+        let bad_status = app.request(Method::PUT, &format!("/api/v1/admin/tickets/{unknown}/status"), Some(&owner.access_token), Some(json!({"status": "done"}))).await;
+        assert_problem(bad_status, 422, "invalid_body").await;
+        assert_problem(app.get_with("/api/v1/admin/tickets?status=done", &owner.access_token).await, 422, "invalid_field").await;
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn ticket_permissions_follow_roles_and_scopes(db) {
+        let app = TestApp::spawn(&db).await;
+        let user = cabinet_user(&app, 40).await;
+        let ticket = open_ticket(&app, &user, "Perms").await;
+        let id = ticket["id"].as_str().unwrap();
+        let viewer = app.admin_with_role("v@example.com", Role::Viewer).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        assert_eq!(app.get_with("/api/v1/admin/tickets", &viewer.access_token).await.status().as_u16(), 200);
+        let reply = app.post(&format!("/api/v1/admin/tickets/{id}/messages"), Some(&viewer.access_token), json!({"text": "x"})).await;
+        assert_problem(reply, 403, "forbidden").await;
+        let key: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "helpdesk", "scopes": ["tickets:read", "tickets:reply"]})).await.json().await.unwrap();
+        let secret = key["secret"].as_str().unwrap();
+        let by_key = app.post(&format!("/api/v1/admin/tickets/{id}/messages"), Some(secret), json!({"text": "from the helpdesk"})).await;
+        assert_eq!(by_key.status().as_u16(), 201);
+        let events = app.state.store.read_stream(&switchboard::events::StreamName::parse(&format!("ticket:{id}")).unwrap()).await.unwrap();
+        assert_eq!(events.last().unwrap().event_type.as_str(), "ticket.status_changed");
+        assert_eq!(events[2].actor.kind, switchboard::events::ActorKind::ApiKey);
+        assert_problem(app.get_with("/api/v1/cabinet/tickets", &owner.access_token).await, 401, "invalid_token").await;
+        app.stop().await;
+    }
+}
