@@ -8,7 +8,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{admin, auth, cabinet, tickets};
+use crate::{admin, auth, cabinet, ledger, tickets};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -50,6 +50,11 @@ struct AdminAuthApi;
     tickets::admin_routes::set_status,
     tickets::admin_routes::set_priority,
     tickets::admin_routes::assign,
+    ledger::routes::record_payment,
+    ledger::routes::list_payments,
+    ledger::routes::top_up,
+    ledger::routes::withdraw,
+    ledger::routes::user_ledger,
 ))]
 struct AdminApi;
 
@@ -60,6 +65,9 @@ struct AdminApi;
     tickets::cabinet_routes::open,
     tickets::cabinet_routes::view,
     tickets::cabinet_routes::add_message,
+    ledger::routes::my_balance,
+    ledger::routes::my_transactions,
+    ledger::routes::my_payments,
 ))]
 struct CabinetApi;
 

@@ -84,3 +84,13 @@ typed_id!(
     /// One message in a ticket.
     MessageId
 );
+
+typed_id!(
+    /// One balance ledger entry.
+    TransactionId
+);
+
+typed_id!(
+    /// A payment (money arriving from a provider or an admin top-up).
+    PaymentId
+);

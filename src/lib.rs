@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod ids;
+pub mod ledger;
 pub mod mail;
 pub mod projections;
 pub mod telemetry;

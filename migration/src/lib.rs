@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_create_events;
 mod m20261121_000002_create_identity;
 mod m20261121_000003_create_tickets;
+mod m20261121_000004_create_ledger;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_create_events::Migration),
             Box::new(m20261121_000002_create_identity::Migration),
             Box::new(m20261121_000003_create_tickets::Migration),
+            Box::new(m20261121_000004_create_ledger::Migration),
         ]
     }
 }

@@ -21,7 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(api_keys::configure)
             .configure(accounts::configure)
             .configure(events::configure)
-            .configure(crate::tickets::admin_routes::configure),
+            .configure(crate::tickets::admin_routes::configure)
+            .configure(crate::ledger::routes::configure_admin),
     );
 }
 

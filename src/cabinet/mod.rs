@@ -21,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1/cabinet")
             .configure(auth::configure)
             .configure(crate::tickets::cabinet_routes::configure)
+            .configure(crate::ledger::routes::configure_cabinet)
             .service(me),
     );
 }

@@ -10,7 +10,9 @@ use crate::events::RecordedEvent;
 /// Whether some read model changes on this event type (appends of such
 /// events need a transaction).
 pub fn projects(event_type: &str) -> bool {
-    event_type.starts_with("user.") || event_type.starts_with("ticket.")
+    ["user.", "ticket.", "transaction.", "payment."]
+        .iter()
+        .any(|prefix| event_type.starts_with(prefix))
 }
 
 /// Applies `events` to every read model, in order.
@@ -21,6 +23,8 @@ pub async fn apply(conn: &impl ConnectionTrait, events: &[RecordedEvent]) -> Res
             crate::users::projection::apply(conn, event).await?;
         } else if event_type.starts_with("ticket.") {
             crate::tickets::projection::apply(conn, event).await?;
+        } else if event_type.starts_with("transaction.") || event_type.starts_with("payment.") {
+            crate::ledger::projection::apply(conn, event).await?;
         }
     }
     Ok(())

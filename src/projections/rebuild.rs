@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, EntityTrait};
 use crate::{
     db::{
         Db,
-        entities::{ticket, ticket_message, user},
+        entities::{balance, payment, ticket, ticket_message, transaction, user},
     },
     events::{Cursor, EventStore},
 };
@@ -15,6 +15,9 @@ use crate::{
 /// Returns the number of events replayed.
 pub async fn rebuild(db: &Db, store: &EventStore) -> anyhow::Result<u64> {
     let txn = db.begin_write().await?;
+    payment::Entity::delete_many().exec(&*txn).await?;
+    transaction::Entity::delete_many().exec(&*txn).await?;
+    balance::Entity::delete_many().exec(&*txn).await?;
     ticket_message::Entity::delete_many().exec(&*txn).await?;
     ticket::Entity::delete_many().exec(&*txn).await?;
     user::Entity::delete_many().exec(&*txn).await?;
@@ -62,6 +65,28 @@ pub async fn dump(conn: &impl ConnectionTrait) -> anyhow::Result<String> {
     }
     for row in ticket_message::Entity::find()
         .order_by_asc(ticket_message::Column::Id)
+        .all(conn)
+        .await?
+    {
+        out.push_str(&format!("{row:?}\n"));
+    }
+    for row in balance::Entity::find()
+        .order_by_asc(balance::Column::UserId)
+        .order_by_asc(balance::Column::Currency)
+        .all(conn)
+        .await?
+    {
+        out.push_str(&format!("{row:?}\n"));
+    }
+    for row in transaction::Entity::find()
+        .order_by_asc(transaction::Column::Id)
+        .all(conn)
+        .await?
+    {
+        out.push_str(&format!("{row:?}\n"));
+    }
+    for row in payment::Entity::find()
+        .order_by_asc(payment::Column::Id)
         .all(conn)
         .await?
     {

@@ -61,6 +61,16 @@ both_backends! {
             // user.created, ticket.created, message, message+answered, message+open
             expected_events += 7;
         }
+        // Money: a top-up (payment.created, payment.completed,
+        // transaction.created) and a withdrawal (transaction.created).
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let me: Value = app.get_with("/api/v1/cabinet/me", &cabinet_user(&app, 100).await.access_token).await.json().await.unwrap();
+        let uid = me["id"].as_str().unwrap();
+        let r = app.post(&format!("/api/v1/admin/users/{uid}/top-up"), Some(&owner.access_token), json!({"amount": 1000, "currency": "RUB", "reason": "r"})).await;
+        assert_eq!(r.status().as_u16(), 201);
+        let r = app.post(&format!("/api/v1/admin/users/{uid}/withdrawals"), Some(&owner.access_token), json!({"amount": 300, "currency": "RUB", "reason": "r"})).await;
+        assert_eq!(r.status().as_u16(), 201);
+        expected_events += 4;
         // A renamed Telegram profile: a user.updated event.
         app.post("/api/v1/cabinet/auth/telegram/mini-app", None, json!({"init_data": crate::telegram_auth::fresh_init_data(100, "renamed")})).await;
         expected_events += 1;
@@ -72,7 +82,11 @@ both_backends! {
         assert_eq!(replayed, expected_events as u64);
         let rebuilt = switchboard::projections::rebuild::dump(app.state.db.conn()).await.unwrap();
         assert_eq!(rebuilt, live);
-        assert_eq!(rebuilt.lines().count(), 3 + 3 + 9, "3 users, 3 tickets, 9 messages");
+        assert_eq!(
+            rebuilt.lines().count(),
+            3 + 3 + 9 + 1 + 2 + 1,
+            "3 users, 3 tickets, 9 messages, 1 balance, 2 transactions, 1 payment"
+        );
         app.stop().await;
     }
 }

@@ -11,6 +11,7 @@ mod email_auth;
 mod event_store;
 mod events_browser;
 mod health;
+mod ledger;
 mod openapi;
 mod secrets_in_logs;
 mod startup;
