@@ -8,7 +8,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{admin, auth, cabinet, ledger, tickets};
+use crate::{admin, auth, cabinet, ledger, tickets, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -55,6 +55,11 @@ struct AdminAuthApi;
     ledger::routes::top_up,
     ledger::routes::withdraw,
     ledger::routes::user_ledger,
+    users::admin_routes::list,
+    users::admin_routes::view,
+    users::admin_routes::edit,
+    users::admin_routes::block,
+    users::admin_routes::unblock,
 ))]
 struct AdminApi;
 

@@ -69,6 +69,10 @@ pub enum UserEvent {
     Updated(UserUpdated),
     #[serde(rename = "user.email_verified")]
     EmailVerified { user_id: UserId, email: String },
+    #[serde(rename = "user.blocked")]
+    Blocked { user_id: UserId, reason: String },
+    #[serde(rename = "user.unblocked")]
+    Unblocked { user_id: UserId },
 }
 
 impl UserEvent {
@@ -105,6 +109,7 @@ pub struct UserState {
     pub email: Option<String>,
     pub email_verified: bool,
     pub profile: TelegramProfile,
+    pub blocked: bool,
 }
 
 impl UserState {
@@ -134,6 +139,8 @@ impl UserState {
                 }
             }
             UserEvent::EmailVerified { .. } => self.email_verified = true,
+            UserEvent::Blocked { .. } => self.blocked = true,
+            UserEvent::Unblocked { .. } => self.blocked = false,
         }
         self.version += 1;
     }
@@ -153,6 +160,12 @@ pub enum UserCommand {
     /// Telegram told us the profile again (a login); record what changed.
     RefreshTelegramProfile(TelegramProfile),
     VerifyEmail,
+    /// An admin edits the profile: only the given fields change.
+    Edit(UserUpdated),
+    Block {
+        reason: String,
+    },
+    Unblock,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -215,6 +228,55 @@ pub fn decide(
                 user_id: user,
                 email,
             }])
+        }
+        UserCommand::Edit(mut update) => {
+            if !state.exists {
+                return Err(UserError::NotFound);
+            }
+            update.user_id = user;
+            let old = &state.profile;
+            let changed = |new: &Option<String>, old: &Option<String>| {
+                new.as_ref().filter(|n| Some(*n) != old.as_ref()).cloned()
+            };
+            let update = UserUpdated {
+                user_id: user,
+                username: changed(&update.username, &old.username),
+                first_name: changed(&update.first_name, &old.first_name),
+                last_name: changed(&update.last_name, &old.last_name),
+                language_code: changed(&update.language_code, &old.language_code),
+            };
+            if update
+                == (UserUpdated {
+                    user_id: user,
+                    ..Default::default()
+                })
+            {
+                return Ok(Vec::new());
+            }
+            Ok(vec![UserEvent::Updated(update)])
+        }
+        UserCommand::Block { reason } => {
+            if !state.exists {
+                return Err(UserError::NotFound);
+            }
+            Ok(if state.blocked {
+                Vec::new()
+            } else {
+                vec![UserEvent::Blocked {
+                    user_id: user,
+                    reason,
+                }]
+            })
+        }
+        UserCommand::Unblock => {
+            if !state.exists {
+                return Err(UserError::NotFound);
+            }
+            Ok(if state.blocked {
+                vec![UserEvent::Unblocked { user_id: user }]
+            } else {
+                Vec::new()
+            })
         }
     }
 }
@@ -321,6 +383,83 @@ mod tests {
         assert_eq!(
             decide(user, &telegram_only, UserCommand::VerifyEmail),
             Err(UserError::NoEmail)
+        );
+    }
+
+    #[test]
+    fn blocking_and_unblocking_happen_once_each() {
+        let user = UserId::new();
+        let mut state =
+            UserState::from_events(&[UserEvent::Created(created(user, Source::Telegram))]);
+        let blocked = decide(
+            user,
+            &state,
+            UserCommand::Block {
+                reason: "spam".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            blocked,
+            vec![UserEvent::Blocked {
+                user_id: user,
+                reason: "spam".into()
+            }]
+        );
+        state.apply(&blocked[0]);
+        assert!(
+            decide(
+                user,
+                &state,
+                UserCommand::Block {
+                    reason: "again".into()
+                }
+            )
+            .unwrap()
+            .is_empty()
+        );
+        let unblocked = decide(user, &state, UserCommand::Unblock).unwrap();
+        assert_eq!(
+            unblocked[0]
+                .to_new_event(Actor::system())
+                .event_type
+                .as_str(),
+            "user.unblocked"
+        );
+        state.apply(&unblocked[0]);
+        assert!(
+            decide(user, &state, UserCommand::Unblock)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            blocked[0].to_new_event(Actor::system()).event_type.as_str(),
+            "user.blocked"
+        );
+    }
+
+    #[test]
+    fn an_admin_edit_records_only_changed_fields() {
+        let user = UserId::new();
+        let state = UserState::from_events(&[UserEvent::Created(created(user, Source::Telegram))]);
+        let edit = UserUpdated {
+            user_id: user,
+            username: Some("old".into()),
+            first_name: Some("Anna".into()),
+            ..Default::default()
+        };
+        let events = decide(user, &state, UserCommand::Edit(edit)).unwrap();
+        assert_eq!(
+            events,
+            vec![UserEvent::Updated(UserUpdated {
+                user_id: user,
+                first_name: Some("Anna".into()),
+                ..Default::default()
+            })]
+        );
+        assert_eq!(
+            decide(user, &UserState::default(), UserCommand::Unblock),
+            Err(UserError::NotFound)
         );
     }
 

@@ -1,6 +1,7 @@
 //! Users (the bot's end users): their events, the decisions that produce
 //! them, and the `users` read model.
 
+pub mod admin_routes;
 pub mod domain;
 pub mod projection;
 pub mod service;

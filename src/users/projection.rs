@@ -59,6 +59,20 @@ pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result
             row.version = Set(version);
             row.update(conn).await?;
         }
+        UserEvent::Blocked { user_id, .. } | UserEvent::Unblocked { user_id } => {
+            let blocked = matches!(user_event, UserEvent::Blocked { .. });
+            let Some(row) = user::Entity::find_by_id(user_id.as_uuid())
+                .one(conn)
+                .await?
+            else {
+                return Ok(());
+            };
+            let mut row: user::ActiveModel = row.into();
+            row.status = Set(if blocked { "blocked" } else { "active" }.to_owned());
+            row.updated_at = Set(event.occurred_at);
+            row.version = Set(version);
+            row.update(conn).await?;
+        }
         UserEvent::EmailVerified { user_id, .. } => {
             let Some(row) = user::Entity::find_by_id(user_id.as_uuid())
                 .one(conn)

@@ -18,3 +18,4 @@ mod startup;
 mod tailer;
 mod telegram_auth;
 mod tickets;
+mod users_admin;

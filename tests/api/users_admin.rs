@@ -1,0 +1,60 @@
+//! Users in the admin API: search, view, edit, block and unblock.
+
+use serde_json::{Value, json};
+use switchboard::auth::Role;
+
+use crate::{
+    helpers::{TestApp, assert_problem, both_backends},
+    tickets::cabinet_user,
+};
+
+both_backends! {
+    async fn admins_search_edit_block_and_unblock_users(db) {
+        let app = TestApp::spawn(&db).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let operator = app.admin_with_role("op@example.com", Role::Operator).await;
+        let user = cabinet_user(&app, 5551).await;
+        cabinet_user(&app, 5552).await;
+
+        let all: Value = app.get_with("/api/v1/admin/users?per_page=1", &operator.access_token).await.json().await.unwrap();
+        assert_eq!(all["total"], 2);
+        assert_eq!(all["items"].as_array().unwrap().len(), 1);
+        let by_name: Value = app.get_with("/api/v1/admin/users?q=@u5551", &operator.access_token).await.json().await.unwrap();
+        assert_eq!(by_name["total"], 1);
+        let by_id: Value = app.get_with("/api/v1/admin/users?q=5552", &operator.access_token).await.json().await.unwrap();
+        assert_eq!(by_id["items"][0]["telegram_id"], 5552);
+        let id = by_name["items"][0]["id"].as_str().unwrap().to_owned();
+
+        let edited: Value = app.request(reqwest::Method::PATCH, &format!("/api/v1/admin/users/{id}"), Some(&owner.access_token), Some(json!({"first_name": "Renamed"}))).await.json().await.unwrap();
+        assert_eq!(edited["first_name"], "Renamed");
+
+        // Operators read users but do not block them.
+        let refused = app.post(&format!("/api/v1/admin/users/{id}/block"), Some(&operator.access_token), json!({"reason": "spam"})).await;
+        assert_problem(refused, 403, "forbidden").await;
+        let blocked: Value = app.post(&format!("/api/v1/admin/users/{id}/block"), Some(&owner.access_token), json!({"reason": "spam"})).await.json().await.unwrap();
+        assert_eq!(blocked["status"], "blocked");
+        // The user's sessions end, and signing in again is refused.
+        assert_problem(app.get_with("/api/v1/cabinet/me", &user.access_token).await, 401, "invalid_token").await;
+        let again = app.post("/api/v1/cabinet/auth/telegram/mini-app", None, json!({"init_data": crate::telegram_auth::fresh_init_data(5551, "u5551")})).await;
+        assert_problem(again, 403, "forbidden").await;
+        let only_blocked: Value = app.get_with("/api/v1/admin/users?status=blocked", &operator.access_token).await.json().await.unwrap();
+        assert_eq!(only_blocked["total"], 1);
+
+        let unblocked: Value = app.post(&format!("/api/v1/admin/users/{id}/unblock"), Some(&owner.access_token), json!({})).await.json().await.unwrap();
+        assert_eq!(unblocked["status"], "active");
+        let back = app.post("/api/v1/cabinet/auth/telegram/mini-app", None, json!({"init_data": crate::telegram_auth::fresh_init_data(5551, "u5551")})).await;
+        assert_eq!(back.status().as_u16(), 200);
+
+        let types: Vec<String> = app.get_with(&format!("/api/v1/admin/events?stream=user:{id}"), &owner.access_token).await.json::<Value>().await.unwrap()["events"]
+            .as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+        // The last sign-in brought Telegram's own first name back: Telegram
+        // is the source of its profile fields.
+        assert_eq!(types, ["user.created", "user.updated", "user.blocked", "user.unblocked", "user.updated"]);
+
+        assert_problem(app.get_with(&format!("/api/v1/admin/users/{}", uuid::Uuid::now_v7()), &owner.access_token).await, 404, "not_found").await;
+        assert_problem(app.get_with("/api/v1/admin/users?status=gone", &owner.access_token).await, 422, "invalid_field").await;
+        let empty_reason = app.post(&format!("/api/v1/admin/users/{id}/block"), Some(&owner.access_token), json!({"reason": ""})).await;
+        assert_problem(empty_reason, 422, "invalid_field").await;
+        app.stop().await;
+    }
+}
