@@ -86,6 +86,12 @@ impl Application {
             .run(shutdown.clone()),
         );
 
+        tasks.spawn(crate::subscriptions::run_scheduler(
+            store.clone(),
+            config.subscription_check_interval,
+            shutdown.clone(),
+        ));
+
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let port = listener.local_addr()?.port();

@@ -34,6 +34,43 @@ pub struct Config {
     pub mail: MailConfig,
     /// Load balancers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Subscription plans on sale.
+    pub plans: Vec<Plan>,
+    /// How often the scheduler looks for subscriptions that ran out.
+    pub subscription_check_interval: Duration,
+    /// Percent of a referred user's deposits credited to the referrer.
+    pub referral_percent: u32,
+}
+
+/// A subscription plan (`SWITCHBOARD_PLANS`, a JSON array).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    /// How long one purchase or renewal lasts.
+    pub days: u32,
+    /// Minor units.
+    pub price: i64,
+    pub currency: String,
+}
+
+fn default_plans() -> Vec<Plan> {
+    vec![
+        Plan {
+            id: "monthly".into(),
+            name: "Monthly".into(),
+            days: 30,
+            price: 29_900,
+            currency: "RUB".into(),
+        },
+        Plan {
+            id: "yearly".into(),
+            name: "Yearly".into(),
+            days: 365,
+            price: 299_000,
+            currency: "RUB".into(),
+        },
+    ]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,7 +379,48 @@ impl Config {
             })?);
         }
 
+        let plans: Vec<Plan> = match get("SWITCHBOARD_PLANS") {
+            None => default_plans(),
+            Some(raw) => serde_json::from_str(&raw).map_err(|e| {
+                invalid(
+                    "SWITCHBOARD_PLANS",
+                    format!("expected a JSON array of {{id, name, days, price, currency}}: {e}"),
+                )
+            })?,
+        };
+        for plan in &plans {
+            if plan.id.is_empty()
+                || plan.days == 0
+                || plan.days > 3660
+                || plan.price <= 0
+                || plan.price > 1_000_000_000_000
+                || plan.currency.len() != 3
+                || !plan.currency.bytes().all(|b| b.is_ascii_uppercase())
+            {
+                return Err(invalid(
+                    "SWITCHBOARD_PLANS",
+                    format!(
+                        "plan `{}` needs 1..3660 days, a positive price and an ISO currency",
+                        plan.id
+                    ),
+                ));
+            }
+        }
+        let subscription_check_interval = Duration::from_secs(
+            parse_or(&get, "SWITCHBOARD_SUBSCRIPTION_CHECK_SECS", 30u64)?.max(1),
+        );
+        let referral_percent = parse_or(&get, "SWITCHBOARD_REFERRAL_PERCENT", 10u32)?;
+        if referral_percent > 100 {
+            return Err(invalid(
+                "SWITCHBOARD_REFERRAL_PERCENT",
+                "must be between 0 and 100",
+            ));
+        }
+
         Ok(Self {
+            plans,
+            subscription_check_interval,
+            referral_percent,
             trusted_proxies,
             database,
             listen,

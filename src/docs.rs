@@ -8,7 +8,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{admin, auth, cabinet, ledger, tickets, users};
+use crate::{admin, auth, cabinet, ledger, subscriptions, tickets, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -60,6 +60,7 @@ struct AdminAuthApi;
     users::admin_routes::edit,
     users::admin_routes::block,
     users::admin_routes::unblock,
+    subscriptions::routes::list,
 ))]
 struct AdminApi;
 
@@ -73,6 +74,11 @@ struct AdminApi;
     ledger::routes::my_balance,
     ledger::routes::my_transactions,
     ledger::routes::my_payments,
+    subscriptions::routes::plans,
+    subscriptions::routes::mine,
+    subscriptions::routes::purchase,
+    subscriptions::routes::renew,
+    subscriptions::routes::cancel,
 ))]
 struct CabinetApi;
 

@@ -9,6 +9,7 @@ mod m20261121_000001_create_events;
 mod m20261121_000002_create_identity;
 mod m20261121_000003_create_tickets;
 mod m20261121_000004_create_ledger;
+mod m20261121_000005_create_subscriptions;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_create_identity::Migration),
             Box::new(m20261121_000003_create_tickets::Migration),
             Box::new(m20261121_000004_create_ledger::Migration),
+            Box::new(m20261121_000005_create_subscriptions::Migration),
         ]
     }
 }

@@ -23,7 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(events::configure)
             .configure(crate::tickets::admin_routes::configure)
             .configure(crate::ledger::routes::configure_admin)
-            .configure(crate::users::admin_routes::configure),
+            .configure(crate::users::admin_routes::configure)
+            .configure(crate::subscriptions::routes::configure_admin),
     );
 }
 

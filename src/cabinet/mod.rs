@@ -22,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(auth::configure)
             .configure(crate::tickets::cabinet_routes::configure)
             .configure(crate::ledger::routes::configure_cabinet)
+            .configure(crate::subscriptions::routes::configure_cabinet)
             .service(me),
     );
 }

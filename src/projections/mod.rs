@@ -10,9 +10,15 @@ use crate::events::RecordedEvent;
 /// Whether some read model changes on this event type (appends of such
 /// events need a transaction).
 pub fn projects(event_type: &str) -> bool {
-    ["user.", "ticket.", "transaction.", "payment."]
-        .iter()
-        .any(|prefix| event_type.starts_with(prefix))
+    [
+        "user.",
+        "ticket.",
+        "transaction.",
+        "payment.",
+        "subscription.",
+    ]
+    .iter()
+    .any(|prefix| event_type.starts_with(prefix))
 }
 
 /// Applies `events` to every read model, in order.
@@ -25,6 +31,8 @@ pub async fn apply(conn: &impl ConnectionTrait, events: &[RecordedEvent]) -> Res
             crate::tickets::projection::apply(conn, event).await?;
         } else if event_type.starts_with("transaction.") || event_type.starts_with("payment.") {
             crate::ledger::projection::apply(conn, event).await?;
+        } else if event_type.starts_with("subscription.") {
+            crate::subscriptions::projection::apply(conn, event).await?;
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, EntityTrait};
 use crate::{
     db::{
         Db,
-        entities::{balance, payment, ticket, ticket_message, transaction, user},
+        entities::{balance, payment, subscription, ticket, ticket_message, transaction, user},
     },
     events::{Cursor, EventStore},
 };
@@ -15,6 +15,7 @@ use crate::{
 /// Returns the number of events replayed.
 pub async fn rebuild(db: &Db, store: &EventStore) -> anyhow::Result<u64> {
     let txn = db.begin_write().await?;
+    subscription::Entity::delete_many().exec(&*txn).await?;
     payment::Entity::delete_many().exec(&*txn).await?;
     transaction::Entity::delete_many().exec(&*txn).await?;
     balance::Entity::delete_many().exec(&*txn).await?;
@@ -87,6 +88,13 @@ pub async fn dump(conn: &impl ConnectionTrait) -> anyhow::Result<String> {
     }
     for row in payment::Entity::find()
         .order_by_asc(payment::Column::Id)
+        .all(conn)
+        .await?
+    {
+        out.push_str(&format!("{row:?}\n"));
+    }
+    for row in subscription::Entity::find()
+        .order_by_asc(subscription::Column::UserId)
         .all(conn)
         .await?
     {

@@ -15,6 +15,7 @@ mod ledger;
 mod openapi;
 mod secrets_in_logs;
 mod startup;
+mod subscriptions;
 mod tailer;
 mod telegram_auth;
 mod tickets;

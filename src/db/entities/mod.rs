@@ -9,6 +9,7 @@ pub mod payment;
 pub mod refresh_token;
 pub mod session;
 pub mod setting;
+pub mod subscription;
 pub mod telegram_login;
 pub mod ticket;
 pub mod ticket_message;
