@@ -217,9 +217,7 @@ pub async fn cancel(
         user.actor(),
     )
     .await?;
-    let row = current(&state, id)
-        .await?
-        .ok_or_else(|| Problem::not_found())?;
+    let row = current(&state, id).await?.ok_or_else(Problem::not_found)?;
     Ok(HttpResponse::Ok().json(SubscriptionOut::from(row)))
 }
 
