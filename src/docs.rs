@@ -8,7 +8,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{admin, auth, cabinet, ledger, subscriptions, tickets, users};
+use crate::{admin, auth, cabinet, ledger, referrals, subscriptions, tickets, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -79,6 +79,7 @@ struct AdminApi;
     subscriptions::routes::purchase,
     subscriptions::routes::renew,
     subscriptions::routes::cancel,
+    referrals::mine,
 ))]
 struct CabinetApi;
 

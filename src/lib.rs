@@ -20,6 +20,7 @@ pub mod ids;
 pub mod ledger;
 pub mod mail;
 pub mod projections;
+pub mod referrals;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod tickets;

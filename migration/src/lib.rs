@@ -10,6 +10,7 @@ mod m20261121_000002_create_identity;
 mod m20261121_000003_create_tickets;
 mod m20261121_000004_create_ledger;
 mod m20261121_000005_create_subscriptions;
+mod m20261121_000006_add_referrals;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_create_tickets::Migration),
             Box::new(m20261121_000004_create_ledger::Migration),
             Box::new(m20261121_000005_create_subscriptions::Migration),
+            Box::new(m20261121_000006_add_referrals::Migration),
         ]
     }
 }

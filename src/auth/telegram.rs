@@ -52,6 +52,8 @@ pub struct VerifiedLogin {
     pub auth_date: DateTime<Utc>,
     /// The `hash` field: identifies this exact payload (one-time use).
     pub hash: String,
+    /// The Mini App's `start_param` (e.g. a referral code from `?startapp=`).
+    pub start_param: Option<String>,
 }
 
 /// What to check besides the HMAC.
@@ -114,6 +116,7 @@ pub fn verify_mini_app(
         user,
         auth_date,
         hash,
+        start_param: fields.get("start_param").cloned(),
     })
 }
 
@@ -144,6 +147,7 @@ pub fn verify_login_widget(
         },
         auth_date,
         hash,
+        start_param: None,
     })
 }
 

@@ -64,6 +64,9 @@ pub struct MiniAppIn {
 pub struct RegisterIn {
     pub email: String,
     pub password: String,
+    /// A referrer's code, if the user came through a referral link.
+    #[serde(default)]
+    pub referral_code: Option<String>,
     /// `en` or `ru`: the language of the e-mails.
     #[serde(default)]
     pub language: Option<String>,
@@ -259,7 +262,11 @@ async fn telegram_sign_in(
                     telegram: Some(profile.clone()),
                     email: None,
                     language_code: None,
+                    referral_code: Some(UserCreated::referral_code_for(id)),
+                    referred_by: crate::referrals::referrer(&*txn, login.start_param.as_deref())
+                        .await?,
                 };
+                let referred_by = created.referred_by;
                 match service::execute(
                     &state.store,
                     &txn,
@@ -272,6 +279,9 @@ async fn telegram_sign_in(
                     Ok(_) => {}
                     Err(e) if is_unique_violation(&e) => continue,
                     Err(e) => return Err(e.into()),
+                }
+                if let Some(referrer) = referred_by {
+                    crate::referrals::register(&state.store, &txn, referrer, id).await?;
                 }
                 tracing::info!(user = %id, source = ?source, "user created from Telegram sign-in");
                 id
@@ -393,8 +403,11 @@ pub async fn register(
     // cannot tell an existing address from a new one.
     let state = state.into_inner();
     let password_text = SecretString::from(body.password.clone());
+    let referral_code = body.referral_code.clone().filter(|c| c.len() <= 64);
     tokio::spawn(async move {
-        if let Err(e) = register_account(&state, email, password_text, language).await {
+        if let Err(e) =
+            register_account(&state, email, password_text, language, referral_code).await
+        {
             tracing::warn!(error = %e, "e-mail registration failed");
         }
     });
@@ -408,6 +421,7 @@ async fn register_account(
     email: String,
     password_text: SecretString,
     language: String,
+    referral_code: Option<String>,
 ) -> Result<(), ApiError> {
     let hash = password::hash(password_text).await?;
     let txn = state.db.begin_write().await?;
@@ -459,7 +473,10 @@ async fn register_account(
             telegram: None,
             email: Some(email.clone()),
             language_code: Some(language.clone()),
+            referral_code: Some(UserCreated::referral_code_for(id)),
+            referred_by: crate::referrals::referrer(&*txn, referral_code.as_deref()).await?,
         };
+        let referred_by = created.referred_by;
         service::execute(
             &state.store,
             &txn,
@@ -468,6 +485,9 @@ async fn register_account(
             Actor::new(ActorKind::User, id),
         )
         .await?;
+        if let Some(referrer) = referred_by {
+            crate::referrals::register(&state.store, &txn, referrer, id).await?;
+        }
         user_credential::ActiveModel {
             user_id: Set(id.as_uuid()),
             password_hash: Set(hash),

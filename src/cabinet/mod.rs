@@ -23,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(crate::tickets::cabinet_routes::configure)
             .configure(crate::ledger::routes::configure_cabinet)
             .configure(crate::subscriptions::routes::configure_cabinet)
+            .configure(crate::referrals::configure_cabinet)
             .service(me),
     );
 }
@@ -38,6 +39,8 @@ pub struct UserOut {
     pub email: Option<String>,
     pub email_verified: bool,
     pub status: String,
+    /// The code this user shares to refer others.
+    pub referral_code: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -53,6 +56,7 @@ impl From<user::Model> for UserOut {
             email: u.email,
             email_verified: u.email_verified,
             status: u.status,
+            referral_code: u.referral_code,
             created_at: u.created_at,
         }
     }

@@ -121,6 +121,23 @@ pub async fn record_payment(
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
             }
+            if state.config.referral_percent > 0 {
+                match crate::referrals::reward(
+                    &state.store,
+                    &txn,
+                    input.user_id,
+                    id,
+                    input.amount,
+                    &input.currency,
+                    state.config.referral_percent,
+                )
+                .await
+                {
+                    Ok(()) => {}
+                    Err(e) if is_conflict(&e) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         txn.commit().await?;
         return Ok((find_payment(state, id).await?, true));

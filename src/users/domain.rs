@@ -44,6 +44,20 @@ pub struct UserCreated {
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language_code: Option<String>,
+    /// The code this user shares to refer others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral_code: Option<String>,
+    /// Who referred this user, if anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referred_by: Option<UserId>,
+}
+
+impl UserCreated {
+    /// A new user's own referral code: 16 hex digits of the id's random part.
+    pub fn referral_code_for(user: UserId) -> String {
+        let bytes = user.as_uuid().into_bytes();
+        hex::encode(&bytes[8..])
+    }
 }
 
 /// `user.updated` carries only the fields that changed.
@@ -298,6 +312,8 @@ mod tests {
             }),
             email: None,
             language_code: None,
+            referral_code: None,
+            referred_by: None,
         }
     }
 

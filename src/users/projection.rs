@@ -31,6 +31,8 @@ pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result
                 created_at: Set(event.occurred_at),
                 updated_at: Set(event.occurred_at),
                 version: Set(version),
+                referral_code: Set(created.referral_code),
+                referred_by: Set(created.referred_by.map(|r| r.to_string())),
             }
             .insert(conn)
             .await?;

@@ -26,6 +26,27 @@ fn store(app: &TestApp) -> EventStore {
     app.state.store.clone()
 }
 
+/// Waits until every committed event is readable (on Postgres, older
+/// transactions elsewhere in the cluster can hold new ones back briefly).
+pub async fn settle(store: &EventStore) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut cursor = Cursor::START;
+    loop {
+        let page = store.read_all(cursor, 5000).await.unwrap();
+        cursor = page.next;
+        if page.events.is_empty() && !page.pending {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log did not settle"
+        );
+        if page.events.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// The whole log from the start, once `expected` events are readable.
 ///
 /// On Postgres a committed event becomes readable once every older

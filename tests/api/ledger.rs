@@ -53,7 +53,8 @@ both_backends! {
         other["amount"] = json!(1);
         assert_problem(app.post("/api/v1/admin/payments", Some(&owner.access_token), other).await, 409, "payment_mismatch").await;
 
-        let types: Vec<String> = app.get_with("/api/v1/admin/events?type=payment.*", &owner.access_token).await.json::<Value>().await.unwrap()["events"]
+crate::event_store::settle(&app.state.store).await;
+                let types: Vec<String> = app.get_with("/api/v1/admin/events?type=payment.*", &owner.access_token).await.json::<Value>().await.unwrap()["events"]
             .as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
         assert_eq!(types, ["payment.created", "payment.completed"]);
         app.stop().await;

@@ -45,7 +45,8 @@ both_backends! {
         let back = app.post("/api/v1/cabinet/auth/telegram/mini-app", None, json!({"init_data": crate::telegram_auth::fresh_init_data(5551, "u5551")})).await;
         assert_eq!(back.status().as_u16(), 200);
 
-        let types: Vec<String> = app.get_with(&format!("/api/v1/admin/events?stream=user:{id}"), &owner.access_token).await.json::<Value>().await.unwrap()["events"]
+crate::event_store::settle(&app.state.store).await;
+                let types: Vec<String> = app.get_with(&format!("/api/v1/admin/events?stream=user:{id}"), &owner.access_token).await.json::<Value>().await.unwrap()["events"]
             .as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
         // The last sign-in brought Telegram's own first name back: Telegram
         // is the source of its profile fields.

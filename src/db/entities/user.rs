@@ -21,6 +21,10 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub version: i32,
+    #[sea_orm(unique)]
+    pub referral_code: Option<String>,
+    /// The referrer's user id (text: it is only ever compared and shown).
+    pub referred_by: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
