@@ -44,6 +44,7 @@ struct AdminAuthApi;
     admin::accounts::list,
     admin::accounts::create_route,
     admin::events::browse,
+    admin::stats::stats,
     tickets::admin_routes::list,
     tickets::admin_routes::view,
     tickets::admin_routes::reply,

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod events;
+pub mod stats;
 
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
@@ -21,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(api_keys::configure)
             .configure(accounts::configure)
             .configure(events::configure)
+            .configure(stats::configure)
             .configure(crate::tickets::admin_routes::configure)
             .configure(crate::ledger::routes::configure_admin)
             .configure(crate::users::admin_routes::configure)

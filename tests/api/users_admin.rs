@@ -59,3 +59,37 @@ crate::event_store::settle(&app.state.store).await;
         app.stop().await;
     }
 }
+
+both_backends! {
+    async fn dashboard_stats_count_users_tickets_and_revenue(db) {
+        let app = TestApp::spawn(&db).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let viewer = app.admin_with_role("v@example.com", Role::Viewer).await;
+        let operator = app.admin_with_role("op@example.com", Role::Operator).await;
+        let user = cabinet_user(&app, 1).await;
+        cabinet_user(&app, 2).await;
+        crate::tickets::open_ticket(&app, &user, "Help").await;
+        let me: Value = app.get_with("/api/v1/cabinet/me", &user.access_token).await.json().await.unwrap();
+        for (n, amount) in [(1, 1000), (2, 250)] {
+            app.post("/api/v1/admin/payments", Some(&owner.access_token), json!({"user_id": me["id"], "amount": amount, "currency": "RUB", "provider": "p", "external_id": format!("e{n}"), "status": "completed"})).await;
+        }
+        app.post("/api/v1/admin/payments", Some(&owner.access_token), json!({"user_id": me["id"], "amount": 5, "currency": "USD", "provider": "p", "external_id": "f", "status": "failed"})).await;
+
+        let stats: Value = app.get_with("/api/v1/admin/stats", &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(stats["users_total"], 2);
+        assert_eq!(stats["users_new"], 2);
+        assert_eq!(stats["tickets"]["open"], 1);
+        assert_eq!(stats["tickets_opened"], 1);
+        assert_eq!(stats["payments_completed"], 2);
+        assert_eq!(stats["payments_failed"], 1);
+        assert_eq!(stats["revenue"], json!({"RUB": 1250}));
+        // A period before anything happened.
+        let empty: Value = app.get_with("/api/v1/admin/stats?from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z", &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(empty["users_new"], 0);
+        assert_eq!(empty["revenue"], json!({}));
+        assert_problem(app.get_with("/api/v1/admin/stats?from=2021-01-01T00:00:00Z&to=2020-01-01T00:00:00Z", &viewer.access_token).await, 422, "invalid_field").await;
+        assert_problem(app.get_with("/api/v1/admin/stats?from=yesterday", &viewer.access_token).await, 400, "invalid_query").await;
+        assert_problem(app.get_with("/api/v1/admin/stats", &operator.access_token).await, 403, "forbidden").await;
+        app.stop().await;
+    }
+}
