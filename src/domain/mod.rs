@@ -58,6 +58,20 @@ pub trait Aggregate: Default {
     fn stream(id: impl fmt::Display) -> StreamName {
         StreamName::for_id(Self::CATEGORY, id)
     }
+
+    /// The current state and version from a read model that is written in
+    /// the same transaction as the events (so it is exactly as fresh as the
+    /// stream), when the aggregate has one: long streams need not be read
+    /// whole for every command. `None`: fold the stream.
+    fn snapshot(
+        _conn: &sea_orm::DatabaseTransaction,
+        _id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<Loaded<Self>>, DbErr>> + Send
+    where
+        Self: Sized,
+    {
+        async { Ok(None) }
+    }
 }
 
 /// A domain refusal, as the client sees it.
@@ -95,12 +109,13 @@ pub struct Loaded<A> {
     pub version: u32,
 }
 
-/// Folds the aggregate's stream.
+/// Folds the aggregate's stream (read through `conn`).
 pub async fn load<A: Aggregate>(
     store: &EventStore,
+    conn: &impl sea_orm::ConnectionTrait,
     id: impl fmt::Display,
 ) -> Result<Loaded<A>, DbErr> {
-    let history = store.read_stream(&A::stream(id)).await?;
+    let history = store.read_stream_in(conn, &A::stream(id)).await?;
     let mut state = A::default();
     for event in history.iter().filter_map(A::Event::from_recorded) {
         state.apply(&event);
@@ -121,7 +136,10 @@ pub async fn execute<A: Aggregate>(
     command: A::Command,
     actor: Actor,
 ) -> Result<Vec<RecordedEvent>, CommandError<A::Error>> {
-    let loaded = load::<A>(store, id).await?;
+    let loaded = match A::snapshot(txn, &id.to_string()).await? {
+        Some(loaded) => loaded,
+        None => load::<A>(store, &**txn, id).await?,
+    };
     let decided = loaded.state.decide(command).map_err(CommandError::Domain)?;
     if decided.is_empty() {
         return Ok(Vec::new());

@@ -59,11 +59,12 @@ impl ExpectedVersion {
 pub enum AppendError {
     /// Someone else appended to the stream first (or the caller's view of it
     /// is wrong). Nothing was written.
-    #[error("stream {stream} is at version {actual}, not the expected {expected}")]
+    #[error("stream {stream} is not at the expected version {expected}{}", actual.map(|a| format!(" (it is at {a})")).unwrap_or_default())]
     Conflict {
         stream: StreamName,
         expected: u32,
-        actual: u32,
+        /// The stream's version, when it was read.
+        actual: Option<u32>,
     },
     #[error("too many events in one append ({0}; at most {MAX_BATCH})")]
     TooMany(usize),
@@ -192,7 +193,14 @@ impl EventStore {
         let written = match insert(&**txn, self.db.backend(), &[&pending]).await {
             Ok(written) => written,
             Err(e) if is_unique_violation(&e) => {
-                return Err(conflict(&self.db, &pending).await);
+                // The transaction is aborted (Postgres) and reading on another
+                // pool connection while holding this one could starve the
+                // pool under load: the current version is left unknown.
+                return Err(AppendError::Conflict {
+                    stream: pending.stream.clone(),
+                    expected: pending.expected,
+                    actual: None,
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -204,7 +212,7 @@ impl EventStore {
                     Ok(actual) => AppendError::Conflict {
                         stream: pending.stream.clone(),
                         expected: pending.expected,
-                        actual,
+                        actual: Some(actual),
                     },
                     Err(e) => AppendError::Db(e),
                 },
@@ -222,6 +230,17 @@ impl EventStore {
 
     /// Every event of one stream, in version order.
     pub async fn read_stream(&self, stream: &StreamName) -> Result<Vec<RecordedEvent>, DbErr> {
+        self.read_stream_in(self.db.conn(), stream).await
+    }
+
+    /// Like [`EventStore::read_stream`], on a given connection: commands read
+    /// through their own transaction, so a burst of them never waits for a
+    /// second pool connection while holding one.
+    pub async fn read_stream_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        stream: &StreamName,
+    ) -> Result<Vec<RecordedEvent>, DbErr> {
         let sql = match self.db.backend() {
             Backend::Postgres => {
                 format!("SELECT {PG_COLUMNS} FROM events WHERE stream = $1 ORDER BY version")
@@ -230,9 +249,7 @@ impl EventStore {
                 format!("SELECT {SQLITE_COLUMNS} FROM events WHERE stream = ? ORDER BY version")
             }
         };
-        let rows = self
-            .db
-            .conn()
+        let rows = conn
             .query_all_raw(Statement::from_sql_and_values(
                 self.db.database_backend(),
                 sql,
@@ -508,7 +525,7 @@ async fn conflict(db: &Db, pending: &PendingAppend) -> AppendError {
         Ok(actual) => AppendError::Conflict {
             stream: pending.stream.clone(),
             expected: pending.expected,
-            actual,
+            actual: Some(actual),
         },
         Err(e) => AppendError::Db(e),
     }

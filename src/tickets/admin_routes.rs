@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{
     cabinet_routes::MessageIn,
     domain::{Channel, Priority, Status, Ticket, TicketCommand},
-    queries::{self, PageIn, Side, TicketDetailOut, TicketFilter, TicketPageOut},
+    queries::{self, MessageAddedOut, PageIn, Side, TicketDetailOut, TicketFilter, TicketPageOut},
 };
 use crate::{
     app::AppState,
@@ -101,7 +101,7 @@ pub async fn view(
 
 /// An operator's reply (the ticket becomes `answered`; 409 `ticket_closed`
 /// if it is closed).
-#[utoipa::path(tag = "tickets", params(("id" = Uuid, Path)), request_body = MessageIn, responses((status = 201, body = TicketDetailOut), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "tickets", params(("id" = Uuid, Path)), request_body = MessageIn, responses((status = 201, body = MessageAddedOut), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/tickets/{id}/messages")]
 #[tracing::instrument(skip_all)]
 pub async fn reply(
@@ -115,7 +115,8 @@ pub async fn reply(
     let ticket_id = TicketId::from_uuid(*id);
     let message_id = MessageId::new();
     let author = caller.actor().id.unwrap_or_default();
-    domain::run::<Ticket>(
+    let before = find(&state, *id).await?;
+    let events = domain::run::<Ticket>(
         &state.store,
         ticket_id,
         || TicketCommand::Reply {
@@ -127,7 +128,9 @@ pub async fn reply(
         caller.actor(),
     )
     .await?;
-    Ok(HttpResponse::Created().json(detail(&state, *id).await?))
+    let out = MessageAddedOut::from_events(&events, &before.status, Side::Operator)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message event was appended")))?;
+    Ok(HttpResponse::Created().json(out))
 }
 
 /// Sets the status (`open`, `answered`, `pending`, `closed`).

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{
     domain::{Channel, Ticket, TicketCommand, TicketError},
-    queries::{self, PageIn, Side, TicketDetailOut, TicketFilter, TicketPageOut},
+    queries::{self, MessageAddedOut, PageIn, Side, TicketDetailOut, TicketFilter, TicketPageOut},
 };
 use crate::{
     app::AppState,
@@ -150,7 +150,7 @@ pub async fn view(
 }
 
 /// Adds a message to one of the caller's tickets (409 `ticket_closed` if closed).
-#[utoipa::path(tag = "cabinet", params(("id" = Uuid, Path)), request_body = MessageIn, responses((status = 201, body = TicketDetailOut), (status = 401), (status = 404), (status = 409), (status = 422)), security(("bearer" = [])))]
+#[utoipa::path(tag = "cabinet", params(("id" = Uuid, Path)), request_body = MessageIn, responses((status = 201, body = MessageAddedOut), (status = 401), (status = 404), (status = 409), (status = 422)), security(("bearer" = [])))]
 #[post("/tickets/{id}/messages")]
 #[tracing::instrument(skip_all)]
 pub async fn add_message(
@@ -160,10 +160,10 @@ pub async fn add_message(
     body: web::Json<MessageIn>,
 ) -> Result<HttpResponse, ApiError> {
     let text = validate::text("text", &body.text, 10_000)?;
-    own_ticket(&state, &user, *id).await?;
+    let before = own_ticket(&state, &user, *id).await?;
     let ticket_id = TicketId::from_uuid(*id);
     let message_id = MessageId::new();
-    domain::run::<Ticket>(
+    let events = domain::run::<Ticket>(
         &state.store,
         ticket_id,
         || TicketCommand::AddUserMessage {
@@ -181,6 +181,7 @@ pub async fn add_message(
         }
         other => ApiError::from(other),
     })?;
-    let row = own_ticket(&state, &user, *id).await?;
-    Ok(HttpResponse::Created().json(queries::detail(state.db.conn(), row, Side::User).await?))
+    let out = MessageAddedOut::from_events(&events, &before.status, Side::User)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message event was appended")))?;
+    Ok(HttpResponse::Created().json(out))
 }

@@ -183,6 +183,35 @@ impl Aggregate for Ticket {
     type Command = TicketCommand;
     type Error = TicketError;
 
+    async fn snapshot(
+        conn: &sea_orm::DatabaseTransaction,
+        id: &str,
+    ) -> Result<Option<crate::domain::Loaded<Self>>, sea_orm::DbErr> {
+        use sea_orm::EntityTrait;
+        let Ok(uuid) = id.parse::<uuid::Uuid>() else {
+            return Ok(None);
+        };
+        let Some(row) = crate::db::entities::ticket::Entity::find_by_id(uuid)
+            .one(conn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+            serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+        }
+        Ok(Some(crate::domain::Loaded {
+            state: Ticket {
+                id: Some(TicketId::from_uuid(row.id)),
+                user_id: Some(UserId::from_uuid(row.user_id)),
+                status: parse(&row.status),
+                priority: parse(&row.priority),
+                assignee: row.assignee_id.map(AdminId::from_uuid),
+            },
+            version: u32::try_from(row.version).unwrap_or(0),
+        }))
+    }
+
     fn apply(&mut self, event: &TicketEvent) {
         match event {
             TicketEvent::Created {

@@ -89,6 +89,69 @@ pub struct MessageOut {
     pub created_at: DateTime<Utc>,
 }
 
+/// What adding a message answers: the message and the ticket's status after it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageAddedOut {
+    pub ticket_id: Uuid,
+    pub status: String,
+    pub message: MessageOut,
+}
+
+impl MessageAddedOut {
+    /// From the events the command appended.
+    pub fn from_events(
+        events: &[crate::events::RecordedEvent],
+        previous_status: &str,
+        side: Side,
+    ) -> Option<Self> {
+        use crate::{domain::DomainEvent, tickets::TicketEvent};
+        let mut status = previous_status.to_owned();
+        let mut added = None;
+        for event in events {
+            match TicketEvent::from_recorded(event)? {
+                TicketEvent::MessageAdded {
+                    ticket_id,
+                    message_id,
+                    author,
+                    author_id,
+                    text,
+                    channel,
+                    ..
+                } => {
+                    added = Some((
+                        ticket_id,
+                        MessageOut {
+                            id: message_id.as_uuid(),
+                            author: text_of(&author),
+                            author_id: (side == Side::Operator).then_some(author_id),
+                            text,
+                            channel: text_of(&channel),
+                            created_at: event.occurred_at,
+                        },
+                    ));
+                }
+                TicketEvent::StatusChanged { new_status, .. } => {
+                    status = new_status.as_str().to_owned()
+                }
+                _ => {}
+            }
+        }
+        let (ticket_id, message) = added?;
+        Some(Self {
+            ticket_id: ticket_id.as_uuid(),
+            status,
+            message,
+        })
+    }
+}
+
+fn text_of<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TicketPageOut {
     pub items: Vec<TicketOut>,

@@ -52,7 +52,7 @@ pub async fn execute(
     actor: Actor,
 ) -> Result<Vec<RecordedEvent>, CommandError> {
     let stream = UserEvent::stream(user);
-    let history = store.read_stream(&stream).await?;
+    let history = store.read_stream_in(&**txn, &stream).await?;
     let events: Vec<UserEvent> = history
         .iter()
         .filter_map(UserEvent::from_recorded)

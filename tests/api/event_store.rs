@@ -130,7 +130,7 @@ both_backends! {
                 .await
                 .unwrap_err();
             match err {
-                AppendError::Conflict { actual, .. } => assert_eq!(actual, 1),
+                AppendError::Conflict { actual, .. } => assert_eq!(actual, Some(1)),
                 other => panic!("expected a conflict, got {other:?}"),
             }
         }
@@ -273,7 +273,7 @@ both_backends! {
         let mut written = 0;
         for (n, handle) in handles.into_iter().enumerate() {
             match (n, handle.await.unwrap()) {
-                (20, Err(AppendError::Conflict { actual: 1, .. })) => {}
+                (20, Err(AppendError::Conflict { actual: Some(1), .. })) => {}
                 (20, other) => panic!("the stale append must conflict, got {other:?}"),
                 (n, Ok(events)) => {
                     assert_eq!(events.len(), n % 3 + 1);

@@ -145,7 +145,8 @@ both_backends! {
 both_backends! {
     async fn a_login_widget_payload_works_once(db) {
         let app = TestApp::spawn(&db).await;
-        let fields = widget_fields(777, chrono::Utc::now().timestamp());
+        let now = chrono::Utc::now().timestamp();
+        let fields = widget_fields(777, now);
         let first = app.post("/api/v1/cabinet/auth/telegram/widget", None, fields.clone()).await;
         assert_eq!(first.status().as_u16(), 200);
         let second = app.post("/api/v1/cabinet/auth/telegram/widget", None, fields.clone()).await;
@@ -156,7 +157,7 @@ both_backends! {
         let third = app.post("/api/v1/cabinet/auth/telegram/widget", None, shouting).await;
         assert_problem(third, 401, "invalid_telegram_auth").await;
         // A fresh payload for the same account works and finds the same user.
-        let fresh = app.post("/api/v1/cabinet/auth/telegram/widget", None, widget_fields(777, chrono::Utc::now().timestamp() - 1)).await;
+        let fresh = app.post("/api/v1/cabinet/auth/telegram/widget", None, widget_fields(777, now - 1)).await;
         assert_eq!(fresh.status().as_u16(), 200);
         app.stop().await;
     }

@@ -1,0 +1,282 @@
+//! The full HTTP path of "a user adds a ticket message" (JWT check, session
+//! lookup, ownership check, decide, append, projection, response) with 64
+//! concurrent clients against PostgreSQL, next to `pgbench` doing a bare
+//! single-row INSERT with 64 clients, in the same run.
+//!
+//! ```sh
+//! cargo bench --bench http
+//! BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres BENCH_SECONDS=10 \
+//!     BENCH_CLIENTS=64 cargo bench --bench http
+//! ```
+//!
+//! It creates (and afterwards drops) the database `switchboard_bench_http`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use switchboard::{
+    app::Application,
+    config::{Config, DatabaseConfig},
+};
+
+const BOT_TOKEN: &str = "7000000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+const TEXT: &str =
+    "Hello! My subscription was charged twice this month, could you check please? Thanks a lot.";
+
+fn main() {
+    let admin_url = std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let clients: u32 = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(&admin_url, Duration::from_secs(seconds), clients));
+}
+
+fn init_data(telegram_id: u32) -> String {
+    let fields = [
+        (
+            "auth_date".to_owned(),
+            chrono::Utc::now().timestamp().to_string(),
+        ),
+        (
+            "user".to_owned(),
+            json!({"id": telegram_id, "first_name": "Load"}).to_string(),
+        ),
+    ];
+    let check = fields
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut secret = hmac::Hmac::<Sha256>::new_from_slice(b"WebAppData").unwrap();
+    secret.update(BOT_TOKEN.as_bytes());
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&secret.finalize().into_bytes()).unwrap();
+    mac.update(check.as_bytes());
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &fields {
+        out.append_pair(k, v);
+    }
+    out.append_pair("hash", &hex::encode(mac.finalize().into_bytes()));
+    out.finish()
+}
+
+async fn run(admin_url: &str, duration: Duration, clients: u32) {
+    let db_name = "switchboard_bench_http";
+    psql(
+        admin_url,
+        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
+    );
+    psql(admin_url, &format!("CREATE DATABASE {db_name}"));
+    let url = with_database(admin_url, db_name);
+
+    let mut config = Config::from_lookup(|name| match name {
+        "SWITCHBOARD_TELEGRAM_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
+        "SWITCHBOARD_JWT_SECRET" => Some("bench-secret-bench-secret-bench-secret-0".to_owned()),
+        "SWITCHBOARD_AUTH_RATE_PER_IP" => Some("100000".to_owned()),
+        "SWITCHBOARD_LOG" => Some("warn".to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    config.database = DatabaseConfig::Postgres {
+        url: url.clone(),
+        max_connections: 16,
+    };
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let app = Application::build(config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let server = tokio::spawn(app.run_until_stopped());
+
+    // One user and one open ticket per client.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients as usize)
+        .build()
+        .unwrap();
+    let mut sessions = Vec::new();
+    for n in 0..clients {
+        let tokens: Value = http
+            .post(format!("{base}/api/v1/cabinet/auth/telegram/mini-app"))
+            .json(&json!({"init_data": init_data(1000 + n)}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = tokens["access_token"].as_str().unwrap().to_owned();
+        let ticket: Value = http
+            .post(format!("{base}/api/v1/cabinet/tickets"))
+            .bearer_auth(&token)
+            .json(&json!({"subject": "Load", "text": TEXT}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        sessions.push((token, ticket["id"].as_str().unwrap().to_owned()));
+    }
+
+    let deadline = Instant::now() + duration;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (token, ticket) in sessions {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/cabinet/tickets/{ticket}/messages");
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"text": TEXT}))
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        let _ = r.bytes().await;
+                        latencies.push(t.elapsed());
+                    }
+                    Ok(r) => {
+                        failures += 1;
+                        if failures == 1 {
+                            eprintln!(
+                                "failed: {} {}",
+                                r.status(),
+                                r.text().await.unwrap_or_default()
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures == 1 {
+                            eprintln!("failed: {e}");
+                        }
+                    }
+                }
+            }
+            (latencies, failures)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for task in tasks {
+        let (l, f) = task.await.unwrap();
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        latencies[((latencies.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0
+    };
+    let rps = latencies.len() as f64 / elapsed;
+    let (p50, p99) = (pct(0.5), pct(0.99));
+
+    handle.stop(true).await;
+    let _ = server.await;
+
+    // The reference: a bare INSERT of the message event's payload size.
+    psql(
+        &url,
+        "CREATE TABLE bench_raw (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload JSONB NOT NULL)",
+    );
+    let payload = json!({"ticket_id": uuid::Uuid::now_v7(), "user_id": uuid::Uuid::now_v7(), "message_id": uuid::Uuid::now_v7(), "author": "user", "author_id": uuid::Uuid::now_v7().to_string(), "text": TEXT, "channel": "cabinet"}).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("insert.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "INSERT INTO bench_raw (payload) VALUES ('{}');\n",
+            payload.replace('\'', "''")
+        ),
+    )
+    .unwrap();
+    let output = Command::new("pgbench")
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &duration.as_secs().to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg(&url)
+        .output()
+        .expect("pgbench must be installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let tps: f64 = stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench output: {stdout}"));
+
+    println!(
+        "{clients} clients, {}s, payload {} bytes, {failures} failed requests",
+        duration.as_secs(),
+        payload.len()
+    );
+    println!();
+    println!("| path | requests/s | p50 ms | p99 ms | ratio to bare INSERT |");
+    println!("|---|---:|---:|---:|---:|");
+    println!("| pgbench bare INSERT ({clients} clients) | {tps:.0} | | | 100% |");
+    println!(
+        "| POST /api/v1/cabinet/tickets/{{id}}/messages | {rps:.0} | {p50:.2} | {p99:.2} | {:.0}% |",
+        100.0 * rps / tps
+    );
+
+    psql(
+        admin_url,
+        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
+    );
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let output = Command::new("psql")
+        .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql, url])
+        .output()
+        .expect("psql must be installed");
+    assert!(
+        output.status.success(),
+        "psql `{sql}` failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = base[scheme_end..]
+        .find('/')
+        .map_or(base, |slash| &base[..scheme_end + slash]);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
