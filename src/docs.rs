@@ -14,8 +14,9 @@ use crate::{admin, auth, cabinet, ledger, referrals, subscriptions, tickets, use
 #[openapi(
     info(
         title = "Switchboard",
-        description = "The back office of a Telegram bot business. Errors are `application/problem+json` with a stable `code`."
+        description = "The back office of a Telegram bot business.\n\nEvery error is `application/problem+json` (schema `ProblemBody`) with a stable `code`: `bad_request`, `malformed_json` (400), `invalid_body`, `invalid_field` (422, with `field`), `invalid_query` (400), `unsupported_media_type` (415), `payload_too_large` (413), `unauthorized`, `invalid_token`, `invalid_credentials`, `invalid_telegram_auth` (401), `forbidden`, `email_not_verified` (403), `not_found` (404), `invalid_link` (400), `conflict`, `version_conflict`, `ticket_already_open`, `ticket_closed`, `ticket_exists`, `user_exists`, `payment_final`, `payment_not_refundable`, `payment_mismatch`, `insufficient_funds` (409; 402 when buying a subscription), `subscription_active`, `subscription_not_active` (409), `self_referral`, `amount_too_large` (422), `rate_limited` (429, with `Retry-After`), `unavailable` (503, with `Retry-After`), `internal` (500)."
     ),
+    components(schemas(crate::error::ProblemBody)),
     nest(
         (path = "/api/v1/auth", api = AdminAuthApi),
         (path = "/api/v1/admin", api = AdminApi),
@@ -52,6 +53,7 @@ struct AdminAuthApi;
     tickets::admin_routes::set_priority,
     tickets::admin_routes::assign,
     ledger::routes::record_payment,
+    ledger::routes::refund_payment,
     ledger::routes::list_payments,
     ledger::routes::top_up,
     ledger::routes::withdraw,

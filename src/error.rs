@@ -175,6 +175,23 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The body of every error response (`application/problem+json`, RFC 9457),
+/// as documented in the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ProblemBody {
+    /// `urn:switchboard:problem:<code>`
+    #[schema(rename = "type")]
+    kind: String,
+    status: u16,
+    /// Stable and machine-readable; see the document's description.
+    code: String,
+    title: String,
+    detail: Option<String>,
+    /// The request field the problem is about.
+    field: Option<String>,
+}
+
 /// Renders a problem as `application/problem+json`.
 pub fn problem_response(problem: &Problem) -> HttpResponse {
     #[derive(Serialize)]

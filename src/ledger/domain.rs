@@ -93,8 +93,11 @@ pub enum TransactionKind {
 }
 
 impl TransactionKind {
+    /// Deposits and referral rewards add to the balance; withdrawals,
+    /// subscription payments and refunds (money returned to the payer)
+    /// take from it.
     fn is_credit(self) -> bool {
-        matches!(self, Self::Deposit | Self::Refund | Self::ReferralReward)
+        matches!(self, Self::Deposit | Self::ReferralReward)
     }
 }
 
@@ -237,6 +240,14 @@ pub enum PaymentEvent {
         user_id: UserId,
         reason: String,
     },
+    #[serde(rename = "payment.refunded")]
+    Refunded {
+        payment_id: PaymentId,
+        user_id: UserId,
+        amount: Amount,
+        currency: Currency,
+        reason: String,
+    },
 }
 
 impl DomainEvent for PaymentEvent {}
@@ -248,6 +259,7 @@ pub enum PaymentStatus {
     Pending,
     Completed,
     Failed,
+    Refunded,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -276,12 +288,16 @@ pub enum PaymentCommand {
         external_id: String,
         reason: String,
     },
+    /// The money goes back to the payer: only a completed payment, once.
+    Refund { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
     #[error("the payment is already {0}")]
     AlreadyFinal(&'static str),
+    #[error("only a completed payment can be refunded")]
+    NotRefundable,
 }
 
 impl DomainError for PaymentError {
@@ -290,7 +306,10 @@ impl DomainError for PaymentError {
     }
 
     fn code(&self) -> &'static str {
-        "payment_final"
+        match self {
+            Self::AlreadyFinal(_) => "payment_final",
+            Self::NotRefundable => "payment_not_refundable",
+        }
     }
 }
 
@@ -322,13 +341,30 @@ impl Aggregate for Payment {
             }
             PaymentEvent::Completed { .. } => self.status = PaymentStatus::Completed,
             PaymentEvent::Failed { .. } => self.status = PaymentStatus::Failed,
+            PaymentEvent::Refunded { .. } => self.status = PaymentStatus::Refunded,
         }
     }
 
     fn decide(&self, command: PaymentCommand) -> Result<Vec<PaymentEvent>, PaymentError> {
+        if let PaymentCommand::Refund { reason } = command {
+            return match (self.status, &self.details) {
+                (PaymentStatus::Completed, Some((payment_id, user_id, amount, currency, _, _))) => {
+                    Ok(vec![PaymentEvent::Refunded {
+                        payment_id: *payment_id,
+                        user_id: *user_id,
+                        amount: *amount,
+                        currency: currency.clone(),
+                        reason,
+                    }])
+                }
+                (PaymentStatus::Refunded, _) => Err(PaymentError::AlreadyFinal("refunded")),
+                _ => Err(PaymentError::NotRefundable),
+            };
+        }
         match self.status {
             PaymentStatus::Completed => return Err(PaymentError::AlreadyFinal("completed")),
             PaymentStatus::Failed => return Err(PaymentError::AlreadyFinal("failed")),
+            PaymentStatus::Refunded => return Err(PaymentError::AlreadyFinal("refunded")),
             PaymentStatus::None | PaymentStatus::Pending => {}
         }
         let created = |payment_id,
@@ -400,6 +436,7 @@ impl Aggregate for Payment {
                     reason,
                 });
             }
+            PaymentCommand::Refund { .. } => {}
         }
         Ok(events)
     }

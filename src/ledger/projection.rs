@@ -92,6 +92,14 @@ pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result
                 .exec(conn)
                 .await?;
         }
+        PaymentEvent::Refunded { payment_id, .. } => {
+            payment::Entity::update_many()
+                .col_expr(payment::Column::Status, Expr::value("refunded"))
+                .col_expr(payment::Column::UpdatedAt, Expr::value(at))
+                .filter(payment::Column::Id.eq(payment_id.as_uuid()))
+                .exec(conn)
+                .await?;
+        }
         PaymentEvent::Failed {
             payment_id, reason, ..
         } => {

@@ -32,6 +32,7 @@ pub fn configure_cabinet(cfg: &mut web::ServiceConfig) {
 
 pub fn configure_admin(cfg: &mut web::ServiceConfig) {
     cfg.service(record_payment)
+        .service(refund_payment)
         .service(list_payments)
         .service(top_up)
         .service(withdraw)
@@ -282,6 +283,35 @@ pub async fn record_payment(
     } else {
         HttpResponse::Ok().json(out)
     })
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RefundIn {
+    pub reason: String,
+}
+
+/// Refunds a completed payment (`payment.refunded` and a `refund` debit of
+/// the balance; 409 `insufficient_funds` if the money was spent, 409
+/// `payment_not_refundable` / `payment_final` otherwise).
+#[utoipa::path(tag = "ledger", params(("id" = Uuid, Path)), request_body = RefundIn, responses((status = 200, body = PaymentOut), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[post("/payments/{id}/refund")]
+#[tracing::instrument(skip_all)]
+pub async fn refund_payment(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<Uuid>,
+    body: web::Json<RefundIn>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::LedgerManage)?;
+    let reason = validate::text("reason", &body.reason, 500)?;
+    let payment = service::refund(
+        &state,
+        crate::ids::PaymentId::from_uuid(*id),
+        reason,
+        caller.actor(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(PaymentOut::from(payment)))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -163,6 +163,78 @@ pub async fn post_entry(state: &AppState, entry: Entry, actor: Actor) -> Result<
     }
 }
 
+/// Refunds a completed payment: `payment.refunded` and a `refund` debit of
+/// the balance, together (409 `insufficient_funds` if the money was spent).
+pub async fn refund(
+    state: &AppState,
+    id: PaymentId,
+    reason: String,
+    actor: Actor,
+) -> Result<payment::Model, ApiError> {
+    let existing = find_payment(state, id)
+        .await
+        .map_err(|_| Problem::not_found().detail("no such payment"))?;
+    let currency =
+        Currency::parse(&existing.currency).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+    let amount =
+        Amount::parse(existing.amount).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+    let user_id = UserId::from_uuid(existing.user_id);
+    for _ in 0..5 {
+        let txn = state.db.begin_write().await?;
+        match execute::<Payment>(
+            &state.store,
+            &txn,
+            id,
+            PaymentCommand::Refund {
+                reason: reason.clone(),
+            },
+            actor.clone(),
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let entry = Entry {
+            transaction_id: TransactionId::new(),
+            user_id,
+            currency: currency.clone(),
+            kind: TransactionKind::Refund,
+            amount,
+            reference: Some(format!("payment:{id}")),
+            description: Some(reason.clone()),
+        };
+        match execute::<Balance>(
+            &state.store,
+            &txn,
+            &Balance::key(user_id, &currency),
+            entry,
+            actor.clone(),
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(e) if is_conflict(&e) => continue,
+            Err(CommandError::Domain(LedgerError::InsufficientFunds { balance, needed })) => {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "insufficient_funds",
+                    "Insufficient funds",
+                )
+                .detail(format!(
+                    "the balance is {balance}; refunding needs {needed}"
+                ))
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        txn.commit().await?;
+        return find_payment(state, id).await;
+    }
+    Err(busy())
+}
+
 async fn find_payment(state: &AppState, id: PaymentId) -> Result<payment::Model, ApiError> {
     payment::Entity::find_by_id(id.as_uuid())
         .one(state.db.conn())

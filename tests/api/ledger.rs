@@ -140,3 +140,36 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    async fn a_completed_payment_is_refunded_once_and_debits_the_balance(db) {
+        let app = TestApp::spawn(&db).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let user = cabinet_user(&app, 7).await;
+        let uid = user_id(&app, &user.access_token).await;
+        let paid: Value = app.post("/api/v1/admin/payments", Some(&owner.access_token), json!({"user_id": uid, "amount": 700, "currency": "RUB", "provider": "p", "external_id": "r1", "status": "completed"})).await.json().await.unwrap();
+        let id = paid["id"].as_str().unwrap();
+        let refunded = app.post(&format!("/api/v1/admin/payments/{id}/refund"), Some(&owner.access_token), json!({"reason": "asked"})).await;
+        assert_eq!(refunded.status().as_u16(), 200);
+        assert_eq!(refunded.json::<Value>().await.unwrap()["status"], "refunded");
+        let balance: Value = app.get_with("/api/v1/cabinet/balance", &user.access_token).await.json().await.unwrap();
+        assert_eq!(balance[0]["balance"], 0);
+        let again = app.post(&format!("/api/v1/admin/payments/{id}/refund"), Some(&owner.access_token), json!({"reason": "again"})).await;
+        assert_problem(again, 409, "payment_final").await;
+
+        // Money already spent cannot be refunded from the balance.
+        let paid: Value = app.post("/api/v1/admin/payments", Some(&owner.access_token), json!({"user_id": uid, "amount": 500, "currency": "RUB", "provider": "p", "external_id": "r2", "status": "completed"})).await.json().await.unwrap();
+        app.post(&format!("/api/v1/admin/users/{uid}/withdrawals"), Some(&owner.access_token), json!({"amount": 300, "currency": "RUB", "reason": "spent"})).await;
+        let spent = app.post(&format!("/api/v1/admin/payments/{}/refund", paid["id"].as_str().unwrap()), Some(&owner.access_token), json!({"reason": "asked"})).await;
+        assert_problem(spent, 409, "insufficient_funds").await;
+        let failed: Value = app.post("/api/v1/admin/payments", Some(&owner.access_token), json!({"user_id": uid, "amount": 5, "currency": "RUB", "provider": "p", "external_id": "r3", "status": "failed"})).await.json().await.unwrap();
+        let not_refundable = app.post(&format!("/api/v1/admin/payments/{}/refund", failed["id"].as_str().unwrap()), Some(&owner.access_token), json!({"reason": "x"})).await;
+        assert_problem(not_refundable, 409, "payment_not_refundable").await;
+        assert_problem(app.post(&format!("/api/v1/admin/payments/{}/refund", uuid::Uuid::now_v7()), Some(&owner.access_token), json!({"reason": "x"})).await, 404, "not_found").await;
+        crate::event_store::settle(&app.state.store).await;
+        let kinds: Vec<String> = app.get_with(&format!("/api/v1/admin/users/{uid}/ledger"), &owner.access_token).await.json::<Value>().await.unwrap()["transactions"]["items"]
+            .as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(kinds, ["withdrawal", "deposit", "refund", "deposit"]);
+        app.stop().await;
+    }
+}
