@@ -24,6 +24,7 @@ use crate::{
     events::{EventStore, Tailer},
     health,
     mail::{templates::Templates, worker::MailWorker},
+    realtime::{self, Hub},
     telemetry::RedactingRootSpan,
 };
 
@@ -38,6 +39,11 @@ pub struct AppState {
     pub templates: Arc<Templates>,
     /// Wakes the mail worker after a commit that queued an e-mail.
     pub mail_wake: Arc<Notify>,
+    /// Publishes every event to the live WebSocket feeds.
+    pub hub: Hub,
+    /// Cancelled when the server starts stopping: long-lived connections
+    /// (WebSocket feeds) end then instead of holding up the shutdown.
+    pub closing: CancellationToken,
 }
 
 /// A built application: bound to its port, background tasks running.
@@ -69,6 +75,15 @@ impl Application {
         )
         .await
         .context("cannot start the log tailer")?;
+
+        crate::prometheus::install();
+        let hub = Hub::start(
+            &tailer,
+            store.clone(),
+            config.realtime.queue,
+            &mut tasks,
+            shutdown.clone(),
+        );
 
         let jwt = JwtKeys::new(
             &auth::jwt_secret(&config, &db).await?,
@@ -104,6 +119,8 @@ impl Application {
             jwt,
             templates,
             mail_wake,
+            hub,
+            closing: CancellationToken::new(),
         });
         let server = serve(listener, state.clone())?;
         Ok(Self {
@@ -140,16 +157,19 @@ impl Application {
             shutdown,
         } = self;
         let handle = server.handle();
+        let closing = state.closing.clone();
         let stop_signal = wait_for_signal();
         // Listening is announced once SIGTERM/SIGINT are ours to handle.
         tracing::info!(address = %state.config.listen.ip(), port, "listening");
         let signals = tokio::spawn(async move {
             stop_signal.await;
             tracing::info!("stop signal received; finishing in-flight requests");
+            closing.cancel();
             handle.stop(true).await;
         });
         let served = server.await;
         signals.abort();
+        state.closing.cancel();
         tracing::info!("HTTP server stopped; stopping background tasks");
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}
@@ -170,6 +190,8 @@ fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> 
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .configure(health::configure)
+            .configure(crate::prometheus::configure)
+            .configure(realtime::configure_admin)
             .configure(auth::configure)
             .configure(admin::configure)
             .configure(cabinet::configure)

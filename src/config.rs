@@ -40,6 +40,20 @@ pub struct Config {
     pub subscription_check_interval: Duration,
     /// Percent of a referred user's deposits credited to the referrer.
     pub referral_percent: u32,
+    pub realtime: RealtimeConfig,
+}
+
+/// The live WebSocket feeds.
+#[derive(Debug, Clone)]
+pub struct RealtimeConfig {
+    /// How often the server pings each client.
+    pub ping_interval: Duration,
+    /// A client heard nothing from for this long is closed.
+    pub idle_timeout: Duration,
+    /// Frames a client may be behind the live feed before it is closed (4008).
+    pub queue: usize,
+    /// Most events replayed on resume; further behind → `resync_required`.
+    pub replay_limit: u64,
 }
 
 /// A subscription plan (`SWITCHBOARD_PLANS`, a JSON array).
@@ -417,7 +431,34 @@ impl Config {
             ));
         }
 
+        let realtime = RealtimeConfig {
+            ping_interval: Duration::from_secs(parse_or(&get, "SWITCHBOARD_WS_PING_SECS", 25u64)?),
+            idle_timeout: Duration::from_secs(parse_or(
+                &get,
+                "SWITCHBOARD_WS_IDLE_TIMEOUT_SECS",
+                60u64,
+            )?),
+            queue: parse_or(&get, "SWITCHBOARD_WS_QUEUE", 1024usize)?,
+            replay_limit: parse_or(&get, "SWITCHBOARD_WS_REPLAY_LIMIT", 10_000u64)?,
+        };
+        if realtime.ping_interval.is_zero() || realtime.idle_timeout <= realtime.ping_interval {
+            return Err(invalid(
+                "SWITCHBOARD_WS_IDLE_TIMEOUT_SECS",
+                "must be longer than SWITCHBOARD_WS_PING_SECS, which must be at least 1",
+            ));
+        }
+        if !(16..=1_000_000).contains(&realtime.queue) {
+            return Err(invalid(
+                "SWITCHBOARD_WS_QUEUE",
+                "must be between 16 and 1000000",
+            ));
+        }
+        if realtime.replay_limit == 0 {
+            return Err(invalid("SWITCHBOARD_WS_REPLAY_LIMIT", "must be at least 1"));
+        }
+
         Ok(Self {
+            realtime,
             plans,
             subscription_check_interval,
             referral_percent,

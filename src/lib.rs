@@ -20,6 +20,8 @@ pub mod ids;
 pub mod ledger;
 pub mod mail;
 pub mod projections;
+pub mod prometheus;
+pub mod realtime;
 pub mod referrals;
 pub mod subscriptions;
 pub mod telemetry;

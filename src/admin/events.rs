@@ -9,6 +9,7 @@ use crate::{
     auth::{CurrentAdmin, Permission},
     error::{ApiError, Problem},
     events::{Cursor, EventType, LogFilter, RecordedEvent, StreamName},
+    realtime::audience::Audience,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -38,7 +39,11 @@ pub struct EventsPageOut {
     pub next_cursor: String,
 }
 
-/// Reads the event log in its global order, with optional filters.
+/// Reads the event log in its global order, with optional filters. Only
+/// events the caller may read through the rest of the admin API are shown
+/// (`user.*` needs `users:read`, `ticket.*` `tickets:read`, `payment.*`,
+/// `transaction.*`, `subscription.*` and `referral.*` `ledger:read`,
+/// `webhook.*` `webhooks:manage`), as on the live feed.
 #[utoipa::path(tag = "events", params(EventsQuery), responses((status = 200, body = EventsPageOut), (status = 400), (status = 401), (status = 403), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[get("/events")]
 #[tracing::instrument(skip_all)]
@@ -81,8 +86,15 @@ pub async fn browse(
         stream: query.stream.clone(),
     };
     let page = state.store.read_filtered(cursor, limit, &filter).await?;
+    // The same events the caller's live feed carries (see realtime::audience):
+    // a page may come back shorter than `limit`; `next_cursor` moves on anyway.
+    let events = page
+        .events
+        .into_iter()
+        .filter(|e| Audience::of(e).admin_may_see(&caller.permissions))
+        .collect();
     Ok(HttpResponse::Ok().json(EventsPageOut {
-        events: page.events,
+        events,
         next_cursor: page.next.to_string(),
     }))
 }

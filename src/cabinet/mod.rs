@@ -24,6 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(crate::ledger::routes::configure_cabinet)
             .configure(crate::subscriptions::routes::configure_cabinet)
             .configure(crate::referrals::configure_cabinet)
+            .configure(crate::realtime::configure_cabinet)
             .service(me),
     );
 }

@@ -355,6 +355,37 @@ impl EventStore {
         })
     }
 
+    /// How many readable events come after `after`, counting at most `cap`.
+    pub async fn count_after(&self, after: Cursor, cap: u64) -> Result<u64, DbErr> {
+        let after = self.normalize(after);
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let statement = match self.db.backend() {
+            Backend::Postgres => Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT COUNT(*)::bigint AS n FROM (SELECT 1 FROM events \
+                   WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+                     AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                   LIMIT $3) AS t",
+                [
+                    DbValue::from(after.tx.to_string()),
+                    DbValue::from(after.position),
+                    DbValue::from(cap),
+                ],
+            ),
+            Backend::Sqlite => Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Sqlite,
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM events WHERE position > ?1 LIMIT ?2)",
+                [DbValue::from(after.position), DbValue::from(cap)],
+            ),
+        };
+        let row = self.db.conn().query_one_raw(statement).await?;
+        let n: i64 = match row {
+            Some(row) => row.try_get("", "n")?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Postgres: are there rows after `cursor` (held back by the horizon
     /// when the read was made)?
     async fn has_unreadable_after(&self, cursor: Cursor) -> Result<bool, DbErr> {

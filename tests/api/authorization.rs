@@ -11,7 +11,7 @@ use switchboard::auth::Role;
 
 use crate::helpers::{JWT_SECRET, TestApp, both_backends};
 
-fn claims_of(token: &str) -> Value {
+pub(crate) fn claims_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -22,7 +22,7 @@ fn claims_of(token: &str) -> Value {
 }
 
 /// Bad credentials forged from a real token's claims.
-fn forged(real: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn forged(real: &str) -> Vec<(&'static str, String)> {
     let mut claims = claims_of(real);
     let now = chrono::Utc::now().timestamp();
     let mut expired = claims.clone();

@@ -327,6 +327,7 @@ impl TestApp {
 
     /// Stops the server gracefully and waits for its background tasks.
     pub async fn stop(mut self) {
+        self.state.closing.cancel();
         self.handle.stop(true).await;
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
@@ -517,4 +518,127 @@ pub async fn assert_problem(
     assert_eq!(body["code"], code, "problem body: {body}");
     assert_eq!(body["status"], status);
     body
+}
+
+/// A WebSocket client of the live feeds.
+pub struct WsClient {
+    stream: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+}
+
+/// How a feed refused or ended a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WsEnd {
+    Closed(u16),
+    /// The connection ended without a close frame.
+    Dropped,
+}
+
+impl TestApp {
+    /// Opens `path` (`/ws?…`) with `Authorization: Bearer <token>` if given;
+    /// `Err(status)` when refused before the upgrade.
+    pub async fn ws(&self, path: &str, token: Option<&str>) -> Result<WsClient, u16> {
+        self.ws_with_buffer(path, token, None).await
+    }
+
+    /// Like [`TestApp::ws`], with a small receive buffer (a client whose
+    /// socket fills up quickly when it stops reading).
+    pub async fn ws_with_buffer(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        recv_buffer: Option<u32>,
+    ) -> Result<WsClient, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}{path}", self.address.replace("http://", "ws://"));
+        let mut request = url.into_client_request().unwrap();
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let tcp = socket
+            .connect(self.address.trim_start_matches("http://").parse().unwrap())
+            .await
+            .unwrap();
+        match tokio_tungstenite::client_async(request, tcp).await {
+            Ok((stream, _)) => Ok(WsClient { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("WebSocket connection failed: {e}"),
+        }
+    }
+}
+
+impl WsClient {
+    /// The next text message as JSON (20 s at most); panics if the
+    /// connection ends first.
+    pub async fn next_json(&mut self) -> serde_json::Value {
+        match self.next_message().await {
+            Ok(value) => value,
+            Err(end) => panic!("the feed ended ({end:?}) while a message was expected"),
+        }
+    }
+
+    /// The next text message, or how the connection ended.
+    pub async fn next_message(&mut self) -> Result<serde_json::Value, WsEnd> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(20), self.stream.next())
+                .await
+                .expect("no message from the feed within 20 s");
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(serde_json::from_str(&text).expect("feed messages are JSON"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(frame.map_or(WsEnd::Dropped, |f| WsEnd::Closed(f.code.into())));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Err(WsEnd::Dropped),
+            }
+        }
+    }
+
+    /// The next event envelope, skipping protocol messages.
+    pub async fn next_event(&mut self) -> serde_json::Value {
+        loop {
+            let message = self.next_json().await;
+            if message.get("position").is_some() {
+                return message;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and the
+    /// events received on the way.
+    pub async fn until_closed(&mut self) -> (WsEnd, Vec<serde_json::Value>) {
+        let mut events = Vec::new();
+        loop {
+            match self.next_message().await {
+                Ok(message) if message.get("position").is_some() => events.push(message),
+                Ok(_) => {}
+                Err(end) => return (end, events),
+            }
+        }
+    }
+
+    pub async fn send_json(&mut self, value: serde_json::Value) {
+        use futures::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                value.to_string(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
 }

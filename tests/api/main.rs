@@ -13,6 +13,7 @@ mod events_browser;
 mod health;
 mod ledger;
 mod openapi;
+mod realtime;
 mod referrals;
 mod secrets_in_logs;
 mod startup;

@@ -1,0 +1,29 @@
+//! Live feed metrics: connected clients by feed, messages sent, slow
+//! consumers disconnected.
+
+/// Counts a connection while it lives.
+pub struct Connected {
+    feed: &'static str,
+}
+
+impl Connected {
+    pub fn new(feed: &'static str) -> Self {
+        metrics::gauge!("switchboard_ws_clients", "feed" => feed).increment(1.0);
+        Self { feed }
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        metrics::gauge!("switchboard_ws_clients", "feed" => self.feed).decrement(1.0);
+    }
+}
+
+pub fn sent(feed: &'static str) {
+    metrics::counter!("switchboard_ws_messages_sent_total", "feed" => feed).increment(1);
+}
+
+pub fn slow_consumer(feed: &'static str) {
+    metrics::counter!("switchboard_ws_slow_consumer_disconnects_total", "feed" => feed)
+        .increment(1);
+}

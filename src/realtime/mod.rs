@@ -1,0 +1,168 @@
+//! Live feeds over WebSocket: `GET /ws` for admins and API keys with
+//! `events:read`, `GET /api/v1/cabinet/ws` for a signed-in cabinet user
+//! (only events about them). The protocol is in DESIGN.md ("WebSocket").
+//!
+//! The credential is checked before the upgrade: a bad one is an HTTP 401,
+//! never a socket that opens and closes.
+
+pub mod audience;
+pub mod feed;
+pub mod hub;
+mod metrics;
+pub mod session;
+
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+pub use self::hub::Hub;
+use self::session::{Connection, Viewer};
+use crate::{
+    app::AppState,
+    auth::{
+        Permission, api_keys,
+        extractors::{authenticate_admin, authenticate_user, credential},
+        tokens::Audience as TokenAudience,
+    },
+    error::{ApiError, Problem},
+    events::{Cursor, TypeFilter},
+};
+
+/// Largest message a client may send (they are small JSON commands).
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// `GET /ws`, at the root.
+pub fn configure_admin(cfg: &mut web::ServiceConfig) {
+    cfg.service(admin_feed);
+}
+
+/// `GET /ws` inside the cabinet scope (`/api/v1/cabinet/ws`).
+pub fn configure_cabinet(cfg: &mut web::ServiceConfig) {
+    cfg.service(cabinet_feed);
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct FeedQuery {
+    /// The access token (or API key), for clients that cannot set the
+    /// `Authorization` header (browsers). Never logged.
+    pub token: Option<String>,
+    /// Replay every event after this cursor, then continue live.
+    pub cursor: Option<String>,
+    /// Comma-separated type filters with `*` suffix wildcards, e.g.
+    /// `ticket.*,payment.completed` (default: every type).
+    pub types: Option<String>,
+}
+
+/// The admin event feed (WebSocket). Admin JWT, or an API key with
+/// `events:read`; each event is sent only if the caller may read it through
+/// the admin API (`user.*` needs `users:read`, `ticket.*` `tickets:read`,
+/// money `ledger:read`, `webhook.*` `webhooks:manage`).
+#[utoipa::path(tag = "realtime", params(FeedQuery), responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 400), (status = 401), (status = 403), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[get("/ws")]
+#[tracing::instrument(skip_all)]
+pub async fn admin_feed(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    query: web::Query<FeedQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let credential = credential_of(&req, &query)?;
+    let admin = authenticate_admin(&state, &credential).await?;
+    admin.require(Permission::EventsRead)?;
+    let expires_at = if credential.starts_with(api_keys::PREFIX) {
+        None
+    } else {
+        expiry(&state, &credential, TokenAudience::Admin)
+    };
+    let connection = Connection {
+        viewer: Viewer::Admin {
+            permissions: admin.permissions,
+        },
+        credential: SecretString::from(credential),
+        expires_at,
+        cursor: cursor_of(&query)?,
+        types: types_of(&query)?,
+    };
+    upgrade(&req, body, state, connection)
+}
+
+/// The signed-in user's own event feed (WebSocket): their tickets and
+/// messages, payments, ledger entries, subscription and referral rewards.
+#[utoipa::path(tag = "realtime", params(FeedQuery), responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 400), (status = 401), (status = 403), (status = 422)), security(("bearer" = [])))]
+#[get("/ws")]
+#[tracing::instrument(skip_all)]
+pub async fn cabinet_feed(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    query: web::Query<FeedQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let credential = credential_of(&req, &query)?;
+    let user = authenticate_user(&state, &credential).await?;
+    let connection = Connection {
+        viewer: Viewer::User { id: user.id },
+        expires_at: expiry(&state, &credential, TokenAudience::Cabinet),
+        credential: SecretString::from(credential),
+        cursor: cursor_of(&query)?,
+        types: types_of(&query)?,
+    };
+    upgrade(&req, body, state, connection)
+}
+
+fn credential_of(req: &HttpRequest, query: &FeedQuery) -> Result<String, ApiError> {
+    credential(req)
+        .or_else(|| query.token.clone().filter(|t| !t.trim().is_empty()))
+        .ok_or_else(|| {
+            Problem::unauthorized(
+                "send `Authorization: Bearer <token>`, or `?token=<token>` where headers cannot be set",
+            )
+            .into()
+        })
+}
+
+fn expiry(state: &AppState, token: &str, audience: TokenAudience) -> Option<DateTime<Utc>> {
+    state
+        .jwt
+        .verify(token, audience)
+        .and_then(|claims| DateTime::from_timestamp(claims.exp, 0))
+}
+
+fn cursor_of(query: &FeedQuery) -> Result<Option<Cursor>, ApiError> {
+    query
+        .cursor
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<Cursor>()
+                .map_err(|e| Problem::invalid_field("cursor", e.to_string()).into())
+        })
+        .transpose()
+}
+
+fn types_of(query: &FeedQuery) -> Result<TypeFilter, ApiError> {
+    match query.types.as_deref() {
+        None => Ok(TypeFilter::all()),
+        Some(raw) => TypeFilter::parse_list(raw)
+            .map_err(|e| Problem::invalid_field("types", e.to_string()).into()),
+    }
+}
+
+fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    connection: Connection,
+) -> Result<HttpResponse, ApiError> {
+    let (response, session, stream) = actix_ws::handle(req, body).map_err(|_| {
+        Problem::bad_request("this endpoint speaks WebSocket: send an HTTP/1.1 upgrade request")
+    })?;
+    let stream = stream
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_CLIENT_MESSAGE);
+    let state = state.into_inner();
+    let closing = state.closing.clone();
+    actix_web::rt::spawn(session::run(state, session, stream, connection, closing));
+    Ok(response)
+}

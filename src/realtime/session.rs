@@ -1,0 +1,379 @@
+//! One WebSocket connection: the protocol of DESIGN.md ("WebSocket").
+//!
+//! Server → client: the connection message, event envelopes, `pong`,
+//! `subscribed`, `resync_required`, `error`. Client → server: `ping`,
+//! `subscribe`. Close codes: 4001 (token expired or revoked), 4008 (slow
+//! consumer), 1001 (idle for too long, or the server is stopping), 1011
+//! (the log could not be read).
+
+use std::{sync::Arc, time::Duration};
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use bytestring::ByteString;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    feed::{Feed, FeedError},
+    hub::Frame,
+    metrics,
+};
+use crate::{
+    app::AppState,
+    auth::{
+        Permission,
+        extractors::{authenticate_admin, authenticate_user},
+    },
+    error::ApiError,
+    events::{Cursor, TypeFilter},
+    ids::UserId,
+};
+
+/// Which feed a connection is on, and whose it is.
+#[derive(Debug, Clone)]
+pub enum Viewer {
+    Admin { permissions: Vec<Permission> },
+    User { id: UserId },
+}
+
+impl Viewer {
+    pub fn feed_name(&self) -> &'static str {
+        match self {
+            Self::Admin { .. } => "admin",
+            Self::User { .. } => "cabinet",
+        }
+    }
+
+    fn may_see(&self, frame: &Frame) -> bool {
+        match self {
+            Self::Admin { permissions } => frame.audience.admin_may_see(permissions),
+            Self::User { id } => frame.audience.user_may_see(*id),
+        }
+    }
+}
+
+/// An authenticated connection about to start.
+pub struct Connection {
+    pub viewer: Viewer,
+    /// Kept to re-check the session while connected (logout, block, revoke).
+    pub credential: SecretString,
+    /// When the access token expires (API keys do not).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// `?cursor=`: replay from here.
+    pub cursor: Option<Cursor>,
+    /// `?types=`: the initial filter.
+    pub types: TypeFilter,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Ping,
+    Subscribe {
+        #[serde(default)]
+        types: Option<Vec<String>>,
+        #[serde(default)]
+        cursor: Option<String>,
+    },
+}
+
+/// Why a connection ends.
+enum Stop {
+    /// The client went away (or closed): nothing more to send.
+    Gone,
+    Close(u16, &'static str),
+}
+
+enum Wake {
+    Stop(Stop),
+    Tick,
+    Client(Option<Result<AggregatedMessage, actix_ws::ProtocolError>>),
+    Frame(Result<Arc<Frame>, FeedError>),
+}
+
+struct Live {
+    state: Arc<AppState>,
+    session: Session,
+    feed: Feed,
+    viewer: Viewer,
+    types: TypeFilter,
+    credential: SecretString,
+    last_heard: Instant,
+}
+
+/// Serves one connection until it ends.
+#[tracing::instrument(name = "ws_session", skip_all, fields(feed = connection.viewer.feed_name()))]
+pub async fn run(
+    state: Arc<AppState>,
+    session: Session,
+    mut stream: AggregatedMessageStream,
+    connection: Connection,
+    shutdown: CancellationToken,
+) {
+    let feed_name = connection.viewer.feed_name();
+    let _connected = metrics::Connected::new(feed_name);
+    let config = state.config.realtime.clone();
+    let feed = Feed::live(&state.hub);
+    let head = feed.cursor();
+    let mut live = Live {
+        state,
+        session,
+        feed,
+        viewer: connection.viewer,
+        types: connection.types,
+        credential: connection.credential,
+        last_heard: Instant::now(),
+    };
+    tracing::debug!("connected");
+
+    let start = connection.cursor.unwrap_or(head);
+    let greeting = json!({
+        "type": "connection",
+        "status": "connected",
+        "message": format!("connected to the {feed_name} event feed"),
+        "cursor": start,
+        "head": head,
+        "types": live.types.to_strings(),
+    });
+    let mut outcome = live.send_json(&greeting).await;
+    if outcome.is_ok()
+        && let Some(cursor) = connection.cursor
+    {
+        outcome = live.resume(cursor).await;
+    }
+
+    let expiry = connection.expires_at.map(|at| {
+        let left = (at - Utc::now()).to_std().unwrap_or_default();
+        Instant::now() + left
+    });
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    while outcome.is_ok() {
+        let wake = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Wake::Stop(Stop::Close(1001, "the server is stopping")),
+            () = sleep_until_some(expiry) => Wake::Stop(Stop::Close(4001, "token expired")),
+            _ = ping.tick() => Wake::Tick,
+            message = stream.recv() => Wake::Client(message),
+            frame = live.feed.next() => Wake::Frame(frame),
+        };
+        outcome = match wake {
+            Wake::Stop(stop) => Err(stop),
+            Wake::Tick => live.on_ping_tick(config.idle_timeout).await,
+            Wake::Client(message) => live.on_client_message(message).await,
+            Wake::Frame(frame) => live.on_frame(frame).await,
+        };
+    }
+    match outcome {
+        Err(Stop::Close(code, why)) => {
+            tracing::debug!(code, why, "closing");
+            if code == 4008 {
+                metrics::slow_consumer(feed_name);
+            }
+            // A client that stopped reading may never take the close frame:
+            // give it as long as an idle client gets, then let go.
+            let reason = CloseReason {
+                code: CloseCode::Other(code),
+                description: Some(why.to_owned()),
+            };
+            let _ =
+                tokio::time::timeout(config.idle_timeout, live.session.close(Some(reason))).await;
+        }
+        Err(Stop::Gone) | Ok(()) => {
+            tracing::debug!("client gone");
+        }
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Live {
+    async fn on_frame(&mut self, frame: Result<Arc<Frame>, FeedError>) -> Result<(), Stop> {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(FeedError::Overflow) => return Err(Stop::Close(4008, "slow consumer")),
+            Err(FeedError::Closed) => return Err(Stop::Close(1001, "the server is stopping")),
+            Err(FeedError::Db(e)) => {
+                tracing::warn!(error = %e, "cannot replay the log to a client");
+                return Err(Stop::Close(1011, "cannot read the event log; reconnect"));
+            }
+        };
+        if !self.viewer.may_see(&frame) || !self.types.matches(frame.event.event_type.as_str()) {
+            return Ok(());
+        }
+        self.send(frame.json.clone()).await?;
+        metrics::sent(self.viewer.feed_name());
+        Ok(())
+    }
+
+    async fn on_client_message(
+        &mut self,
+        message: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
+    ) -> Result<(), Stop> {
+        self.last_heard = Instant::now();
+        let text = match message {
+            None | Some(Ok(AggregatedMessage::Close(_))) => return Err(Stop::Gone),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "protocol error from the client");
+                return Err(Stop::Close(1002, "protocol error"));
+            }
+            Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                return self.session.pong(&bytes).await.map_err(|_| Stop::Gone);
+            }
+            Some(Ok(AggregatedMessage::Pong(_))) => return Ok(()),
+            Some(Ok(AggregatedMessage::Binary(_))) => {
+                return self
+                    .error("invalid_message", "messages are JSON text")
+                    .await;
+            }
+            Some(Ok(AggregatedMessage::Text(text))) => text,
+        };
+        match serde_json::from_str::<ClientMessage>(&text) {
+            Ok(ClientMessage::Ping) => self.send_json(&json!({"type": "pong"})).await,
+            Ok(ClientMessage::Subscribe { types, cursor }) => self.subscribe(types, cursor).await,
+            Err(e) => {
+                self.error(
+                    "invalid_message",
+                    &format!("expected {{\"type\":\"ping\"}} or {{\"type\":\"subscribe\",…}}: {e}"),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        types: Option<Vec<String>>,
+        cursor: Option<String>,
+    ) -> Result<(), Stop> {
+        let cursor = match cursor.map(|raw| raw.parse::<Cursor>()) {
+            None => None,
+            Some(Ok(cursor)) => Some(cursor),
+            Some(Err(e)) => return self.error("invalid_cursor", &e.to_string()).await,
+        };
+        if let Some(types) = types {
+            match TypeFilter::parse(types.iter().map(String::as_str)) {
+                Ok(filter) => self.types = filter,
+                Err(e) => return self.error("invalid_types", &e.to_string()).await,
+            }
+        }
+        let from = cursor.unwrap_or(self.feed.cursor());
+        self.send_json(&json!({
+            "type": "subscribed",
+            "types": self.types.to_strings(),
+            "cursor": from,
+        }))
+        .await?;
+        match cursor {
+            Some(cursor) => self.resume(cursor).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Replays after `cursor`, or tells the client to resync when that is
+    /// more than the replay limit.
+    async fn resume(&mut self, cursor: Cursor) -> Result<(), Stop> {
+        let limit = self.state.config.realtime.replay_limit;
+        let behind = match self.state.store.count_after(cursor, limit + 1).await {
+            Ok(behind) => behind,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the events to replay");
+                return Err(Stop::Close(1011, "cannot read the event log; reconnect"));
+            }
+        };
+        if behind > limit {
+            self.feed.skip_to_head();
+            return self
+                .send_json(&json!({
+                    "type": "resync_required",
+                    "message": format!(
+                        "more than {limit} events happened since that cursor: reload the state through the API; live events continue from `cursor`"
+                    ),
+                    "cursor": self.feed.cursor(),
+                }))
+                .await;
+        }
+        self.feed.rewind(cursor);
+        Ok(())
+    }
+
+    async fn on_ping_tick(&mut self, idle_timeout: Duration) -> Result<(), Stop> {
+        if self.last_heard.elapsed() > idle_timeout {
+            return Err(Stop::Close(1001, "idle for too long"));
+        }
+        if self.session.ping(b"").await.is_err() {
+            return Err(Stop::Gone);
+        }
+        self.recheck().await
+    }
+
+    /// The session may have ended (logout, password change, blocked user,
+    /// revoked key) or the admin's role changed since the upgrade.
+    async fn recheck(&mut self) -> Result<(), Stop> {
+        let credential = self.credential.expose_secret();
+        let outcome = match &self.viewer {
+            Viewer::Admin { .. } => {
+                authenticate_admin(&self.state, credential)
+                    .await
+                    .and_then(|admin| {
+                        admin.require(Permission::EventsRead)?;
+                        Ok(Viewer::Admin {
+                            permissions: admin.permissions,
+                        })
+                    })
+            }
+            Viewer::User { .. } => authenticate_user(&self.state, credential)
+                .await
+                .map(|user| Viewer::User { id: user.id }),
+        };
+        match outcome {
+            Ok(viewer) => {
+                self.viewer = viewer;
+                Ok(())
+            }
+            Err(ApiError::Problem(_)) => Err(Stop::Close(4001, "token revoked")),
+            // The database is briefly unreachable: not the client's fault.
+            Err(ApiError::Internal(e)) => {
+                tracing::warn!(error = %e, "cannot re-check a live feed's session");
+                Ok(())
+            }
+        }
+    }
+
+    async fn error(&mut self, code: &str, message: &str) -> Result<(), Stop> {
+        self.send_json(&json!({"type": "error", "code": code, "message": message}))
+            .await
+    }
+
+    async fn send_json(&mut self, value: &serde_json::Value) -> Result<(), Stop> {
+        self.send(ByteString::from(value.to_string())).await
+    }
+
+    /// Sends, noticing meanwhile if the client stopped reading for so long
+    /// that its queue overflowed.
+    async fn send(&mut self, text: ByteString) -> Result<(), Stop> {
+        let send = self.session.text(text);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                sent = &mut send => return sent.map_err(|_| Stop::Gone),
+                () = tokio::time::sleep(Duration::from_millis(250)) => {
+                    if self.feed.overflowed() {
+                        return Err(Stop::Close(4008, "slow consumer"));
+                    }
+                }
+            }
+        }
+    }
+}
