@@ -26,6 +26,7 @@ use crate::{
     mail::{templates::Templates, worker::MailWorker},
     realtime::{self, Hub},
     telemetry::RedactingRootSpan,
+    webhooks::{WebhookState, worker::WebhookWorker},
 };
 
 /// Shared by every request handler and worker.
@@ -41,6 +42,7 @@ pub struct AppState {
     pub mail_wake: Arc<Notify>,
     /// Publishes every event to the live WebSocket feeds.
     pub hub: Hub,
+    pub webhooks: WebhookState,
     /// Cancelled when the server starts stopping: long-lived connections
     /// (WebSocket feeds) end then instead of holding up the shutdown.
     pub closing: CancellationToken,
@@ -59,6 +61,7 @@ impl Application {
     /// Connects to the database, runs migrations, starts the log tailer and
     /// binds the listen address (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        install_crypto_provider();
         crate::client_ip::trust(config.trusted_proxies.clone());
         let db = Db::connect(&config.database).await?;
         db.migrate()
@@ -107,6 +110,19 @@ impl Application {
             shutdown.clone(),
         ));
 
+        let webhooks = WebhookState::new(&config, &db).await?;
+        tasks.spawn(
+            WebhookWorker {
+                db: db.clone(),
+                store: store.clone(),
+                config: config.webhooks.clone(),
+                sender: webhooks.sender.clone(),
+                remote: tailer.watch(),
+                wake: webhooks.wake.clone(),
+            }
+            .run(shutdown.clone()),
+        );
+
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let port = listener.local_addr()?.port();
@@ -120,6 +136,7 @@ impl Application {
             templates,
             mail_wake,
             hub,
+            webhooks,
             closing: CancellationToken::new(),
         });
         let server = serve(listener, state.clone())?;
@@ -177,6 +194,12 @@ impl Application {
         tracing::info!("stopped");
         served.context("HTTP server failed")
     }
+}
+
+/// TLS (outgoing webhooks, SMTP) uses rustls with *ring*, installed once
+/// per process before any HTTP client is built. Safe to call repeatedly.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> {

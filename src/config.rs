@@ -41,6 +41,30 @@ pub struct Config {
     /// Percent of a referred user's deposits credited to the referrer.
     pub referral_percent: u32,
     pub realtime: RealtimeConfig,
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhook deliveries.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Encrypts endpoint secrets at rest (required in production).
+    pub encryption_key: Option<SecretString>,
+    /// Delay before each attempt; its length is the number of attempts.
+    pub retry_schedule: Vec<Duration>,
+    /// One HTTP request, at most.
+    pub timeout: Duration,
+    /// Deliveries in flight per instance.
+    pub concurrency: usize,
+    /// How long a claimed delivery is reserved for its worker.
+    pub lease: Duration,
+    /// An endpoint failing without a success for this long is disabled.
+    pub disable_after: Duration,
+    /// Networks deliveries may reach despite the SSRF guard.
+    pub allow_networks: Vec<ipnet::IpNet>,
+    /// Response bodies of attempts older than this are pruned.
+    pub retention: Duration,
+    /// How long a rotated secret keeps signing.
+    pub rotation_grace: Duration,
 }
 
 /// The live WebSocket feeds.
@@ -457,7 +481,10 @@ impl Config {
             return Err(invalid("SWITCHBOARD_WS_REPLAY_LIMIT", "must be at least 1"));
         }
 
+        let webhooks = webhook_config(&get, environment)?;
+
         Ok(Self {
+            webhooks,
             realtime,
             plans,
             subscription_check_interval,
@@ -478,6 +505,112 @@ impl Config {
             mail,
         })
     }
+}
+
+fn webhook_config(
+    get: &impl Fn(&str) -> Option<String>,
+    environment: Environment,
+) -> Result<WebhookConfig, ConfigError> {
+    let encryption_key = get("SWITCHBOARD_WEBHOOK_ENCRYPTION_KEY");
+    if let Some(key) = &encryption_key
+        && key.len() < 32
+    {
+        return Err(invalid(
+            "SWITCHBOARD_WEBHOOK_ENCRYPTION_KEY",
+            "must be at least 32 characters (e.g. `openssl rand -base64 48`)",
+        ));
+    }
+    if encryption_key.is_none() && environment == Environment::Production {
+        return Err(invalid(
+            "SWITCHBOARD_WEBHOOK_ENCRYPTION_KEY",
+            "is required when SWITCHBOARD_ENV=production",
+        ));
+    }
+    let retry_schedule = match get("SWITCHBOARD_WEBHOOK_RETRY_SCHEDULE") {
+        None => ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+            .iter()
+            .filter_map(|d| parse_duration(d))
+            .collect(),
+        Some(raw) => raw
+            .split(',')
+            .map(|d| parse_duration(d.trim()))
+            .collect::<Option<Vec<_>>>()
+            .filter(|s| !s.is_empty() && s.len() <= 50)
+            .ok_or_else(|| {
+                invalid(
+                    "SWITCHBOARD_WEBHOOK_RETRY_SCHEDULE",
+                    "expected 1 to 50 comma-separated durations such as `0s,5s,5m,30m,2h`",
+                )
+            })?,
+    };
+    let timeout = Duration::from_secs(parse_or(get, "SWITCHBOARD_WEBHOOK_TIMEOUT_SECS", 15u64)?);
+    if timeout.is_zero() || timeout.as_secs() > 300 {
+        return Err(invalid(
+            "SWITCHBOARD_WEBHOOK_TIMEOUT_SECS",
+            "must be between 1 and 300",
+        ));
+    }
+    let concurrency = parse_or(get, "SWITCHBOARD_WEBHOOK_CONCURRENCY", 32usize)?;
+    if !(1..=1024).contains(&concurrency) {
+        return Err(invalid(
+            "SWITCHBOARD_WEBHOOK_CONCURRENCY",
+            "must be between 1 and 1024",
+        ));
+    }
+    let mut allow_networks = Vec::new();
+    for raw in get("SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let net = raw
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                invalid(
+                    "SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS",
+                    format!("`{raw}` is not an address or network such as 10.1.0.0/16"),
+                )
+            })?;
+        allow_networks.push(net);
+    }
+    Ok(WebhookConfig {
+        encryption_key: encryption_key.map(SecretString::from),
+        retry_schedule,
+        timeout,
+        concurrency,
+        // Longer than a request can take, so a lease never runs out under
+        // a live worker.
+        lease: timeout * 2 + Duration::from_secs(15),
+        disable_after: Duration::from_secs(
+            3600 * parse_or(get, "SWITCHBOARD_WEBHOOK_DISABLE_AFTER_HOURS", 120u64)?.max(1),
+        ),
+        allow_networks,
+        retention: Duration::from_secs(
+            86_400 * parse_or(get, "SWITCHBOARD_WEBHOOK_RETENTION_DAYS", 30u64)?.max(1),
+        ),
+        rotation_grace: Duration::from_secs(
+            3600 * parse_or(get, "SWITCHBOARD_WEBHOOK_ROTATION_GRACE_HOURS", 24u64)?,
+        ),
+    })
+}
+
+/// `250ms`, `5s`, `5m`, `2h`, `1d`; a bare number is seconds.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(millis))
 }
 
 /// Accepts `postgres://…`, `postgresql://…`, `sqlite://path` and `sqlite:path`.
@@ -596,12 +729,56 @@ mod tests {
             ("SWITCHBOARD_JWT_SECRET", secret),
             ("SWITCHBOARD_SMTP_PASSWORD", "smtp-hunter2"),
             ("SWITCHBOARD_TELEGRAM_BOT_TOKEN", "123:bot-secret"),
+            (
+                "SWITCHBOARD_WEBHOOK_ENCRYPTION_KEY",
+                "webhook-key-webhook-key-webhook-key-1",
+            ),
         ])
         .unwrap();
         let debug = format!("{config:?}");
         assert!(!debug.contains(secret));
+        assert!(!debug.contains("webhook-key-webhook-key"));
         assert!(!debug.contains("smtp-hunter2"));
         assert!(!debug.contains("bot-secret"));
+    }
+
+    #[test]
+    fn webhook_settings_parse_and_bad_values_name_their_variable() {
+        let config = config(&[
+            ("SWITCHBOARD_WEBHOOK_RETRY_SCHEDULE", "0s, 250ms, 5m, 2h"),
+            (
+                "SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS",
+                "127.0.0.0/8, 10.1.2.3",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.webhooks.retry_schedule,
+            [0, 250, 300_000, 7_200_000].map(Duration::from_millis)
+        );
+        assert_eq!(config.webhooks.allow_networks.len(), 2);
+        let default = self::config(&[]).unwrap();
+        assert_eq!(default.webhooks.retry_schedule.len(), 8);
+        assert_eq!(default.webhooks.timeout, Duration::from_secs(15));
+        for (variable, value) in [
+            ("SWITCHBOARD_WEBHOOK_RETRY_SCHEDULE", "5 parsecs"),
+            ("SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS", "intranet"),
+            ("SWITCHBOARD_WEBHOOK_ENCRYPTION_KEY", "short"),
+        ] {
+            assert_eq!(
+                self::config(&[(variable, value)]).unwrap_err().variable,
+                variable
+            );
+        }
+        let err = self::config(&[
+            ("SWITCHBOARD_ENV", "production"),
+            (
+                "SWITCHBOARD_JWT_SECRET",
+                "a-very-long-secret-that-is-at-least-32-chars",
+            ),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "SWITCHBOARD_WEBHOOK_ENCRYPTION_KEY");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{admin, auth, cabinet, ledger, referrals, subscriptions, tickets, users};
+use crate::{admin, auth, cabinet, ledger, referrals, subscriptions, tickets, users, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -65,6 +65,20 @@ struct AdminAuthApi;
     users::admin_routes::block,
     users::admin_routes::unblock,
     subscriptions::routes::list,
+    webhooks::routes::stats,
+    webhooks::routes::create,
+    webhooks::routes::list,
+    webhooks::routes::view,
+    webhooks::routes::edit,
+    webhooks::routes::remove,
+    webhooks::routes::enable,
+    webhooks::routes::disable,
+    webhooks::routes::reveal_secret,
+    webhooks::routes::rotate_secret,
+    webhooks::routes::send_test,
+    webhooks::routes::deliveries,
+    webhooks::routes::resend,
+    webhooks::routes::recover,
 ))]
 struct AdminApi;
 

@@ -94,3 +94,8 @@ typed_id!(
     /// A payment (money arriving from a provider or an admin top-up).
     PaymentId
 );
+
+typed_id!(
+    /// A webhook endpoint.
+    WebhookEndpointId
+);

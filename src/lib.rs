@@ -28,3 +28,4 @@ pub mod telemetry;
 pub mod tickets;
 pub mod users;
 pub mod validate;
+pub mod webhooks;

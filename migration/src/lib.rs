@@ -11,6 +11,7 @@ mod m20261121_000003_create_tickets;
 mod m20261121_000004_create_ledger;
 mod m20261121_000005_create_subscriptions;
 mod m20261121_000006_add_referrals;
+mod m20261122_000007_create_webhooks;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000004_create_ledger::Migration),
             Box::new(m20261121_000005_create_subscriptions::Migration),
             Box::new(m20261121_000006_add_referrals::Migration),
+            Box::new(m20261122_000007_create_webhooks::Migration),
         ]
     }
 }

@@ -26,7 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(crate::tickets::admin_routes::configure)
             .configure(crate::ledger::routes::configure_admin)
             .configure(crate::users::admin_routes::configure)
-            .configure(crate::subscriptions::routes::configure_admin),
+            .configure(crate::subscriptions::routes::configure_admin)
+            .configure(crate::webhooks::configure),
     );
 }
 

@@ -261,6 +261,44 @@ impl EventStore {
             .collect()
     }
 
+    /// The events with these ids (any order; missing ids are skipped).
+    pub async fn read_by_ids(&self, ids: &[EventId]) -> Result<Vec<RecordedEvent>, DbErr> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let backend = self.db.backend();
+        let (columns, values): (&str, Vec<DbValue>) = match backend {
+            Backend::Postgres => (
+                PG_COLUMNS,
+                ids.iter().map(|id| DbValue::from(id.as_uuid())).collect(),
+            ),
+            Backend::Sqlite => (
+                SQLITE_COLUMNS,
+                ids.iter().map(|id| DbValue::from(id.to_string())).collect(),
+            ),
+        };
+        let placeholders: Vec<String> = (1..=ids.len())
+            .map(|i| match backend {
+                Backend::Postgres => format!("${i}"),
+                Backend::Sqlite => format!("?{i}"),
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {columns} FROM events WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let rows = self
+            .db
+            .conn()
+            .query_all_raw(Statement::from_sql_and_values(
+                self.db.database_backend(),
+                sql,
+                values,
+            ))
+            .await?;
+        rows.iter().map(|row| decode(backend, row)).collect()
+    }
+
     /// A client's cursor in this backend's terms: SQLite orders by position
     /// alone, so a transaction part (from a cursor minted elsewhere) is
     /// dropped rather than allowed to make every event compare below it.

@@ -89,6 +89,12 @@ impl Tailer {
         self.subscription(receiver, after, Some(target))
     }
 
+    /// Changes whenever events are handed to subscribers (also those
+    /// appended by other instances).
+    pub fn watch(&self) -> watch::Receiver<Cursor> {
+        self.published.subscribe()
+    }
+
     /// The cursor of the last event handed to subscribers.
     pub fn position(&self) -> Cursor {
         *self.published.borrow()

@@ -201,6 +201,7 @@ impl std::io::Write for CaptureWriter {
 }
 
 fn init_logs() {
+    switchboard::app::install_crypto_provider();
     use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

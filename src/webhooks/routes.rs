@@ -1,0 +1,816 @@
+//! `/api/v1/admin/webhooks…`: endpoint management, deliveries, statistics
+//! (`webhooks:manage` for everything, including seeing secrets).
+
+use std::collections::BTreeMap;
+
+use actix_web::{
+    HttpResponse, delete, get,
+    http::header::{HeaderName, HeaderValue},
+    patch, post, web,
+};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{
+    signing::new_secret,
+    store::{self, EndpointRow, now_ms},
+};
+use crate::{
+    app::AppState,
+    auth::{CurrentAdmin, Permission},
+    error::{ApiError, Problem},
+    events::{Cursor, EventType, RecordedEvent, StreamName, TypeFilter},
+    ids::{EventId, WebhookEndpointId},
+    validate,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(stats)
+        .service(create)
+        .service(list)
+        .service(view)
+        .service(edit)
+        .service(remove)
+        .service(enable)
+        .service(disable)
+        .service(reveal_secret)
+        .service(rotate_secret)
+        .service(send_test)
+        .service(deliveries)
+        .service(resend)
+        .service(recover);
+}
+
+/// Headers an endpoint may not set: the ones the signature depends on.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "transfer-encoding",
+    "connection",
+];
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointIn {
+    pub name: String,
+    /// `https://…` (or `http://`); internal addresses are refused unless
+    /// allowed by configuration.
+    pub url: String,
+    /// Event types with `*` suffix wildcards, e.g. `["ticket.*",
+    /// "payment.completed"]`; `["*"]` for everything (the default).
+    #[serde(default)]
+    pub event_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Extra request headers, e.g. `{"Authorization": "Bearer …"}`.
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Deliver strictly in log order; a failing event holds back later
+    /// ones until it succeeds or runs out of attempts.
+    #[serde(default)]
+    pub ordered: Option<bool>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPatch {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    /// An empty string removes it.
+    pub description: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub ordered: Option<bool>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EndpointOut {
+    pub id: Uuid,
+    pub name: String,
+    pub url: String,
+    pub description: Option<String>,
+    pub event_types: Vec<String>,
+    pub headers: BTreeMap<String, String>,
+    pub ordered: bool,
+    pub enabled: bool,
+    /// Why it was disabled (by an admin, a `410 Gone`, or days of failures).
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Deliveries have failed without a success since then.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// A rotated secret still signs (alongside the new one) until then.
+    pub previous_secret_valid_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EndpointCreatedOut {
+    #[serde(flatten)]
+    pub endpoint: EndpointOut,
+    /// `whsec_…`: verify signatures with it.
+    pub secret: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecretOut {
+    pub secret: String,
+    pub previous_secret_valid_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EndpointPageOut {
+    pub items: Vec<EndpointOut>,
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    pub enabled: Option<bool>,
+    /// At most 100 (default 20).
+    pub limit: Option<u32>,
+    pub offset: Option<u64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct DeliveriesQuery {
+    /// `pending`, `delivered` or `failed`.
+    pub status: Option<String>,
+    /// At most 100 (default 20).
+    pub limit: Option<u32>,
+    pub offset: Option<u64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateIn {
+    /// How long the old secret keeps signing (default from configuration,
+    /// 24 h); 0 retires it at once.
+    pub grace_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverIn {
+    /// Re-queue failed deliveries of events from this time…
+    pub since: DateTime<Utc>,
+    /// …until this one (default: now).
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecoverOut {
+    pub requeued: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AttemptOut {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub response_status: Option<u16>,
+    /// The first 4 KiB (pruned after the retention period).
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryOut {
+    pub event_id: Uuid,
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_response_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub attempt_log: Vec<AttemptOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryPageOut {
+    pub items: Vec<DeliveryOut>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestOut {
+    pub event_id: Uuid,
+    pub success: bool,
+    pub response_status: Option<u16>,
+    pub duration_ms: i64,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsOut {
+    pub overall: CountsOut,
+    pub endpoints: Vec<EndpointStatsOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EndpointStatsOut {
+    pub id: Uuid,
+    pub name: String,
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub counts: CountsOut,
+}
+
+#[derive(Serialize, ToSchema, Default)]
+pub struct CountsOut {
+    /// Deliveries by state, all time.
+    pub delivered: u64,
+    pub failed: u64,
+    pub pending: u64,
+    /// Delivered / (delivered + failed), all time; null before any ended.
+    pub success_rate: Option<f64>,
+    /// Attempts in the last 24 hours, and how many got a 2xx.
+    pub attempts_24h: u64,
+    pub successful_attempts_24h: u64,
+    /// Response time of successful attempts in the last 24 hours.
+    pub latency_ms: Option<LatencyOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LatencyOut {
+    pub p50: i64,
+    pub p95: i64,
+    pub p99: i64,
+    pub max: i64,
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn out(row: &EndpointRow) -> EndpointOut {
+    EndpointOut {
+        id: row.id.as_uuid(),
+        name: row.name.clone(),
+        url: row.url.clone(),
+        description: row.description.clone(),
+        event_types: row.event_types.clone(),
+        headers: row.headers.clone(),
+        ordered: row.ordered,
+        enabled: row.enabled,
+        disabled_reason: row.disabled_reason.clone(),
+        disabled_at: row.disabled_at_ms.map(time),
+        failing_since: row.failing_since_ms.map(time),
+        previous_secret_valid_until: row
+            .previous_secret_until_ms
+            .filter(|until| *until > now_ms())
+            .map(time),
+        created_at: time(row.created_at_ms),
+        updated_at: time(row.updated_at_ms),
+    }
+}
+
+async fn find(state: &AppState, id: Uuid) -> Result<EndpointRow, ApiError> {
+    store::get_endpoint(&state.db, WebhookEndpointId::from_uuid(id))
+        .await?
+        .ok_or_else(|| {
+            Problem::not_found()
+                .detail("no such webhook endpoint")
+                .into()
+        })
+}
+
+async fn checked_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.len() > 2048 {
+        return Err(Problem::invalid_field("url", "is required, at most 2048 characters").into());
+    }
+    let url = url::Url::parse(raw)
+        .map_err(|_| Problem::invalid_field("url", "is not an absolute URL"))?;
+    state
+        .webhooks
+        .sender
+        .policy()
+        .check_url(&url)
+        .await
+        .map_err(|e| Problem::invalid_field("url", e.to_string()))?;
+    Ok(url.to_string())
+}
+
+fn checked_types(raw: &[String]) -> Result<(Vec<String>, TypeFilter), ApiError> {
+    if raw.is_empty() {
+        return Err(Problem::invalid_field(
+            "event_types",
+            "list at least one type (`*` for every event)",
+        )
+        .into());
+    }
+    let filter = TypeFilter::parse(raw.iter().map(String::as_str))
+        .map_err(|e| Problem::invalid_field("event_types", e.to_string()))?;
+    Ok((filter.to_strings(), filter))
+}
+
+fn checked_headers(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
+    if raw.len() > 20 {
+        return Err(Problem::invalid_field("headers", "at most 20 headers").into());
+    }
+    let mut headers = BTreeMap::new();
+    for (name, value) in raw {
+        let lower = name.trim().to_ascii_lowercase();
+        if HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.is_empty() {
+            return Err(Problem::invalid_field(
+                "headers",
+                format!("`{name}` is not a header name"),
+            )
+            .into());
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str())
+            || lower.starts_with("webhook-")
+            || lower.starts_with("x-webhook-")
+        {
+            return Err(Problem::invalid_field(
+                "headers",
+                format!("`{name}` is set by the delivery itself"),
+            )
+            .into());
+        }
+        if value.len() > 1024 || HeaderValue::from_str(&value).is_err() {
+            return Err(Problem::invalid_field(
+                "headers",
+                format!("the value of `{name}` is not a valid header value (at most 1024 bytes)"),
+            )
+            .into());
+        }
+        headers.insert(lower, value);
+    }
+    Ok(headers)
+}
+
+fn checked_description(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    match raw.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()) {
+        Some(d) if d.chars().count() > 1000 => {
+            Err(Problem::invalid_field("description", "is longer than 1000 characters").into())
+        }
+        other => Ok(other),
+    }
+}
+
+fn limits(limit: Option<u32>, offset: Option<u64>) -> Result<(u32, u64), ApiError> {
+    let limit = limit.unwrap_or(20);
+    if limit == 0 || limit > 100 {
+        return Err(Problem::invalid_field("limit", "must be between 1 and 100").into());
+    }
+    let offset = offset.unwrap_or(0);
+    if offset > 1_000_000 {
+        return Err(Problem::invalid_field("offset", "must be at most 1000000").into());
+    }
+    Ok((limit, offset))
+}
+
+/// Creates an endpoint; its secret is in the answer.
+#[utoipa::path(tag = "webhooks", request_body = EndpointIn, responses((status = 201, body = EndpointCreatedOut), (status = 400), (status = 401), (status = 403), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[post("/webhooks")]
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    body: web::Json<EndpointIn>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let body = body.into_inner();
+    let name = validate::text("name", &body.name, 200)?;
+    let url = checked_url(&state, &body.url).await?;
+    let (event_types, filter) =
+        checked_types(&body.event_types.unwrap_or_else(|| vec!["*".to_owned()]))?;
+    let headers = checked_headers(body.headers.unwrap_or_default())?;
+    let description = checked_description(body.description)?;
+    let secret = new_secret();
+    let now = now_ms();
+    let row = EndpointRow {
+        id: WebhookEndpointId::new(),
+        name,
+        url,
+        description,
+        event_types,
+        headers,
+        ordered: body.ordered.unwrap_or(false),
+        enabled: true,
+        disabled_reason: None,
+        disabled_at_ms: None,
+        secret: state.webhooks.sender.secrets().seal(&secret),
+        previous_secret: None,
+        previous_secret_until_ms: None,
+        failing_since_ms: None,
+        created_by: caller.actor().id.unwrap_or_default(),
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    store::insert_endpoint(&state.db, &row, filter.patterns()).await?;
+    tracing::info!(endpoint = %row.id, "webhook endpoint created");
+    Ok(HttpResponse::Created().json(EndpointCreatedOut {
+        endpoint: out(&row),
+        secret: secret.expose_secret().to_owned(),
+    }))
+}
+
+/// Endpoints, newest first.
+#[utoipa::path(tag = "webhooks", params(ListQuery), responses((status = 200, body = EndpointPageOut), (status = 401), (status = 403), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[get("/webhooks")]
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let (limit, offset) = limits(query.limit, query.offset)?;
+    let (rows, total) = store::list_endpoints(&state.db, query.enabled, limit, offset).await?;
+    Ok(HttpResponse::Ok().json(EndpointPageOut {
+        items: rows.iter().map(out).collect(),
+        total,
+        limit,
+        offset,
+    }))
+}
+
+/// One endpoint.
+#[utoipa::path(tag = "webhooks", responses((status = 200, body = EndpointOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[get("/webhooks/{id}")]
+#[tracing::instrument(skip_all)]
+pub async fn view(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    Ok(HttpResponse::Ok().json(out(&find(&state, *id).await?)))
+}
+
+/// Changes an endpoint; fields left out stay as they are.
+#[utoipa::path(tag = "webhooks", request_body = EndpointPatch, responses((status = 200, body = EndpointOut), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[patch("/webhooks/{id}")]
+#[tracing::instrument(skip_all)]
+pub async fn edit(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<Uuid>,
+    body: web::Json<EndpointPatch>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let mut row = find(&state, *id).await?;
+    let body = body.into_inner();
+    if let Some(name) = &body.name {
+        row.name = validate::text("name", name, 200)?;
+    }
+    if let Some(url) = &body.url {
+        row.url = checked_url(&state, url).await?;
+    }
+    let mut filter = None;
+    if let Some(types) = &body.event_types {
+        let (strings, parsed) = checked_types(types)?;
+        row.event_types = strings;
+        filter = Some(parsed);
+    }
+    if body.description.is_some() {
+        row.description = checked_description(body.description)?;
+    }
+    if let Some(headers) = body.headers {
+        row.headers = checked_headers(headers)?;
+    }
+    if let Some(ordered) = body.ordered {
+        row.ordered = ordered;
+    }
+    if let Some(enabled) = body.enabled {
+        set_enabled(&mut row, enabled);
+    }
+    row.updated_at_ms = now_ms();
+    store::update_endpoint(&state.db, &row, filter.as_ref().map(TypeFilter::patterns)).await?;
+    state.webhooks.wake.notify_one();
+    Ok(HttpResponse::Ok().json(out(&row)))
+}
+
+fn set_enabled(row: &mut EndpointRow, enabled: bool) {
+    if enabled == row.enabled {
+        return;
+    }
+    row.enabled = enabled;
+    if enabled {
+        row.disabled_reason = None;
+        row.disabled_at_ms = None;
+        row.failing_since_ms = None;
+    } else {
+        row.disabled_reason = Some("disabled by an admin".to_owned());
+        row.disabled_at_ms = Some(now_ms());
+    }
+}
+
+/// Deletes an endpoint with its deliveries and attempts.
+#[utoipa::path(tag = "webhooks", responses((status = 204), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[delete("/webhooks/{id}")]
+#[tracing::instrument(skip_all)]
+pub async fn remove(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    if !store::delete_endpoint(&state.db, WebhookEndpointId::from_uuid(*id)).await? {
+        return Err(Problem::not_found()
+            .detail("no such webhook endpoint")
+            .into());
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn toggle(state: &AppState, id: Uuid, enabled: bool) -> Result<HttpResponse, ApiError> {
+    let mut row = find(state, id).await?;
+    set_enabled(&mut row, enabled);
+    row.updated_at_ms = now_ms();
+    store::update_endpoint(&state.db, &row, None).await?;
+    state.webhooks.wake.notify_one();
+    Ok(HttpResponse::Ok().json(out(&row)))
+}
+
+/// Enables an endpoint (its pending deliveries resume).
+#[utoipa::path(tag = "webhooks", responses((status = 200, body = EndpointOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[post("/webhooks/{id}/enable")]
+#[tracing::instrument(skip_all)]
+pub async fn enable(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    toggle(&state, *id, true).await
+}
+
+/// Disables an endpoint: nothing is sent, and new events are not queued
+/// for it, until it is enabled again.
+#[utoipa::path(tag = "webhooks", responses((status = 200, body = EndpointOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[post("/webhooks/{id}/disable")]
+#[tracing::instrument(skip_all)]
+pub async fn disable(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    toggle(&state, *id, false).await
+}
+
+fn secret_out(state: &AppState, row: &EndpointRow) -> Result<SecretOut, ApiError> {
+    let secret = state
+        .webhooks
+        .sender
+        .secrets()
+        .open(&row.secret)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(SecretOut {
+        secret: secret.expose_secret().to_owned(),
+        previous_secret_valid_until: row
+            .previous_secret_until_ms
+            .filter(|until| *until > now_ms())
+            .map(time),
+    })
+}
+
+/// The endpoint's current signing secret.
+#[utoipa::path(tag = "webhooks", responses((status = 200, body = SecretOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[get("/webhooks/{id}/secret")]
+#[tracing::instrument(skip_all)]
+pub async fn reveal_secret(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let row = find(&state, *id).await?;
+    Ok(HttpResponse::Ok().json(secret_out(&state, &row)?))
+}
+
+/// Replaces the secret; the old one keeps signing (as a second
+/// `webhook-signature`) for the grace period.
+#[utoipa::path(tag = "webhooks", request_body = RotateIn, responses((status = 200, body = SecretOut), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[post("/webhooks/{id}/rotate-secret")]
+#[tracing::instrument(skip_all)]
+pub async fn rotate_secret(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<Uuid>,
+    body: Option<web::Json<RotateIn>>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let mut row = find(&state, *id).await?;
+    let grace_ms = match body.and_then(|b| b.grace_seconds) {
+        Some(seconds) if seconds > 7 * 86_400 => {
+            return Err(Problem::invalid_field("grace_seconds", "at most 7 days").into());
+        }
+        Some(seconds) => i64::try_from(seconds).unwrap_or(0) * 1000,
+        None => i64::try_from(state.config.webhooks.rotation_grace.as_millis()).unwrap_or(0),
+    };
+    let secret: SecretString = new_secret();
+    let now = now_ms();
+    row.previous_secret = (grace_ms > 0).then(|| row.secret.clone());
+    row.previous_secret_until_ms = (grace_ms > 0).then_some(now + grace_ms);
+    row.secret = state.webhooks.sender.secrets().seal(&secret);
+    row.updated_at_ms = now;
+    store::update_endpoint(&state.db, &row, None).await?;
+    tracing::info!(endpoint = %row.id, "webhook secret rotated");
+    Ok(HttpResponse::Ok().json(secret_out(&state, &row)?))
+}
+
+/// Sends a `webhook.test` event to the endpoint now and answers with what
+/// it replied (not retried, not recorded as a delivery).
+#[utoipa::path(tag = "webhooks", responses((status = 200, body = TestOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[post("/webhooks/{id}/test")]
+#[tracing::instrument(skip_all)]
+pub async fn send_test(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let row = find(&state, *id).await?;
+    let event = RecordedEvent {
+        id: EventId::new(),
+        position: 0,
+        cursor: Cursor::START,
+        stream: StreamName::for_id("webhook", row.id),
+        version: 0,
+        event_type: EventType::from_trusted("webhook.test"),
+        payload: serde_json::json!({
+            "endpoint_id": row.id,
+            "message": "a test event from Switchboard",
+        }),
+        actor: caller.actor(),
+        occurred_at: Utc::now(),
+    };
+    let outcome = state.webhooks.sender.send(&row, &event).await;
+    Ok(HttpResponse::Ok().json(TestOut {
+        event_id: event.id.as_uuid(),
+        success: outcome.succeeded(),
+        response_status: outcome.record.response_status,
+        duration_ms: outcome.record.duration_ms,
+        response_body: outcome.record.response_body,
+        error: outcome.record.error,
+    }))
+}
+
+/// Deliveries of an endpoint, newest first, each with its attempts.
+#[utoipa::path(tag = "webhooks", params(DeliveriesQuery), responses((status = 200, body = DeliveryPageOut), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[get("/webhooks/{id}/deliveries")]
+#[tracing::instrument(skip_all)]
+pub async fn deliveries(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<Uuid>,
+    query: web::Query<DeliveriesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let row = find(&state, *id).await?;
+    if let Some(status) = &query.status
+        && !matches!(status.as_str(), "pending" | "delivered" | "failed")
+    {
+        return Err(
+            Problem::invalid_field("status", "one of `pending`, `delivered`, `failed`").into(),
+        );
+    }
+    let (limit, offset) = limits(query.limit, query.offset)?;
+    let rows =
+        store::list_deliveries(&state.db, row.id, query.status.as_deref(), limit, offset).await?;
+    let items = rows
+        .into_iter()
+        .map(|d| DeliveryOut {
+            event_id: d.event_id.as_uuid(),
+            event_type: d.event_type,
+            status: d.status,
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at_ms.map(time),
+            last_response_status: d.last_response_status,
+            last_error: d.last_error,
+            created_at: time(d.created_at_ms),
+            completed_at: d.completed_at_ms.map(time),
+            attempt_log: d
+                .attempt_log
+                .into_iter()
+                .map(|a| AttemptOut {
+                    attempt: a.attempt,
+                    at: time(a.attempted_at_ms),
+                    duration_ms: a.duration_ms,
+                    response_status: a.response_status,
+                    response_body: a.response_body,
+                    error: a.error,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(DeliveryPageOut {
+        items,
+        limit,
+        offset,
+    }))
+}
+
+/// Sends a delivery again, from its first attempt.
+#[utoipa::path(tag = "webhooks", responses((status = 202), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[post("/webhooks/{id}/deliveries/{event_id}/resend")]
+#[tracing::instrument(skip_all)]
+pub async fn resend(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let (endpoint, event) = path.into_inner();
+    let found = store::resend(
+        &state.db,
+        WebhookEndpointId::from_uuid(endpoint),
+        EventId::from_uuid(event),
+    )
+    .await?;
+    if !found {
+        return Err(Problem::not_found().detail("no such delivery").into());
+    }
+    state.webhooks.wake.notify_one();
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// Re-queues every failed delivery of events created in a time range.
+#[utoipa::path(tag = "webhooks", request_body = RecoverIn, responses((status = 200, body = RecoverOut), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[post("/webhooks/{id}/recover")]
+#[tracing::instrument(skip_all)]
+pub async fn recover(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<Uuid>,
+    body: web::Json<RecoverIn>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let row = find(&state, *id).await?;
+    let since = body.since.timestamp_millis();
+    let until = body.until.map_or_else(now_ms, |u| u.timestamp_millis() + 1);
+    if until <= since {
+        return Err(Problem::invalid_field("until", "must be after `since`").into());
+    }
+    let requeued = store::recover(&state.db, row.id, since, until).await?;
+    state.webhooks.wake.notify_one();
+    Ok(HttpResponse::Ok().json(RecoverOut { requeued }))
+}
+
+fn counts_out(counts: &store::Counts) -> CountsOut {
+    let ended = counts.delivered + counts.failed;
+    let mut durations = counts.durations_24h.clone();
+    durations.sort_unstable();
+    let pick = |q: f64| {
+        let index = ((durations.len() as f64 - 1.0) * q).round() as usize;
+        durations.get(index).copied().unwrap_or(0)
+    };
+    CountsOut {
+        delivered: counts.delivered,
+        failed: counts.failed,
+        pending: counts.pending,
+        success_rate: (ended > 0).then(|| counts.delivered as f64 / ended as f64),
+        attempts_24h: counts.attempts_24h,
+        successful_attempts_24h: counts.successful_attempts_24h,
+        latency_ms: (!durations.is_empty()).then(|| LatencyOut {
+            p50: pick(0.5),
+            p95: pick(0.95),
+            p99: pick(0.99),
+            max: durations.last().copied().unwrap_or(0),
+        }),
+    }
+}
+
+/// Delivery figures per endpoint and overall.
+#[utoipa::path(tag = "webhooks", responses((status = 200, body = StatsOut), (status = 401), (status = 403)), security(("bearer" = []), ("api_key" = [])))]
+#[get("/webhooks/stats")]
+#[tracing::instrument(skip_all)]
+pub async fn stats(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let counts = store::counts(&state.db, now_ms() - 86_400_000).await?;
+    let (endpoints, _) = store::list_endpoints(&state.db, None, 10_000, 0).await?;
+    let empty = store::Counts::default();
+    Ok(HttpResponse::Ok().json(StatsOut {
+        overall: counts.get(&None).map(counts_out).unwrap_or_default(),
+        endpoints: endpoints
+            .iter()
+            .map(|e| EndpointStatsOut {
+                id: e.id.as_uuid(),
+                name: e.name.clone(),
+                enabled: e.enabled,
+                counts: counts_out(counts.get(&Some(e.id)).unwrap_or(&empty)),
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,864 @@
+//! Webhook tables: endpoints with their type filters, the delivery queue
+//! (claim under a lease, record the outcome), attempts, and statistics.
+//!
+//! Backend-specific SQL for webhooks lives here. Statements are written
+//! with `$1`-style parameters and numbered `?1` for SQLite. Times are
+//! milliseconds since the Unix epoch.
+
+use std::collections::BTreeMap;
+
+use sea_orm::{ConnectionTrait, DbErr, QueryResult, Statement, Value as DbValue};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{
+    db::{Backend, Db},
+    events::TypePattern,
+    ids::{EventId, WebhookEndpointId},
+};
+
+/// An endpoint as stored (secrets sealed).
+#[derive(Debug, Clone)]
+pub struct EndpointRow {
+    pub id: WebhookEndpointId,
+    pub name: String,
+    pub url: String,
+    pub description: Option<String>,
+    pub event_types: Vec<String>,
+    pub headers: BTreeMap<String, String>,
+    pub ordered: bool,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub disabled_at_ms: Option<i64>,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until_ms: Option<i64>,
+    pub failing_since_ms: Option<i64>,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A delivery claimed by a worker.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub endpoint_id: WebhookEndpointId,
+    pub event_id: EventId,
+    /// This attempt's number (1 for the first).
+    pub attempt: u32,
+    pub lease_token: Uuid,
+}
+
+/// What became of one attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub attempted_at_ms: i64,
+    pub duration_ms: i64,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Delivered,
+    RetryAt(i64),
+    Failed,
+}
+
+/// A delivery with its attempts, for the API.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub event_id: EventId,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_at_ms: Option<i64>,
+    pub last_response_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub completed_at_ms: Option<i64>,
+    pub attempt_log: Vec<AttemptRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub attempt: u32,
+    pub attempted_at_ms: i64,
+    pub duration_ms: i64,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Counts for one endpoint (or all).
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub delivered: u64,
+    pub failed: u64,
+    pub pending: u64,
+    pub attempts_24h: u64,
+    pub successful_attempts_24h: u64,
+    pub durations_24h: Vec<i64>,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `$n` → `?n` for SQLite.
+fn sql(backend: Backend, text: &str) -> String {
+    match backend {
+        Backend::Postgres => text.to_owned(),
+        Backend::Sqlite => text.replace('$', "?"),
+    }
+}
+
+fn statement(db: &Db, text: &str, values: Vec<DbValue>) -> Statement {
+    Statement::from_sql_and_values(db.database_backend(), sql(db.backend(), text), values)
+}
+
+fn uuid_value(backend: Backend, id: Uuid) -> DbValue {
+    match backend {
+        Backend::Postgres => id.into(),
+        Backend::Sqlite => id.to_string().into(),
+    }
+}
+
+fn json_value(backend: Backend, value: Value) -> DbValue {
+    match backend {
+        Backend::Postgres => DbValue::Json(Some(Box::new(value))),
+        Backend::Sqlite => value.to_string().into(),
+    }
+}
+
+fn get_uuid(backend: Backend, row: &QueryResult, column: &str) -> Result<Uuid, DbErr> {
+    match backend {
+        Backend::Postgres => row.try_get("", column),
+        Backend::Sqlite => {
+            let raw: String = row.try_get("", column)?;
+            raw.parse()
+                .map_err(|e| DbErr::Custom(format!("bad uuid in {column}: {e}")))
+        }
+    }
+}
+
+fn get_json(backend: Backend, row: &QueryResult, column: &str) -> Result<Value, DbErr> {
+    match backend {
+        Backend::Postgres => row.try_get("", column),
+        Backend::Sqlite => {
+            let raw: String = row.try_get("", column)?;
+            serde_json::from_str(&raw)
+                .map_err(|e| DbErr::Custom(format!("bad JSON in {column}: {e}")))
+        }
+    }
+}
+
+fn get_u16(row: &QueryResult, column: &str) -> Result<Option<u16>, DbErr> {
+    let value: Option<i32> = row.try_get("", column)?;
+    Ok(value.and_then(|v| u16::try_from(v).ok()))
+}
+
+const ENDPOINT_COLUMNS: &str = "id, name, url, description, event_types, headers, ordered, enabled, \
+     disabled_reason, disabled_at_ms, secret, previous_secret, previous_secret_until_ms, \
+     failing_since_ms, created_by, created_at_ms, updated_at_ms";
+
+fn decode_endpoint(backend: Backend, row: &QueryResult) -> Result<EndpointRow, DbErr> {
+    let event_types = get_json(backend, row, "event_types")?;
+    let headers = get_json(backend, row, "headers")?;
+    Ok(EndpointRow {
+        id: WebhookEndpointId::from_uuid(get_uuid(backend, row, "id")?),
+        name: row.try_get("", "name")?,
+        url: row.try_get("", "url")?,
+        description: row.try_get("", "description")?,
+        event_types: serde_json::from_value(event_types).unwrap_or_default(),
+        headers: serde_json::from_value(headers).unwrap_or_default(),
+        ordered: row.try_get("", "ordered")?,
+        enabled: row.try_get("", "enabled")?,
+        disabled_reason: row.try_get("", "disabled_reason")?,
+        disabled_at_ms: row.try_get("", "disabled_at_ms")?,
+        secret: row.try_get("", "secret")?,
+        previous_secret: row.try_get("", "previous_secret")?,
+        previous_secret_until_ms: row.try_get("", "previous_secret_until_ms")?,
+        failing_since_ms: row.try_get("", "failing_since_ms")?,
+        created_by: row.try_get("", "created_by")?,
+        created_at_ms: row.try_get("", "created_at_ms")?,
+        updated_at_ms: row.try_get("", "updated_at_ms")?,
+    })
+}
+
+/// Writes the endpoint's type filters as the enqueue trigger reads them.
+async fn write_filters(
+    conn: &impl ConnectionTrait,
+    db: &Db,
+    id: WebhookEndpointId,
+    patterns: &[TypePattern],
+) -> Result<(), DbErr> {
+    let backend = db.backend();
+    conn.execute_raw(statement(
+        db,
+        "DELETE FROM webhook_endpoint_filters WHERE endpoint_id = $1",
+        vec![uuid_value(backend, id.as_uuid())],
+    ))
+    .await?;
+    let any = [TypePattern::Any];
+    let patterns = if patterns.is_empty() {
+        &any[..]
+    } else {
+        patterns
+    };
+    for pattern in patterns {
+        let (kind, value) = match pattern {
+            TypePattern::Any => ("any", String::new()),
+            TypePattern::Prefix(prefix) => ("prefix", prefix.clone()),
+            TypePattern::Exact(name) => ("exact", name.clone()),
+        };
+        conn.execute_raw(statement(
+            db,
+            "INSERT INTO webhook_endpoint_filters (endpoint_id, kind, value) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            vec![uuid_value(backend, id.as_uuid()), kind.into(), value.into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn insert_endpoint(
+    db: &Db,
+    row: &EndpointRow,
+    patterns: &[TypePattern],
+) -> Result<(), DbErr> {
+    let backend = db.backend();
+    let txn = db.begin_write().await?;
+    txn.execute_raw(statement(
+        db,
+        &format!(
+            "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        ),
+        vec![
+            uuid_value(backend, row.id.as_uuid()),
+            row.name.clone().into(),
+            row.url.clone().into(),
+            row.description.clone().into(),
+            json_value(backend, serde_json::json!(row.event_types)),
+            json_value(backend, serde_json::json!(row.headers)),
+            row.ordered.into(),
+            row.enabled.into(),
+            row.disabled_reason.clone().into(),
+            row.disabled_at_ms.into(),
+            row.secret.clone().into(),
+            row.previous_secret.clone().into(),
+            row.previous_secret_until_ms.into(),
+            row.failing_since_ms.into(),
+            row.created_by.clone().into(),
+            row.created_at_ms.into(),
+            row.updated_at_ms.into(),
+        ],
+    ))
+    .await?;
+    write_filters(&*txn, db, row.id, patterns).await?;
+    txn.commit().await
+}
+
+/// Saves every field but the id and creation (filters when given).
+pub async fn update_endpoint(
+    db: &Db,
+    row: &EndpointRow,
+    patterns: Option<&[TypePattern]>,
+) -> Result<bool, DbErr> {
+    let backend = db.backend();
+    let txn = db.begin_write().await?;
+    let result = txn
+        .execute_raw(statement(
+            db,
+            "UPDATE webhook_endpoints SET name = $2, url = $3, description = $4, event_types = $5, \
+             headers = $6, ordered = $7, enabled = $8, disabled_reason = $9, disabled_at_ms = $10, \
+             secret = $11, previous_secret = $12, previous_secret_until_ms = $13, \
+             failing_since_ms = $14, updated_at_ms = $15 WHERE id = $1",
+            vec![
+                uuid_value(backend, row.id.as_uuid()),
+                row.name.clone().into(),
+                row.url.clone().into(),
+                row.description.clone().into(),
+                json_value(backend, serde_json::json!(row.event_types)),
+                json_value(backend, serde_json::json!(row.headers)),
+                row.ordered.into(),
+                row.enabled.into(),
+                row.disabled_reason.clone().into(),
+                row.disabled_at_ms.into(),
+                row.secret.clone().into(),
+                row.previous_secret.clone().into(),
+                row.previous_secret_until_ms.into(),
+                row.failing_since_ms.into(),
+                row.updated_at_ms.into(),
+            ],
+        ))
+        .await?;
+    if result.rows_affected() == 0 {
+        txn.rollback().await?;
+        return Ok(false);
+    }
+    if let Some(patterns) = patterns {
+        write_filters(&*txn, db, row.id, patterns).await?;
+    }
+    txn.commit().await?;
+    Ok(true)
+}
+
+pub async fn get_endpoint(db: &Db, id: WebhookEndpointId) -> Result<Option<EndpointRow>, DbErr> {
+    let backend = db.backend();
+    let row = db
+        .conn()
+        .query_one_raw(statement(
+            db,
+            &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"),
+            vec![uuid_value(backend, id.as_uuid())],
+        ))
+        .await?;
+    row.map(|row| decode_endpoint(backend, &row)).transpose()
+}
+
+pub async fn get_endpoints(db: &Db, ids: &[WebhookEndpointId]) -> Result<Vec<EndpointRow>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = db.backend();
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let rows = db
+        .conn()
+        .query_all_raw(statement(
+            db,
+            &format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id IN ({})",
+                placeholders.join(", ")
+            ),
+            ids.iter()
+                .map(|id| uuid_value(backend, id.as_uuid()))
+                .collect(),
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| decode_endpoint(backend, row))
+        .collect()
+}
+
+/// A page of endpoints (newest first) and the total.
+pub async fn list_endpoints(
+    db: &Db,
+    enabled: Option<bool>,
+    limit: u32,
+    offset: u64,
+) -> Result<(Vec<EndpointRow>, u64), DbErr> {
+    let backend = db.backend();
+    let (condition, mut values): (&str, Vec<DbValue>) = match enabled {
+        Some(enabled) => ("WHERE enabled = $1", vec![enabled.into()]),
+        None => ("", vec![]),
+    };
+    let total = db
+        .conn()
+        .query_one_raw(statement(
+            db,
+            &format!("SELECT COUNT(*) AS n FROM webhook_endpoints {condition}"),
+            values.clone(),
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    let n = values.len();
+    values.push(i64::from(limit).into());
+    values.push(i64::try_from(offset).unwrap_or(i64::MAX).into());
+    let rows = db
+        .conn()
+        .query_all_raw(statement(
+            db,
+            &format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints {condition} \
+                 ORDER BY created_at_ms DESC, id LIMIT ${} OFFSET ${}",
+                n + 1,
+                n + 2
+            ),
+            values,
+        ))
+        .await?;
+    let endpoints = rows
+        .iter()
+        .map(|row| decode_endpoint(backend, row))
+        .collect::<Result<_, _>>()?;
+    Ok((endpoints, u64::try_from(total).unwrap_or(0)))
+}
+
+pub async fn delete_endpoint(db: &Db, id: WebhookEndpointId) -> Result<bool, DbErr> {
+    let backend = db.backend();
+    let txn = db.begin_write().await?;
+    let result = txn
+        .execute_raw(statement(
+            db,
+            "DELETE FROM webhook_endpoints WHERE id = $1",
+            vec![uuid_value(backend, id.as_uuid())],
+        ))
+        .await?;
+    txn.commit().await?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// Claims up to `limit` due deliveries for `lease_token` until
+/// `now + lease`: any due delivery of an unordered endpoint, and for each
+/// ordered endpoint only the first undelivered event in log order.
+pub async fn claim(
+    db: &Db,
+    lease_token: Uuid,
+    now: i64,
+    lease_ms: i64,
+    limit: u32,
+) -> Result<Vec<Claimed>, DbErr> {
+    let backend = db.backend();
+    let (unordered, ordered) = match backend {
+        Backend::Postgres => (
+            "UPDATE webhook_deliveries d \
+             SET lease_token = $1, lease_until_ms = $2 + $3, attempts = d.attempts + 1 \
+             FROM (SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
+                   JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND NOT e.ordered \
+                   WHERE d2.status = 'pending' AND d2.next_attempt_at_ms <= $2 \
+                     AND (d2.lease_until_ms IS NULL OR d2.lease_until_ms < $2) \
+                   ORDER BY d2.next_attempt_at_ms LIMIT $4 \
+                   FOR UPDATE OF d2 SKIP LOCKED) c \
+             WHERE d.endpoint_id = c.endpoint_id AND d.event_id = c.event_id \
+             RETURNING d.endpoint_id, d.event_id, d.attempts",
+            // Only events below the transaction horizon: one that commits
+            // later has a larger transaction id, so it can never turn out
+            // to come before an event already delivered.
+            "UPDATE webhook_deliveries d \
+             SET lease_token = $1, lease_until_ms = $2 + $3, attempts = d.attempts + 1 \
+             FROM (SELECT DISTINCT ON (d2.endpoint_id) d2.endpoint_id, d2.event_id \
+                   FROM webhook_deliveries d2 \
+                   JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND e.ordered \
+                   WHERE d2.status = 'pending' \
+                     AND d2.event_tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                   ORDER BY d2.endpoint_id, d2.event_tx, d2.event_position) h \
+             WHERE d.endpoint_id = h.endpoint_id AND d.event_id = h.event_id \
+               AND d.status = 'pending' AND d.next_attempt_at_ms <= $2 \
+               AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $2) \
+               AND $4 > 0 \
+             RETURNING d.endpoint_id, d.event_id, d.attempts",
+        ),
+        Backend::Sqlite => (
+            "UPDATE webhook_deliveries \
+             SET lease_token = $1, lease_until_ms = $2 + $3, attempts = attempts + 1 \
+             WHERE (endpoint_id, event_id) IN ( \
+                 SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
+                 JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled = 1 AND e.ordered = 0 \
+                 WHERE d2.status = 'pending' AND d2.next_attempt_at_ms <= $2 \
+                   AND (d2.lease_until_ms IS NULL OR d2.lease_until_ms < $2) \
+                 ORDER BY d2.next_attempt_at_ms LIMIT $4) \
+             RETURNING endpoint_id, event_id, attempts",
+            "UPDATE webhook_deliveries \
+             SET lease_token = $1, lease_until_ms = $2 + $3, attempts = attempts + 1 \
+             WHERE (endpoint_id, event_id) IN ( \
+                 SELECT endpoint_id, event_id FROM ( \
+                     SELECT d2.endpoint_id, d2.event_id, d2.next_attempt_at_ms, d2.lease_until_ms, \
+                            ROW_NUMBER() OVER (PARTITION BY d2.endpoint_id ORDER BY d2.event_position) AS rn \
+                     FROM webhook_deliveries d2 \
+                     JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled = 1 AND e.ordered = 1 \
+                     WHERE d2.status = 'pending') \
+                 WHERE rn = 1 AND next_attempt_at_ms <= $2 \
+                   AND (lease_until_ms IS NULL OR lease_until_ms < $2) AND $4 > 0) \
+             RETURNING endpoint_id, event_id, attempts",
+        ),
+    };
+    let values = || {
+        vec![
+            uuid_value(backend, lease_token),
+            now.into(),
+            lease_ms.into(),
+            i64::from(limit).into(),
+        ]
+    };
+    let mut claimed = Vec::new();
+    for text in [ordered, unordered] {
+        let left = limit as usize - claimed.len().min(limit as usize);
+        if left == 0 {
+            break;
+        }
+        let mut vals = values();
+        vals[3] = i64::try_from(left).unwrap_or(0).into();
+        let stmt = statement(db, text, vals);
+        let rows = db
+            .write_once(async |conn| conn.query_all_raw(stmt).await)
+            .await?;
+        for row in rows {
+            let attempt: i32 = row.try_get("", "attempts")?;
+            claimed.push(Claimed {
+                endpoint_id: WebhookEndpointId::from_uuid(get_uuid(backend, &row, "endpoint_id")?),
+                event_id: EventId::from_uuid(get_uuid(backend, &row, "event_id")?),
+                attempt: u32::try_from(attempt).unwrap_or(1),
+                lease_token,
+            });
+        }
+    }
+    Ok(claimed)
+}
+
+/// Records an attempt and what comes next, if the lease is still ours.
+/// Returns false if the lease was lost (another worker owns the delivery).
+pub async fn record(
+    db: &Db,
+    claimed: &Claimed,
+    attempt: &AttemptRecord,
+    next: NextStep,
+) -> Result<bool, DbErr> {
+    let backend = db.backend();
+    let (status, next_at, completed) = match next {
+        NextStep::Delivered => ("delivered", attempt.attempted_at_ms, Some(now_ms())),
+        NextStep::RetryAt(at) => ("pending", at, None),
+        NextStep::Failed => ("failed", attempt.attempted_at_ms, Some(now_ms())),
+    };
+    let values = vec![
+        uuid_value(backend, claimed.endpoint_id.as_uuid()),
+        uuid_value(backend, claimed.event_id.as_uuid()),
+        i64::from(claimed.attempt).into(),
+        attempt.attempted_at_ms.into(),
+        attempt.duration_ms.into(),
+        attempt.response_status.map(i32::from).into(),
+        attempt.response_body.clone().into(),
+        attempt.error.clone().into(),
+        status.into(),
+        next_at.into(),
+        completed.into(),
+        uuid_value(backend, claimed.lease_token),
+    ];
+    const INSERT_ATTEMPT: &str = "INSERT INTO webhook_attempts \
+        (endpoint_id, event_id, attempt, attempted_at_ms, duration_ms, response_status, response_body, error) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    const UPDATE_DELIVERY: &str = "UPDATE webhook_deliveries SET status = $9, next_attempt_at_ms = $10, \
+        lease_token = NULL, lease_until_ms = NULL, last_attempt_at_ms = $4, last_response_status = $6, \
+        last_error = $8, completed_at_ms = $11 \
+        WHERE endpoint_id = $1 AND event_id = $2 AND lease_token = $12";
+    match backend {
+        // One statement, one round trip.
+        Backend::Postgres => {
+            let text = format!(
+                "WITH attempt AS ({INSERT_ATTEMPT}) {UPDATE_DELIVERY} RETURNING 1 AS updated"
+            );
+            let rows = db
+                .conn()
+                .query_all_raw(statement(db, &text, values))
+                .await?;
+            Ok(!rows.is_empty())
+        }
+        Backend::Sqlite => {
+            let txn = db.begin_write().await?;
+            txn.execute_raw(statement(db, INSERT_ATTEMPT, values[..8].to_vec()))
+                .await?;
+            let updated = txn
+                .execute_raw(statement(db, UPDATE_DELIVERY, values))
+                .await?;
+            txn.commit().await?;
+            Ok(updated.rows_affected() > 0)
+        }
+    }
+}
+
+/// Marks the endpoint failing since `at` (if not already); returns since when.
+pub async fn mark_failing(db: &Db, id: WebhookEndpointId, at: i64) -> Result<i64, DbErr> {
+    let backend = db.backend();
+    let stmt = statement(
+        db,
+        "UPDATE webhook_endpoints SET failing_since_ms = COALESCE(failing_since_ms, $2) \
+         WHERE id = $1 RETURNING failing_since_ms",
+        vec![uuid_value(backend, id.as_uuid()), at.into()],
+    );
+    let row = db
+        .write_once(async |conn| conn.query_one_raw(stmt).await)
+        .await?;
+    Ok(row
+        .map(|row| row.try_get::<Option<i64>>("", "failing_since_ms"))
+        .transpose()?
+        .flatten()
+        .unwrap_or(at))
+}
+
+pub async fn clear_failing(db: &Db, id: WebhookEndpointId) -> Result<(), DbErr> {
+    let backend = db.backend();
+    let stmt = statement(
+        db,
+        "UPDATE webhook_endpoints SET failing_since_ms = NULL \
+         WHERE id = $1 AND failing_since_ms IS NOT NULL",
+        vec![uuid_value(backend, id.as_uuid())],
+    );
+    db.write_once(async |conn| conn.execute_raw(stmt).await)
+        .await?;
+    Ok(())
+}
+
+/// Disables an enabled endpoint; false if it was already disabled.
+pub async fn disable(db: &Db, id: WebhookEndpointId, reason: &str) -> Result<bool, DbErr> {
+    let backend = db.backend();
+    let now = now_ms();
+    let stmt = statement(
+        db,
+        "UPDATE webhook_endpoints SET enabled = $2, disabled_reason = $3, disabled_at_ms = $4, \
+         updated_at_ms = $4 WHERE id = $1 AND enabled = $5",
+        vec![
+            uuid_value(backend, id.as_uuid()),
+            false.into(),
+            reason.into(),
+            now.into(),
+            true.into(),
+        ],
+    );
+    let result = db
+        .write_once(async |conn| conn.execute_raw(stmt).await)
+        .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// Queues a delivery again from its first attempt; false if there is none.
+pub async fn resend(db: &Db, endpoint: WebhookEndpointId, event: EventId) -> Result<bool, DbErr> {
+    let backend = db.backend();
+    let stmt = statement(
+        db,
+        "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $3, \
+         lease_token = NULL, lease_until_ms = NULL, completed_at_ms = NULL \
+         WHERE endpoint_id = $1 AND event_id = $2",
+        vec![
+            uuid_value(backend, endpoint.as_uuid()),
+            uuid_value(backend, event.as_uuid()),
+            now_ms().into(),
+        ],
+    );
+    let result = db
+        .write_once(async |conn| conn.execute_raw(stmt).await)
+        .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// Queues again every failed delivery of an endpoint created in
+/// `[since, until)`; returns how many.
+pub async fn recover(
+    db: &Db,
+    endpoint: WebhookEndpointId,
+    since: i64,
+    until: i64,
+) -> Result<u64, DbErr> {
+    let backend = db.backend();
+    let stmt = statement(
+        db,
+        "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $4, \
+         lease_token = NULL, lease_until_ms = NULL, completed_at_ms = NULL \
+         WHERE endpoint_id = $1 AND status = 'failed' AND created_at_ms >= $2 AND created_at_ms < $3",
+        vec![
+            uuid_value(backend, endpoint.as_uuid()),
+            since.into(),
+            until.into(),
+            now_ms().into(),
+        ],
+    );
+    let result = db
+        .write_once(async |conn| conn.execute_raw(stmt).await)
+        .await?;
+    Ok(result.rows_affected())
+}
+
+/// Deliveries of an endpoint, newest first, with their attempts.
+pub async fn list_deliveries(
+    db: &Db,
+    endpoint: WebhookEndpointId,
+    status: Option<&str>,
+    limit: u32,
+    offset: u64,
+) -> Result<Vec<DeliveryRow>, DbErr> {
+    let backend = db.backend();
+    let mut values = vec![uuid_value(backend, endpoint.as_uuid())];
+    let mut condition = String::new();
+    if let Some(status) = status {
+        values.push(status.into());
+        condition = " AND status = $2".to_owned();
+    }
+    let n = values.len();
+    values.push(i64::from(limit).into());
+    values.push(i64::try_from(offset).unwrap_or(i64::MAX).into());
+    let rows = db
+        .conn()
+        .query_all_raw(statement(
+            db,
+            &format!(
+                "SELECT event_id, event_type, status, attempts, next_attempt_at_ms, \
+                 last_response_status, last_error, created_at_ms, completed_at_ms \
+                 FROM webhook_deliveries WHERE endpoint_id = $1{condition} \
+                 ORDER BY created_at_ms DESC, event_position DESC LIMIT ${} OFFSET ${}",
+                n + 1,
+                n + 2
+            ),
+            values,
+        ))
+        .await?;
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let status: String = row.try_get("", "status")?;
+        let attempts: i32 = row.try_get("", "attempts")?;
+        let next: i64 = row.try_get("", "next_attempt_at_ms")?;
+        deliveries.push(DeliveryRow {
+            event_id: EventId::from_uuid(get_uuid(backend, row, "event_id")?),
+            event_type: row.try_get("", "event_type")?,
+            next_attempt_at_ms: (status == "pending").then_some(next),
+            status,
+            attempts: u32::try_from(attempts).unwrap_or(0),
+            last_response_status: get_u16(row, "last_response_status")?,
+            last_error: row.try_get("", "last_error")?,
+            created_at_ms: row.try_get("", "created_at_ms")?,
+            completed_at_ms: row.try_get("", "completed_at_ms")?,
+            attempt_log: Vec::new(),
+        });
+    }
+    if deliveries.is_empty() {
+        return Ok(deliveries);
+    }
+    let mut values = vec![uuid_value(backend, endpoint.as_uuid())];
+    let placeholders: Vec<String> = deliveries
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            values.push(uuid_value(backend, d.event_id.as_uuid()));
+            format!("${}", i + 2)
+        })
+        .collect();
+    let attempt_rows = db
+        .conn()
+        .query_all_raw(statement(
+            db,
+            &format!(
+                "SELECT event_id, attempt, attempted_at_ms, duration_ms, response_status, \
+                 response_body, error FROM webhook_attempts \
+                 WHERE endpoint_id = $1 AND event_id IN ({}) ORDER BY id",
+                placeholders.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    for row in &attempt_rows {
+        let event_id = EventId::from_uuid(get_uuid(backend, row, "event_id")?);
+        let attempt: i32 = row.try_get("", "attempt")?;
+        if let Some(delivery) = deliveries.iter_mut().find(|d| d.event_id == event_id) {
+            delivery.attempt_log.push(AttemptRow {
+                attempt: u32::try_from(attempt).unwrap_or(0),
+                attempted_at_ms: row.try_get("", "attempted_at_ms")?,
+                duration_ms: row.try_get("", "duration_ms")?,
+                response_status: get_u16(row, "response_status")?,
+                response_body: row.try_get("", "response_body")?,
+                error: row.try_get("", "error")?,
+            });
+        }
+    }
+    Ok(deliveries)
+}
+
+/// Counts per endpoint (and, under `None`, for all of them).
+pub async fn counts(
+    db: &Db,
+    since_ms: i64,
+) -> Result<BTreeMap<Option<WebhookEndpointId>, Counts>, DbErr> {
+    let backend = db.backend();
+    let mut out: BTreeMap<Option<WebhookEndpointId>, Counts> = BTreeMap::new();
+    out.entry(None).or_default();
+    let rows = db
+        .conn()
+        .query_all_raw(statement(
+            db,
+            "SELECT endpoint_id, status, COUNT(*) AS n FROM webhook_deliveries \
+             GROUP BY endpoint_id, status",
+            vec![],
+        ))
+        .await?;
+    for row in &rows {
+        let id = WebhookEndpointId::from_uuid(get_uuid(backend, row, "endpoint_id")?);
+        let status: String = row.try_get("", "status")?;
+        let n = u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0);
+        for key in [Some(id), None] {
+            let counts = out.entry(key).or_default();
+            match status.as_str() {
+                "delivered" => counts.delivered += n,
+                "failed" => counts.failed += n,
+                _ => counts.pending += n,
+            }
+        }
+    }
+    // Recent attempts, newest first, bounded: enough for percentiles.
+    let rows = db
+        .conn()
+        .query_all_raw(statement(
+            db,
+            "SELECT endpoint_id, duration_ms, response_status FROM webhook_attempts \
+             WHERE attempted_at_ms >= $1 ORDER BY id DESC LIMIT 20000",
+            vec![since_ms.into()],
+        ))
+        .await?;
+    for row in &rows {
+        let id = WebhookEndpointId::from_uuid(get_uuid(backend, row, "endpoint_id")?);
+        let duration: i64 = row.try_get("", "duration_ms")?;
+        let ok = get_u16(row, "response_status")?.is_some_and(|s| (200..300).contains(&s));
+        for key in [Some(id), None] {
+            let counts = out.entry(key).or_default();
+            counts.attempts_24h += 1;
+            if ok {
+                counts.successful_attempts_24h += 1;
+                counts.durations_24h.push(duration);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Pending deliveries of enabled endpoints and the oldest one's creation.
+pub async fn queue_depth(db: &Db) -> Result<(u64, Option<i64>), DbErr> {
+    let row = db
+        .conn()
+        .query_one_raw(statement(
+            db,
+            "SELECT COUNT(*) AS n, MIN(d.created_at_ms) AS oldest FROM webhook_deliveries d \
+             JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled = $1 \
+             WHERE d.status = 'pending'",
+            vec![true.into()],
+        ))
+        .await?;
+    let Some(row) = row else {
+        return Ok((0, None));
+    };
+    let n: i64 = row.try_get("", "n")?;
+    let oldest: Option<i64> = row.try_get("", "oldest")?;
+    Ok((u64::try_from(n).unwrap_or(0), oldest))
+}
+
+/// When the next pending delivery is due (or its lease runs out).
+pub async fn next_due(db: &Db) -> Result<Option<i64>, DbErr> {
+    let row = db
+        .conn()
+        .query_one_raw(statement(
+            db,
+            "SELECT MIN(CASE WHEN lease_until_ms IS NOT NULL AND lease_until_ms > next_attempt_at_ms \
+                        THEN lease_until_ms ELSE next_attempt_at_ms END) AS due \
+             FROM webhook_deliveries WHERE status = 'pending'",
+            vec![],
+        ))
+        .await?;
+    Ok(row
+        .map(|row| row.try_get::<Option<i64>>("", "due"))
+        .transpose()?
+        .flatten())
+}
+
+/// Drops response bodies of attempts older than `before`.
+pub async fn prune_bodies(db: &Db, before: i64) -> Result<u64, DbErr> {
+    let stmt = statement(
+        db,
+        "UPDATE webhook_attempts SET response_body = NULL \
+         WHERE attempted_at_ms < $1 AND response_body IS NOT NULL",
+        vec![before.into()],
+    );
+    let result = db
+        .write_once(async |conn| conn.execute_raw(stmt).await)
+        .await?;
+    Ok(result.rows_affected())
+}

@@ -1,0 +1,538 @@
+//! The delivery worker: claims due deliveries under a lease, sends them
+//! (never holding a database transaction during the HTTP call), records each
+//! attempt, and schedules the next one.
+//!
+//! Woken at once by appends in this process and, through the log tailer, in
+//! others; otherwise it sleeps until the next delivery is due.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rand::Rng;
+use secrecy::ExposeSecret;
+use tokio::{
+    sync::{Notify, Semaphore, watch},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{
+    signing::{SecretBox, legacy_signature, signature_header},
+    ssrf::{AddressPolicy, GuardedResolver},
+    store::{self, AttemptRecord, Claimed, EndpointRow, NextStep, now_ms},
+};
+use crate::{
+    config::WebhookConfig,
+    db::Db,
+    events::{
+        Actor, Cursor, EventStore, EventType, ExpectedVersion, NewEvent, RecordedEvent, StreamName,
+    },
+    ids::WebhookEndpointId,
+};
+
+/// Response bodies are kept up to this many bytes.
+pub const BODY_EXCERPT: usize = 4096;
+/// And read up to this many, at most, before the connection is dropped.
+const BODY_READ_CAP: usize = 64 * 1024;
+
+/// What one HTTP attempt came to.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub record: AttemptRecord,
+    /// `Retry-After`, in milliseconds, when the receiver sent one.
+    pub retry_after_ms: Option<i64>,
+}
+
+impl AttemptOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.record
+            .response_status
+            .is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// Sends signed requests (shared by the worker and "send test event").
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    policy: AddressPolicy,
+    secrets: SecretBox,
+}
+
+impl Sender {
+    pub fn new(config: &WebhookConfig, secrets: SecretBox) -> anyhow::Result<Self> {
+        let policy = AddressPolicy::new(config.allow_networks.clone());
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("Switchboard-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
+            .pool_max_idle_per_host(32)
+            .build()?;
+        Ok(Self {
+            client,
+            policy,
+            secrets,
+        })
+    }
+
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
+    }
+
+    pub fn secrets(&self) -> &SecretBox {
+        &self.secrets
+    }
+
+    /// Signs and sends `event` to `endpoint` once.
+    pub async fn send(&self, endpoint: &EndpointRow, event: &RecordedEvent) -> AttemptOutcome {
+        let started = Instant::now();
+        let attempted_at_ms = now_ms();
+        let result = self.try_send(endpoint, event).await;
+        let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let (response_status, response_body, error, retry_after_ms) = match result {
+            Ok((status, body, retry_after)) => (Some(status), Some(body), None, retry_after),
+            Err(error) => (None, None, Some(error), None),
+        };
+        AttemptOutcome {
+            record: AttemptRecord {
+                attempted_at_ms,
+                duration_ms,
+                response_status,
+                response_body,
+                error,
+            },
+            retry_after_ms,
+        }
+    }
+
+    async fn try_send(
+        &self,
+        endpoint: &EndpointRow,
+        event: &RecordedEvent,
+    ) -> Result<(u16, String, Option<i64>), String> {
+        let url = url::Url::parse(&endpoint.url).map_err(|e| format!("bad URL: {e}"))?;
+        if let Some(refused) = self.policy.refuses_literal(&url) {
+            return Err(format!("refused: {refused}"));
+        }
+        let current = self
+            .secrets
+            .open(&endpoint.secret)
+            .map_err(|e| e.to_string())?;
+        let previous = match (&endpoint.previous_secret, endpoint.previous_secret_until_ms) {
+            (Some(sealed), Some(until)) if until > now_ms() => self.secrets.open(sealed).ok(),
+            _ => None,
+        };
+        let body = event.to_envelope_json().into_bytes();
+        let id = event.id.to_string();
+        let timestamp = chrono::Utc::now().timestamp();
+        let mut secrets = vec![current.expose_secret()];
+        if let Some(previous) = &previous {
+            secrets.push(previous.expose_secret());
+        }
+        let mut request = self.client.post(url);
+        // Custom headers first: the signature headers always win.
+        for (name, value) in &endpoint.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        request = request
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                signature_header(&secrets, &id, timestamp, &body),
+            )
+            .header("x-webhook-event", event.event_type.as_str())
+            .header("x-webhook-id", &id)
+            .header(
+                "x-webhook-signature",
+                legacy_signature(current.expose_secret(), &body),
+            );
+        let mut response = request.body(body).send().await.map_err(describe)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let mut excerpt = Vec::new();
+        let mut read = 0usize;
+        while read < BODY_READ_CAP {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    read += chunk.len();
+                    let room = BODY_EXCERPT.saturating_sub(excerpt.len());
+                    excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok((
+            status,
+            String::from_utf8_lossy(&excerpt).into_owned(),
+            retry_after,
+        ))
+    }
+}
+
+/// A short, secret-free description of a transport error.
+fn describe(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "failed"
+    };
+    // The source chain says why (refused address, DNS, TLS…); the URL is
+    // left out (it may carry a token in its query).
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(inner) = source {
+        cause = inner.to_string();
+        source = inner.source();
+    }
+    if cause.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {cause}")
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn parse_retry_after(raw: &str) -> Option<i64> {
+    if let Ok(seconds) = raw.trim().parse::<i64>() {
+        return Some(seconds.max(0).saturating_mul(1000));
+    }
+    chrono::DateTime::parse_from_rfc2822(raw.trim())
+        .ok()
+        .map(|at| (at.timestamp_millis() - now_ms()).max(0))
+}
+
+pub struct WebhookWorker {
+    pub db: Db,
+    pub store: EventStore,
+    pub config: WebhookConfig,
+    pub sender: Sender,
+    /// Changes when another instance's events reach this one.
+    pub remote: watch::Receiver<Cursor>,
+    /// Nudged by the API (resend, recover, enable).
+    pub wake: Arc<Notify>,
+}
+
+/// Retry-After is honoured up to this long.
+const MAX_RETRY_AFTER_MS: i64 = 24 * 3600 * 1000;
+
+impl WebhookWorker {
+    #[tracing::instrument(name = "webhook_worker", skip_all)]
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut in_flight = JoinSet::new();
+        let mut local = self.db.watch_appends();
+        let mut last_prune = Instant::now() - Duration::from_secs(3600);
+        let mut last_gauges = Instant::now() - Duration::from_secs(60);
+        tracing::info!(
+            concurrency = self.config.concurrency,
+            "webhook worker started"
+        );
+        loop {
+            local.borrow_and_update();
+            self.remote.borrow_and_update();
+            let free = permits.available_permits();
+            let mut claimed_all = false;
+            if free > 0 {
+                match self.claim_and_send(free, &permits, &mut in_flight).await {
+                    Ok(n) => claimed_all = n == free,
+                    Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries"),
+                }
+            }
+            if last_gauges.elapsed() > Duration::from_secs(5) {
+                last_gauges = Instant::now();
+                self.publish_gauges().await;
+            }
+            if last_prune.elapsed() > Duration::from_secs(3600) {
+                last_prune = Instant::now();
+                self.prune().await;
+            }
+            if claimed_all {
+                // More may be due: go again once a slot frees.
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = in_flight.join_next() => {}
+                }
+                continue;
+            }
+            let sleep = self.until_next_due().await;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = local.changed() => {}
+                _ = self.remote.changed() => {}
+                () = self.wake.notified() => {}
+                Some(_) = in_flight.join_next() => {}
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+        // Deliveries in flight finish (bounded by the request timeout); any
+        // that cannot are re-sent when their lease runs out.
+        let _ = tokio::time::timeout(self.config.timeout, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        tracing::info!("webhook worker stopped");
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        let cap = Duration::from_secs(2);
+        match store::next_due(&self.db).await {
+            Ok(Some(due)) => {
+                let wait = u64::try_from(due - now_ms()).unwrap_or(0);
+                Duration::from_millis(wait).clamp(Duration::from_millis(5), cap)
+            }
+            Ok(None) => cap,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the webhook queue");
+                cap
+            }
+        }
+    }
+
+    /// Claims up to `free` deliveries and starts sending them; returns how
+    /// many were claimed.
+    async fn claim_and_send(
+        &self,
+        free: usize,
+        permits: &Arc<Semaphore>,
+        in_flight: &mut JoinSet<()>,
+    ) -> Result<usize, sea_orm::DbErr> {
+        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(60_000);
+        let token = Uuid::now_v7();
+        let claimed = store::claim(
+            &self.db,
+            token,
+            now_ms(),
+            lease_ms,
+            u32::try_from(free).unwrap_or(u32::MAX),
+        )
+        .await?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let count = claimed.len();
+        let mut endpoint_ids: Vec<WebhookEndpointId> =
+            claimed.iter().map(|c| c.endpoint_id).collect();
+        endpoint_ids.sort();
+        endpoint_ids.dedup();
+        let endpoints: HashMap<WebhookEndpointId, Arc<EndpointRow>> =
+            store::get_endpoints(&self.db, &endpoint_ids)
+                .await?
+                .into_iter()
+                .map(|e| (e.id, Arc::new(e)))
+                .collect();
+        let event_ids: Vec<_> = claimed.iter().map(|c| c.event_id).collect();
+        let events: HashMap<_, Arc<RecordedEvent>> = self
+            .store
+            .read_by_ids(&event_ids)
+            .await?
+            .into_iter()
+            .map(|e| (e.id, Arc::new(e)))
+            .collect();
+        for delivery in claimed {
+            let (Some(endpoint), Some(event)) = (
+                endpoints.get(&delivery.endpoint_id).cloned(),
+                events.get(&delivery.event_id).cloned(),
+            ) else {
+                // Deleted meanwhile (the lease expires; nothing to send).
+                continue;
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break;
+            };
+            let job = Delivery {
+                db: self.db.clone(),
+                store: self.store.clone(),
+                config: self.config.clone(),
+                sender: self.sender.clone(),
+            };
+            in_flight.spawn(async move {
+                job.deliver(delivery, &endpoint, &event).await;
+                drop(permit);
+            });
+        }
+        Ok(count)
+    }
+
+    async fn publish_gauges(&self) {
+        match store::queue_depth(&self.db).await {
+            Ok((depth, oldest)) => {
+                metrics::gauge!("switchboard_webhook_queue_depth").set(depth as f64);
+                let age = oldest.map_or(0, |at| (now_ms() - at).max(0));
+                metrics::gauge!("switchboard_webhook_oldest_pending_seconds")
+                    .set(age as f64 / 1000.0);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot measure the webhook queue"),
+        }
+    }
+
+    async fn prune(&self) {
+        let retention = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX);
+        match store::prune_bodies(&self.db, now_ms().saturating_sub(retention)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(attempts = n, "pruned old webhook response bodies"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune webhook response bodies"),
+        }
+    }
+}
+
+/// One delivery attempt and its bookkeeping.
+struct Delivery {
+    db: Db,
+    store: EventStore,
+    config: WebhookConfig,
+    sender: Sender,
+}
+
+impl Delivery {
+    #[tracing::instrument(name = "webhook_delivery", skip_all, fields(endpoint = %claimed.endpoint_id, event = %claimed.event_id, attempt = claimed.attempt))]
+    async fn deliver(&self, claimed: Claimed, endpoint: &EndpointRow, event: &RecordedEvent) {
+        let outcome = self.sender.send(endpoint, event).await;
+        let status = outcome.record.response_status;
+        let next = if outcome.succeeded() {
+            NextStep::Delivered
+        } else if status == Some(410) {
+            NextStep::Failed
+        } else {
+            self.retry_or_give_up(claimed.attempt, outcome.retry_after_ms)
+        };
+        let result = match next {
+            NextStep::Delivered => "delivered",
+            NextStep::RetryAt(_) => "retry",
+            NextStep::Failed => "failed",
+        };
+        metrics::counter!("switchboard_webhook_deliveries_total", "outcome" => result).increment(1);
+        metrics::histogram!("switchboard_webhook_request_seconds")
+            .record(outcome.record.duration_ms as f64 / 1000.0);
+        if next == NextStep::Delivered {
+            let age = (now_ms() - event.occurred_at.timestamp_millis()).max(0);
+            metrics::histogram!("switchboard_webhook_delivery_latency_seconds")
+                .record(age as f64 / 1000.0);
+        }
+        tracing::debug!(
+            status,
+            error = outcome.record.error.as_deref(),
+            result,
+            "attempt"
+        );
+        match store::record(&self.db, &claimed, &outcome.record, next).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("lease lost before the attempt was recorded"),
+            Err(e) => {
+                // The lease runs out and the delivery is sent again: at least once.
+                tracing::warn!(error = %e, "cannot record a webhook attempt");
+                return;
+            }
+        }
+        if next == NextStep::Delivered {
+            if endpoint.failing_since_ms.is_some()
+                && let Err(e) = store::clear_failing(&self.db, endpoint.id).await
+            {
+                tracing::warn!(error = %e, "cannot clear an endpoint's failing state");
+            }
+            return;
+        }
+        if status == Some(410) {
+            self.disable(endpoint, "the endpoint answered 410 Gone")
+                .await;
+            return;
+        }
+        match store::mark_failing(&self.db, endpoint.id, outcome.record.attempted_at_ms).await {
+            Ok(since) => {
+                let limit =
+                    i64::try_from(self.config.disable_after.as_millis()).unwrap_or(i64::MAX);
+                if outcome.record.attempted_at_ms - since >= limit {
+                    let hours = self.config.disable_after.as_secs() / 3600;
+                    self.disable(
+                        endpoint,
+                        &format!("every delivery failed for {hours} hours"),
+                    )
+                    .await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot mark an endpoint as failing"),
+        }
+    }
+
+    fn retry_or_give_up(&self, attempt: u32, retry_after_ms: Option<i64>) -> NextStep {
+        let Some(delay) = self.config.retry_schedule.get(attempt as usize) else {
+            return NextStep::Failed;
+        };
+        let base = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        // ±20 % so that endpoints coming back are not hit all at once.
+        let jitter = if base > 0 {
+            rand::rng().random_range(-(base / 5)..=base / 5)
+        } else {
+            0
+        };
+        let mut wait = base + jitter;
+        if let Some(retry_after) = retry_after_ms {
+            wait = wait.max(retry_after.min(MAX_RETRY_AFTER_MS));
+        }
+        NextStep::RetryAt(now_ms() + wait)
+    }
+
+    async fn disable(&self, endpoint: &EndpointRow, reason: &str) {
+        match store::disable(&self.db, endpoint.id, reason).await {
+            Ok(true) => {
+                tracing::warn!(endpoint = %endpoint.id, reason, "webhook endpoint disabled");
+                disabled_event(&self.store, endpoint.id, &endpoint.name, reason).await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot disable a webhook endpoint"),
+        }
+    }
+}
+
+/// Appends `webhook.endpoint_disabled` (operational; `webhooks:manage`
+/// readers see it on the feed and in the event browser).
+pub async fn disabled_event(store: &EventStore, id: WebhookEndpointId, name: &str, reason: &str) {
+    let stream = StreamName::for_id("webhook", id);
+    let event = || {
+        NewEvent::new(
+            EventType::from_trusted("webhook.endpoint_disabled"),
+            serde_json::json!({"endpoint_id": id, "name": name, "reason": reason}),
+            Actor::system(),
+        )
+    };
+    for _ in 0..5 {
+        let version = match store.stream_version(&stream).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record that an endpoint was disabled");
+                return;
+            }
+        };
+        let expected = if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(version)
+        };
+        match store.append(&stream, expected, vec![event()]).await {
+            Ok(_) => return,
+            Err(crate::events::AppendError::Conflict { .. }) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record that an endpoint was disabled");
+                return;
+            }
+        }
+    }
+}
