@@ -22,3 +22,4 @@ mod tailer;
 mod telegram_auth;
 mod tickets;
 mod users_admin;
+mod webhooks;

@@ -1,0 +1,608 @@
+//! Webhooks against a real local HTTP receiver: signatures, retries,
+//! crash safety, leases across instances, ordered delivery, the SSRF guard,
+//! endpoint management and its permissions.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine;
+use hmac::{KeyInit, Mac};
+use reqwest::Method;
+use serde_json::{Value, json};
+use switchboard::{
+    auth::Role,
+    config::Config,
+    events::{Actor, EventType, ExpectedVersion, NewEvent, StreamName},
+};
+
+use crate::helpers::{TestApp, TestDb, assert_problem, both_backends, test_config, wait_until};
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    pub fn event_id(&self) -> String {
+        self.json()["id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Decides the answer to each request: (status, extra headers).
+type Behaviour = Arc<dyn Fn(&Received, usize) -> (u16, Vec<(String, String)>) + Send + Sync>;
+
+/// A local HTTP server that records every request and answers as told.
+pub struct Receiver {
+    pub port: u16,
+    received: Arc<Mutex<Vec<Received>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    pub async fn start(behaviour: Behaviour) -> Self {
+        Self::start_on(0, behaviour).await
+    }
+
+    pub async fn ok() -> Self {
+        Self::start(Arc::new(|_, _| (200, vec![]))).await
+    }
+
+    pub async fn start_on(port: u16, behaviour: Behaviour) -> Self {
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let seen = received.clone();
+        let server = HttpServer::new(move || {
+            let seen = seen.clone();
+            let behaviour = behaviour.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let seen = seen.clone();
+                let behaviour = behaviour.clone();
+                async move {
+                    let request = Received {
+                        headers: req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
+                            })
+                            .collect(),
+                        body: body.to_vec(),
+                    };
+                    let id = serde_json::from_slice::<Value>(&request.body)
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_owned));
+                    let nth = {
+                        let mut seen = seen.lock().unwrap();
+                        let nth = seen
+                            .iter()
+                            .filter(|r| {
+                                serde_json::from_slice::<Value>(&r.body)
+                                    .ok()
+                                    .and_then(|v| v["id"].as_str().map(str::to_owned))
+                                    == id
+                            })
+                            .count();
+                        seen.push(request.clone());
+                        nth
+                    };
+                    let (status, headers) = behaviour(&request, nth);
+                    let mut response =
+                        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+                    for (k, v) in headers {
+                        response.insert_header((k, v));
+                    }
+                    response.body("thanks")
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", port))
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            port,
+            received,
+            handle,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Distinct event ids received with a 2xx-bound request (all requests).
+    pub fn event_ids(&self) -> Vec<String> {
+        self.received().iter().map(Received::event_id).collect()
+    }
+
+    pub async fn wait_for_events(&self, count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut ids = self.event_ids();
+            ids.sort();
+            ids.dedup();
+            if ids.len() >= count {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {count} events arrived",
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Test configuration: loopback allowed, a short retry schedule.
+pub fn webhook_config(db: &TestDb, schedule: &str) -> Config {
+    let mut config = test_config(db.config.clone());
+    config.webhooks.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    config.webhooks.retry_schedule = schedule
+        .split(',')
+        .map(|d| switchboard::config::parse_duration(d).unwrap())
+        .collect();
+    config
+}
+
+pub async fn create_endpoint(app: &TestApp, token: &str, body: Value) -> Value {
+    let response = app.post("/api/v1/admin/webhooks", Some(token), body).await;
+    assert_eq!(response.status().as_u16(), 201);
+    response.json().await.unwrap()
+}
+
+async fn append(app: &TestApp, stream: &str, n: usize) -> Vec<String> {
+    let stream = StreamName::parse(stream).unwrap();
+    let version = app.state.store.stream_version(&stream).await.unwrap();
+    let expected = if version == 0 {
+        ExpectedVersion::NoStream
+    } else {
+        ExpectedVersion::Exact(version)
+    };
+    let events = (0..n)
+        .map(|i| {
+            NewEvent::new(
+                EventType::parse("load.tick").unwrap(),
+                json!({"i": i}),
+                Actor::system(),
+            )
+        })
+        .collect();
+    app.state
+        .store
+        .append(&stream, expected, events)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id.to_string())
+        .collect()
+}
+
+/// The Standard Webhooks check, written from the specification: HMAC-SHA256
+/// with the base64-decoded secret over `{id}.{timestamp}.{body}`.
+fn verify_standard(secret: &str, headers: &HashMap<String, String>, body: &[u8]) -> bool {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(headers["webhook-id"].as_bytes());
+    mac.update(b".");
+    mac.update(headers["webhook-timestamp"].as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    headers["webhook-signature"]
+        .split(' ')
+        .any(|s| s == expected)
+}
+
+fn verify_legacy(secret: &str, headers: &HashMap<String, String>, body: &[u8]) -> bool {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    headers["x-webhook-signature"] == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+both_backends! {
+    async fn a_delivery_is_the_envelope_signed_both_ways_over_the_exact_bytes(db) {
+        let receiver = Receiver::ok().await;
+        let app = TestApp::spawn_with(webhook_config(&db, "0s,100ms")).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let endpoint = create_endpoint(&app, &owner.access_token, json!({
+            "name": "CRM", "url": receiver.url(), "event_types": ["user.*"],
+            "headers": {"Authorization": "Bearer crm-token"}
+        })).await;
+        let secret = endpoint["secret"].as_str().unwrap().to_owned();
+        assert!(secret.starts_with("whsec_"));
+        let raw = base64::engine::general_purpose::STANDARD.decode(&secret[6..]).unwrap();
+        assert!(raw.len() >= 24);
+
+        crate::tickets::cabinet_user(&app, 1).await;
+        append(&app, "load:1", 1).await; // not a user.* event: not delivered
+        receiver.wait_for_events(1).await;
+        let request = &receiver.received()[0];
+        let body = request.json();
+        assert_eq!(body["type"], "user.created");
+        for field in ["id", "position", "cursor", "stream", "version", "timestamp", "actor", "payload"] {
+            assert!(body.get(field).is_some(), "{field} missing from {body}");
+        }
+        assert_eq!(request.headers["webhook-id"], body["id"].as_str().unwrap());
+        assert_eq!(request.headers["x-webhook-id"], body["id"].as_str().unwrap());
+        assert_eq!(request.headers["x-webhook-event"], "user.created");
+        let timestamp: i64 = request.headers["webhook-timestamp"].parse().unwrap();
+        assert!((chrono::Utc::now().timestamp() - timestamp).abs() < 60);
+        assert!(verify_standard(&secret, &request.headers, &request.body));
+        assert!(verify_legacy(&secret, &request.headers, &request.body));
+        assert!(!verify_standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &request.headers, &request.body));
+        assert_eq!(request.headers["authorization"], "Bearer crm-token");
+        assert_eq!(request.headers["content-type"], "application/json");
+
+        // Recorded as delivered, with the attempt.
+        let id = endpoint["id"].as_str().unwrap();
+        let deliveries: Value = app.get_with(&format!("/api/v1/admin/webhooks/{id}/deliveries"), &owner.access_token).await.json().await.unwrap();
+        wait_until(|| async {
+            let d: Value = app.get_with(&format!("/api/v1/admin/webhooks/{id}/deliveries?status=delivered"), &owner.access_token).await.json().await.unwrap();
+            d["items"].as_array().unwrap().len() == 1
+        }).await;
+        assert_eq!(deliveries["items"].as_array().unwrap().len(), 1, "only the user.* event: {deliveries}");
+
+        // The secret is encrypted at rest.
+        let rows = raw_secrets(&app).await;
+        assert!(!rows.iter().any(|r| r.contains(&secret[6..])), "{rows:?}");
+        app.stop().await;
+        receiver.stop().await;
+    }
+}
+
+async fn raw_secrets(app: &TestApp) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let rows = app
+        .state
+        .db
+        .conn()
+        .query_all_raw(Statement::from_string(
+            app.state.db.database_backend(),
+            "SELECT secret FROM webhook_endpoints",
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.try_get::<String>("", "secret").unwrap())
+        .collect()
+}
+
+both_backends! {
+    async fn a_receiver_that_is_down_then_up_gets_every_event_on_schedule(db) {
+        // A port with nothing listening on it yet.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let app = TestApp::spawn_with(webhook_config(&db, "0s,300ms,600ms,900ms,1200ms,1500ms,20s")).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let endpoint = create_endpoint(&app, &owner.access_token, json!({
+            "name": "down", "url": format!("http://127.0.0.1:{port}/hook"), "event_types": ["load.*"]
+        })).await;
+        let id = endpoint["id"].as_str().unwrap().to_owned();
+        let mut ids = append(&app, "load:a", 5).await;
+        ids.sort();
+
+        // Attempts fail with a connection error, spaced by the schedule.
+        let path = format!("/api/v1/admin/webhooks/{id}/deliveries");
+        wait_until(|| async {
+            let d: Value = app.get_with(&path, &owner.access_token).await.json().await.unwrap();
+            d["items"].as_array().unwrap().iter().all(|d| d["attempts"].as_u64().unwrap() >= 3)
+        }).await;
+        let d: Value = app.get_with(&path, &owner.access_token).await.json().await.unwrap();
+        for delivery in d["items"].as_array().unwrap() {
+            assert_eq!(delivery["status"], "pending");
+            let log = delivery["attempt_log"].as_array().unwrap();
+            assert!(log[0]["error"].as_str().unwrap().contains("connect"), "{log:?}");
+            let at = |i: usize| chrono::DateTime::parse_from_rfc3339(log[i]["at"].as_str().unwrap()).unwrap();
+            // 300 ms then 600 ms, ±20 % jitter.
+            assert!((at(1) - at(0)).num_milliseconds() >= 240, "{log:?}");
+            assert!((at(2) - at(1)).num_milliseconds() >= 480, "{log:?}");
+        }
+
+        // The receiver comes up: every event arrives.
+        let receiver = Receiver::start_on(port, Arc::new(|_, _| (200, vec![]))).await;
+        receiver.wait_for_events(5).await;
+        let mut got = receiver.event_ids();
+        got.sort();
+        got.dedup();
+        assert_eq!(got, ids);
+        wait_until(|| async {
+            let d: Value = app.get_with(&format!("{path}?status=delivered"), &owner.access_token).await.json().await.unwrap();
+            d["items"].as_array().unwrap().len() == 5
+        }).await;
+        app.stop().await;
+        receiver.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_failing_receiver_exhausts_the_schedule_then_recover_and_resend_queue_again(db) {
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = fail.clone();
+        let receiver = Receiver::start(Arc::new(move |_, _| {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) { (500, vec![]) } else { (204, vec![]) }
+        })).await;
+        let app = TestApp::spawn_with(webhook_config(&db, "0s,50ms,50ms")).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let endpoint = create_endpoint(&app, &owner.access_token, json!({"name": "x", "url": receiver.url(), "event_types": ["load.tick"]})).await;
+        let id = endpoint["id"].as_str().unwrap().to_owned();
+        let ids = append(&app, "load:a", 3).await;
+        let failed = format!("/api/v1/admin/webhooks/{id}/deliveries?status=failed");
+        wait_until(|| async {
+            let d: Value = app.get_with(&failed, &owner.access_token).await.json().await.unwrap();
+            d["items"].as_array().unwrap().len() == 3
+        }).await;
+        let d: Value = app.get_with(&failed, &owner.access_token).await.json().await.unwrap();
+        for delivery in d["items"].as_array().unwrap() {
+            assert_eq!(delivery["attempts"], 3, "the schedule has three attempts");
+            assert_eq!(delivery["attempt_log"][2]["response_status"], 500);
+            assert_eq!(delivery["attempt_log"][2]["response_body"], "thanks");
+        }
+        let stats: Value = app.get_with("/api/v1/admin/webhooks/stats", &owner.access_token).await.json().await.unwrap();
+        assert_eq!(stats["overall"]["failed"], 3);
+        assert_eq!(stats["overall"]["success_rate"], 0.0);
+        let endpoint_now: Value = app.get_with(&format!("/api/v1/admin/webhooks/{id}"), &owner.access_token).await.json().await.unwrap();
+        assert!(endpoint_now["failing_since"].is_string());
+
+        fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        let resend = app.post(&format!("/api/v1/admin/webhooks/{id}/deliveries/{}/resend", ids[0]), Some(&owner.access_token), json!({})).await;
+        assert_eq!(resend.status().as_u16(), 202);
+        let delivered = format!("/api/v1/admin/webhooks/{id}/deliveries?status=delivered");
+        wait_until(|| async {
+            let d: Value = app.get_with(&delivered, &owner.access_token).await.json().await.unwrap();
+            d["items"].as_array().unwrap().len() == 1
+        }).await;
+        let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+        let recovered: Value = app.post(&format!("/api/v1/admin/webhooks/{id}/recover"), Some(&owner.access_token), json!({"since": since})).await.json().await.unwrap();
+        assert_eq!(recovered["requeued"], 2);
+        wait_until(|| async {
+            let d: Value = app.get_with(&delivered, &owner.access_token).await.json().await.unwrap();
+            d["items"].as_array().unwrap().len() == 3
+        }).await;
+        let endpoint_now: Value = app.get_with(&format!("/api/v1/admin/webhooks/{id}"), &owner.access_token).await.json().await.unwrap();
+        assert!(endpoint_now["failing_since"].is_null(), "a success clears the failing state");
+        let stats: Value = app.get_with("/api/v1/admin/webhooks/stats", &owner.access_token).await.json().await.unwrap();
+        assert_eq!(stats["endpoints"][0]["delivered"], 3);
+        assert!(stats["endpoints"][0]["latency_ms"]["p99"].is_number());
+        app.stop().await;
+        receiver.stop().await;
+    }
+}
+
+both_backends! {
+    async fn gone_disables_the_endpoint_and_retry_after_is_honoured(db) {
+        let receiver = Receiver::start(Arc::new(|request: &Received, nth| {
+            let path_gone = request.headers.get("x-test").is_some_and(|v| v == "gone");
+            if path_gone {
+                (410, vec![])
+            } else if nth == 0 {
+                (429, vec![("Retry-After".to_owned(), "2".to_owned())])
+            } else {
+                (200, vec![])
+            }
+        })).await;
+        let app = TestApp::spawn_with(webhook_config(&db, "0s,100ms,100ms")).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let gone = create_endpoint(&app, &owner.access_token, json!({"name": "gone", "url": receiver.url(), "event_types": ["load.*"], "headers": {"X-Test": "gone"}})).await;
+        let slow = create_endpoint(&app, &owner.access_token, json!({"name": "slow", "url": receiver.url(), "event_types": ["load.*"]})).await;
+        append(&app, "load:a", 1).await;
+
+        let gone_path = format!("/api/v1/admin/webhooks/{}", gone["id"].as_str().unwrap());
+        wait_until(|| async {
+            let e: Value = app.get_with(&gone_path, &owner.access_token).await.json().await.unwrap();
+            e["enabled"] == false
+        }).await;
+        let e: Value = app.get_with(&gone_path, &owner.access_token).await.json().await.unwrap();
+        assert!(e["disabled_reason"].as_str().unwrap().contains("410"));
+        // The operational event is in the log.
+        wait_until(|| async {
+            let events: Value = app.get_with("/api/v1/admin/events?type=webhook.*", &owner.access_token).await.json().await.unwrap();
+            events["events"].as_array().unwrap().iter().any(|e| e["type"] == "webhook.endpoint_disabled")
+        }).await;
+        // A disabled endpoint gets no new deliveries.
+        append(&app, "load:b", 1).await;
+
+        let slow_id = slow["id"].as_str().unwrap();
+        let delivered = format!("/api/v1/admin/webhooks/{slow_id}/deliveries?status=delivered");
+        wait_until(|| async {
+            let d: Value = app.get_with(&delivered, &owner.access_token).await.json().await.unwrap();
+            d["items"].as_array().unwrap().len() == 2
+        }).await;
+        let d: Value = app.get_with(&format!("/api/v1/admin/webhooks/{slow_id}/deliveries"), &owner.access_token).await.json().await.unwrap();
+        let first = d["items"].as_array().unwrap().iter().find(|d| d["attempts"] == 2).expect("the 429'd delivery");
+        let log = first["attempt_log"].as_array().unwrap();
+        let at = |i: usize| chrono::DateTime::parse_from_rfc3339(log[i]["at"].as_str().unwrap()).unwrap();
+        assert!((at(1) - at(0)).num_milliseconds() >= 1900, "Retry-After: 2 was honoured: {log:?}");
+        let gone_deliveries: Value = app.get_with(&format!("{gone_path}/deliveries"), &owner.access_token).await.json().await.unwrap();
+        assert_eq!(gone_deliveries["items"].as_array().unwrap().len(), 1);
+        app.stop().await;
+        receiver.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_rotated_secret_keeps_signing_next_to_the_new_one_during_its_grace(db) {
+        let receiver = Receiver::ok().await;
+        let app = TestApp::spawn_with(webhook_config(&db, "0s")).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let endpoint = create_endpoint(&app, &owner.access_token, json!({"name": "r", "url": receiver.url(), "event_types": ["load.*"]})).await;
+        let id = endpoint["id"].as_str().unwrap();
+        let old = endpoint["secret"].as_str().unwrap().to_owned();
+        let rotated: Value = app.post(&format!("/api/v1/admin/webhooks/{id}/rotate-secret"), Some(&owner.access_token), json!({})).await.json().await.unwrap();
+        let new = rotated["secret"].as_str().unwrap().to_owned();
+        assert_ne!(new, old);
+        assert!(rotated["previous_secret_valid_until"].is_string());
+        let shown: Value = app.get_with(&format!("/api/v1/admin/webhooks/{id}/secret"), &owner.access_token).await.json().await.unwrap();
+        assert_eq!(shown["secret"], new.as_str());
+
+        append(&app, "load:a", 1).await;
+        receiver.wait_for_events(1).await;
+        let request = &receiver.received()[0];
+        assert_eq!(request.headers["webhook-signature"].split(' ').count(), 2);
+        assert!(verify_standard(&new, &request.headers, &request.body));
+        assert!(verify_standard(&old, &request.headers, &request.body));
+        assert!(verify_legacy(&new, &request.headers, &request.body));
+
+        // Without grace the old secret stops at once.
+        app.post(&format!("/api/v1/admin/webhooks/{id}/rotate-secret"), Some(&owner.access_token), json!({"grace_seconds": 0})).await;
+        append(&app, "load:b", 1).await;
+        receiver.wait_for_events(2).await;
+        let request = receiver.received().into_iter().find(|r| r.json()["stream"] == "load:b").unwrap();
+        assert_eq!(request.headers["webhook-signature"].split(' ').count(), 1);
+        assert!(!verify_standard(&new, &request.headers, &request.body));
+
+        // The test event goes out at once and reports the answer.
+        let test: Value = app.post(&format!("/api/v1/admin/webhooks/{id}/test"), Some(&owner.access_token), json!({})).await.json().await.unwrap();
+        assert_eq!(test["success"], true);
+        assert_eq!(test["response_status"], 200);
+        assert!(receiver.received().iter().any(|r| r.json()["type"] == "webhook.test"));
+        app.stop().await;
+        receiver.stop().await;
+    }
+}
+
+both_backends! {
+    async fn internal_addresses_are_refused_at_creation_and_at_delivery(db) {
+        let receiver = Receiver::ok().await;
+        // Without an allow-list.
+        let mut config = test_config(db.config.clone());
+        config.webhooks.retry_schedule = vec![Duration::ZERO];
+        let app = TestApp::spawn_with(config.clone()).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        for url in ["http://169.254.169.254/latest/meta-data", "http://10.0.0.1/hook", "http://localhost:8080/hook", "http://[::1]/", receiver.url().as_str()] {
+            let response = app.post("/api/v1/admin/webhooks", Some(&owner.access_token), json!({"name": "x", "url": url})).await;
+            let body = assert_problem(response, 422, "invalid_field").await;
+            assert_eq!(body["field"], "url", "{url}");
+        }
+        app.stop().await;
+
+        // Created while loopback was allowed, delivered after it no longer is.
+        let allowed = TestApp::spawn_with(webhook_config(&db, "0s")).await;
+        let endpoint = create_endpoint(&allowed, &owner.access_token, json!({"name": "x", "url": receiver.url(), "event_types": ["load.*"]})).await;
+        let localhost = create_endpoint(&allowed, &owner.access_token, json!({"name": "y", "url": format!("http://localhost:{}/hook", receiver.port), "event_types": ["load.*"]})).await;
+        allowed.stop().await;
+        let app = TestApp::spawn_with(config).await;
+        append(&app, "load:a", 1).await;
+        for endpoint in [&endpoint, &localhost] {
+            let path = format!("/api/v1/admin/webhooks/{}/deliveries?status=failed", endpoint["id"].as_str().unwrap());
+            wait_until(|| async {
+                let d: Value = app.get_with(&path, &owner.access_token).await.json().await.unwrap();
+                d["items"].as_array().unwrap().len() == 1
+            }).await;
+            let d: Value = app.get_with(&path, &owner.access_token).await.json().await.unwrap();
+            let error = d["items"][0]["last_error"].as_str().unwrap();
+            assert!(error.contains("internal"), "{error}");
+        }
+        assert!(receiver.received().is_empty(), "nothing reached the internal address");
+        app.stop().await;
+        receiver.stop().await;
+    }
+}
+
+both_backends! {
+    async fn webhook_routes_need_webhooks_manage_and_refuse_bad_input(db) {
+        let app = TestApp::spawn_with(webhook_config(&db, "0s")).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let viewer = app.admin_with_role("v@example.com", Role::Viewer).await;
+        let user = crate::tickets::cabinet_user(&app, 3).await;
+        let key: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "k", "scopes": ["webhooks:manage"]})).await.json().await.unwrap();
+        let key = key["secret"].as_str().unwrap().to_owned();
+        let endpoint = create_endpoint(&app, &key, json!({"name": "by key", "url": "http://127.0.0.1:9/hook"})).await;
+        let id = endpoint["id"].as_str().unwrap().to_owned();
+        let event = uuid::Uuid::now_v7();
+        let routes: Vec<(Method, String, Option<Value>, u16)> = vec![
+            (Method::GET, "/api/v1/admin/webhooks".into(), None, 200),
+            (Method::POST, "/api/v1/admin/webhooks".into(), Some(json!({"name": "n", "url": "http://127.0.0.1:9/"})), 201),
+            (Method::GET, "/api/v1/admin/webhooks/stats".into(), None, 200),
+            (Method::GET, format!("/api/v1/admin/webhooks/{id}"), None, 200),
+            (Method::PATCH, format!("/api/v1/admin/webhooks/{id}"), Some(json!({"description": "d"})), 200),
+            (Method::POST, format!("/api/v1/admin/webhooks/{id}/disable"), None, 200),
+            (Method::POST, format!("/api/v1/admin/webhooks/{id}/enable"), None, 200),
+            (Method::GET, format!("/api/v1/admin/webhooks/{id}/secret"), None, 200),
+            (Method::POST, format!("/api/v1/admin/webhooks/{id}/rotate-secret"), None, 200),
+            (Method::POST, format!("/api/v1/admin/webhooks/{id}/test"), None, 200),
+            (Method::GET, format!("/api/v1/admin/webhooks/{id}/deliveries"), None, 200),
+            (Method::POST, format!("/api/v1/admin/webhooks/{id}/deliveries/{event}/resend"), None, 404),
+            (Method::POST, format!("/api/v1/admin/webhooks/{id}/recover"), Some(json!({"since": "2026-01-01T00:00:00Z"})), 200),
+        ];
+        for (method, path, body, through) in &routes {
+            let label = format!("{method} {path}");
+            assert_eq!(app.request(method.clone(), path, None, body.clone()).await.status().as_u16(), 401, "{label} without a token");
+            assert_eq!(app.request(method.clone(), path, Some(&user.access_token), body.clone()).await.status().as_u16(), 401, "{label} as a cabinet user");
+            for (what, token) in crate::authorization::forged(&owner.access_token) {
+                assert_eq!(app.request(method.clone(), path, Some(&token), body.clone()).await.status().as_u16(), 401, "{label} with a token {what}");
+            }
+            assert_eq!(app.request(method.clone(), path, Some(&viewer.access_token), body.clone()).await.status().as_u16(), 403, "{label} as a viewer");
+            assert_eq!(app.request(method.clone(), path, Some(&owner.access_token), body.clone()).await.status().as_u16(), *through, "{label} as the owner");
+        }
+        let delete = app.request(Method::DELETE, &format!("/api/v1/admin/webhooks/{id}"), Some(&viewer.access_token), None).await;
+        assert_eq!(delete.status().as_u16(), 403);
+        let delete = app.request(Method::DELETE, &format!("/api/v1/admin/webhooks/{id}"), Some(&key), None).await;
+        assert_eq!(delete.status().as_u16(), 204);
+        let gone = app.get_with(&format!("/api/v1/admin/webhooks/{id}"), &owner.access_token).await;
+        assert_problem(gone, 404, "not_found").await;
+
+        // Bad input: a problem naming the field, never a 500.
+        let bad: Vec<(Value, &str)> = vec![
+            (json!({"name": "", "url": "http://127.0.0.1:9/"}), "name"),
+            (json!({"name": "x", "url": "not a url"}), "url"),
+            (json!({"name": "x", "url": "ftp://127.0.0.1/"}), "url"),
+            (json!({"name": "x", "url": format!("http://127.0.0.1/{}", "a".repeat(3000))}), "url"),
+            (json!({"name": "x", "url": "http://127.0.0.1:9/", "event_types": []}), "event_types"),
+            (json!({"name": "x", "url": "http://127.0.0.1:9/", "event_types": ["Ticket.*"]}), "event_types"),
+            (json!({"name": "x", "url": "http://127.0.0.1:9/", "headers": {"webhook-signature": "x"}}), "headers"),
+            (json!({"name": "x", "url": "http://127.0.0.1:9/", "headers": {"bad header": "x"}}), "headers"),
+            (json!({"name": "x", "url": "http://127.0.0.1:9/", "headers": {"x-a": "line\nbreak"}}), "headers"),
+            (json!({"name": "x", "url": "http://127.0.0.1:9/", "description": "d".repeat(1001)}), "description"),
+        ];
+        for (body, field) in bad {
+            let response = app.post("/api/v1/admin/webhooks", Some(&owner.access_token), body.clone()).await;
+            let problem = assert_problem(response, 422, "invalid_field").await;
+            assert_eq!(problem["field"], field, "{body}");
+        }
+        for body in [json!({"name": 5, "url": "x"}), json!({"url": "http://127.0.0.1:9/"}), json!({"name": "x", "url": "http://127.0.0.1:9/", "extra": 1})] {
+            let status = app.post("/api/v1/admin/webhooks", Some(&owner.access_token), body).await.status().as_u16();
+            assert!(status == 400 || status == 422, "{status}");
+        }
+        let other = create_endpoint(&app, &owner.access_token, json!({"name": "o", "url": "http://127.0.0.1:9/"})).await;
+        let oid = other["id"].as_str().unwrap();
+        for (path, what) in [
+            (format!("/api/v1/admin/webhooks/{oid}/deliveries?status=lost"), 422),
+            (format!("/api/v1/admin/webhooks/{oid}/deliveries?limit=100000"), 422),
+            ("/api/v1/admin/webhooks?limit=0".to_owned(), 422),
+            ("/api/v1/admin/webhooks/not-a-uuid".to_owned(), 404),
+        ] {
+            assert_eq!(app.get_with(&path, &owner.access_token).await.status().as_u16(), what, "{path}");
+        }
+        let backwards = app.post(&format!("/api/v1/admin/webhooks/{oid}/recover"), Some(&owner.access_token), json!({"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"})).await;
+        assert_problem(backwards, 422, "invalid_field").await;
+        let long_grace = app.post(&format!("/api/v1/admin/webhooks/{oid}/rotate-secret"), Some(&owner.access_token), json!({"grace_seconds": 100000000})).await;
+        assert_problem(long_grace, 422, "invalid_field").await;
+        app.stop().await;
+    }
+}
