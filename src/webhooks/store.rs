@@ -430,14 +430,17 @@ pub async fn claim(
             // Only events below the transaction horizon: one that commits
             // later has a larger transaction id, so it can never turn out
             // to come before an event already delivered.
-            "UPDATE webhook_deliveries d \
+            // The heads are computed once (MATERIALIZED), not once per row.
+            "WITH h AS MATERIALIZED ( \
+                 SELECT DISTINCT ON (d2.endpoint_id) d2.endpoint_id, d2.event_id \
+                 FROM webhook_deliveries d2 \
+                 JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND e.ordered \
+                 WHERE d2.status = 'pending' \
+                   AND d2.event_tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                 ORDER BY d2.endpoint_id, d2.event_tx, d2.event_position) \
+             UPDATE webhook_deliveries d \
              SET lease_token = $1, lease_until_ms = $2 + $3, attempts = d.attempts + 1 \
-             FROM (SELECT DISTINCT ON (d2.endpoint_id) d2.endpoint_id, d2.event_id \
-                   FROM webhook_deliveries d2 \
-                   JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND e.ordered \
-                   WHERE d2.status = 'pending' \
-                     AND d2.event_tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-                   ORDER BY d2.endpoint_id, d2.event_tx, d2.event_position) h \
+             FROM h \
              WHERE d.endpoint_id = h.endpoint_id AND d.event_id = h.event_id \
                AND d.status = 'pending' AND d.next_attempt_at_ms <= $2 \
                AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $2) \

@@ -606,3 +606,191 @@ both_backends! {
         app.stop().await;
     }
 }
+
+/// The log's `load.tick` event ids, in log order.
+async fn load_ids_in_log_order(app: &TestApp) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = switchboard::events::Cursor::START;
+    loop {
+        let page = app.state.store.read_all(cursor, 1000).await.unwrap();
+        if page.events.is_empty() {
+            return ids;
+        }
+        cursor = page.next;
+        ids.extend(
+            page.events
+                .iter()
+                .filter(|e| e.event_type.as_str() == "load.tick")
+                .map(|e| e.id.to_string()),
+        );
+    }
+}
+
+both_backends! {
+    async fn an_ordered_endpoint_gets_events_in_log_order_through_concurrent_writers_and_a_failure(db) {
+        let _exclusive = crate::helpers::EXCLUSIVE_POSTGRES.lock().await;
+        // Writer 3's 17th event fails twice before it is accepted.
+        let receiver = Receiver::start(Arc::new(|request: &Received, nth| {
+            let payload = &request.json()["payload"];
+            if payload["w"] == 3 && payload["i"] == 17 && nth < 2 { (503, vec![]) } else { (200, vec![]) }
+        })).await;
+        let mut config = webhook_config(&db, "0s,100ms,100ms,100ms");
+        config.database = db.with_max_connections(20);
+        let app = TestApp::spawn_with(config).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        create_endpoint(&app, &owner.access_token, json!({"name": "ordered", "url": receiver.url(), "event_types": ["load.*"], "ordered": true})).await;
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let store = app.state.store.clone();
+                tokio::spawn(async move {
+                    let stream = StreamName::parse(&format!("load:w{w}")).unwrap();
+                    for i in 0..40u32 {
+                        let expected = if i == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(i) };
+                        let event = NewEvent::new(EventType::parse("load.tick").unwrap(), json!({"w": w, "i": i}), Actor::system());
+                        store.append(&stream, expected, vec![event]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        receiver.wait_for_events(320).await;
+        let order = load_ids_in_log_order(&app).await;
+        assert_eq!(order.len(), 320);
+        let index: HashMap<&str, usize> = order.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let requests: Vec<usize> = receiver.event_ids().iter().map(|id| index[id.as_str()]).collect();
+        assert_eq!(requests.len(), 322, "320 events and two retries");
+        assert!(requests.windows(2).all(|w| w[0] <= w[1]), "sent strictly in log order, a failure holding back the rest: {requests:?}");
+        app.stop().await;
+        receiver.stop().await;
+    }
+}
+
+#[cfg(postgres_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_never_send_one_event_twice_while_leases_hold() {
+    let _exclusive = crate::helpers::EXCLUSIVE_POSTGRES.lock().await;
+    let db = TestDb::new(crate::helpers::Kind::Postgres).await;
+    let receiver = Receiver::start(Arc::new(|_, _| (200, vec![]))).await;
+    let mut config = webhook_config(&db, "0s,100ms");
+    config.webhooks.concurrency = 8;
+    let a = TestApp::spawn_with(config.clone()).await;
+    let b = TestApp::spawn_with(config).await;
+    let owner = a.admin_with_role("o@example.com", Role::Owner).await;
+    create_endpoint(
+        &a,
+        &owner.access_token,
+        json!({"name": "one", "url": receiver.url(), "event_types": ["load.*"]}),
+    )
+    .await;
+    for n in 0..50 {
+        let app = if n % 2 == 0 { &a } else { &b };
+        append(app, &format!("load:{n}"), 10).await;
+    }
+    receiver.wait_for_events(500).await;
+    // Both instances worked, and nothing was sent twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids = receiver.event_ids();
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        ids.len(),
+        500,
+        "{} requests for {} events",
+        ids.len(),
+        distinct.len()
+    );
+    a.stop().await;
+    b.stop().await;
+    receiver.stop().await;
+}
+
+both_backends! {
+    async fn a_crash_in_the_middle_of_a_burst_loses_no_event(db) {
+        let _exclusive = crate::helpers::EXCLUSIVE_POSTGRES.lock().await;
+        let receiver = Receiver::start(Arc::new(|_, _| {
+            std::thread::sleep(Duration::from_millis(2));
+            (200, vec![])
+        })).await;
+        let mut config = webhook_config(&db, "0s,100ms,200ms");
+        config.webhooks.concurrency = 8;
+        config.webhooks.timeout = Duration::from_secs(2);
+        config.webhooks.lease = Duration::from_secs(5);
+        {
+            let setup = TestApp::spawn_with(config.clone()).await;
+            let owner = setup.admin_with_role("o@example.com", Role::Owner).await;
+            create_endpoint(&setup, &owner.access_token, json!({"name": "crm", "url": receiver.url(), "event_types": ["load.*"]})).await;
+            setup.stop().await;
+        }
+
+        // The first instance, on a runtime of its own, appends 1,000 events
+        // in bursts and is aborted while delivering them.
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let first = config.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let app = switchboard::app::Application::build(first).await.unwrap();
+                let store = app.state().store.clone();
+                tokio::spawn(app.run_until_stopped());
+                tokio::spawn(async move {
+                    for n in 0..100 {
+                        let stream = StreamName::parse(&format!("load:{n}")).unwrap();
+                        let events = (0..10).map(|i| NewEvent::new(EventType::parse("load.tick").unwrap(), json!({"i": i}), Actor::system())).collect();
+                        store.append(&stream, ExpectedVersion::NoStream, events).await.unwrap();
+                    }
+                });
+                let _ = killed.await;
+            });
+            runtime.shutdown_background();
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while receiver.received().len() < 200 {
+            assert!(tokio::time::Instant::now() < deadline, "the first instance delivered nothing");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        kill.send(()).unwrap();
+        thread.join().unwrap();
+        let at_crash = receiver.received().len();
+        // What the dead instance had in flight: claimed, not yet recorded.
+        let in_flight: Vec<String> = {
+            use sea_orm::{ConnectionTrait, Statement};
+            let db = switchboard::db::Db::connect(&config.database).await.unwrap();
+            let rows = db.conn().query_all_raw(Statement::from_string(db.database_backend(),
+                "SELECT event_id FROM webhook_deliveries WHERE lease_token IS NOT NULL AND status = 'pending'")).await.unwrap();
+            let ids = rows.iter().map(|r| match db.backend() {
+                switchboard::db::Backend::Postgres => r.try_get::<uuid::Uuid>("", "event_id").unwrap().to_string(),
+                switchboard::db::Backend::Sqlite => r.try_get::<String>("", "event_id").unwrap(),
+            }).collect();
+            db.close().await;
+            ids
+        };
+        assert!(in_flight.len() <= 8);
+
+        // A new instance finishes the job.
+        let app = TestApp::spawn_with(config.clone()).await;
+        let committed = load_ids_in_log_order(&app).await;
+        assert!(committed.len() >= 200 && committed.len() <= 1000);
+        receiver.wait_for_events(committed.len()).await;
+        let ids = receiver.event_ids();
+        let mut distinct = ids.clone();
+        distinct.sort();
+        distinct.dedup();
+        let mut expected = committed.clone();
+        expected.sort();
+        assert_eq!(distinct, expected, "every committed event arrived");
+        // Sent twice only if it was in flight when the instance died.
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for id in &ids {
+            *counts.entry(id.as_str()).or_default() += 1;
+        }
+        for (id, n) in counts {
+            assert!(n == 1 || (n == 2 && in_flight.iter().any(|f| f == id)), "{id} was sent {n} times");
+        }
+        assert!(at_crash < ids.len(), "the crash really was in the middle");
+        app.stop().await;
+        receiver.stop().await;
+    }
+}
