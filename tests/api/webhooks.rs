@@ -794,3 +794,86 @@ both_backends! {
         receiver.stop().await;
     }
 }
+
+/// The Standard Webhooks reference library (Python) accepts what we send,
+/// also during a rotation, and refuses a tampered body. The Rust check above
+/// always runs; the Python one runs where `STANDARDWEBHOOKS_PYTHON` names an
+/// interpreter with `standardwebhooks` installed (`.ci/run` sets one up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_webhooks_reference_library_accepts_our_signatures() {
+    let db = TestDb::new(crate::helpers::Kind::Sqlite).await;
+    let receiver = Receiver::ok().await;
+    let app = TestApp::spawn_with(webhook_config(&db, "0s")).await;
+    let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+    let endpoint = create_endpoint(
+        &app,
+        &owner.access_token,
+        json!({"name": "py", "url": receiver.url(), "event_types": ["load.*"]}),
+    )
+    .await;
+    let id = endpoint["id"].as_str().unwrap();
+    let old = endpoint["secret"].as_str().unwrap().to_owned();
+    append(&app, "load:a", 2).await;
+    receiver.wait_for_events(2).await;
+    let rotated: Value = app
+        .post(
+            &format!("/api/v1/admin/webhooks/{id}/rotate-secret"),
+            Some(&owner.access_token),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    append(&app, "load:b", 1).await;
+    receiver.wait_for_events(3).await;
+
+    let mut samples = Vec::new();
+    for request in receiver.received() {
+        let body = String::from_utf8(request.body.clone()).unwrap();
+        let rotated = request.json()["stream"] == "load:b";
+        let headers: HashMap<&str, &str> = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+            .into_iter()
+            .map(|h| (h, request.headers[h].as_str()))
+            .collect();
+        let secrets = if rotated {
+            vec![&new, &old]
+        } else {
+            vec![&old]
+        };
+        for secret in secrets {
+            assert!(verify_standard(secret, &request.headers, &request.body));
+            samples
+                .push(json!({"secret": secret, "headers": headers, "body": body, "valid": true}));
+        }
+        samples.push(json!({"secret": old, "headers": headers, "body": body.replace("load.tick", "load.tock"), "valid": false}));
+    }
+    assert_eq!(samples.len(), 7);
+    app.stop().await;
+    receiver.stop().await;
+
+    let Some(python) = std::env::var_os("STANDARDWEBHOOKS_PYTHON") else {
+        eprintln!(
+            "STANDARDWEBHOOKS_PYTHON is not set: the reference library check is left to .ci/run"
+        );
+        return;
+    };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&samples).unwrap()).unwrap();
+    let output = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/verify_standard_webhooks.py"
+        ))
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "standardwebhooks refused: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("7 of 7 samples as expected"), "{stdout}");
+}
