@@ -111,6 +111,7 @@ impl Application {
         ));
 
         let webhooks = WebhookState::new(&config, &db).await?;
+        let recorder = crate::webhooks::worker::Recorder::start(db.clone(), &mut tasks);
         tasks.spawn(
             WebhookWorker {
                 db: db.clone(),
@@ -119,6 +120,7 @@ impl Application {
                 sender: webhooks.sender.clone(),
                 remote: tailer.watch(),
                 wake: webhooks.wake.clone(),
+                recorder,
             }
             .run(shutdown.clone()),
         );

@@ -393,6 +393,15 @@ pub async fn list_endpoints(
 pub async fn delete_endpoint(db: &Db, id: WebhookEndpointId) -> Result<bool, DbErr> {
     let backend = db.backend();
     let txn = db.begin_write().await?;
+    // No foreign keys on these (see the migration): delete them here.
+    for table in ["webhook_attempts", "webhook_deliveries"] {
+        txn.execute_raw(statement(
+            db,
+            &format!("DELETE FROM {table} WHERE endpoint_id = $1"),
+            vec![uuid_value(backend, id.as_uuid())],
+        ))
+        .await?;
+    }
     let result = txn
         .execute_raw(statement(
             db,
@@ -404,9 +413,9 @@ pub async fn delete_endpoint(db: &Db, id: WebhookEndpointId) -> Result<bool, DbE
     Ok(result.rows_affected() > 0)
 }
 
-/// Claims up to `limit` due deliveries for `lease_token` until
-/// `now + lease`: any due delivery of an unordered endpoint, and for each
-/// ordered endpoint only the first undelivered event in log order.
+/// Claims due deliveries for `lease_token` until `now + lease`: up to
+/// `limit` of unordered endpoints, and for each ordered endpoint its first
+/// undelivered event in log order (if due and not leased).
 pub async fn claim(
     db: &Db,
     lease_token: Uuid,
@@ -415,39 +424,60 @@ pub async fn claim(
     limit: u32,
 ) -> Result<Vec<Claimed>, DbErr> {
     let backend = db.backend();
-    let (unordered, ordered) = match backend {
-        Backend::Postgres => (
-            "UPDATE webhook_deliveries d \
-             SET lease_token = $1, lease_until_ms = $2 + $3, attempts = d.attempts + 1 \
-             FROM (SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
-                   JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND NOT e.ordered \
-                   WHERE d2.status = 'pending' AND d2.next_attempt_at_ms <= $2 \
-                     AND (d2.lease_until_ms IS NULL OR d2.lease_until_ms < $2) \
-                   ORDER BY d2.next_attempt_at_ms LIMIT $4 \
-                   FOR UPDATE OF d2 SKIP LOCKED) c \
-             WHERE d.endpoint_id = c.endpoint_id AND d.event_id = c.event_id \
-             RETURNING d.endpoint_id, d.event_id, d.attempts",
-            // Only events below the transaction horizon: one that commits
-            // later has a larger transaction id, so it can never turn out
-            // to come before an event already delivered.
-            // The heads are computed once (MATERIALIZED), not once per row.
+    let values = vec![
+        uuid_value(backend, lease_token),
+        now.into(),
+        lease_ms.into(),
+        i64::from(limit).into(),
+    ];
+    let statements: &[&str] = match backend {
+        // One round trip: ordered heads and any due unordered deliveries.
+        Backend::Postgres => &[
+            // Each ordered endpoint's first pending delivery, found through
+            // the index and computed once (MATERIALIZED); only if it is below
+            // the transaction horizon: an event that commits later has a
+            // larger transaction id, so it can never turn out to come before
+            // one already delivered.
             "WITH h AS MATERIALIZED ( \
-                 SELECT DISTINCT ON (d2.endpoint_id) d2.endpoint_id, d2.event_id \
-                 FROM webhook_deliveries d2 \
-                 JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND e.ordered \
-                 WHERE d2.status = 'pending' \
-                   AND d2.event_tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-                 ORDER BY d2.endpoint_id, d2.event_tx, d2.event_position) \
-             UPDATE webhook_deliveries d \
-             SET lease_token = $1, lease_until_ms = $2 + $3, attempts = d.attempts + 1 \
-             FROM h \
-             WHERE d.endpoint_id = h.endpoint_id AND d.event_id = h.event_id \
-               AND d.status = 'pending' AND d.next_attempt_at_ms <= $2 \
-               AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $2) \
+                 SELECT e.id AS endpoint_id, head.event_id FROM webhook_endpoints e \
+                 CROSS JOIN LATERAL ( \
+                     SELECT d2.event_id, d2.event_tx FROM webhook_deliveries d2 \
+                     WHERE d2.endpoint_id = e.id AND d2.status = 'pending' \
+                     ORDER BY d2.event_tx, d2.event_position LIMIT 1) head \
+                 WHERE e.enabled AND e.ordered \
+                   AND head.event_tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint), \
+             ordered AS ( \
+                 UPDATE webhook_deliveries d \
+                 SET lease_token = $1, lease_until_ms = $2 + $3, attempts = d.attempts + 1 \
+                 FROM h \
+                 WHERE d.endpoint_id = h.endpoint_id AND d.event_id = h.event_id \
+                   AND d.status = 'pending' AND d.next_attempt_at_ms <= $2 \
+                   AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $2) \
+                 RETURNING d.endpoint_id, d.event_id, d.attempts), \
+             unordered AS ( \
+                 UPDATE webhook_deliveries d \
+                 SET lease_token = $1, lease_until_ms = $2 + $3, attempts = d.attempts + 1 \
+                 FROM (SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
+                       JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND NOT e.ordered \
+                       WHERE d2.status = 'pending' AND d2.next_attempt_at_ms <= $2 \
+                         AND (d2.lease_until_ms IS NULL OR d2.lease_until_ms < $2) \
+                       ORDER BY d2.next_attempt_at_ms LIMIT $4 \
+                       FOR UPDATE OF d2 SKIP LOCKED) c \
+                 WHERE d.endpoint_id = c.endpoint_id AND d.event_id = c.event_id \
+                 RETURNING d.endpoint_id, d.event_id, d.attempts) \
+             SELECT * FROM ordered UNION ALL SELECT * FROM unordered",
+        ],
+        Backend::Sqlite => &[
+            "UPDATE webhook_deliveries \
+             SET lease_token = $1, lease_until_ms = $2 + $3, attempts = attempts + 1 \
+             WHERE (endpoint_id, event_id) IN ( \
+                 SELECT e.id, (SELECT d2.event_id FROM webhook_deliveries d2 \
+                               WHERE d2.endpoint_id = e.id AND d2.status = 'pending' \
+                               ORDER BY d2.event_tx, d2.event_position LIMIT 1) \
+                 FROM webhook_endpoints e WHERE e.enabled = 1 AND e.ordered = 1) \
+               AND next_attempt_at_ms <= $2 AND (lease_until_ms IS NULL OR lease_until_ms < $2) \
                AND $4 > 0 \
-             RETURNING d.endpoint_id, d.event_id, d.attempts",
-        ),
-        Backend::Sqlite => (
+             RETURNING endpoint_id, event_id, attempts",
             "UPDATE webhook_deliveries \
              SET lease_token = $1, lease_until_ms = $2 + $3, attempts = attempts + 1 \
              WHERE (endpoint_id, event_id) IN ( \
@@ -457,37 +487,11 @@ pub async fn claim(
                    AND (d2.lease_until_ms IS NULL OR d2.lease_until_ms < $2) \
                  ORDER BY d2.next_attempt_at_ms LIMIT $4) \
              RETURNING endpoint_id, event_id, attempts",
-            "UPDATE webhook_deliveries \
-             SET lease_token = $1, lease_until_ms = $2 + $3, attempts = attempts + 1 \
-             WHERE (endpoint_id, event_id) IN ( \
-                 SELECT endpoint_id, event_id FROM ( \
-                     SELECT d2.endpoint_id, d2.event_id, d2.next_attempt_at_ms, d2.lease_until_ms, \
-                            ROW_NUMBER() OVER (PARTITION BY d2.endpoint_id ORDER BY d2.event_position) AS rn \
-                     FROM webhook_deliveries d2 \
-                     JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled = 1 AND e.ordered = 1 \
-                     WHERE d2.status = 'pending') \
-                 WHERE rn = 1 AND next_attempt_at_ms <= $2 \
-                   AND (lease_until_ms IS NULL OR lease_until_ms < $2) AND $4 > 0) \
-             RETURNING endpoint_id, event_id, attempts",
-        ),
-    };
-    let values = || {
-        vec![
-            uuid_value(backend, lease_token),
-            now.into(),
-            lease_ms.into(),
-            i64::from(limit).into(),
-        ]
+        ],
     };
     let mut claimed = Vec::new();
-    for text in [ordered, unordered] {
-        let left = limit as usize - claimed.len().min(limit as usize);
-        if left == 0 {
-            break;
-        }
-        let mut vals = values();
-        vals[3] = i64::try_from(left).unwrap_or(0).into();
-        let stmt = statement(db, text, vals);
+    for text in statements {
+        let stmt = statement(db, text, values.clone());
         let rows = db
             .write_once(async |conn| conn.query_all_raw(stmt).await)
             .await?;
@@ -504,64 +508,141 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// Records an attempt and what comes next, if the lease is still ours.
-/// Returns false if the lease was lost (another worker owns the delivery).
-pub async fn record(
-    db: &Db,
-    claimed: &Claimed,
-    attempt: &AttemptRecord,
-    next: NextStep,
-) -> Result<bool, DbErr> {
+/// One attempt to record, and what comes after it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub claimed: Claimed,
+    pub attempt: AttemptRecord,
+    pub next: NextStep,
+}
+
+/// Records attempts and what comes next, all in one transaction (one
+/// statement on PostgreSQL). For each outcome: false if its lease was lost
+/// (another worker owns the delivery now; the attempt is recorded anyway).
+pub async fn record(db: &Db, outcomes: &[Outcome]) -> Result<Vec<bool>, DbErr> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
     let backend = db.backend();
-    let (status, next_at, completed) = match next {
-        NextStep::Delivered => ("delivered", attempt.attempted_at_ms, Some(now_ms())),
-        NextStep::RetryAt(at) => ("pending", at, None),
-        NextStep::Failed => ("failed", attempt.attempted_at_ms, Some(now_ms())),
-    };
-    let values = vec![
-        uuid_value(backend, claimed.endpoint_id.as_uuid()),
-        uuid_value(backend, claimed.event_id.as_uuid()),
-        i64::from(claimed.attempt).into(),
-        attempt.attempted_at_ms.into(),
-        attempt.duration_ms.into(),
-        attempt.response_status.map(i32::from).into(),
-        attempt.response_body.clone().into(),
-        attempt.error.clone().into(),
-        status.into(),
-        next_at.into(),
-        completed.into(),
-        uuid_value(backend, claimed.lease_token),
-    ];
-    const INSERT_ATTEMPT: &str = "INSERT INTO webhook_attempts \
-        (endpoint_id, event_id, attempt, attempted_at_ms, duration_ms, response_status, response_body, error) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-    const UPDATE_DELIVERY: &str = "UPDATE webhook_deliveries SET status = $9, next_attempt_at_ms = $10, \
-        lease_token = NULL, lease_until_ms = NULL, last_attempt_at_ms = $4, last_response_status = $6, \
-        last_error = $8, completed_at_ms = $11 \
-        WHERE endpoint_id = $1 AND event_id = $2 AND lease_token = $12";
-    match backend {
-        // One statement, one round trip.
+    let finished = now_ms();
+    let rows: Vec<Value> = outcomes
+        .iter()
+        .map(|o| {
+            let (status, next_at, completed) = match o.next {
+                NextStep::Delivered => ("delivered", o.attempt.attempted_at_ms, Some(finished)),
+                NextStep::RetryAt(at) => ("pending", at, None),
+                NextStep::Failed => ("failed", o.attempt.attempted_at_ms, Some(finished)),
+            };
+            serde_json::json!({
+                "endpoint_id": o.claimed.endpoint_id,
+                "event_id": o.claimed.event_id,
+                "attempt": o.claimed.attempt,
+                "attempted_at_ms": o.attempt.attempted_at_ms,
+                "duration_ms": o.attempt.duration_ms,
+                "response_status": o.attempt.response_status,
+                "response_body": o.attempt.response_body,
+                "error": o.attempt.error,
+                "status": status,
+                "next_at": next_at,
+                "completed_at": completed,
+                "lease_token": o.claimed.lease_token,
+            })
+        })
+        .collect();
+    let updated: Vec<(Uuid, Uuid)> = match backend {
         Backend::Postgres => {
-            let text = format!(
-                "WITH attempt AS ({INSERT_ATTEMPT}) {UPDATE_DELIVERY} RETURNING 1 AS updated"
-            );
-            let rows = db
+            let text = "WITH input AS ( \
+                    SELECT * FROM jsonb_to_recordset($1::jsonb) AS t( \
+                        endpoint_id uuid, event_id uuid, attempt int, attempted_at_ms bigint, \
+                        duration_ms bigint, response_status int, response_body text, error text, \
+                        status text, next_at bigint, completed_at bigint, lease_token uuid)), \
+                 attempts AS ( \
+                    INSERT INTO webhook_attempts (endpoint_id, event_id, attempt, attempted_at_ms, \
+                        duration_ms, response_status, response_body, error) \
+                    SELECT endpoint_id, event_id, attempt, attempted_at_ms, duration_ms, \
+                        response_status, response_body, error FROM input) \
+                 UPDATE webhook_deliveries d SET status = i.status, next_attempt_at_ms = i.next_at, \
+                    lease_token = NULL, lease_until_ms = NULL, \
+                    last_attempt_at_ms = i.attempted_at_ms, last_response_status = i.response_status, \
+                    last_error = i.error, completed_at_ms = i.completed_at \
+                 FROM input i \
+                 WHERE d.endpoint_id = i.endpoint_id AND d.event_id = i.event_id \
+                   AND d.lease_token = i.lease_token \
+                 RETURNING d.endpoint_id, d.event_id";
+            let returned = db
                 .conn()
-                .query_all_raw(statement(db, &text, values))
+                .query_all_raw(statement(
+                    db,
+                    text,
+                    vec![DbValue::Json(Some(Box::new(Value::Array(rows))))],
+                ))
                 .await?;
-            Ok(!rows.is_empty())
+            returned
+                .iter()
+                .map(|row| {
+                    Ok((
+                        get_uuid(backend, row, "endpoint_id")?,
+                        get_uuid(backend, row, "event_id")?,
+                    ))
+                })
+                .collect::<Result<_, DbErr>>()?
         }
         Backend::Sqlite => {
             let txn = db.begin_write().await?;
-            txn.execute_raw(statement(db, INSERT_ATTEMPT, values[..8].to_vec()))
+            let mut updated = Vec::new();
+            for (o, row) in outcomes.iter().zip(&rows) {
+                let values = vec![
+                    uuid_value(backend, o.claimed.endpoint_id.as_uuid()),
+                    uuid_value(backend, o.claimed.event_id.as_uuid()),
+                    i64::from(o.claimed.attempt).into(),
+                    o.attempt.attempted_at_ms.into(),
+                    o.attempt.duration_ms.into(),
+                    o.attempt.response_status.map(i32::from).into(),
+                    o.attempt.response_body.clone().into(),
+                    o.attempt.error.clone().into(),
+                    row["status"].as_str().unwrap_or("pending").into(),
+                    row["next_at"].as_i64().into(),
+                    row["completed_at"].as_i64().into(),
+                    uuid_value(backend, o.claimed.lease_token),
+                ];
+                txn.execute_raw(statement(
+                    db,
+                    "INSERT INTO webhook_attempts (endpoint_id, event_id, attempt, attempted_at_ms, \
+                     duration_ms, response_status, response_body, error) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    values[..8].to_vec(),
+                ))
                 .await?;
-            let updated = txn
-                .execute_raw(statement(db, UPDATE_DELIVERY, values))
-                .await?;
+                let result = txn
+                    .execute_raw(statement(
+                        db,
+                        "UPDATE webhook_deliveries SET status = $9, next_attempt_at_ms = $10, \
+                         lease_token = NULL, lease_until_ms = NULL, last_attempt_at_ms = $4, \
+                         last_response_status = $6, last_error = $8, completed_at_ms = $11 \
+                         WHERE endpoint_id = $1 AND event_id = $2 AND lease_token = $12",
+                        values,
+                    ))
+                    .await?;
+                if result.rows_affected() > 0 {
+                    updated.push((
+                        o.claimed.endpoint_id.as_uuid(),
+                        o.claimed.event_id.as_uuid(),
+                    ));
+                }
+            }
             txn.commit().await?;
-            Ok(updated.rows_affected() > 0)
+            updated
         }
-    }
+    };
+    Ok(outcomes
+        .iter()
+        .map(|o| {
+            updated.contains(&(
+                o.claimed.endpoint_id.as_uuid(),
+                o.claimed.event_id.as_uuid(),
+            ))
+        })
+        .collect())
 }
 
 /// Marks the endpoint failing since `at` (if not already); returns since when.
@@ -691,7 +772,7 @@ pub async fn list_deliveries(
                 "SELECT event_id, event_type, status, attempts, next_attempt_at_ms, \
                  last_response_status, last_error, created_at_ms, completed_at_ms \
                  FROM webhook_deliveries WHERE endpoint_id = $1{condition} \
-                 ORDER BY created_at_ms DESC, event_position DESC LIMIT ${} OFFSET ${}",
+                 ORDER BY event_id DESC LIMIT ${} OFFSET ${}",
                 n + 1,
                 n + 2
             ),

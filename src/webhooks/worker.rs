@@ -14,7 +14,7 @@ use std::{
 use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio::{
-    sync::{Notify, Semaphore, watch},
+    sync::{Notify, Semaphore, mpsc, oneshot, watch},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::{
     signing::{SecretBox, legacy_signature, signature_header},
     ssrf::{AddressPolicy, GuardedResolver},
-    store::{self, AttemptRecord, Claimed, EndpointRow, NextStep, now_ms},
+    store::{self, AttemptRecord, Claimed, EndpointRow, NextStep, Outcome, now_ms},
 };
 use crate::{
     config::WebhookConfig,
@@ -220,6 +220,74 @@ fn parse_retry_after(raw: &str) -> Option<i64> {
         .map(|at| (at.timestamp_millis() - now_ms()).max(0))
 }
 
+/// Writes attempt outcomes in batches: deliveries finishing together share
+/// one transaction (one commit) instead of one each.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<(Outcome, oneshot::Sender<Result<bool, String>>)>,
+}
+
+/// Outcomes written together, at most.
+const RECORD_BATCH: usize = 500;
+/// Batches written at the same time, at most.
+const RECORD_WRITERS: usize = 4;
+
+impl Recorder {
+    pub fn start(db: Db, tasks: &mut JoinSet<()>) -> Self {
+        let (queue, mut receiver) =
+            mpsc::channel::<(Outcome, oneshot::Sender<Result<bool, String>>)>(4 * RECORD_BATCH);
+        tasks.spawn(async move {
+            let writers = Arc::new(Semaphore::new(RECORD_WRITERS));
+            let mut writing = JoinSet::new();
+            while let Some(first) = receiver.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < RECORD_BATCH {
+                    match receiver.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let Ok(permit) = writers.clone().acquire_owned().await else {
+                    break;
+                };
+                while writing.try_join_next().is_some() {}
+                let db = db.clone();
+                writing.spawn(async move {
+                    let outcomes: Vec<Outcome> = batch.iter().map(|(o, _)| o.clone()).collect();
+                    match store::record(&db, &outcomes).await {
+                        Ok(kept) => {
+                            for ((_, reply), kept) in batch.into_iter().zip(kept) {
+                                let _ = reply.send(Ok(kept));
+                            }
+                        }
+                        Err(e) => {
+                            let message = e.to_string();
+                            for (_, reply) in batch {
+                                let _ = reply.send(Err(message.clone()));
+                            }
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            while writing.join_next().await.is_some() {}
+        });
+        Self { queue }
+    }
+
+    /// Records one outcome (with whatever else is being recorded now).
+    async fn record(&self, outcome: Outcome) -> Result<bool, String> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((outcome, reply))
+            .await
+            .map_err(|_| "the recorder has stopped".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the recorder has stopped".to_owned())?
+    }
+}
+
 pub struct WebhookWorker {
     pub db: Db,
     pub store: EventStore,
@@ -229,6 +297,7 @@ pub struct WebhookWorker {
     pub remote: watch::Receiver<Cursor>,
     /// Nudged by the API (resend, recover, enable).
     pub wake: Arc<Notify>,
+    pub recorder: Recorder,
 }
 
 /// Retry-After is honoured up to this long.
@@ -238,7 +307,7 @@ impl WebhookWorker {
     #[tracing::instrument(name = "webhook_worker", skip_all)]
     pub async fn run(mut self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.config.concurrency));
-        let mut in_flight = JoinSet::new();
+        let mut in_flight: JoinSet<bool> = JoinSet::new();
         let mut local = self.db.watch_appends();
         let mut last_prune = Instant::now() - Duration::from_secs(3600);
         let mut last_gauges = Instant::now() - Duration::from_secs(60);
@@ -246,15 +315,22 @@ impl WebhookWorker {
             concurrency = self.config.concurrency,
             "webhook worker started"
         );
-        loop {
+        // After a full claim, claim again once this many slots are free:
+        // a backlog drains in batches, not one claim per finished delivery.
+        let min_batch = (self.config.concurrency / 4).max(1);
+        let mut backlog = false;
+        'work: loop {
+            while in_flight.try_join_next().is_some() {}
             local.borrow_and_update();
             self.remote.borrow_and_update();
             let free = permits.available_permits();
-            let mut claimed_all = false;
-            if free > 0 {
+            if free > 0 && (!backlog || free >= min_batch || in_flight.is_empty()) {
                 match self.claim_and_send(free, &permits, &mut in_flight).await {
-                    Ok(n) => claimed_all = n == free,
-                    Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries"),
+                    Ok(n) => backlog = n >= free,
+                    Err(e) => {
+                        backlog = false;
+                        tracing::warn!(error = %e, "cannot claim webhook deliveries");
+                    }
                 }
             }
             if last_gauges.elapsed() > Duration::from_secs(5) {
@@ -265,22 +341,26 @@ impl WebhookWorker {
                 last_prune = Instant::now();
                 self.prune().await;
             }
-            if claimed_all {
-                // More may be due: go again once a slot frees.
+            if backlog {
+                // More are due: go again as slots free up.
                 tokio::select! {
-                    () = shutdown.cancelled() => break,
+                    () = shutdown.cancelled() => break 'work,
                     _ = in_flight.join_next() => {}
                 }
                 continue;
             }
-            let sleep = self.until_next_due().await;
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = local.changed() => {}
-                _ = self.remote.changed() => {}
-                () = self.wake.notified() => {}
-                Some(_) = in_flight.join_next() => {}
-                () = tokio::time::sleep(sleep) => {}
+            let deadline = tokio::time::Instant::now() + self.until_next_due().await;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'work,
+                    _ = local.changed() => break,
+                    _ = self.remote.changed() => break,
+                    () = self.wake.notified() => break,
+                    // The next event of an ordered endpoint is due as soon
+                    // as the one before it is done.
+                    Some(done) = in_flight.join_next() => if done.unwrap_or(true) { break },
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
             }
         }
         // Deliveries in flight finish (bounded by the request timeout); any
@@ -313,7 +393,7 @@ impl WebhookWorker {
         &self,
         free: usize,
         permits: &Arc<Semaphore>,
-        in_flight: &mut JoinSet<()>,
+        in_flight: &mut JoinSet<bool>,
     ) -> Result<usize, sea_orm::DbErr> {
         let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(60_000);
         let token = Uuid::now_v7();
@@ -355,18 +435,20 @@ impl WebhookWorker {
                 // Deleted meanwhile (the lease expires; nothing to send).
                 continue;
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                break;
-            };
+            // Ordered heads may come on top of the free slots: they are
+            // sent anyway rather than left waiting out their lease.
+            let permit = permits.clone().try_acquire_owned().ok();
             let job = Delivery {
                 db: self.db.clone(),
                 store: self.store.clone(),
                 config: self.config.clone(),
                 sender: self.sender.clone(),
+                recorder: self.recorder.clone(),
             };
             in_flight.spawn(async move {
                 job.deliver(delivery, &endpoint, &event).await;
                 drop(permit);
+                endpoint.ordered
             });
         }
         Ok(count)
@@ -400,6 +482,7 @@ struct Delivery {
     store: EventStore,
     config: WebhookConfig,
     sender: Sender,
+    recorder: Recorder,
 }
 
 impl Delivery {
@@ -433,7 +516,16 @@ impl Delivery {
             result,
             "attempt"
         );
-        match store::record(&self.db, &claimed, &outcome.record, next).await {
+        let attempted_at_ms = outcome.record.attempted_at_ms;
+        let recorded = self
+            .recorder
+            .record(Outcome {
+                claimed,
+                attempt: outcome.record,
+                next,
+            })
+            .await;
+        match recorded {
             Ok(true) => {}
             Ok(false) => tracing::warn!("lease lost before the attempt was recorded"),
             Err(e) => {
@@ -455,11 +547,11 @@ impl Delivery {
                 .await;
             return;
         }
-        match store::mark_failing(&self.db, endpoint.id, outcome.record.attempted_at_ms).await {
+        match store::mark_failing(&self.db, endpoint.id, attempted_at_ms).await {
             Ok(since) => {
                 let limit =
                     i64::try_from(self.config.disable_after.as_millis()).unwrap_or(i64::MAX);
-                if outcome.record.attempted_at_ms - since >= limit {
+                if attempted_at_ms - since >= limit {
                     let hours = self.config.disable_after.as_secs() / 3600;
                     self.disable(
                         endpoint,
