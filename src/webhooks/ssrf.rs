@@ -78,14 +78,17 @@ impl AddressPolicy {
 async fn resolve(name: &str, port: u16) -> Result<Vec<IpAddr>, UrlRefused> {
     let target = format!("{name}:{port}");
     let name = name.to_owned();
-    let resolved = tokio::task::spawn_blocking(move || {
-        target
-            .to_socket_addrs()
-            .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
-    })
+    let resolved = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || {
+            target
+                .to_socket_addrs()
+                .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
+        }),
+    )
     .await;
     match resolved {
-        Ok(Ok(addresses)) if !addresses.is_empty() => Ok(addresses),
+        Ok(Ok(Ok(addresses))) if !addresses.is_empty() => Ok(addresses),
         _ => Err(UrlRefused::Unresolvable(name)),
     }
 }

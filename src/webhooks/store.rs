@@ -187,6 +187,29 @@ fn decode_endpoint(backend: Backend, row: &QueryResult) -> Result<EndpointRow, D
     })
 }
 
+/// An endpoint's columns, in [`ENDPOINT_COLUMNS`] order.
+fn endpoint_values(backend: Backend, row: &EndpointRow) -> Vec<DbValue> {
+    vec![
+        uuid_value(backend, row.id.as_uuid()),
+        row.name.clone().into(),
+        row.url.clone().into(),
+        row.description.clone().into(),
+        json_value(backend, serde_json::json!(row.event_types)),
+        json_value(backend, serde_json::json!(row.headers)),
+        row.ordered.into(),
+        row.enabled.into(),
+        row.disabled_reason.clone().into(),
+        row.disabled_at_ms.into(),
+        row.secret.clone().into(),
+        row.previous_secret.clone().into(),
+        row.previous_secret_until_ms.into(),
+        row.failing_since_ms.into(),
+        row.created_by.clone().into(),
+        row.created_at_ms.into(),
+        row.updated_at_ms.into(),
+    ]
+}
+
 /// Writes the endpoint's type filters as the enqueue trigger reads them.
 async fn write_filters(
     conn: &impl ConnectionTrait,
@@ -237,25 +260,7 @@ pub async fn insert_endpoint(
             "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         ),
-        vec![
-            uuid_value(backend, row.id.as_uuid()),
-            row.name.clone().into(),
-            row.url.clone().into(),
-            row.description.clone().into(),
-            json_value(backend, serde_json::json!(row.event_types)),
-            json_value(backend, serde_json::json!(row.headers)),
-            row.ordered.into(),
-            row.enabled.into(),
-            row.disabled_reason.clone().into(),
-            row.disabled_at_ms.into(),
-            row.secret.clone().into(),
-            row.previous_secret.clone().into(),
-            row.previous_secret_until_ms.into(),
-            row.failing_since_ms.into(),
-            row.created_by.clone().into(),
-            row.created_at_ms.into(),
-            row.updated_at_ms.into(),
-        ],
+        endpoint_values(backend, row),
     ))
     .await?;
     write_filters(&*txn, db, row.id, patterns).await?;
@@ -273,27 +278,13 @@ pub async fn update_endpoint(
     let result = txn
         .execute_raw(statement(
             db,
+            // Every column in ENDPOINT_COLUMNS order; creation stays as it was.
             "UPDATE webhook_endpoints SET name = $2, url = $3, description = $4, event_types = $5, \
              headers = $6, ordered = $7, enabled = $8, disabled_reason = $9, disabled_at_ms = $10, \
              secret = $11, previous_secret = $12, previous_secret_until_ms = $13, \
-             failing_since_ms = $14, updated_at_ms = $15 WHERE id = $1",
-            vec![
-                uuid_value(backend, row.id.as_uuid()),
-                row.name.clone().into(),
-                row.url.clone().into(),
-                row.description.clone().into(),
-                json_value(backend, serde_json::json!(row.event_types)),
-                json_value(backend, serde_json::json!(row.headers)),
-                row.ordered.into(),
-                row.enabled.into(),
-                row.disabled_reason.clone().into(),
-                row.disabled_at_ms.into(),
-                row.secret.clone().into(),
-                row.previous_secret.clone().into(),
-                row.previous_secret_until_ms.into(),
-                row.failing_since_ms.into(),
-                row.updated_at_ms.into(),
-            ],
+             failing_since_ms = $14, created_by = $15, created_at_ms = $16, updated_at_ms = $17 \
+             WHERE id = $1",
+            endpoint_values(backend, row),
         ))
         .await?;
     if result.rows_affected() == 0 {
