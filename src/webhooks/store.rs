@@ -906,18 +906,40 @@ pub async fn queue_depth(db: &Db) -> Result<(u64, Option<i64>), DbErr> {
     Ok((u64::try_from(n).unwrap_or(0), oldest))
 }
 
-/// When the next pending delivery is due (or its lease runs out).
+/// When the next delivery a claim could take is due: the first unleased
+/// one of an unordered endpoint, or an ordered endpoint's head. Leases that
+/// run out (their worker died) are noticed by the worker's regular wake-up.
 pub async fn next_due(db: &Db) -> Result<Option<i64>, DbErr> {
-    let row = db
-        .conn()
-        .query_one_raw(statement(
-            db,
-            "SELECT MIN(CASE WHEN lease_until_ms IS NOT NULL AND lease_until_ms > next_attempt_at_ms \
-                        THEN lease_until_ms ELSE next_attempt_at_ms END) AS due \
-             FROM webhook_deliveries WHERE status = 'pending'",
-            vec![],
-        ))
-        .await?;
+    let text = match db.backend() {
+        Backend::Postgres => {
+            "SELECT MIN(due) AS due FROM ( \
+                (SELECT d.next_attempt_at_ms AS due FROM webhook_deliveries d \
+                 JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled AND NOT e.ordered \
+                 WHERE d.status = 'pending' AND d.lease_token IS NULL \
+                 ORDER BY d.next_attempt_at_ms LIMIT 1) \
+                UNION ALL \
+                (SELECT head.next_attempt_at_ms FROM webhook_endpoints e \
+                 CROSS JOIN LATERAL ( \
+                     SELECT d2.next_attempt_at_ms, d2.lease_token FROM webhook_deliveries d2 \
+                     WHERE d2.endpoint_id = e.id AND d2.status = 'pending' \
+                     ORDER BY d2.event_tx, d2.event_position LIMIT 1) head \
+                 WHERE e.enabled AND e.ordered AND head.lease_token IS NULL)) AS t"
+        }
+        Backend::Sqlite => {
+            "SELECT MIN(due) AS due FROM ( \
+                SELECT * FROM (SELECT d.next_attempt_at_ms AS due FROM webhook_deliveries d \
+                 JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled = 1 AND e.ordered = 0 \
+                 WHERE d.status = 'pending' AND d.lease_token IS NULL \
+                 ORDER BY d.next_attempt_at_ms LIMIT 1) \
+                UNION ALL \
+                SELECT (SELECT CASE WHEN d2.lease_token IS NULL THEN d2.next_attempt_at_ms END \
+                        FROM webhook_deliveries d2 \
+                        WHERE d2.endpoint_id = e.id AND d2.status = 'pending' \
+                        ORDER BY d2.event_tx, d2.event_position LIMIT 1) \
+                FROM webhook_endpoints e WHERE e.enabled = 1 AND e.ordered = 1)"
+        }
+    };
+    let row = db.conn().query_one_raw(statement(db, text, vec![])).await?;
     Ok(row
         .map(|row| row.try_get::<Option<i64>>("", "due"))
         .transpose()?

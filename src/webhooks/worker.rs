@@ -372,12 +372,16 @@ impl WebhookWorker {
         tracing::info!("webhook worker stopped");
     }
 
+    /// How long to sleep before a claim could take something (2 s at
+    /// most, which is also how soon a lost lease is noticed).
     async fn until_next_due(&self) -> Duration {
         let cap = Duration::from_secs(2);
         match store::next_due(&self.db).await {
             Ok(Some(due)) => {
-                let wait = u64::try_from(due - now_ms()).unwrap_or(0);
-                Duration::from_millis(wait).clamp(Duration::from_millis(5), cap)
+                // Due already but not taken (an ordered head whose
+                // transaction is not below the horizon yet): look again soon.
+                let wait = u64::try_from(due - now_ms()).unwrap_or(0).max(5);
+                Duration::from_millis(wait).min(cap)
             }
             Ok(None) => cap,
             Err(e) => {
