@@ -11,6 +11,11 @@
 //! It creates (and afterwards drops) the database `switchboard_bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{drop_database, fresh_database, psql};
+
 use std::{
     path::Path,
     process::Command,
@@ -33,12 +38,8 @@ struct Measured {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
-    let admin_url = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let admin_url = support::admin_url();
+    let seconds = support::seconds();
     let clients: Vec<u32> = std::env::var("BENCH_CLIENTS")
         .unwrap_or_else(|_| "1,8,64".to_owned())
         .split(',')
@@ -74,12 +75,7 @@ async fn run(admin_url: &str, duration: Duration, clients: &[u32]) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(16);
     let db_name = "switchboard_bench";
-    psql(
-        admin_url,
-        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
-    );
-    psql(admin_url, &format!("CREATE DATABASE {db_name}"));
-    let url = with_database(admin_url, db_name);
+    let url = fresh_database(admin_url, db_name);
 
     let db = Db::connect(&DatabaseConfig::Postgres {
         url: url.clone(),
@@ -143,10 +139,7 @@ async fn run(admin_url: &str, duration: Duration, clients: &[u32]) {
     }
 
     db.close().await;
-    psql(
-        admin_url,
-        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
-    );
+    drop_database(admin_url, db_name);
 }
 
 /// `writers` tasks, each appending to its own stream for `duration`.
@@ -255,32 +248,5 @@ fn pgbench(url: &str, script: &Path, clients: u32, duration: Duration, dir: &Pat
         events_per_sec: tps,
         p50_ms,
         p99_ms,
-    }
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let output = Command::new("psql")
-        .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql, url])
-        .output()
-        .expect("psql must be installed");
-    assert!(
-        output.status.success(),
-        "psql `{sql}` failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = base[scheme_end..]
-        .find('/')
-        .map_or(base, |slash| &base[..scheme_end + slash]);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
     }
 }

@@ -12,30 +12,28 @@
 //! It creates (and afterwards drops) the database `switchboard_bench_http`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{BOT_TOKEN, drop_database, fresh_database, init_data, psql};
+
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use switchboard::{
     app::Application,
     config::{Config, DatabaseConfig},
 };
 
-const BOT_TOKEN: &str = "7000000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
 const TEXT: &str =
     "Hello! My subscription was charged twice this month, could you check please? Thanks a lot.";
 
 fn main() {
-    let admin_url = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let admin_url = support::admin_url();
+    let seconds = support::seconds();
     let clients: u32 = std::env::var("BENCH_CLIENTS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -47,42 +45,9 @@ fn main() {
     runtime.block_on(run(&admin_url, Duration::from_secs(seconds), clients));
 }
 
-fn init_data(telegram_id: u32) -> String {
-    let fields = [
-        (
-            "auth_date".to_owned(),
-            chrono::Utc::now().timestamp().to_string(),
-        ),
-        (
-            "user".to_owned(),
-            json!({"id": telegram_id, "first_name": "Load"}).to_string(),
-        ),
-    ];
-    let check = fields
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut secret = hmac::Hmac::<Sha256>::new_from_slice(b"WebAppData").unwrap();
-    secret.update(BOT_TOKEN.as_bytes());
-    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&secret.finalize().into_bytes()).unwrap();
-    mac.update(check.as_bytes());
-    let mut out = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in &fields {
-        out.append_pair(k, v);
-    }
-    out.append_pair("hash", &hex::encode(mac.finalize().into_bytes()));
-    out.finish()
-}
-
 async fn run(admin_url: &str, duration: Duration, clients: u32) {
     let db_name = "switchboard_bench_http";
-    psql(
-        admin_url,
-        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
-    );
-    psql(admin_url, &format!("CREATE DATABASE {db_name}"));
-    let url = with_database(admin_url, db_name);
+    let url = fresh_database(admin_url, db_name);
 
     let mut config = Config::from_lookup(|name| match name {
         "SWITCHBOARD_TELEGRAM_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
@@ -248,35 +213,5 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
         100.0 * rps / tps
     );
 
-    psql(
-        admin_url,
-        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
-    );
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let output = Command::new("psql")
-        .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql, url])
-        .output()
-        .expect("psql must be installed");
-    assert!(
-        output.status.success(),
-        "psql `{sql}` failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = base[scheme_end..]
-        .find('/')
-        .map_or(base, |slash| &base[..scheme_end + slash]);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
+    drop_database(admin_url, db_name);
 }

@@ -12,8 +12,12 @@
 //! It creates (and afterwards drops) the database `switchboard_bench_webhooks`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{drop_database, fresh_database, psql};
+
 use std::{
-    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -36,12 +40,8 @@ struct Clock {
 }
 
 fn main() {
-    let admin_url = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let admin_url = support::admin_url();
+    let seconds = support::seconds();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,12 +51,7 @@ fn main() {
 
 async fn run(admin_url: &str, duration: Duration) {
     let db_name = "switchboard_bench_webhooks";
-    psql(
-        admin_url,
-        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
-    );
-    psql(admin_url, &format!("CREATE DATABASE {db_name}"));
-    let url = with_database(admin_url, db_name);
+    let url = fresh_database(admin_url, db_name);
 
     // The receiver: one actix worker that notes the time of each request.
     let clock = Arc::new(Clock::default());
@@ -175,10 +170,7 @@ async fn run(admin_url: &str, duration: Duration) {
         );
     }
 
-    psql(
-        admin_url,
-        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
-    );
+    drop_database(admin_url, db_name);
 }
 
 struct Measured {
@@ -272,32 +264,5 @@ async fn measure(
         p95: pct(0.95),
         p99: pct(0.99),
         max: *latencies.last().unwrap(),
-    }
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let output = Command::new("psql")
-        .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql, url])
-        .output()
-        .expect("psql must be installed");
-    assert!(
-        output.status.success(),
-        "psql `{sql}` failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = base[scheme_end..]
-        .find('/')
-        .map_or(base, |slash| &base[..scheme_end + slash]);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
     }
 }
