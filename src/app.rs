@@ -80,12 +80,13 @@ impl Application {
         .context("cannot start the log tailer")?;
 
         crate::prometheus::install();
+        let closing = CancellationToken::new();
         let hub = Hub::start(
             &tailer,
             store.clone(),
             config.realtime.queue,
             &mut tasks,
-            shutdown.clone(),
+            closing.clone(),
         );
 
         let jwt = JwtKeys::new(
@@ -139,7 +140,7 @@ impl Application {
             mail_wake,
             hub,
             webhooks,
-            closing: CancellationToken::new(),
+            closing,
         });
         let server = serve(listener, state.clone())?;
         Ok(Self {

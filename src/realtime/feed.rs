@@ -1,18 +1,21 @@
 //! One client's position in the log: replay from a cursor, then live frames
-//! from the hub, with no gap and no duplicate at the seam.
+//! from its hub queue, with no gap and no duplicate at the seam.
 //!
-//! The feed subscribes to the hub first and then reads the hub's head: every
-//! frame after that head is in its receiver. Replay reads the log from the
-//! client's cursor up to at least that head; live frames at or before what
-//! was replayed are skipped by cursor. While replaying, falling behind the
-//! hub only extends the replay; once live, it means the client is too slow.
+//! The client registers at the hub first, which fixes the head its queue
+//! starts after. Replay reads the log from the client's cursor up to at
+//! least that head; queued frames at or before what was replayed are
+//! skipped by cursor. A queue that overflows while the client is still
+//! catching up only means reading more of the log; once the client has
+//! caught up, it means the client is too slow.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, atomic::Ordering},
+};
 
 use sea_orm::DbErr;
-use tokio::sync::broadcast;
 
-use super::hub::{Frame, Hub};
+use super::hub::{Frame, Hub, Interest, Registration};
 use crate::events::Cursor;
 
 /// Events read from the log per query while replaying.
@@ -20,7 +23,7 @@ const REPLAY_BATCH: u32 = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    /// The client fell more than the hub's capacity behind the live feed.
+    /// The client fell a whole queue behind the live feed.
     #[error("the client is too slow: its queue overflowed")]
     Overflow,
     #[error("reading the log to replay: {0}")]
@@ -31,29 +34,32 @@ pub enum FeedError {
 
 pub struct Feed {
     hub: Hub,
-    receiver: broadcast::Receiver<Arc<Frame>>,
+    registration: Registration,
     /// The last event returned, or where the feed started.
     last: Cursor,
-    /// Replay from the log until at least here before taking live frames.
+    /// Replay from the log until at least here before taking queued frames.
     replay_to: Option<Cursor>,
     backlog: VecDeque<Arc<Frame>>,
-    /// Between a rewind and the first live frame: live frames piling up in
-    /// the receiver meanwhile are not the client's fault.
+    /// Until the queue has been drained once after a (re)start.
     catching_up: bool,
 }
 
 impl Feed {
-    /// Live frames from now on.
-    pub fn live(hub: &Hub) -> Self {
-        let (receiver, head) = hub.subscribe();
+    /// Live frames from now on, as `interest` asks.
+    pub fn new(hub: &Hub, interest: Interest) -> Self {
+        let registration = hub.register(interest);
         Self {
             hub: hub.clone(),
-            receiver,
-            last: head,
+            last: registration.head,
+            registration,
             replay_to: None,
             backlog: VecDeque::new(),
-            catching_up: false,
+            catching_up: true,
         }
+    }
+
+    pub fn interest(&self) -> &Arc<std::sync::RwLock<Interest>> {
+        &self.registration.interest
     }
 
     /// The cursor of the last event returned: the client resumes from here.
@@ -77,13 +83,14 @@ impl Feed {
         self.last = self.last.max(self.hub.head());
     }
 
-    /// True when the client is live and further behind than the hub keeps.
+    /// True when the client had caught up and then fell a queue behind.
     pub fn overflowed(&self) -> bool {
-        !self.catching_up && self.receiver.len() >= self.hub.capacity()
+        !self.catching_up && self.registration.lagged.load(Ordering::Acquire)
     }
 
-    /// The next event in log order. Cancel-safe: nothing is lost if the
-    /// future is dropped before it completes.
+    /// The next event in log order: replayed ones are every event (the
+    /// caller filters them), queued ones are those the hub found wanted.
+    /// Cancel-safe: nothing is lost if the future is dropped early.
     pub async fn next(&mut self) -> Result<Arc<Frame>, FeedError> {
         loop {
             if let Some(frame) = self.backlog.pop_front() {
@@ -92,6 +99,14 @@ impl Feed {
                     return Ok(frame);
                 }
                 continue;
+            }
+            if self.registration.lagged.load(Ordering::Acquire) {
+                if !self.catching_up {
+                    return Err(FeedError::Overflow);
+                }
+                // Frames were dropped while replaying: the log has them.
+                self.registration.lagged.store(false, Ordering::Release);
+                self.replay_to = Some(self.hub.head().max(self.last));
             }
             if let Some(target) = self.replay_to {
                 if self.last < target {
@@ -107,20 +122,16 @@ impl Feed {
                 }
                 self.replay_to = None;
             }
-            match self.receiver.recv().await {
-                Ok(frame) if frame.cursor() > self.last => {
-                    self.last = frame.cursor();
-                    self.catching_up = false;
-                    return Ok(frame);
-                }
-                // Already returned from the log while replaying.
-                Ok(_) => {}
-                // The frames it missed are in the log, up to the head.
-                Err(broadcast::error::RecvError::Lagged(_)) if self.catching_up => {
-                    self.replay_to = Some(self.hub.head());
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => return Err(FeedError::Overflow),
-                Err(broadcast::error::RecvError::Closed) => return Err(FeedError::Closed),
+            let Some(frame) = self.registration.queue.recv().await else {
+                return Err(FeedError::Closed);
+            };
+            if self.registration.queue.is_empty() {
+                self.catching_up = false;
+            }
+            // At or before the replay: already returned.
+            if frame.cursor() > self.last {
+                self.last = frame.cursor();
+                return Ok(frame);
             }
         }
     }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 pub use self::hub::Hub;
-use self::session::{Connection, Viewer};
+use self::{hub::Viewer, session::Connection};
 use crate::{
     app::AppState,
     auth::{
@@ -161,8 +161,11 @@ fn upgrade(
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .aggregate_continuations()
         .max_continuation_size(MAX_CLIENT_MESSAGE);
-    let state = state.into_inner();
-    let closing = state.closing.clone();
-    actix_web::rt::spawn(session::run(state, session, stream, connection, closing));
+    actix_web::rt::spawn(session::run(
+        state.into_inner(),
+        session,
+        stream,
+        connection,
+    ));
     Ok(response)
 }

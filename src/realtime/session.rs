@@ -15,11 +15,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
+pub use super::hub::Viewer;
 use super::{
     feed::{Feed, FeedError},
-    hub::Frame,
+    hub::{Frame, Interest},
     metrics,
 };
 use crate::{
@@ -30,31 +30,7 @@ use crate::{
     },
     error::ApiError,
     events::{Cursor, TypeFilter},
-    ids::UserId,
 };
-
-/// Which feed a connection is on, and whose it is.
-#[derive(Debug, Clone)]
-pub enum Viewer {
-    Admin { permissions: Vec<Permission> },
-    User { id: UserId },
-}
-
-impl Viewer {
-    pub fn feed_name(&self) -> &'static str {
-        match self {
-            Self::Admin { .. } => "admin",
-            Self::User { .. } => "cabinet",
-        }
-    }
-
-    fn may_see(&self, frame: &Frame) -> bool {
-        match self {
-            Self::Admin { permissions } => frame.audience.admin_may_see(permissions),
-            Self::User { id } => frame.audience.user_may_see(*id),
-        }
-    }
-}
 
 /// An authenticated connection about to start.
 pub struct Connection {
@@ -99,32 +75,41 @@ struct Live {
     state: Arc<AppState>,
     session: Session,
     feed: Feed,
-    viewer: Viewer,
-    types: TypeFilter,
+    sent: ::metrics::Counter,
     credential: SecretString,
     last_heard: Instant,
 }
 
-/// Serves one connection until it ends.
+/// Serves one connection until it ends (or the hub closes its queue when
+/// the server stops).
 #[tracing::instrument(name = "ws_session", skip_all, fields(feed = connection.viewer.feed_name()))]
 pub async fn run(
     state: Arc<AppState>,
     session: Session,
     mut stream: AggregatedMessageStream,
     connection: Connection,
-    shutdown: CancellationToken,
 ) {
     let feed_name = connection.viewer.feed_name();
     let _connected = metrics::Connected::new(feed_name);
     let config = state.config.realtime.clone();
-    let feed = Feed::live(&state.hub);
+    let feed = Feed::new(
+        &state.hub,
+        Interest {
+            viewer: connection.viewer,
+            types: connection.types,
+        },
+    );
     let head = feed.cursor();
+    let types = feed
+        .interest()
+        .read()
+        .map(|i| i.types.to_strings())
+        .unwrap_or_default();
     let mut live = Live {
         state,
         session,
         feed,
-        viewer: connection.viewer,
-        types: connection.types,
+        sent: metrics::sent(feed_name),
         credential: connection.credential,
         last_heard: Instant::now(),
     };
@@ -137,7 +122,7 @@ pub async fn run(
         "message": format!("connected to the {feed_name} event feed"),
         "cursor": start,
         "head": head,
-        "types": live.types.to_strings(),
+        "types": types,
     });
     let mut outcome = live.send_json(&greeting).await;
     if outcome.is_ok()
@@ -146,10 +131,11 @@ pub async fn run(
         outcome = live.resume(cursor).await;
     }
 
-    let expiry = connection.expires_at.map(|at| {
+    let expiry = sleep_until_some(connection.expires_at.map(|at| {
         let left = (at - Utc::now()).to_std().unwrap_or_default();
         Instant::now() + left
-    });
+    }));
+    tokio::pin!(expiry);
     let mut ping =
         tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,8 +143,7 @@ pub async fn run(
     while outcome.is_ok() {
         let wake = tokio::select! {
             biased;
-            () = shutdown.cancelled() => Wake::Stop(Stop::Close(1001, "the server is stopping")),
-            () = sleep_until_some(expiry) => Wake::Stop(Stop::Close(4001, "token expired")),
+            () = &mut expiry => Wake::Stop(Stop::Close(4001, "token expired")),
             _ = ping.tick() => Wake::Tick,
             message = stream.recv() => Wake::Client(message),
             frame = live.feed.next() => Wake::Frame(frame),
@@ -209,11 +194,18 @@ impl Live {
                 return Err(Stop::Close(1011, "cannot read the event log; reconnect"));
             }
         };
-        if !self.viewer.may_see(&frame) || !self.types.matches(frame.event.event_type.as_str()) {
+        // Queued frames were chosen by the hub; replayed ones were not.
+        let wanted = self
+            .feed
+            .interest()
+            .read()
+            .map(|interest| interest.wants(&frame))
+            .unwrap_or(false);
+        if !wanted {
             return Ok(());
         }
         self.send(frame.json.clone()).await?;
-        metrics::sent(self.viewer.feed_name());
+        self.sent.increment(1);
         Ok(())
     }
 
@@ -264,14 +256,24 @@ impl Live {
         };
         if let Some(types) = types {
             match TypeFilter::parse(types.iter().map(String::as_str)) {
-                Ok(filter) => self.types = filter,
+                Ok(filter) => {
+                    if let Ok(mut interest) = self.feed.interest().write() {
+                        interest.types = filter;
+                    }
+                }
                 Err(e) => return self.error("invalid_types", &e.to_string()).await,
             }
         }
         let from = cursor.unwrap_or(self.feed.cursor());
+        let types = self
+            .feed
+            .interest()
+            .read()
+            .map(|i| i.types.to_strings())
+            .unwrap_or_default();
         self.send_json(&json!({
             "type": "subscribed",
-            "types": self.types.to_strings(),
+            "types": types,
             "cursor": from,
         }))
         .await?;
@@ -322,7 +324,11 @@ impl Live {
     /// revoked key) or the admin's role changed since the upgrade.
     async fn recheck(&mut self) -> Result<(), Stop> {
         let credential = self.credential.expose_secret();
-        let outcome = match &self.viewer {
+        let viewer = self.feed.interest().read().map(|i| i.viewer.clone());
+        let Ok(viewer) = viewer else {
+            return Ok(());
+        };
+        let outcome = match viewer {
             Viewer::Admin { .. } => {
                 authenticate_admin(&self.state, credential)
                     .await
@@ -339,7 +345,9 @@ impl Live {
         };
         match outcome {
             Ok(viewer) => {
-                self.viewer = viewer;
+                if let Ok(mut interest) = self.feed.interest().write() {
+                    interest.viewer = viewer;
+                }
                 Ok(())
             }
             Err(ApiError::Problem(_)) => Err(Stop::Close(4001, "token revoked")),
