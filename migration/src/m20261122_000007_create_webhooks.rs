@@ -64,7 +64,8 @@ CREATE TABLE webhook_deliveries (
     created_at_ms        BIGINT NOT NULL,
     completed_at_ms      BIGINT,
     PRIMARY KEY (endpoint_id, event_id)
-) WITH (fillfactor = 70);
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02,
+        autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at_ms)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_order_idx ON webhook_deliveries (endpoint_id, event_tx, event_position)

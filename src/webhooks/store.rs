@@ -423,6 +423,10 @@ pub async fn claim(
     ];
     let statements: &[&str] = match backend {
         // One round trip: ordered heads and any due unordered deliveries.
+        // `next_attempt_at_ms + 0` keeps the due-time condition out of the
+        // index, so the plan is always to read the due index in order and
+        // stop after the limit, never to collect and sort every due row
+        // (which stale statistics on a fast-growing queue lead to).
         Backend::Postgres => &[
             // Each ordered endpoint's first pending delivery, found through
             // the index and computed once (MATERIALIZED); only if it is below
@@ -450,7 +454,7 @@ pub async fn claim(
                  SET lease_token = $1, lease_until_ms = $2 + $3, attempts = d.attempts + 1 \
                  FROM (SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
                        JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND NOT e.ordered \
-                       WHERE d2.status = 'pending' AND d2.next_attempt_at_ms <= $2 \
+                       WHERE d2.status = 'pending' AND d2.next_attempt_at_ms + 0 <= $2 \
                          AND (d2.lease_until_ms IS NULL OR d2.lease_until_ms < $2) \
                        ORDER BY d2.next_attempt_at_ms LIMIT $4 \
                        FOR UPDATE OF d2 SKIP LOCKED) c \
@@ -944,6 +948,20 @@ pub async fn next_due(db: &Db) -> Result<Option<i64>, DbErr> {
         .map(|row| row.try_get::<Option<i64>>("", "due"))
         .transpose()?
         .flatten())
+}
+
+/// Refreshes the planner's statistics of the delivery queue (PostgreSQL).
+/// A queue that grew from nothing in seconds is planned as if it were still
+/// empty (a bitmap scan and a sort of every due row per claim instead of
+/// reading the first few in index order) until autovacuum gets to it, which
+/// can take a minute.
+pub async fn refresh_statistics(db: &Db) -> Result<(), DbErr> {
+    if db.backend() == Backend::Postgres {
+        db.conn()
+            .execute_unprepared("ANALYZE webhook_deliveries")
+            .await?;
+    }
+    Ok(())
 }
 
 /// Drops response bodies of attempts older than `before`.

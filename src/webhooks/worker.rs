@@ -300,6 +300,9 @@ pub struct WebhookWorker {
     pub recorder: Recorder,
 }
 
+/// Claims between two refreshes of the queue's statistics, at least.
+const ANALYZE_AFTER_CLAIMS: usize = 2000;
+
 /// Retry-After is honoured up to this long.
 const MAX_RETRY_AFTER_MS: i64 = 24 * 3600 * 1000;
 
@@ -319,6 +322,9 @@ impl WebhookWorker {
         // a backlog drains in batches, not one claim per finished delivery.
         let min_batch = (self.config.concurrency / 4).max(1);
         let mut backlog = false;
+        let mut claimed_since_analyze = 0usize;
+        let mut last_analyze = Instant::now();
+        let mut last_due_check = Instant::now() - Duration::from_secs(1);
         'work: loop {
             while in_flight.try_join_next().is_some() {}
             local.borrow_and_update();
@@ -326,7 +332,10 @@ impl WebhookWorker {
             let free = permits.available_permits();
             if free > 0 && (!backlog || free >= min_batch || in_flight.is_empty()) {
                 match self.claim_and_send(free, &permits, &mut in_flight).await {
-                    Ok(n) => backlog = n >= free,
+                    Ok(n) => {
+                        backlog = n >= free;
+                        claimed_since_analyze += n;
+                    }
                     Err(e) => {
                         backlog = false;
                         tracing::warn!(error = %e, "cannot claim webhook deliveries");
@@ -336,6 +345,16 @@ impl WebhookWorker {
             if last_gauges.elapsed() > Duration::from_secs(5) {
                 last_gauges = Instant::now();
                 self.publish_gauges().await;
+            }
+            // The queue's statistics go stale fastest when it is busiest.
+            if claimed_since_analyze >= ANALYZE_AFTER_CLAIMS
+                && last_analyze.elapsed() > Duration::from_secs(2)
+            {
+                claimed_since_analyze = 0;
+                last_analyze = Instant::now();
+                if let Err(e) = store::refresh_statistics(&self.db).await {
+                    tracing::warn!(error = %e, "cannot refresh the webhook queue's statistics");
+                }
             }
             if last_prune.elapsed() > Duration::from_secs(3600) {
                 last_prune = Instant::now();
@@ -349,7 +368,15 @@ impl WebhookWorker {
                 }
                 continue;
             }
-            let deadline = tokio::time::Instant::now() + self.until_next_due().await;
+            // Woken by every append when busy: the next retry's time is read
+            // at most every 200 ms, and appends wake the worker anyway.
+            let sleep = if last_due_check.elapsed() > Duration::from_millis(200) {
+                last_due_check = Instant::now();
+                self.until_next_due().await
+            } else {
+                Duration::from_millis(200)
+            };
+            let deadline = tokio::time::Instant::now() + sleep;
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break 'work,
