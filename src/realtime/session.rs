@@ -116,19 +116,20 @@ pub async fn run(
     tracing::debug!("connected");
 
     let start = connection.cursor.unwrap_or(head);
-    let greeting = json!({
+    let greeting = Box::new(json!({
         "type": "connection",
         "status": "connected",
         "message": format!("connected to the {feed_name} event feed"),
         "cursor": start,
         "head": head,
         "types": types,
-    });
-    let mut outcome = live.send_json(&greeting).await;
+    }));
+    let mut outcome = Box::pin(live.send_json(&greeting)).await;
+    drop(greeting);
     if outcome.is_ok()
         && let Some(cursor) = connection.cursor
     {
-        outcome = live.resume(cursor).await;
+        outcome = Box::pin(live.resume(cursor)).await;
     }
 
     let expiry = sleep_until_some(connection.expires_at.map(|at| {
@@ -150,8 +151,10 @@ pub async fn run(
         };
         outcome = match wake {
             Wake::Stop(stop) => Err(stop),
-            Wake::Tick => live.on_ping_tick(config.idle_timeout).await,
-            Wake::Client(message) => live.on_client_message(message).await,
+            // Rare and large (database queries): boxed, so that they do not
+            // make every idle connection's task as big as they are.
+            Wake::Tick => Box::pin(live.on_ping_tick(config.idle_timeout)).await,
+            Wake::Client(message) => Box::pin(live.on_client_message(message)).await,
             Wake::Frame(frame) => live.on_frame(frame).await,
         };
     }
