@@ -8,7 +8,8 @@ use crate::{
     tickets::cabinet_user,
 };
 
-async fn user_id(app: &TestApp, token: &str) -> String {
+/// The signed-in cabinet user's id.
+pub async fn user_id(app: &TestApp, token: &str) -> String {
     let me: Value = app
         .get_with("/api/v1/cabinet/me", token)
         .await

@@ -15,6 +15,7 @@ use switchboard::{
 use crate::{
     authorization::{claims_of, forged},
     helpers::{JWT_SECRET, TestApp, TestDb, WsEnd, both_backends, captured_logs, test_config},
+    ledger::user_id,
     tickets::{cabinet_user, open_ticket},
 };
 
@@ -68,16 +69,6 @@ async fn log_ids_after(app: &TestApp, cursor: &str, count: usize) -> Vec<String>
         }
     }
     ids
-}
-
-async fn user_id(app: &TestApp, token: &str) -> String {
-    let me: Value = app
-        .get_with("/api/v1/cabinet/me", token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    me["id"].as_str().unwrap().to_owned()
 }
 
 both_backends! {
