@@ -87,6 +87,8 @@ async fn run(admin_url: &str, duration: Duration) {
         }
         "SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS" => Some("127.0.0.0/8".to_owned()),
         "SWITCHBOARD_LOG" => Some("warn".to_owned()),
+        // The worker's settings (concurrency, lease…) can be tried out.
+        name if name.starts_with("SWITCHBOARD_WEBHOOK_") => std::env::var(name).ok(),
         _ => None,
     })
     .unwrap();

@@ -143,13 +143,15 @@ pub async fn authenticate_admin(
         .jwt
         .verify(credential, Audience::Admin)
         .ok_or_else(invalid_token)?;
-    if !sessions::is_live(conn, claims.session()).await? {
-        return Err(invalid_token());
-    }
-    let account = admin::Entity::find_by_id(claims.sub)
-        .one(conn)
-        .await?
-        .ok_or_else(invalid_token)?;
+    let account = sessions::live_account::<admin::Entity>(
+        conn,
+        Audience::Admin,
+        claims.session(),
+        admin::Column::Id,
+        claims.sub,
+    )
+    .await?
+    .ok_or_else(invalid_token)?;
     if account.disabled {
         return Err(Problem::forbidden("this admin account is disabled").into());
     }
@@ -178,13 +180,15 @@ pub async fn authenticate_user(
         .jwt
         .verify(credential, Audience::Cabinet)
         .ok_or_else(invalid_token)?;
-    if !sessions::is_live(conn, claims.session()).await? {
-        return Err(invalid_token());
-    }
-    let account = user::Entity::find_by_id(claims.sub)
-        .one(conn)
-        .await?
-        .ok_or_else(invalid_token)?;
+    let account = sessions::live_account::<user::Entity>(
+        conn,
+        Audience::Cabinet,
+        claims.session(),
+        user::Column::Id,
+        claims.sub,
+    )
+    .await?
+    .ok_or_else(invalid_token)?;
     if account.status == "blocked" {
         return Err(Problem::forbidden("this account is blocked").into());
     }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
+    QuerySelect, RelationDef, Set, sea_query::Expr,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -212,9 +213,30 @@ pub async fn revoke_all(
 
 /// Whether a session is still live (checked on every request, so logout and
 /// password changes take effect at once, not when the JWT expires).
-pub async fn is_live(conn: &impl ConnectionTrait, id: SessionId) -> Result<bool, ApiError> {
-    Ok(session::Entity::find_by_id(id.as_uuid())
+fn is_live(session: &session::Model) -> bool {
+    session.revoked_at.is_none() && session.expires_at > Utc::now()
+}
+
+/// The account row of `principal` (an entity keyed by its id) if `id` is a
+/// live session of it: one query for both checks every request makes.
+pub async fn live_account<E: EntityTrait + Default>(
+    conn: &impl ConnectionTrait,
+    audience: Audience,
+    id: SessionId,
+    account_id: E::Column,
+    principal: Uuid,
+) -> Result<Option<E::Model>, ApiError> {
+    let to_account: RelationDef = session::Entity::belongs_to(E::default())
+        .from(session::Column::PrincipalId)
+        .to(account_id)
+        .into();
+    let found = E::find()
+        .join_rev(JoinType::InnerJoin, to_account)
+        .filter(account_id.eq(principal))
+        .filter(session::Column::Id.eq(id.as_uuid()))
+        .filter(session::Column::PrincipalKind.eq(audience.kind()))
+        .select_also(session::Entity)
         .one(conn)
-        .await?
-        .is_some_and(|s| s.revoked_at.is_none() && s.expires_at > Utc::now()))
+        .await?;
+    Ok(found.and_then(|(account, session)| session.filter(is_live).map(|_| account)))
 }

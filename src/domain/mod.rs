@@ -136,13 +136,35 @@ pub async fn execute<A: Aggregate>(
     command: A::Command,
     actor: Actor,
 ) -> Result<Vec<RecordedEvent>, CommandError<A::Error>> {
+    Ok(decide_and_append::<A>(store, txn, id, command, actor)
+        .await?
+        .events)
+}
+
+/// What a command did: the aggregate's state it decided on, and the events
+/// it appended.
+pub struct Executed<A> {
+    pub before: A,
+    pub events: Vec<RecordedEvent>,
+}
+
+async fn decide_and_append<A: Aggregate>(
+    store: &EventStore,
+    txn: &WriteTxn,
+    id: impl fmt::Display + Copy,
+    command: A::Command,
+    actor: Actor,
+) -> Result<Executed<A>, CommandError<A::Error>> {
     let loaded = match A::snapshot(txn, &id.to_string()).await? {
         Some(loaded) => loaded,
         None => load::<A>(store, &**txn, id).await?,
     };
     let decided = loaded.state.decide(command).map_err(CommandError::Domain)?;
     if decided.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Executed {
+            before: loaded.state,
+            events: Vec::new(),
+        });
     }
     let expected = match loaded.version {
         0 => ExpectedVersion::NoStream,
@@ -152,9 +174,13 @@ pub async fn execute<A: Aggregate>(
         .iter()
         .map(|e| e.to_new_event(actor.clone()))
         .collect();
-    Ok(store
+    let events = store
         .append_in(txn, &A::stream(id), expected, events)
-        .await?)
+        .await?;
+    Ok(Executed {
+        before: loaded.state,
+        events,
+    })
 }
 
 /// Runs one command in a transaction of its own and commits, retrying (up
@@ -166,14 +192,24 @@ pub async fn run<A: Aggregate>(
     command: impl Fn() -> A::Command,
     actor: Actor,
 ) -> Result<Vec<RecordedEvent>, CommandError<A::Error>> {
+    Ok(run_executed::<A>(store, id, command, actor).await?.events)
+}
+
+/// [`run`], also returning the state the command was decided on.
+pub async fn run_executed<A: Aggregate>(
+    store: &EventStore,
+    id: impl fmt::Display + Copy,
+    command: impl Fn() -> A::Command,
+    actor: Actor,
+) -> Result<Executed<A>, CommandError<A::Error>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         let txn = store.db().begin_write().await?;
-        match execute::<A>(store, &txn, id, command(), actor.clone()).await {
-            Ok(events) => {
+        match decide_and_append::<A>(store, &txn, id, command(), actor.clone()).await {
+            Ok(executed) => {
                 txn.commit().await?;
-                return Ok(events);
+                return Ok(executed);
             }
             Err(CommandError::Append(AppendError::Conflict { .. })) if attempt < 5 => {
                 drop(txn);

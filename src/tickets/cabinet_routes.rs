@@ -160,10 +160,11 @@ pub async fn add_message(
     body: web::Json<MessageIn>,
 ) -> Result<HttpResponse, ApiError> {
     let text = validate::text("text", &body.text, 10_000)?;
-    let before = own_ticket(&state, &user, *id).await?;
     let ticket_id = TicketId::from_uuid(*id);
     let message_id = MessageId::new();
-    let events = domain::run::<Ticket>(
+    // The ticket's owner is checked by the command itself: someone else's
+    // ticket is `NotFound` to this user.
+    let executed = domain::run_executed::<Ticket>(
         &state.store,
         ticket_id,
         || TicketCommand::AddUserMessage {
@@ -181,7 +182,8 @@ pub async fn add_message(
         }
         other => ApiError::from(other),
     })?;
-    let out = MessageAddedOut::from_events(&events, &before.status, Side::User)
+    let before = executed.before.status.map_or("", |s| s.as_str());
+    let out = MessageAddedOut::from_events(&executed.events, before, Side::User)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message event was appended")))?;
     Ok(HttpResponse::Created().json(out))
 }
