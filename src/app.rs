@@ -122,6 +122,7 @@ impl Application {
                 remote: tailer.watch(),
                 wake: webhooks.wake.clone(),
                 recorder,
+                freed: Default::default(),
             }
             .run(shutdown.clone()),
         );

@@ -550,7 +550,7 @@ fn webhook_config(
             "must be between 1 and 300",
         ));
     }
-    let concurrency = parse_or(get, "SWITCHBOARD_WEBHOOK_CONCURRENCY", 32usize)?;
+    let concurrency = parse_or(get, "SWITCHBOARD_WEBHOOK_CONCURRENCY", 256usize)?;
     if !(1..=1024).contains(&concurrency) {
         return Err(invalid(
             "SWITCHBOARD_WEBHOOK_CONCURRENCY",

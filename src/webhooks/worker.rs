@@ -14,7 +14,7 @@ use std::{
 use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio::{
-    sync::{Notify, Semaphore, mpsc, oneshot, watch},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -229,8 +229,10 @@ pub struct Recorder {
 
 /// Outcomes written together, at most.
 const RECORD_BATCH: usize = 500;
-/// Batches written at the same time, at most.
-const RECORD_WRITERS: usize = 4;
+/// Batches written at the same time, at most. One: what arrives while a
+/// batch is being written makes the next batch, so a busy queue is written
+/// in fewer, larger transactions.
+const RECORD_WRITERS: usize = 1;
 
 impl Recorder {
     pub fn start(db: Db, tasks: &mut JoinSet<()>) -> Self {
@@ -239,7 +241,13 @@ impl Recorder {
         tasks.spawn(async move {
             let writers = Arc::new(Semaphore::new(RECORD_WRITERS));
             let mut writing = JoinSet::new();
-            while let Some(first) = receiver.recv().await {
+            loop {
+                let Ok(permit) = writers.clone().acquire_owned().await else {
+                    break;
+                };
+                let Some(first) = receiver.recv().await else {
+                    break;
+                };
                 let mut batch = vec![first];
                 while batch.len() < RECORD_BATCH {
                     match receiver.try_recv() {
@@ -247,9 +255,6 @@ impl Recorder {
                         Err(_) => break,
                     }
                 }
-                let Ok(permit) = writers.clone().acquire_owned().await else {
-                    break;
-                };
                 while writing.try_join_next().is_some() {}
                 let db = db.clone();
                 writing.spawn(async move {
@@ -298,10 +303,14 @@ pub struct WebhookWorker {
     /// Nudged by the API (resend, recover, enable).
     pub wake: Arc<Notify>,
     pub recorder: Recorder,
+    /// Notified when a request's slot frees up.
+    pub freed: Arc<Notify>,
 }
 
 /// Claims between two refreshes of the queue's statistics, at least.
 const ANALYZE_AFTER_CLAIMS: usize = 2000;
+/// Time between two refreshes of the queue's statistics, at least.
+const ANALYZE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Retry-After is honoured up to this long.
 const MAX_RETRY_AFTER_MS: i64 = 24 * 3600 * 1000;
@@ -324,6 +333,7 @@ impl WebhookWorker {
         let mut backlog = false;
         let mut claimed_since_analyze = 0usize;
         let mut last_analyze = Instant::now();
+        let mut analyzing = tokio::spawn(async {});
         let mut last_due_check = Instant::now() - Duration::from_secs(1);
         'work: loop {
             while in_flight.try_join_next().is_some() {}
@@ -347,14 +357,19 @@ impl WebhookWorker {
                 self.publish_gauges().await;
             }
             // The queue's statistics go stale fastest when it is busiest.
+            // Refreshed beside the loop: claims go on meanwhile.
             if claimed_since_analyze >= ANALYZE_AFTER_CLAIMS
-                && last_analyze.elapsed() > Duration::from_secs(2)
+                && last_analyze.elapsed() > ANALYZE_INTERVAL
+                && analyzing.is_finished()
             {
                 claimed_since_analyze = 0;
                 last_analyze = Instant::now();
-                if let Err(e) = store::refresh_statistics(&self.db).await {
-                    tracing::warn!(error = %e, "cannot refresh the webhook queue's statistics");
-                }
+                let db = self.db.clone();
+                analyzing = tokio::spawn(async move {
+                    if let Err(e) = store::refresh_statistics(&db).await {
+                        tracing::warn!(error = %e, "cannot refresh the webhook queue's statistics");
+                    }
+                });
             }
             if last_prune.elapsed() > Duration::from_secs(3600) {
                 last_prune = Instant::now();
@@ -364,6 +379,7 @@ impl WebhookWorker {
                 // More are due: go again as slots free up.
                 tokio::select! {
                     () = shutdown.cancelled() => break 'work,
+                    () = self.freed.notified() => {}
                     _ = in_flight.join_next() => {}
                 }
                 continue;
@@ -468,7 +484,10 @@ impl WebhookWorker {
             };
             // Ordered heads may come on top of the free slots: they are
             // sent anyway rather than left waiting out their lease.
-            let permit = permits.clone().try_acquire_owned().ok();
+            let slot = Slot {
+                _permit: permits.clone().try_acquire_owned().ok(),
+                freed: self.freed.clone(),
+            };
             let job = Delivery {
                 db: self.db.clone(),
                 store: self.store.clone(),
@@ -477,8 +496,7 @@ impl WebhookWorker {
                 recorder: self.recorder.clone(),
             };
             in_flight.spawn(async move {
-                job.deliver(delivery, &endpoint, &event).await;
-                drop(permit);
+                job.deliver(delivery, &endpoint, &event, slot).await;
                 endpoint.ordered
             });
         }
@@ -508,6 +526,19 @@ impl WebhookWorker {
 }
 
 /// One delivery attempt and its bookkeeping.
+/// A delivery's share of the worker's concurrency: one request in flight.
+/// Dropping it wakes the worker to claim more.
+struct Slot {
+    _permit: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.freed.notify_one();
+    }
+}
+
 struct Delivery {
     db: Db,
     store: EventStore,
@@ -518,8 +549,17 @@ struct Delivery {
 
 impl Delivery {
     #[tracing::instrument(name = "webhook_delivery", skip_all, fields(endpoint = %claimed.endpoint_id, event = %claimed.event_id, attempt = claimed.attempt))]
-    async fn deliver(&self, claimed: Claimed, endpoint: &EndpointRow, event: &RecordedEvent) {
+    async fn deliver(
+        &self,
+        claimed: Claimed,
+        endpoint: &EndpointRow,
+        event: &RecordedEvent,
+        slot: Slot,
+    ) {
         let outcome = self.sender.send(endpoint, event).await;
+        // The request is over: its slot goes to the next delivery while this
+        // outcome waits for its batch to be written.
+        drop(slot);
         let status = outcome.record.response_status;
         let next = if outcome.succeeded() {
             NextStep::Delivered
