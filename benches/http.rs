@@ -15,7 +15,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{BOT_TOKEN, drop_database, fresh_database, init_data, psql};
+use support::{drop_database, fresh_database, init_data, psql};
 
 use std::{
     process::Command,
@@ -23,10 +23,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use switchboard::{
-    app::Application,
-    config::{Config, DatabaseConfig},
-};
+use switchboard::app::Application;
 
 const TEXT: &str =
     "Hello! My subscription was charged twice this month, could you check please? Thanks a lot.";
@@ -49,19 +46,9 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
     let db_name = "switchboard_bench_http";
     let url = fresh_database(admin_url, db_name);
 
-    let mut config = Config::from_lookup(|name| match name {
-        "SWITCHBOARD_TELEGRAM_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
-        "SWITCHBOARD_JWT_SECRET" => Some("bench-secret-bench-secret-bench-secret-0".to_owned()),
-        "SWITCHBOARD_AUTH_RATE_PER_IP" => Some("100000".to_owned()),
-        "SWITCHBOARD_LOG" => Some("warn".to_owned()),
-        _ => None,
-    })
-    .unwrap();
-    config.database = DatabaseConfig::Postgres {
-        url: url.clone(),
-        max_connections: 16,
-    };
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let config = support::service_config(&url, |name| {
+        (name == "SWITCHBOARD_AUTH_RATE_PER_IP").then(|| "100000".to_owned())
+    });
     let app = Application::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();

@@ -26,7 +26,6 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 use switchboard::{
     app::Application,
-    config::{Config, DatabaseConfig},
     events::{Actor, EventType, ExpectedVersion, NewEvent, StreamName},
 };
 
@@ -80,23 +79,15 @@ async fn run(admin_url: &str, duration: Duration) {
     let receiver_handle = receiver.handle();
     tokio::spawn(receiver);
 
-    let mut config = Config::from_lookup(|name| match name {
-        "SWITCHBOARD_JWT_SECRET" => Some("bench-secret-bench-secret-bench-secret-0".to_owned()),
+    let config = support::service_config(&url, |name| match name {
         "SWITCHBOARD_WEBHOOK_ENCRYPTION_KEY" => {
             Some("bench-key-bench-key-bench-key-bench-key".to_owned())
         }
         "SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS" => Some("127.0.0.0/8".to_owned()),
-        "SWITCHBOARD_LOG" => Some("warn".to_owned()),
         // The worker's settings (concurrency, lease…) can be tried out.
         name if name.starts_with("SWITCHBOARD_WEBHOOK_") => std::env::var(name).ok(),
         _ => None,
-    })
-    .unwrap();
-    config.database = DatabaseConfig::Postgres {
-        url: url.clone(),
-        max_connections: 16,
-    };
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    });
     let concurrency = config.webhooks.concurrency;
     let app = Application::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());

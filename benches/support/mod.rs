@@ -4,12 +4,13 @@
 
 use std::process::Command;
 
-use hmac::{KeyInit, Mac};
 use serde_json::json;
-use sha2::Sha256;
+use switchboard::config::{Config, DatabaseConfig};
 
+#[path = "../../tests/api/telegram_signing.rs"]
+mod telegram_signing;
 /// The made-up bot token the benchmarks configure.
-pub const BOT_TOKEN: &str = "7000000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+pub use telegram_signing::{BOT_TOKEN, sign_init_data};
 
 /// The server URL the benchmarks connect to as administrator.
 pub fn admin_url() -> String {
@@ -69,29 +70,32 @@ pub fn with_database(url: &str, name: &str) -> String {
 
 /// Mini App `initData` for a Telegram user, signed with [`BOT_TOKEN`].
 pub fn init_data(telegram_id: u32) -> String {
-    let fields = [
+    sign_init_data(&[
+        ("auth_date", chrono::Utc::now().timestamp().to_string()),
         (
-            "auth_date".to_owned(),
-            chrono::Utc::now().timestamp().to_string(),
-        ),
-        (
-            "user".to_owned(),
+            "user",
             json!({"id": telegram_id, "first_name": "Load"}).to_string(),
         ),
-    ];
-    let check = fields
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut secret = hmac::Hmac::<Sha256>::new_from_slice(b"WebAppData").unwrap();
-    secret.update(BOT_TOKEN.as_bytes());
-    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&secret.finalize().into_bytes()).unwrap();
-    mac.update(check.as_bytes());
-    let mut out = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in &fields {
-        out.append_pair(k, v);
-    }
-    out.append_pair("hash", &hex::encode(mac.finalize().into_bytes()));
-    out.finish()
+    ])
+}
+
+/// The service's configuration for an in-process benchmark on `url`: port
+/// 0, warnings only, the benchmarks' secrets and bot token, and whatever
+/// `extra` sets.
+pub fn service_config(url: &str, extra: impl Fn(&str) -> Option<String>) -> Config {
+    let mut config = Config::from_lookup(|name| {
+        extra(name).or_else(|| match name {
+            "SWITCHBOARD_TELEGRAM_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
+            "SWITCHBOARD_JWT_SECRET" => Some("bench-secret-bench-secret-bench-secret-0".to_owned()),
+            "SWITCHBOARD_LOG" => Some("warn".to_owned()),
+            _ => None,
+        })
+    })
+    .unwrap();
+    config.database = DatabaseConfig::Postgres {
+        url: url.to_owned(),
+        max_connections: 16,
+    };
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config
 }

@@ -159,8 +159,7 @@ fn uuid_simple() -> String {
 
 /// The JWT secret every test app signs with (tests forge tokens with it).
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
-/// The made-up bot token of the shared Telegram vectors.
-pub const BOT_TOKEN: &str = "7000000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+pub use crate::telegram_signing::BOT_TOKEN;
 
 /// A configuration for tests: port 0, one HTTP worker, known secrets,
 /// generous rate limits (the rate-limit test sets its own).

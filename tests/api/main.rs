@@ -20,6 +20,7 @@ mod startup;
 mod subscriptions;
 mod tailer;
 mod telegram_auth;
+mod telegram_signing;
 mod tickets;
 mod users_admin;
 mod webhooks;

@@ -13,27 +13,7 @@ fn vectors() -> Value {
     serde_json::from_str(include_str!("../data/telegram_auth_vectors.json")).unwrap()
 }
 
-/// `initData` for `fields`, signed as Telegram signs it.
-pub fn sign_init_data(fields: &[(&str, String)]) -> String {
-    let mut sorted: Vec<_> = fields.to_vec();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let check = sorted
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut secret = hmac::Hmac::<Sha256>::new_from_slice(b"WebAppData").unwrap();
-    secret.update(BOT_TOKEN.as_bytes());
-    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&secret.finalize().into_bytes()).unwrap();
-    mac.update(check.as_bytes());
-    let hash = hex::encode(mac.finalize().into_bytes());
-    let mut serializer = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in fields {
-        serializer.append_pair(k, v);
-    }
-    serializer.append_pair("hash", &hash);
-    serializer.finish()
-}
+pub use crate::telegram_signing::sign_init_data;
 
 pub fn fresh_init_data(telegram_id: i64, username: &str) -> String {
     sign_init_data(&[
