@@ -229,25 +229,15 @@ pub struct Recorder {
 
 /// Outcomes written together, at most.
 const RECORD_BATCH: usize = 500;
-/// Batches written at the same time, at most. One: what arrives while a
-/// batch is being written makes the next batch, so a busy queue is written
-/// in fewer, larger transactions.
-const RECORD_WRITERS: usize = 1;
 
 impl Recorder {
+    /// One writer: what arrives while a batch is being written makes the
+    /// next batch, so a busy queue is written in fewer, larger transactions.
     pub fn start(db: Db, tasks: &mut JoinSet<()>) -> Self {
         let (queue, mut receiver) =
             mpsc::channel::<(Outcome, oneshot::Sender<Result<bool, String>>)>(4 * RECORD_BATCH);
         tasks.spawn(async move {
-            let writers = Arc::new(Semaphore::new(RECORD_WRITERS));
-            let mut writing = JoinSet::new();
-            loop {
-                let Ok(permit) = writers.clone().acquire_owned().await else {
-                    break;
-                };
-                let Some(first) = receiver.recv().await else {
-                    break;
-                };
+            while let Some(first) = receiver.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < RECORD_BATCH {
                     match receiver.try_recv() {
@@ -255,27 +245,21 @@ impl Recorder {
                         Err(_) => break,
                     }
                 }
-                while writing.try_join_next().is_some() {}
-                let db = db.clone();
-                writing.spawn(async move {
-                    let outcomes: Vec<Outcome> = batch.iter().map(|(o, _)| o.clone()).collect();
-                    match store::record(&db, &outcomes).await {
-                        Ok(kept) => {
-                            for ((_, reply), kept) in batch.into_iter().zip(kept) {
-                                let _ = reply.send(Ok(kept));
-                            }
-                        }
-                        Err(e) => {
-                            let message = e.to_string();
-                            for (_, reply) in batch {
-                                let _ = reply.send(Err(message.clone()));
-                            }
+                let outcomes: Vec<Outcome> = batch.iter().map(|(o, _)| o.clone()).collect();
+                match store::record(&db, &outcomes).await {
+                    Ok(kept) => {
+                        for ((_, reply), kept) in batch.into_iter().zip(kept) {
+                            let _ = reply.send(Ok(kept));
                         }
                     }
-                    drop(permit);
-                });
+                    Err(e) => {
+                        let message = e.to_string();
+                        for (_, reply) in batch {
+                            let _ = reply.send(Err(message.clone()));
+                        }
+                    }
+                }
             }
-            while writing.join_next().await.is_some() {}
         });
         Self { queue }
     }
