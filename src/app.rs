@@ -122,7 +122,6 @@ impl Application {
                 remote: tailer.watch(),
                 wake: webhooks.wake.clone(),
                 recorder,
-                freed: Default::default(),
             }
             .run(shutdown.clone()),
         );

@@ -14,7 +14,7 @@ use std::{
 use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio::{
-    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch},
+    sync::{Notify, Semaphore, mpsc, oneshot, watch},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -287,8 +287,6 @@ pub struct WebhookWorker {
     /// Nudged by the API (resend, recover, enable).
     pub wake: Arc<Notify>,
     pub recorder: Recorder,
-    /// Notified when a request's slot frees up.
-    pub freed: Arc<Notify>,
 }
 
 /// Claims between two refreshes of the queue's statistics, at least.
@@ -363,7 +361,6 @@ impl WebhookWorker {
                 // More are due: go again as slots free up.
                 tokio::select! {
                     () = shutdown.cancelled() => break 'work,
-                    () = self.freed.notified() => {}
                     _ = in_flight.join_next() => {}
                 }
                 continue;
@@ -468,10 +465,10 @@ impl WebhookWorker {
             };
             // Ordered heads may come on top of the free slots: they are
             // sent anyway rather than left waiting out their lease.
-            let slot = Slot {
-                _permit: permits.clone().try_acquire_owned().ok(),
-                freed: self.freed.clone(),
-            };
+            // Held until the outcome is written: what a crash can leave
+            // sent but unrecorded (and so sent again) is at most the
+            // concurrency.
+            let permit = permits.clone().try_acquire_owned().ok();
             let job = Delivery {
                 db: self.db.clone(),
                 store: self.store.clone(),
@@ -480,7 +477,8 @@ impl WebhookWorker {
                 recorder: self.recorder.clone(),
             };
             in_flight.spawn(async move {
-                job.deliver(delivery, &endpoint, &event, slot).await;
+                job.deliver(delivery, &endpoint, &event).await;
+                drop(permit);
                 endpoint.ordered
             });
         }
@@ -510,19 +508,6 @@ impl WebhookWorker {
 }
 
 /// One delivery attempt and its bookkeeping.
-/// A delivery's share of the worker's concurrency: one request in flight.
-/// Dropping it wakes the worker to claim more.
-struct Slot {
-    _permit: Option<OwnedSemaphorePermit>,
-    freed: Arc<Notify>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.freed.notify_one();
-    }
-}
-
 struct Delivery {
     db: Db,
     store: EventStore,
@@ -533,17 +518,8 @@ struct Delivery {
 
 impl Delivery {
     #[tracing::instrument(name = "webhook_delivery", skip_all, fields(endpoint = %claimed.endpoint_id, event = %claimed.event_id, attempt = claimed.attempt))]
-    async fn deliver(
-        &self,
-        claimed: Claimed,
-        endpoint: &EndpointRow,
-        event: &RecordedEvent,
-        slot: Slot,
-    ) {
+    async fn deliver(&self, claimed: Claimed, endpoint: &EndpointRow, event: &RecordedEvent) {
         let outcome = self.sender.send(endpoint, event).await;
-        // The request is over: its slot goes to the next delivery while this
-        // outcome waits for its batch to be written.
-        drop(slot);
         let status = outcome.record.response_status;
         let next = if outcome.succeeded() {
             NextStep::Delivered
