@@ -222,7 +222,19 @@ impl Server {
             .pool_max_idle_per_host(256)
             .build()
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        // `BENCH_SERVICE_WRAPPER="valgrind --tool=massif"` runs the service
+        // under a profiler (its RSS is then the profiler's).
+        let mut command = match std::env::var("BENCH_SERVICE_WRAPPER") {
+            Ok(wrap) => {
+                let mut parts = wrap.split_whitespace();
+                let mut c = Command::new(parts.next().unwrap());
+                c.args(parts);
+                c.arg(env!("CARGO_BIN_EXE_switchboard"));
+                c
+            }
+            Err(_) => Command::new(env!("CARGO_BIN_EXE_switchboard")),
+        };
+        let child = command
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("SWITCHBOARD_LISTEN", addr.to_string())

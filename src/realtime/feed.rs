@@ -110,7 +110,9 @@ impl Feed {
             }
             if let Some(target) = self.replay_to {
                 if self.last < target {
-                    let page = self.hub.store().read_all(self.last, REPLAY_BATCH).await?;
+                    // Boxed: only replaying connections pay for the query's
+                    // state, not every idle one.
+                    let page = Box::pin(self.hub.store().read_all(self.last, REPLAY_BATCH)).await?;
                     if !page.events.is_empty() {
                         self.backlog.extend(
                             page.events

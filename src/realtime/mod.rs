@@ -30,9 +30,6 @@ use crate::{
     events::{Cursor, TypeFilter},
 };
 
-/// Largest message a client may send (they are small JSON commands).
-const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
-
 /// `GET /ws`, at the root.
 pub fn configure_admin(cfg: &mut web::ServiceConfig) {
     cfg.service(admin_feed);
@@ -154,18 +151,8 @@ fn upgrade(
     state: web::Data<AppState>,
     connection: Connection,
 ) -> Result<HttpResponse, ApiError> {
-    let (response, session, stream) = actix_ws::handle(req, body).map_err(|_| {
+    session::respond(req, body.into_inner(), state.into_inner(), connection).map_err(|_| {
         Problem::bad_request("this endpoint speaks WebSocket: send an HTTP/1.1 upgrade request")
-    })?;
-    let stream = stream
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_CLIENT_MESSAGE);
-    actix_web::rt::spawn(session::run(
-        state.into_inner(),
-        session,
-        stream,
-        connection,
-    ));
-    Ok(response)
+            .into()
+    })
 }

@@ -4,17 +4,36 @@
 //! `subscribed`, `resync_required`, `error`. Client → server: `ping`,
 //! `subscribe`. Close codes: 4001 (token expired or revoked), 4008 (slow
 //! consumer), 1001 (idle for too long, or the server is stopping), 1011
-//! (the log could not be read).
+//! (the log could not be read), 1002 (a protocol error from the client).
+//!
+//! A connection is served by the body of its `101 Switching Protocols`
+//! response: the HTTP connection's own task polls it for the next bytes to
+//! write, and it reads the client's frames from the request payload in the
+//! same poll. A frame queued by the hub thus wakes exactly one task, and no
+//! channel or task sits between the hub and the socket (with thousands of
+//! idle clients, that is a few KiB per connection less). Frames are parsed
+//! and written by actix-http's WebSocket codec.
 
-use std::{sync::Arc, time::Duration};
+use std::{convert::Infallible, pin::Pin, sync::Arc, time::Duration};
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use actix_codec::{Decoder, Encoder};
+use actix_http::{
+    Payload,
+    ws::{self, CloseCode, CloseReason, Codec, HandshakeError, Item, Message, ProtocolError},
+};
+use actix_web::{
+    HttpRequest, HttpResponse,
+    body::{BodyStream, MessageBody},
+    web::{Bytes, BytesMut},
+};
 use bytestring::ByteString;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::time::Instant;
+use tokio::time::{Instant, Interval, Sleep};
+use tracing::Instrument;
 
 pub use super::hub::Viewer;
 use super::{
@@ -31,6 +50,9 @@ use crate::{
     error::ApiError,
     events::{Cursor, TypeFilter},
 };
+
+/// Largest message a client may send (they are small JSON commands).
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// An authenticated connection about to start.
 pub struct Connection {
@@ -64,130 +86,200 @@ enum Stop {
     Close(u16, &'static str),
 }
 
+/// A whole message from the client (continuation frames put together).
+enum Inbound {
+    Text(Bytes),
+    Binary,
+    Ping(Bytes),
+    Pong,
+    Close(Option<CloseReason>),
+}
+
 enum Wake {
     Stop(Stop),
     Tick,
-    Client(Option<Result<AggregatedMessage, actix_ws::ProtocolError>>),
+    Client(Option<Result<Inbound, ProtocolError>>),
     Frame(Result<Arc<Frame>, FeedError>),
+}
+
+/// The response that switches `req`'s connection to the WebSocket protocol
+/// and then serves it, or why the request is not a WebSocket handshake.
+pub fn respond(
+    req: &HttpRequest,
+    payload: Payload,
+    state: Arc<AppState>,
+    connection: Connection,
+) -> Result<HttpResponse, HandshakeError> {
+    let mut response = ws::handshake(req.head())?;
+    let live = Live::start(state, payload, connection);
+    let body = futures::stream::unfold(live, |mut live| async move {
+        let span = live.span.clone();
+        let bytes = live.next_bytes().instrument(span).await?;
+        Some((Ok::<_, Infallible>(bytes), live))
+    });
+    Ok(match response.message_body(BodyStream::new(body).boxed()) {
+        Ok(response) => response.into(),
+        Err(e) => HttpResponse::from_error(e),
+    })
 }
 
 struct Live {
     state: Arc<AppState>,
-    session: Session,
     feed: Feed,
+    feed_name: &'static str,
+    _connected: metrics::Connected,
     sent: ::metrics::Counter,
     credential: SecretString,
+    /// The client's frames: what arrived and is not parsed yet.
+    payload: Payload,
+    inbound: BytesMut,
+    codec: Codec,
+    /// A message arriving in continuation frames (`true`: text).
+    fragments: Option<(bool, BytesMut)>,
+    /// Frames to write, handed to the connection when the step ends.
+    out: BytesMut,
+    /// A close frame is in `out`: nothing follows it.
+    closing: bool,
+    /// Replay from here before the first step (`?cursor=`).
+    start_from: Option<Cursor>,
     last_heard: Instant,
-}
-
-/// Serves one connection until it ends (or the hub closes its queue when
-/// the server stops).
-#[tracing::instrument(name = "ws_session", skip_all, fields(feed = connection.viewer.feed_name()))]
-pub async fn run(
-    state: Arc<AppState>,
-    session: Session,
-    mut stream: AggregatedMessageStream,
-    connection: Connection,
-) {
-    let feed_name = connection.viewer.feed_name();
-    let _connected = metrics::Connected::new(feed_name);
-    let config = state.config.realtime.clone();
-    let feed = Feed::new(
-        &state.hub,
-        Interest {
-            viewer: connection.viewer,
-            types: connection.types,
-        },
-    );
-    let head = feed.cursor();
-    let types = feed
-        .interest()
-        .read()
-        .map(|i| i.types.to_strings())
-        .unwrap_or_default();
-    let mut live = Live {
-        state,
-        session,
-        feed,
-        sent: metrics::sent(feed_name),
-        credential: connection.credential,
-        last_heard: Instant::now(),
-    };
-    tracing::debug!("connected");
-
-    let start = connection.cursor.unwrap_or(head);
-    let greeting = Box::new(json!({
-        "type": "connection",
-        "status": "connected",
-        "message": format!("connected to the {feed_name} event feed"),
-        "cursor": start,
-        "head": head,
-        "types": types,
-    }));
-    let mut outcome = Box::pin(live.send_json(&greeting)).await;
-    drop(greeting);
-    if outcome.is_ok()
-        && let Some(cursor) = connection.cursor
-    {
-        outcome = Box::pin(live.resume(cursor)).await;
-    }
-
-    let expiry = sleep_until_some(connection.expires_at.map(|at| {
-        let left = (at - Utc::now()).to_std().unwrap_or_default();
-        Instant::now() + left
-    }));
-    tokio::pin!(expiry);
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    while outcome.is_ok() {
-        let wake = tokio::select! {
-            biased;
-            () = &mut expiry => Wake::Stop(Stop::Close(4001, "token expired")),
-            _ = ping.tick() => Wake::Tick,
-            message = stream.recv() => Wake::Client(message),
-            frame = live.feed.next() => Wake::Frame(frame),
-        };
-        outcome = match wake {
-            Wake::Stop(stop) => Err(stop),
-            // Rare and large (database queries): boxed, so that they do not
-            // make every idle connection's task as big as they are.
-            Wake::Tick => Box::pin(live.on_ping_tick(config.idle_timeout)).await,
-            Wake::Client(message) => Box::pin(live.on_client_message(message)).await,
-            Wake::Frame(frame) => live.on_frame(frame).await,
-        };
-    }
-    match outcome {
-        Err(Stop::Close(code, why)) => {
-            tracing::debug!(code, why, "closing");
-            if code == 4008 {
-                metrics::slow_consumer(feed_name);
-            }
-            // A client that stopped reading may never take the close frame:
-            // give it as long as an idle client gets, then let go.
-            let reason = CloseReason {
-                code: CloseCode::Other(code),
-                description: Some(why.to_owned()),
-            };
-            let _ =
-                tokio::time::timeout(config.idle_timeout, live.session.close(Some(reason))).await;
-        }
-        Err(Stop::Gone) | Ok(()) => {
-            tracing::debug!("client gone");
-        }
-    }
-}
-
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
+    ping: Interval,
+    idle_timeout: Duration,
+    expiry: Option<Pin<Box<Sleep>>>,
+    span: tracing::Span,
 }
 
 impl Live {
-    async fn on_frame(&mut self, frame: Result<Arc<Frame>, FeedError>) -> Result<(), Stop> {
+    fn start(state: Arc<AppState>, payload: Payload, connection: Connection) -> Self {
+        let feed_name = connection.viewer.feed_name();
+        let span = tracing::debug_span!("ws_session", feed = feed_name);
+        let config = state.config.realtime.clone();
+        let feed = Feed::new(
+            &state.hub,
+            Interest {
+                viewer: connection.viewer,
+                types: connection.types,
+            },
+        );
+        let head = feed.cursor();
+        let types = feed
+            .interest()
+            .read()
+            .map(|i| i.types.to_strings())
+            .unwrap_or_default();
+        let expiry = connection.expires_at.map(|at| {
+            let left = (at - Utc::now()).to_std().unwrap_or_default();
+            Box::pin(tokio::time::sleep(left))
+        });
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut live = Self {
+            state,
+            feed,
+            feed_name,
+            _connected: metrics::Connected::new(feed_name),
+            sent: metrics::sent(feed_name),
+            credential: connection.credential,
+            payload,
+            inbound: BytesMut::new(),
+            codec: Codec::new().max_size(MAX_CLIENT_MESSAGE),
+            fragments: None,
+            out: BytesMut::new(),
+            closing: false,
+            start_from: connection.cursor,
+            last_heard: Instant::now(),
+            ping,
+            idle_timeout: config.idle_timeout,
+            expiry,
+            span,
+        };
+        let greeting = json!({
+            "type": "connection",
+            "status": "connected",
+            "message": format!("connected to the {feed_name} event feed"),
+            "cursor": connection.cursor.unwrap_or(head),
+            "head": head,
+            "types": types,
+        });
+        live.push_json(&greeting);
+        tracing::debug!(parent: &live.span, "connected");
+        live
+    }
+
+    /// The next frames to write, as soon as there are any; `None` once the
+    /// connection is over (after its close frame, if it has one).
+    async fn next_bytes(&mut self) -> Option<Bytes> {
+        if let Some(cursor) = self.start_from.take()
+            && let Err(stop) = Box::pin(self.resume(cursor)).await
+        {
+            self.stop(stop);
+        }
+        while self.out.is_empty() {
+            if self.closing {
+                return None;
+            }
+            let wake = tokio::select! {
+                biased;
+                () = sleep_until_some(self.expiry.as_mut()) => {
+                    Wake::Stop(Stop::Close(4001, "token expired"))
+                }
+                _ = self.ping.tick() => Wake::Tick,
+                message = next_inbound(
+                    &mut self.payload,
+                    &mut self.inbound,
+                    &mut self.codec,
+                    &mut self.fragments,
+                ) => Wake::Client(message),
+                frame = self.feed.next() => Wake::Frame(frame),
+            };
+            let outcome = match wake {
+                Wake::Stop(stop) => Err(stop),
+                // Rare and large (database queries): boxed, so that they do
+                // not make every idle connection as big as they are.
+                Wake::Tick => Box::pin(self.on_ping_tick()).await,
+                Wake::Client(message) => Box::pin(self.on_client_message(message)).await,
+                Wake::Frame(frame) => self.on_frame(frame),
+            };
+            if let Err(stop) = outcome {
+                self.stop(stop);
+            }
+        }
+        // A fresh buffer each time: one large message must not stay
+        // allocated for the rest of the connection.
+        Some(std::mem::take(&mut self.out).freeze())
+    }
+
+    /// Ends the connection: with a close frame, or at once when the client
+    /// is gone.
+    fn stop(&mut self, stop: Stop) {
+        self.closing = true;
+        let Stop::Close(code, why) = stop else {
+            tracing::debug!(parent: &self.span, "client gone");
+            self.out.clear();
+            return;
+        };
+        tracing::debug!(parent: &self.span, code, why, "closing");
+        if code == 4008 {
+            metrics::slow_consumer(self.feed_name);
+        }
+        self.push(Message::Close(Some(CloseReason {
+            code: CloseCode::Other(code),
+            description: Some(why.to_owned()),
+        })));
+    }
+
+    fn push(&mut self, message: Message) {
+        if let Err(e) = self.codec.encode(message, &mut self.out) {
+            tracing::warn!(parent: &self.span, error = %e, "cannot encode a WebSocket frame");
+        }
+    }
+
+    fn push_json(&mut self, value: &serde_json::Value) {
+        self.push(Message::Text(ByteString::from(value.to_string())));
+    }
+
+    fn on_frame(&mut self, frame: Result<Arc<Frame>, FeedError>) -> Result<(), Stop> {
         let frame = match frame {
             Ok(frame) => frame,
             Err(FeedError::Overflow) => return Err(Stop::Close(4008, "slow consumer")),
@@ -207,42 +299,51 @@ impl Live {
         if !wanted {
             return Ok(());
         }
-        self.send(frame.json.clone()).await?;
+        self.push(Message::Text(frame.json.clone()));
         self.sent.increment(1);
         Ok(())
     }
 
     async fn on_client_message(
         &mut self,
-        message: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
+        message: Option<Result<Inbound, ProtocolError>>,
     ) -> Result<(), Stop> {
         self.last_heard = Instant::now();
         let text = match message {
-            None | Some(Ok(AggregatedMessage::Close(_))) => return Err(Stop::Gone),
+            None => return Err(Stop::Gone),
+            Some(Ok(Inbound::Close(reason))) => {
+                // Answer the close handshake, then end.
+                self.closing = true;
+                self.push(Message::Close(reason));
+                return Ok(());
+            }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "protocol error from the client");
                 return Err(Stop::Close(1002, "protocol error"));
             }
-            Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                return self.session.pong(&bytes).await.map_err(|_| Stop::Gone);
+            Some(Ok(Inbound::Ping(bytes))) => {
+                self.push(Message::Pong(bytes));
+                return Ok(());
             }
-            Some(Ok(AggregatedMessage::Pong(_))) => return Ok(()),
-            Some(Ok(AggregatedMessage::Binary(_))) => {
-                return self
-                    .error("invalid_message", "messages are JSON text")
-                    .await;
+            Some(Ok(Inbound::Pong)) => return Ok(()),
+            Some(Ok(Inbound::Binary)) => {
+                self.error("invalid_message", "messages are JSON text");
+                return Ok(());
             }
-            Some(Ok(AggregatedMessage::Text(text))) => text,
+            Some(Ok(Inbound::Text(text))) => text,
         };
-        match serde_json::from_str::<ClientMessage>(&text) {
-            Ok(ClientMessage::Ping) => self.send_json(&json!({"type": "pong"})).await,
+        match serde_json::from_slice::<ClientMessage>(&text) {
+            Ok(ClientMessage::Ping) => {
+                self.push_json(&json!({"type": "pong"}));
+                Ok(())
+            }
             Ok(ClientMessage::Subscribe { types, cursor }) => self.subscribe(types, cursor).await,
             Err(e) => {
                 self.error(
                     "invalid_message",
                     &format!("expected {{\"type\":\"ping\"}} or {{\"type\":\"subscribe\",…}}: {e}"),
-                )
-                .await
+                );
+                Ok(())
             }
         }
     }
@@ -255,7 +356,10 @@ impl Live {
         let cursor = match cursor.map(|raw| raw.parse::<Cursor>()) {
             None => None,
             Some(Ok(cursor)) => Some(cursor),
-            Some(Err(e)) => return self.error("invalid_cursor", &e.to_string()).await,
+            Some(Err(e)) => {
+                self.error("invalid_cursor", &e.to_string());
+                return Ok(());
+            }
         };
         if let Some(types) = types {
             match TypeFilter::parse(types.iter().map(String::as_str)) {
@@ -264,7 +368,10 @@ impl Live {
                         interest.types = filter;
                     }
                 }
-                Err(e) => return self.error("invalid_types", &e.to_string()).await,
+                Err(e) => {
+                    self.error("invalid_types", &e.to_string());
+                    return Ok(());
+                }
             }
         }
         let from = cursor.unwrap_or(self.feed.cursor());
@@ -274,12 +381,11 @@ impl Live {
             .read()
             .map(|i| i.types.to_strings())
             .unwrap_or_default();
-        self.send_json(&json!({
+        self.push_json(&json!({
             "type": "subscribed",
             "types": types,
             "cursor": from,
-        }))
-        .await?;
+        }));
         match cursor {
             Some(cursor) => self.resume(cursor).await,
             None => Ok(()),
@@ -299,27 +405,24 @@ impl Live {
         };
         if behind > limit {
             self.feed.skip_to_head();
-            return self
-                .send_json(&json!({
+            self.push_json(&json!({
                     "type": "resync_required",
                     "message": format!(
                         "more than {limit} events happened since that cursor: reload the state through the API; live events continue from `cursor`"
                     ),
-                    "cursor": self.feed.cursor(),
-                }))
-                .await;
+                "cursor": self.feed.cursor(),
+            }));
+            return Ok(());
         }
         self.feed.rewind(cursor);
         Ok(())
     }
 
-    async fn on_ping_tick(&mut self, idle_timeout: Duration) -> Result<(), Stop> {
-        if self.last_heard.elapsed() > idle_timeout {
+    async fn on_ping_tick(&mut self) -> Result<(), Stop> {
+        if self.last_heard.elapsed() > self.idle_timeout {
             return Err(Stop::Close(1001, "idle for too long"));
         }
-        if self.session.ping(b"").await.is_err() {
-            return Err(Stop::Gone);
-        }
+        self.push(Message::Ping(Bytes::new()));
         self.recheck().await
     }
 
@@ -362,29 +465,80 @@ impl Live {
         }
     }
 
-    async fn error(&mut self, code: &str, message: &str) -> Result<(), Stop> {
-        self.send_json(&json!({"type": "error", "code": code, "message": message}))
-            .await
+    fn error(&mut self, code: &str, message: &str) {
+        self.push_json(&json!({"type": "error", "code": code, "message": message}));
     }
+}
 
-    async fn send_json(&mut self, value: &serde_json::Value) -> Result<(), Stop> {
-        self.send(ByteString::from(value.to_string())).await
+async fn sleep_until_some(sleep: Option<&mut Pin<Box<Sleep>>>) {
+    match sleep {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
+}
 
-    /// Sends, noticing meanwhile if the client stopped reading for so long
-    /// that its queue overflowed.
-    async fn send(&mut self, text: ByteString) -> Result<(), Stop> {
-        let send = self.session.text(text);
-        tokio::pin!(send);
-        loop {
-            tokio::select! {
-                sent = &mut send => return sent.map_err(|_| Stop::Gone),
-                () = tokio::time::sleep(Duration::from_millis(250)) => {
-                    if self.feed.overflowed() {
-                        return Err(Stop::Close(4008, "slow consumer"));
-                    }
-                }
-            }
+/// The client's next whole message. Cancel-safe: what was read stays in
+/// `inbound` and `fragments`.
+async fn next_inbound(
+    payload: &mut Payload,
+    inbound: &mut BytesMut,
+    codec: &mut Codec,
+    fragments: &mut Option<(bool, BytesMut)>,
+) -> Option<Result<Inbound, ProtocolError>> {
+    loop {
+        match codec.decode(inbound) {
+            Err(e) => return Some(Err(e)),
+            Ok(Some(frame)) => match assemble(frame, fragments) {
+                Ok(Some(message)) => return Some(Ok(message)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            },
+            Ok(None) => {}
+        }
+        match payload.next().await? {
+            Ok(bytes) => inbound.extend_from_slice(&bytes),
+            Err(e) => return Some(Err(ProtocolError::Io(std::io::Error::other(e)))),
         }
     }
+}
+
+/// A message from a frame, or `None` while a fragmented one is incomplete.
+fn assemble(
+    frame: ws::Frame,
+    fragments: &mut Option<(bool, BytesMut)>,
+) -> Result<Option<Inbound>, ProtocolError> {
+    let (text, part, last) = match frame {
+        ws::Frame::Text(bytes) => return Ok(Some(Inbound::Text(bytes))),
+        ws::Frame::Binary(_) => return Ok(Some(Inbound::Binary)),
+        ws::Frame::Ping(bytes) => return Ok(Some(Inbound::Ping(bytes))),
+        ws::Frame::Pong(_) => return Ok(Some(Inbound::Pong)),
+        ws::Frame::Close(reason) => return Ok(Some(Inbound::Close(reason))),
+        ws::Frame::Continuation(Item::FirstText(bytes)) => (Some(true), bytes, false),
+        ws::Frame::Continuation(Item::FirstBinary(bytes)) => (Some(false), bytes, false),
+        ws::Frame::Continuation(Item::Continue(bytes)) => (None, bytes, false),
+        ws::Frame::Continuation(Item::Last(bytes)) => (None, bytes, true),
+    };
+    let (is_text, buffer) = match (text, fragments.as_mut()) {
+        (Some(is_text), None) => fragments.insert((is_text, BytesMut::new())),
+        (None, Some(started)) => started,
+        (Some(_), Some(_)) => return Err(ProtocolError::ContinuationStarted),
+        (None, None) => return Err(ProtocolError::ContinuationNotStarted),
+    };
+    if buffer.len() + part.len() > MAX_CLIENT_MESSAGE {
+        return Err(ProtocolError::Overflow);
+    }
+    buffer.extend_from_slice(&part);
+    let is_text = *is_text;
+    if !last {
+        return Ok(None);
+    }
+    let whole = fragments
+        .take()
+        .map(|(_, b)| b.freeze())
+        .unwrap_or_default();
+    Ok(Some(if is_text {
+        Inbound::Text(whole)
+    } else {
+        Inbound::Binary
+    }))
 }

@@ -638,6 +638,12 @@ impl WsClient {
             .unwrap();
     }
 
+    /// Sends a message or a raw frame as it is.
+    pub async fn send_raw(&mut self, message: tokio_tungstenite::tungstenite::Message) {
+        use futures::SinkExt;
+        self.stream.send(message).await.unwrap();
+    }
+
     pub async fn close(mut self) {
         let _ = self.stream.close(None).await;
     }

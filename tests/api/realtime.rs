@@ -166,6 +166,59 @@ both_backends! {
     }
 }
 
+/// Frames as WebSocket clients may send them: a message in fragments is
+/// read whole, a binary one is refused with an error message, a client's
+/// close is answered in kind, and an oversized message ends the connection
+/// with 1002.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_frames_are_put_together_refused_or_answered() {
+    use tokio_tungstenite::tungstenite::{
+        Message,
+        protocol::{
+            CloseFrame,
+            frame::{
+                Frame,
+                coding::{CloseCode, Data, OpCode},
+            },
+        },
+    };
+    let db = TestDb::new(crate::helpers::Kind::Sqlite).await;
+    let app = TestApp::spawn(&db).await;
+    let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+    let mut ws = app.ws("/ws", Some(&owner.access_token)).await.unwrap();
+    ws.next_json().await;
+
+    for (part, opcode, last) in [
+        ("{\"type\"", OpCode::Data(Data::Text), false),
+        (":", OpCode::Data(Data::Continue), false),
+        ("\"ping\"}", OpCode::Data(Data::Continue), true),
+    ] {
+        ws.send_raw(Message::Frame(Frame::message(part, opcode, last)))
+            .await;
+    }
+    assert_eq!(ws.next_json().await, json!({"type": "pong"}));
+
+    ws.send_raw(Message::binary(vec![1, 2, 3])).await;
+    let error = ws.next_json().await;
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("invalid_message"))
+    );
+
+    ws.send_raw(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await;
+    assert_eq!(ws.until_closed().await.0, WsEnd::Closed(1000));
+
+    let mut ws = app.ws("/ws", Some(&owner.access_token)).await.unwrap();
+    ws.next_json().await;
+    ws.send_raw(Message::text("x".repeat(65 * 1024))).await;
+    assert_eq!(ws.until_closed().await.0, WsEnd::Closed(1002));
+    app.stop().await;
+}
+
 both_backends! {
     async fn a_cabinet_feed_carries_only_its_users_events(db) {
         let app = TestApp::spawn(&db).await;
