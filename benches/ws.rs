@@ -26,6 +26,11 @@
 //! It creates (and afterwards drops) the database `switchboard_bench_ws`. The
 //! bench process and the service each hold one socket per client: the file
 //! descriptor limit must allow `BENCH_IDLE_CLIENTS` plus a few hundred.
+//!
+//! `BENCH_SERVICE_WRAPPER` runs the service under another program, e.g.
+//! `BENCH_SERVICE_WRAPPER="valgrind --tool=massif" BENCH_IDLE_CLIENTS=2000`
+//! for a heap profile by allocation site (the RSS figures are then the
+//! profiler's, not the service's).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/mod.rs"]
