@@ -10,7 +10,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, RwLock},
 };
 
 use sea_orm::DbErr;
@@ -58,8 +58,8 @@ impl Feed {
         }
     }
 
-    pub fn interest(&self) -> &Arc<std::sync::RwLock<Interest>> {
-        &self.registration.interest
+    pub fn interest(&self) -> &RwLock<Interest> {
+        &self.registration.mailbox.interest
     }
 
     /// The cursor of the last event returned: the client resumes from here.
@@ -85,7 +85,7 @@ impl Feed {
 
     /// True when the client had caught up and then fell a queue behind.
     pub fn overflowed(&self) -> bool {
-        !self.catching_up && self.registration.lagged.load(Ordering::Acquire)
+        !self.catching_up && self.registration.mailbox.lagged()
     }
 
     /// The next event in log order: replayed ones are every event (the
@@ -100,12 +100,12 @@ impl Feed {
                 }
                 continue;
             }
-            if self.registration.lagged.load(Ordering::Acquire) {
+            if self.registration.mailbox.lagged() {
                 if !self.catching_up {
                     return Err(FeedError::Overflow);
                 }
                 // Frames were dropped while replaying: the log has them.
-                self.registration.lagged.store(false, Ordering::Release);
+                self.registration.mailbox.clear_lagged();
                 self.replay_to = Some(self.hub.head().max(self.last));
             }
             if let Some(target) = self.replay_to {
@@ -124,10 +124,10 @@ impl Feed {
                 }
                 self.replay_to = None;
             }
-            let Some(frame) = self.registration.queue.recv().await else {
+            let Some(frame) = self.registration.mailbox.recv().await else {
                 return Err(FeedError::Closed);
             };
-            if self.registration.queue.is_empty() {
+            if self.registration.mailbox.is_empty() {
                 self.catching_up = false;
             }
             // At or before the replay: already returned.

@@ -4,20 +4,22 @@
 //!
 //! Every client has a bounded queue. The hub fills the queues of the clients
 //! whose viewer and type filter match, and never waits: a client whose
-//! queue is full has overflowed (it is told through its `lagged` flag and
+//! queue is full has overflowed (its mailbox says it lagged, and it is
 //! closed with 4008), and nobody else is slowed down. Clients that do not
 //! want an event are not even woken for it.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
+    future::poll_fn,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
+    task::{Poll, Waker},
 };
 
 use bytestring::ByteString;
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::audience::Audience;
@@ -82,16 +84,104 @@ impl Interest {
     }
 }
 
-struct Client {
-    queue: mpsc::Sender<Arc<Frame>>,
-    interest: Arc<RwLock<Interest>>,
-    lagged: Arc<AtomicBool>,
+/// One client's queue and interest, shared by the hub (which fills the
+/// queue) and the connection (which drains it). One allocation per client,
+/// and no frame storage while the client is idle.
+pub struct Mailbox {
+    queue: Mutex<Queue>,
+    pub interest: RwLock<Interest>,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Arc<Frame>>,
+    /// The connection waiting for a frame.
+    waker: Option<Waker>,
+    /// A frame did not fit.
+    lagged: bool,
+    /// The hub has stopped: no frame will come.
+    closed: bool,
+}
+
+/// Room kept for frames once a backlog is drained; more is given back.
+const KEEP_CAPACITY: usize = 16;
+
+impl Mailbox {
+    /// Queues `frame`, or marks the client lagged when its queue is full.
+    fn offer(&self, frame: &Arc<Frame>, capacity: usize) {
+        let waker = {
+            let Ok(mut queue) = self.queue.lock() else {
+                return;
+            };
+            if queue.frames.len() >= capacity {
+                queue.lagged = true;
+                return;
+            }
+            queue.frames.push_back(frame.clone());
+            queue.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn close(&self) {
+        let waker = self.queue.lock().ok().and_then(|mut queue| {
+            queue.closed = true;
+            queue.waker.take()
+        });
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The next queued frame; `None` once the hub has stopped.
+    /// Cancel-safe.
+    pub async fn recv(&self) -> Option<Arc<Frame>> {
+        poll_fn(|cx| {
+            let Ok(mut queue) = self.queue.lock() else {
+                return Poll::Ready(None);
+            };
+            if let Some(frame) = queue.frames.pop_front() {
+                if queue.frames.is_empty() && queue.frames.capacity() > KEEP_CAPACITY {
+                    queue.frames = VecDeque::new();
+                }
+                return Poll::Ready(Some(frame));
+            }
+            if queue.closed {
+                return Poll::Ready(None);
+            }
+            match &mut queue.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue
+            .lock()
+            .map_or(true, |queue| queue.frames.is_empty())
+    }
+
+    /// Whether a frame was dropped because the queue was full.
+    pub fn lagged(&self) -> bool {
+        self.queue.lock().is_ok_and(|queue| queue.lagged)
+    }
+
+    pub fn clear_lagged(&self) {
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.lagged = false;
+        }
+    }
 }
 
 struct Shared {
     /// The cursor of the last frame handed out, and every client. One lock:
     /// a client registered at head `h` gets exactly the frames after `h`.
-    state: Mutex<(Cursor, HashMap<u64, Client>)>,
+    state: Mutex<(Cursor, HashMap<u64, Arc<Mailbox>>)>,
     next_id: AtomicU64,
     store: EventStore,
     capacity: usize,
@@ -107,10 +197,7 @@ pub struct Hub {
 pub struct Registration {
     shared: Arc<Shared>,
     id: u64,
-    pub queue: mpsc::Receiver<Arc<Frame>>,
-    pub interest: Arc<RwLock<Interest>>,
-    /// Set by the hub when a frame did not fit in the queue.
-    pub lagged: Arc<AtomicBool>,
+    pub mailbox: Arc<Mailbox>,
     /// The cursor the queue starts after.
     pub head: Cursor,
 }
@@ -168,7 +255,9 @@ impl Hub {
         }
         // Closing the queues ends the connections (1001).
         if let Ok(mut state) = self.shared.state.lock() {
-            state.1.clear();
+            for (_, mailbox) in state.1.drain() {
+                mailbox.close();
+            }
         }
     }
 
@@ -177,56 +266,42 @@ impl Hub {
             return;
         };
         state.0 = frame.cursor();
-        state.1.retain(|_, client| {
-            let wants = client
+        for mailbox in state.1.values() {
+            let wants = mailbox
                 .interest
                 .read()
                 .map(|interest| interest.wants(&frame))
                 .unwrap_or(false);
-            if !wants {
-                return true;
+            if wants {
+                mailbox.offer(&frame, self.shared.capacity);
             }
-            match client.queue.try_send(frame.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    client.lagged.store(true, Ordering::Release);
-                    true
-                }
-                // The connection ended; its registration is being dropped.
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+        }
     }
 
     /// Registers a client: its queue gets every frame it wants after the
     /// returned head.
     pub fn register(&self, interest: Interest) -> Registration {
-        let (sender, receiver) = mpsc::channel(self.shared.capacity);
-        let interest = Arc::new(RwLock::new(interest));
-        let lagged = Arc::new(AtomicBool::new(false));
+        let mailbox = Arc::new(Mailbox {
+            queue: Mutex::new(Queue::default()),
+            interest: RwLock::new(interest),
+        });
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let head = match self.shared.state.lock() {
             Ok(mut state) => {
-                state.1.insert(
-                    id,
-                    Client {
-                        queue: sender,
-                        interest: interest.clone(),
-                        lagged: lagged.clone(),
-                    },
-                );
+                state.1.insert(id, mailbox.clone());
                 state.0
             }
-            // A poisoned lock means the hub panicked: the queue stays
-            // closed and the connection ends at once.
-            Err(_) => Cursor::START,
+            // A poisoned lock means the hub panicked: the queue is closed
+            // and the connection ends at once.
+            Err(_) => {
+                mailbox.close();
+                Cursor::START
+            }
         };
         Registration {
             shared: self.shared.clone(),
             id,
-            queue: receiver,
-            interest,
-            lagged,
+            mailbox,
             head,
         }
     }

@@ -219,6 +219,29 @@ async fn client_frames_are_put_together_refused_or_answered() {
     app.stop().await;
 }
 
+/// Stopping the server closes every feed with 1001 first, and does not wait
+/// for the clients to go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_are_closed_with_1001_when_the_server_stops() {
+    let db = TestDb::new(crate::helpers::Kind::Sqlite).await;
+    let app = TestApp::spawn(&db).await;
+    let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut ws = app.ws("/ws", Some(&owner.access_token)).await.unwrap();
+        ws.next_json().await;
+        clients.push(ws);
+    }
+    let stopping = tokio::spawn(app.stop());
+    for mut ws in clients {
+        assert_eq!(ws.until_closed().await.0, WsEnd::Closed(1001));
+    }
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the server stopped")
+        .unwrap();
+}
+
 both_backends! {
     async fn a_cabinet_feed_carries_only_its_users_events(db) {
         let app = TestApp::spawn(&db).await;
