@@ -15,7 +15,7 @@ use std::{
 
 use sea_orm::DbErr;
 
-use super::hub::{Frame, Hub, Interest, Registration};
+use super::hub::{Frame, Hub, Interest, Received, Registration};
 use crate::events::Cursor;
 
 /// Events read from the log per query while replaying.
@@ -124,8 +124,11 @@ impl Feed {
                 }
                 self.replay_to = None;
             }
-            let Some(frame) = self.registration.mailbox.recv().await else {
-                return Err(FeedError::Closed);
+            let frame = match self.registration.mailbox.recv().await {
+                Received::Frame(frame) => frame,
+                // Seen at the top of the loop.
+                Received::Lagged => continue,
+                Received::Closed => return Err(FeedError::Closed),
             };
             if self.registration.mailbox.is_empty() {
                 self.catching_up = false;

@@ -103,21 +103,40 @@ struct Queue {
     closed: bool,
 }
 
+/// What a connection takes from its mailbox.
+pub enum Received {
+    Frame(Arc<Frame>),
+    /// A frame did not fit (see [`Mailbox::lagged`]).
+    Lagged,
+    /// The hub has stopped.
+    Closed,
+}
+
 /// Room kept for frames once a backlog is drained; more is given back.
 const KEEP_CAPACITY: usize = 16;
 
 impl Mailbox {
     /// Queues `frame`, or marks the client lagged when its queue is full.
+    ///
+    /// Once lagged, the queue is emptied and takes nothing more until the
+    /// connection has seen the flag: a client that caught up and lagged is
+    /// closed (the frames would never be sent), and one still catching up
+    /// reads the log up to the hub's head, which covers every frame dropped
+    /// here. So a client that stops reading holds no frames.
     fn offer(&self, frame: &Arc<Frame>, capacity: usize) {
         let waker = {
             let Ok(mut queue) = self.queue.lock() else {
                 return;
             };
-            if queue.frames.len() >= capacity {
-                queue.lagged = true;
+            if queue.lagged {
                 return;
             }
-            queue.frames.push_back(frame.clone());
+            if queue.frames.len() >= capacity {
+                queue.lagged = true;
+                queue.frames = VecDeque::new();
+            } else {
+                queue.frames.push_back(frame.clone());
+            }
             queue.waker.take()
         };
         if let Some(waker) = waker {
@@ -135,21 +154,24 @@ impl Mailbox {
         }
     }
 
-    /// The next queued frame; `None` once the hub has stopped.
+    /// The next queued frame, or news that the queue overflowed or closed.
     /// Cancel-safe.
-    pub async fn recv(&self) -> Option<Arc<Frame>> {
+    pub async fn recv(&self) -> Received {
         poll_fn(|cx| {
             let Ok(mut queue) = self.queue.lock() else {
-                return Poll::Ready(None);
+                return Poll::Ready(Received::Closed);
             };
+            if queue.lagged {
+                return Poll::Ready(Received::Lagged);
+            }
             if let Some(frame) = queue.frames.pop_front() {
                 if queue.frames.is_empty() && queue.frames.capacity() > KEEP_CAPACITY {
                     queue.frames = VecDeque::new();
                 }
-                return Poll::Ready(Some(frame));
+                return Poll::Ready(Received::Frame(frame));
             }
             if queue.closed {
-                return Poll::Ready(None);
+                return Poll::Ready(Received::Closed);
             }
             match &mut queue.waker {
                 Some(waker) if waker.will_wake(cx.waker()) => {}

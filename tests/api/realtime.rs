@@ -412,6 +412,39 @@ both_backends! {
 }
 
 both_backends! {
+    async fn a_queue_that_overflows_while_the_client_catches_up_is_made_good_from_the_log(db) {
+        let _exclusive = crate::helpers::EXCLUSIVE_POSTGRES.lock().await;
+        let mut config = test_config(db.config.clone());
+        config.realtime.queue = 16;
+        let app = TestApp::spawn_with(config).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let mut ws = app.ws("/ws", Some(&owner.access_token)).await.unwrap();
+        let cursor = ws.next_json().await["cursor"].as_str().unwrap().to_owned();
+        ws.close().await;
+
+        let text = "x".repeat(2048);
+        append_load(&app, "load:before", 1500, 100, &text).await;
+        // It replays 3 MB through a 4 KiB receive buffer without reading:
+        // the server is held up mid-replay while more events arrive than
+        // its queue holds.
+        let mut ws = app
+            .ws_with_buffer(&format!("/ws?cursor={cursor}"), Some(&owner.access_token), Some(4096))
+            .await
+            .unwrap();
+        append_load(&app, "load:during", 100, 1, &text).await;
+        let expected = log_ids_after(&app, &cursor, 1600).await;
+        assert_eq!(expected.len(), 1600);
+        assert_eq!(ws.next_json().await["type"], "connection");
+        let mut received = Vec::new();
+        while received.len() < expected.len() {
+            received.push(ws.next_event().await["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(received, expected, "every event exactly once, in log order");
+        app.stop().await;
+    }
+}
+
+both_backends! {
     async fn a_client_that_stops_reading_is_closed_with_4008_and_others_keep_receiving(db) {
         let _exclusive = crate::helpers::EXCLUSIVE_POSTGRES.lock().await;
         let mut config = test_config(db.config.clone());
