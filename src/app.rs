@@ -209,6 +209,7 @@ fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> 
     let data = web::Data::from(state.clone());
     let workers = state.config.http_workers;
     let shutdown_timeout = state.config.shutdown_timeout.as_secs();
+    let stall_limit = state.config.realtime.idle_timeout;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -243,12 +244,31 @@ fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> 
     })
     .workers(workers)
     .shutdown_timeout(shutdown_timeout)
+    .on_connect(move |connection, _| cut_off_stalled_peers(connection, stall_limit))
     // Signals are handled in `run_until_stopped`: actix would treat SIGINT
     // as a forced stop, and both should let in-flight requests finish.
     .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// A peer that takes none of the data sent to it for `limit` (its receive
+/// window stays closed, or nothing is acknowledged) has its connection
+/// aborted by the kernel (`TCP_USER_TIMEOUT`). Without it, a WebSocket
+/// client that stops reading and never closes would hold its connection
+/// forever: once its socket is full, the server cannot get even a close
+/// frame to it. The same limit as for a client that says nothing.
+fn cut_off_stalled_peers(connection: &dyn std::any::Any, limit: std::time::Duration) {
+    let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(limit)) {
+        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT on a connection");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, limit);
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when

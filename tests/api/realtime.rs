@@ -517,6 +517,40 @@ both_backends! {
     }
 }
 
+/// A client that stops reading and never closes is cut off once it has
+/// taken none of the server's data for the idle timeout, although not even
+/// a close frame can reach it (its socket is full, so the connection is no
+/// longer polled for frames).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_again_is_cut_off() {
+    let db = TestDb::new(crate::helpers::Kind::Sqlite).await;
+    let mut config = test_config(db.config.clone());
+    config.realtime.ping_interval = Duration::from_secs(1);
+    config.realtime.idle_timeout = Duration::from_secs(2);
+    // Room for every event: it is never closed as a slow consumer.
+    config.realtime.queue = 100_000;
+    let app = TestApp::spawn_with(config).await;
+    let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+    let mut stuck = app
+        .ws_with_buffer("/ws", Some(&owner.access_token), Some(4096))
+        .await
+        .unwrap();
+    stuck.next_json().await;
+    assert_eq!(app.state.hub.clients(), 1);
+    // 6 MB of events: far more than the socket buffers hold.
+    append_load(&app, "load:stuck", 3000, 50, &"x".repeat(2048)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.state.hub.clients() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stuck client is still connected after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stuck);
+    app.stop().await;
+}
+
 /// A client that never says anything (not even a pong) is pinged, then
 /// closed. Spoken at the frame level: a WebSocket library would answer the
 /// pings by itself.
