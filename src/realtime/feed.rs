@@ -83,11 +83,6 @@ impl Feed {
         self.last = self.last.max(self.hub.head());
     }
 
-    /// True when the client had caught up and then fell a queue behind.
-    pub fn overflowed(&self) -> bool {
-        !self.catching_up && self.registration.mailbox.lagged()
-    }
-
     /// The next event in log order: replayed ones are every event (the
     /// caller filters them), queued ones are those the hub found wanted.
     /// Cancel-safe: nothing is lost if the future is dropped early.
@@ -125,14 +120,16 @@ impl Feed {
                 self.replay_to = None;
             }
             let frame = match self.registration.mailbox.recv().await {
-                Received::Frame(frame) => frame,
+                Received::Frame(frame, drained) => {
+                    if drained {
+                        self.catching_up = false;
+                    }
+                    frame
+                }
                 // Seen at the top of the loop.
                 Received::Lagged => continue,
                 Received::Closed => return Err(FeedError::Closed),
             };
-            if self.registration.mailbox.is_empty() {
-                self.catching_up = false;
-            }
             // At or before the replay: already returned.
             if frame.cursor() > self.last {
                 self.last = frame.cursor();

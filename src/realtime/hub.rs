@@ -13,7 +13,7 @@ use std::{
     future::poll_fn,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Poll, Waker},
 };
@@ -105,7 +105,9 @@ struct Queue {
 
 /// What a connection takes from its mailbox.
 pub enum Received {
-    Frame(Arc<Frame>),
+    /// A frame, and whether it was the last one queued (and nothing was
+    /// dropped): the client has caught up with the live feed.
+    Frame(Arc<Frame>, bool),
     /// A frame did not fit (see [`Mailbox::lagged`]).
     Lagged,
     /// The hub has stopped.
@@ -165,10 +167,11 @@ impl Mailbox {
                 return Poll::Ready(Received::Lagged);
             }
             if let Some(frame) = queue.frames.pop_front() {
-                if queue.frames.is_empty() && queue.frames.capacity() > KEEP_CAPACITY {
+                let drained = queue.frames.is_empty();
+                if drained && queue.frames.capacity() > KEEP_CAPACITY {
                     queue.frames = VecDeque::new();
                 }
-                return Poll::Ready(Received::Frame(frame));
+                return Poll::Ready(Received::Frame(frame, drained));
             }
             if queue.closed {
                 return Poll::Ready(Received::Closed);
@@ -180,12 +183,6 @@ impl Mailbox {
             Poll::Pending
         })
         .await
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.queue
-            .lock()
-            .map_or(true, |queue| queue.frames.is_empty())
     }
 
     /// Whether a frame was dropped because the queue was full.
@@ -204,6 +201,9 @@ struct Shared {
     /// The cursor of the last frame handed out, and every client. One lock:
     /// a client registered at head `h` gets exactly the frames after `h`.
     state: Mutex<(Cursor, HashMap<u64, Arc<Mailbox>>)>,
+    /// Set (under the state lock) once the hub has closed every mailbox:
+    /// a client registering later is closed at once.
+    stopped: AtomicBool,
     next_id: AtomicU64,
     store: EventStore,
     capacity: usize,
@@ -248,6 +248,7 @@ impl Hub {
             shared: Arc::new(Shared {
                 state: Mutex::new((subscription.cursor(), HashMap::new())),
                 next_id: AtomicU64::new(1),
+                stopped: AtomicBool::new(false),
                 store,
                 capacity: capacity.max(1),
             }),
@@ -277,6 +278,7 @@ impl Hub {
         }
         // Closing the queues ends the connections (1001).
         if let Ok(mut state) = self.shared.state.lock() {
+            self.shared.stopped.store(true, Ordering::Release);
             for (_, mailbox) in state.1.drain() {
                 mailbox.close();
             }
@@ -309,6 +311,11 @@ impl Hub {
         });
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let head = match self.shared.state.lock() {
+            // The server is stopping: the connection ends at once (1001).
+            Ok(state) if self.shared.stopped.load(Ordering::Acquire) => {
+                mailbox.close();
+                state.0
+            }
             Ok(mut state) => {
                 state.1.insert(id, mailbox.clone());
                 state.0

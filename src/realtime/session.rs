@@ -4,7 +4,8 @@
 //! `subscribed`, `resync_required`, `error`. Client → server: `ping`,
 //! `subscribe`. Close codes: 4001 (token expired or revoked), 4008 (slow
 //! consumer), 1001 (idle for too long, or the server is stopping), 1011
-//! (the log could not be read), 1002 (a protocol error from the client).
+//! (the log could not be read), 1002 (a protocol error from the client),
+//! 1007 (text that is not UTF-8).
 //!
 //! A connection is served by the body of its `101 Switching Protocols`
 //! response: the HTTP connection's own task polls it for the next bytes to
@@ -53,6 +54,11 @@ use crate::{
 
 /// Largest message a client may send (they are small JSON commands).
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// A frame's header: 2 bytes, an 8-byte length, a 4-byte mask.
+const MAX_FRAME_HEADER: usize = 14;
+/// Room kept for the client's next frames; a larger buffer left by a large
+/// message is given back.
+const KEEP_INBOUND: usize = 4 * 1024;
 
 /// An authenticated connection about to start.
 pub struct Connection {
@@ -332,7 +338,10 @@ impl Live {
             }
             Some(Ok(Inbound::Text(text))) => text,
         };
-        match serde_json::from_slice::<ClientMessage>(&text) {
+        let Ok(text) = std::str::from_utf8(&text) else {
+            return Err(Stop::Close(1007, "text messages must be UTF-8"));
+        };
+        match serde_json::from_str::<ClientMessage>(text) {
             Ok(ClientMessage::Ping) => {
                 self.push_json(&json!({"type": "pong"}));
                 Ok(())
@@ -493,7 +502,17 @@ async fn next_inbound(
                 Ok(None) => continue,
                 Err(e) => return Some(Err(e)),
             },
-            Ok(None) => {}
+            // The codec refuses an oversized frame only once all of it has
+            // arrived: what is buffered now is one incomplete frame, so
+            // more than the largest allowed frame is refused at once.
+            Ok(None) if inbound.len() > MAX_CLIENT_MESSAGE + MAX_FRAME_HEADER => {
+                return Some(Err(ProtocolError::Overflow));
+            }
+            Ok(None) => {
+                if inbound.is_empty() && inbound.capacity() > KEEP_INBOUND {
+                    *inbound = BytesMut::new();
+                }
+            }
         }
         match payload.next().await? {
             Ok(bytes) => inbound.extend_from_slice(&bytes),

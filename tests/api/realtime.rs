@@ -219,8 +219,8 @@ async fn client_frames_are_put_together_refused_or_answered() {
     app.stop().await;
 }
 
-/// Stopping the server closes every feed with 1001 first, and does not wait
-/// for the clients to go.
+/// Stopping the server closes every feed with 1001, and stops within its
+/// shutdown timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_are_closed_with_1001_when_the_server_stops() {
     let db = TestDb::new(crate::helpers::Kind::Sqlite).await;
@@ -553,27 +553,25 @@ async fn a_client_that_never_reads_again_is_cut_off() {
     app.stop().await;
 }
 
-/// A client that never says anything (not even a pong) is pinged, then
-/// closed. Spoken at the frame level: a WebSocket library would answer the
-/// pings by itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_client_is_pinged_and_then_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let db = TestDb::new(crate::helpers::Kind::Sqlite).await;
-    let mut config = test_config(db.config.clone());
-    config.realtime.ping_interval = Duration::from_secs(1);
-    config.realtime.idle_timeout = Duration::from_secs(2);
-    let app = TestApp::spawn_with(config).await;
-    let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+/// A WebSocket handshake on a bare socket, for speaking at the frame level
+/// (a WebSocket library would answer pings and refuse to send bad frames).
+async fn raw_feed(app: &TestApp, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
     let host = app.address.trim_start_matches("http://").to_owned();
     let mut tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Authorization: Bearer {}\r\n\r\n",
-        owner.access_token
+         Authorization: Bearer {token}\r\n\r\n"
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// Reads until the server closes the socket (20 s at most); returns the
+/// frames it sent after the 101 response, as (opcode, payload).
+async fn raw_frames_until_closed(tcp: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
     let mut received = Vec::new();
     let read_all = async {
         let mut buffer = [0u8; 4096];
@@ -587,10 +585,10 @@ async fn a_silent_client_is_pinged_and_then_closed() {
     };
     tokio::time::timeout(Duration::from_secs(20), read_all)
         .await
-        .expect("the server never closed the silent connection");
+        .expect("the server never closed the connection");
     let text_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert!(received.starts_with(b"HTTP/1.1 101"));
-    // Server frames are unmasked: opcode, length (< 126 here), payload.
+    // Server frames are unmasked: opcode, length, payload.
     let mut frames = Vec::new();
     let mut rest = &received[text_end..];
     while rest.len() >= 2 {
@@ -602,10 +600,75 @@ async fn a_silent_client_is_pinged_and_then_closed() {
         frames.push((opcode, rest[header..header + len].to_vec()));
         rest = &rest[header + len..];
     }
+    frames
+}
+
+fn close_code(frames: &[(u8, Vec<u8>)]) -> Option<u16> {
+    match frames.last() {
+        Some((0x8, payload)) if payload.len() >= 2 => {
+            Some(u16::from_be_bytes([payload[0], payload[1]]))
+        }
+        _ => None,
+    }
+}
+
+/// A client that never says anything (not even a pong) is pinged, then
+/// closed. Spoken at the frame level: a WebSocket library would answer the
+/// pings by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_pinged_and_then_closed() {
+    let db = TestDb::new(crate::helpers::Kind::Sqlite).await;
+    let mut config = test_config(db.config.clone());
+    config.realtime.ping_interval = Duration::from_secs(1);
+    config.realtime.idle_timeout = Duration::from_secs(2);
+    let app = TestApp::spawn_with(config).await;
+    let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+    let mut tcp = raw_feed(&app, &owner.access_token).await;
+    let frames = raw_frames_until_closed(&mut tcp).await;
     assert!(frames.iter().any(|(op, _)| *op == 0x9), "the server pinged");
-    let (op, payload) = frames.last().unwrap();
-    assert_eq!(*op, 0x8, "the last frame closes");
-    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+    assert_eq!(
+        close_code(&frames),
+        Some(1001),
+        "the last frame closes with 1001"
+    );
+    app.stop().await;
+}
+
+/// A frame announced larger than the 64 KiB limit is refused as soon as
+/// more than the limit has arrived, not buffered whole; text that is not
+/// UTF-8 is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frames_and_invalid_text_close_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::new(crate::helpers::Kind::Sqlite).await;
+    let mut config = test_config(db.config.clone());
+    config.realtime.idle_timeout = Duration::from_secs(60);
+    let app = TestApp::spawn_with(config).await;
+    let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+
+    // A text frame announcing 1 GiB (masked, as from a client), then 80 KiB
+    // of it; the client keeps its socket open.
+    let mut tcp = raw_feed(&app, &owner.access_token).await;
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend(std::iter::repeat_n(b'x', 80 * 1024));
+    tcp.write_all(&frame).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let frames = raw_frames_until_closed(&mut tcp).await;
+    assert_eq!(close_code(&frames), Some(1002));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refused at once, not at the idle timeout"
+    );
+
+    // A whole text frame of invalid UTF-8 (0xff, 0xfe), masked with zeros.
+    let mut tcp = raw_feed(&app, &owner.access_token).await;
+    tcp.write_all(&[0x81, 0x80 | 2, 0, 0, 0, 0, 0xff, 0xfe])
+        .await
+        .unwrap();
+    let frames = raw_frames_until_closed(&mut tcp).await;
+    assert_eq!(close_code(&frames), Some(1007));
     app.stop().await;
 }
 
