@@ -348,11 +348,6 @@ impl Hub {
         &self.shared.store
     }
 
-    /// Frames a client may be behind before it has overflowed.
-    pub fn capacity(&self) -> usize {
-        self.shared.capacity
-    }
-
     /// Clients connected to this process.
     pub fn clients(&self) -> usize {
         self.shared
