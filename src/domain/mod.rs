@@ -2,7 +2,9 @@
 //! folded from a stream, commands decided against it (pure), and the runner
 //! that loads, decides and appends in the caller's transaction.
 
-use std::fmt;
+use std::{collections::HashMap, fmt};
+
+mod group;
 
 use actix_web::http::StatusCode;
 use sea_orm::DbErr;
@@ -59,18 +61,19 @@ pub trait Aggregate: Default {
         StreamName::for_id(Self::CATEGORY, id)
     }
 
-    /// The current state and version from a read model that is written in
-    /// the same transaction as the events (so it is exactly as fresh as the
-    /// stream), when the aggregate has one: long streams need not be read
-    /// whole for every command. `None`: fold the stream.
-    fn snapshot(
+    /// The current states and versions of the aggregates `ids` (those
+    /// found) from a read model that is written in the same transaction as
+    /// the events (so it is exactly as fresh as the streams), when the
+    /// aggregate has one: long streams need not be read whole for every
+    /// command. The aggregates left out are folded from their streams.
+    fn snapshots(
         _conn: &sea_orm::DatabaseTransaction,
-        _id: &str,
-    ) -> impl std::future::Future<Output = Result<Option<Loaded<Self>>, DbErr>> + Send
+        _ids: &[String],
+    ) -> impl std::future::Future<Output = Result<HashMap<String, Loaded<Self>>, DbErr>> + Send
     where
         Self: Sized,
     {
-        async { Ok(None) }
+        async { Ok(HashMap::new()) }
     }
 }
 
@@ -148,6 +151,22 @@ pub struct Executed<A> {
     pub events: Vec<RecordedEvent>,
 }
 
+/// The aggregates `ids` as of `txn`: from their snapshots where there are
+/// any, else folded from their streams.
+async fn load_all<A: Aggregate>(
+    store: &EventStore,
+    txn: &WriteTxn,
+    ids: &[String],
+) -> Result<HashMap<String, Loaded<A>>, DbErr> {
+    let mut found = A::snapshots(txn, ids).await?;
+    for id in ids {
+        if !found.contains_key(id) {
+            found.insert(id.clone(), load::<A>(store, &**txn, id).await?);
+        }
+    }
+    Ok(found)
+}
+
 async fn decide_and_append<A: Aggregate>(
     store: &EventStore,
     txn: &WriteTxn,
@@ -155,10 +174,14 @@ async fn decide_and_append<A: Aggregate>(
     command: A::Command,
     actor: Actor,
 ) -> Result<Executed<A>, CommandError<A::Error>> {
-    let loaded = match A::snapshot(txn, &id.to_string()).await? {
-        Some(loaded) => loaded,
-        None => load::<A>(store, &**txn, id).await?,
-    };
+    let id = id.to_string();
+    let loaded = load_all::<A>(store, txn, std::slice::from_ref(&id))
+        .await?
+        .remove(&id)
+        .unwrap_or_else(|| Loaded {
+            state: A::default(),
+            version: 0,
+        });
     let decided = loaded.state.decide(command).map_err(CommandError::Domain)?;
     if decided.is_empty() {
         return Ok(Executed {
@@ -175,7 +198,7 @@ async fn decide_and_append<A: Aggregate>(
         .map(|e| e.to_new_event(actor.clone()))
         .collect();
     let events = store
-        .append_in(txn, &A::stream(id), expected, events)
+        .append_in(txn, &A::stream(&id), expected, events)
         .await?;
     Ok(Executed {
         before: loaded.state,
@@ -183,20 +206,46 @@ async fn decide_and_append<A: Aggregate>(
     })
 }
 
-/// Runs one command in a transaction of its own and commits, retrying (up
-/// to 5 times, from a fresh read) when a concurrent change to the same
+/// Runs one command and commits, in a group with whatever other commands
+/// to this kind of aggregate arrive meanwhile ([`group`]). When the group
+/// cannot settle it, it runs alone in a transaction of its own, retrying
+/// (up to 5 times, from a fresh read) when a concurrent change to the same
 /// aggregate got there first: two replies to one ticket both land.
-pub async fn run<A: Aggregate>(
+pub async fn run<A>(
     store: &EventStore,
     id: impl fmt::Display + Copy,
     command: impl Fn() -> A::Command,
     actor: Actor,
-) -> Result<Vec<RecordedEvent>, CommandError<A::Error>> {
+) -> Result<Vec<RecordedEvent>, CommandError<A::Error>>
+where
+    A: Aggregate + Clone + Send + Sync + 'static,
+    A::Command: Send + 'static,
+    A::Error: Send + 'static,
+{
     Ok(run_executed::<A>(store, id, command, actor).await?.events)
 }
 
 /// [`run`], also returning the state the command was decided on.
-pub async fn run_executed<A: Aggregate>(
+pub async fn run_executed<A>(
+    store: &EventStore,
+    id: impl fmt::Display + Copy,
+    command: impl Fn() -> A::Command,
+    actor: Actor,
+) -> Result<Executed<A>, CommandError<A::Error>>
+where
+    A: Aggregate + Clone + Send + Sync + 'static,
+    A::Command: Send + 'static,
+    A::Error: Send + 'static,
+{
+    match group::submit::<A>(store, id.to_string(), command(), actor.clone()).await {
+        group::Outcome::Settled(result) => result,
+        group::Outcome::Alone => run_alone::<A>(store, id, command, actor).await,
+    }
+}
+
+/// Runs one command in a transaction of its own and commits, retrying on a
+/// conflict.
+async fn run_alone<A: Aggregate>(
     store: &EventStore,
     id: impl fmt::Display + Copy,
     command: impl Fn() -> A::Command,

@@ -21,19 +21,37 @@ pub fn projects(event_type: &str) -> bool {
     .any(|prefix| event_type.starts_with(prefix))
 }
 
-/// Applies `events` to every read model, in order.
+/// Applies `events` to every read model, in order. A run of new ticket
+/// messages (a group of commands' worth) goes in together.
 pub async fn apply(conn: &impl ConnectionTrait, events: &[RecordedEvent]) -> Result<(), DbErr> {
-    for event in events {
-        let event_type = event.event_type.as_str();
-        if event_type.starts_with("user.") {
-            crate::users::projection::apply(conn, event).await?;
-        } else if event_type.starts_with("ticket.") {
-            crate::tickets::projection::apply(conn, event).await?;
-        } else if event_type.starts_with("transaction.") || event_type.starts_with("payment.") {
-            crate::ledger::projection::apply(conn, event).await?;
-        } else if event_type.starts_with("subscription.") {
-            crate::subscriptions::projection::apply(conn, event).await?;
+    let mut rest = events;
+    while let Some(event) = rest.first() {
+        let messages = rest
+            .iter()
+            .take_while(|e| e.event_type.as_str() == crate::tickets::projection::MESSAGE_ADDED)
+            .count();
+        if messages > 1 {
+            crate::tickets::projection::add_messages(conn, &rest[..messages]).await?;
+            rest = &rest[messages..];
+            continue;
         }
+        apply_one(conn, event).await?;
+        rest = &rest[1..];
     }
     Ok(())
+}
+
+async fn apply_one(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), DbErr> {
+    let event_type = event.event_type.as_str();
+    if event_type.starts_with("user.") {
+        crate::users::projection::apply(conn, event).await
+    } else if event_type.starts_with("ticket.") {
+        crate::tickets::projection::apply(conn, event).await
+    } else if event_type.starts_with("transaction.") || event_type.starts_with("payment.") {
+        crate::ledger::projection::apply(conn, event).await
+    } else if event_type.starts_with("subscription.") {
+        crate::subscriptions::projection::apply(conn, event).await
+    } else {
+        Ok(())
+    }
 }

@@ -2,6 +2,8 @@
 //! by the read model), both sides add messages, operators change status,
 //! priority and assignee. A closed ticket takes no messages.
 
+use std::collections::HashMap;
+
 use actix_web::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -183,33 +185,44 @@ impl Aggregate for Ticket {
     type Command = TicketCommand;
     type Error = TicketError;
 
-    async fn snapshot(
+    async fn snapshots(
         conn: &sea_orm::DatabaseTransaction,
-        id: &str,
-    ) -> Result<Option<crate::domain::Loaded<Self>>, sea_orm::DbErr> {
-        use sea_orm::EntityTrait;
-        let Ok(uuid) = id.parse::<uuid::Uuid>() else {
-            return Ok(None);
-        };
-        let Some(row) = crate::db::entities::ticket::Entity::find_by_id(uuid)
-            .one(conn)
-            .await?
-        else {
-            return Ok(None);
-        };
+        ids: &[String],
+    ) -> Result<HashMap<String, crate::domain::Loaded<Self>>, sea_orm::DbErr> {
+        use crate::db::entities::ticket;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        // Keyed by the ids as given, however they spell the uuid.
+        let wanted: HashMap<uuid::Uuid, &String> = ids
+            .iter()
+            .filter_map(|id| Some((id.parse().ok()?, id)))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = ticket::Entity::find()
+            .filter(ticket::Column::Id.is_in(wanted.keys().copied()))
+            .all(conn)
+            .await?;
         fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
             serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
         }
-        Ok(Some(crate::domain::Loaded {
-            state: Ticket {
-                id: Some(TicketId::from_uuid(row.id)),
-                user_id: Some(UserId::from_uuid(row.user_id)),
-                status: parse(&row.status),
-                priority: parse(&row.priority),
-                assignee: row.assignee_id.map(AdminId::from_uuid),
-            },
-            version: u32::try_from(row.version).unwrap_or(0),
-        }))
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let id = (*wanted.get(&row.id)?).clone();
+                let loaded = crate::domain::Loaded {
+                    state: Ticket {
+                        id: Some(TicketId::from_uuid(row.id)),
+                        user_id: Some(UserId::from_uuid(row.user_id)),
+                        status: parse(&row.status),
+                        priority: parse(&row.priority),
+                        assignee: row.assignee_id.map(AdminId::from_uuid),
+                    },
+                    version: u32::try_from(row.version).unwrap_or(0),
+                };
+                Some((id, loaded))
+            })
+            .collect())
     }
 
     fn apply(&mut self, event: &TicketEvent) {

@@ -187,3 +187,76 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    async fn a_burst_of_messages_lands_whole_and_in_order(db) {
+        // Commands that arrive together are written together: many tickets
+        // and several concurrent messages per ticket in each group.
+        let app = TestApp::spawn(&db).await;
+        let mut tickets = Vec::new();
+        for n in 0..6 {
+            let user = cabinet_user(&app, 50 + n).await;
+            let ticket = open_ticket(&app, &user, "Burst").await;
+            tickets.push((user, ticket["id"].as_str().unwrap().to_owned()));
+        }
+        let sends = tickets.iter().flat_map(|(user, id)| {
+            let app = &app;
+            (0..8).map(move |k| async move {
+                let path = format!("/api/v1/cabinet/tickets/{id}/messages");
+                let response = app.post(&path, Some(&user.access_token), json!({"text": format!("message {k}")})).await;
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(status, 201, "{body}");
+                (id.clone(), body["message"]["id"].as_str().unwrap().to_owned())
+            })
+        });
+        let answered: Vec<(String, String)> = futures::future::join_all(sends).await;
+        for (user, id) in &tickets {
+            let events = app.state.store.read_stream(&switchboard::events::StreamName::parse(&format!("ticket:{id}")).unwrap()).await.unwrap();
+            let versions: Vec<u32> = events.iter().map(|e| e.version).collect();
+            assert_eq!(versions, (1..=10).collect::<Vec<_>>(), "created, the first message and 8 more");
+            // Each answer names a message that is in the log, once.
+            let logged: Vec<&str> = events.iter().filter_map(|e| e.payload["message_id"].as_str()).collect();
+            let mine: Vec<&str> = answered.iter().filter(|(t, _)| t == id).map(|(_, m)| m.as_str()).collect();
+            assert_eq!(mine.len(), 8);
+            assert!(mine.iter().all(|m| logged.iter().filter(|l| *l == m).count() == 1), "{mine:?} in {logged:?}");
+            // The read model took every one, in log order.
+            let view: Value = app.get_with(&format!("/api/v1/cabinet/tickets/{id}"), &user.access_token).await.json().await.unwrap();
+            let shown: Vec<&str> = view["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+            assert_eq!(shown, logged);
+            let listed: Value = app.get_with("/api/v1/cabinet/tickets", &user.access_token).await.json().await.unwrap();
+            assert_eq!(listed["items"][0]["messages_count"], 9, "{listed}");
+        }
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn concurrent_opens_give_one_ticket_per_user_and_fail_no_one_else(db) {
+        // A group in which one command breaks the one-open-ticket key fails
+        // as a whole; its commands then run alone, and only that one is
+        // refused.
+        let app = TestApp::spawn(&db).await;
+        let mut users = Vec::new();
+        for n in 0..4 {
+            users.push(cabinet_user(&app, 70 + n).await);
+        }
+        let opens = users.iter().flat_map(|user| {
+            let app = &app;
+            (0..3).map(move |_| async move {
+                app.post("/api/v1/cabinet/tickets", Some(&user.access_token), json!({"subject": "Twice", "text": "Hello"})).await.status().as_u16()
+            })
+        });
+        let statuses: Vec<u16> = futures::future::join_all(opens).await;
+        for per_user in statuses.chunks(3) {
+            let mut sorted = per_user.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [201, 409, 409], "{statuses:?}");
+        }
+        for user in &users {
+            let listed: Value = app.get_with("/api/v1/cabinet/tickets", &user.access_token).await.json().await.unwrap();
+            assert_eq!(listed["total"], 1);
+        }
+        app.stop().await;
+    }
+}

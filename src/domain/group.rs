@@ -1,0 +1,324 @@
+//! Group commit for commands: commands to one kind of aggregate that arrive
+//! while others are being written go to the database together, in one
+//! transaction with one read of every aggregate they touch, one statement
+//! for their events and one per read model, instead of a transaction each.
+//!
+//! Each command is still decided on its own, in arrival order; a second
+//! command to the same aggregate decides on the state the first left, and
+//! both land with consecutive versions. What the group cannot settle (the
+//! aggregate changed meanwhile, or the group's transaction failed, e.g. on
+//! a read model's unique key that one of the commands broke) goes back to
+//! its caller, which runs it alone as before: one command never fails
+//! another.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    ops::Range,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use sea_orm::DbErr;
+use tokio::sync::oneshot;
+
+use super::{Aggregate, CommandError, DomainEvent, Executed, Loaded, load_all};
+use crate::{
+    db::Backend,
+    events::{Actor, AppendError, EventStore, ExpectedVersion, NewEvent, StreamName},
+};
+
+/// Commands in one group, at most.
+const MAX_GROUP: usize = 128;
+
+/// Groups written at once on PostgreSQL (each on a connection of its own);
+/// SQLite has one writer at a time anyway.
+const POSTGRES_RUNNERS: usize = 4;
+
+/// What became of a command sent to the group.
+pub(super) enum Outcome<A: Aggregate> {
+    Settled(Result<Executed<A>, CommandError<A::Error>>),
+    /// Not settled in the group, and nothing of it written: run it alone.
+    Alone,
+}
+
+struct Job<A: Aggregate> {
+    id: String,
+    stream: StreamName,
+    command: A::Command,
+    actor: Actor,
+    reply: oneshot::Sender<Outcome<A>>,
+}
+
+/// The commands waiting for a group, per aggregate type (one per store).
+pub(super) struct Queue<A: Aggregate> {
+    state: Mutex<QueueState<A>>,
+}
+
+struct QueueState<A: Aggregate> {
+    jobs: VecDeque<Job<A>>,
+    runners: usize,
+    /// Aggregates a running group has read: a second group must wait for
+    /// them rather than race it to the same versions.
+    busy: HashSet<StreamName>,
+}
+
+impl<A: Aggregate> Default for Queue<A> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                runners: 0,
+                busy: HashSet::new(),
+            }),
+        }
+    }
+}
+
+impl<A: Aggregate> Queue<A> {
+    fn lock(&self) -> MutexGuard<'_, QueueState<A>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Queues `command` for the next group of its aggregate type and waits for
+/// what became of it.
+pub(super) async fn submit<A>(
+    store: &EventStore,
+    id: String,
+    command: A::Command,
+    actor: Actor,
+) -> Outcome<A>
+where
+    A: Aggregate + Clone + Send + Sync + 'static,
+    A::Command: Send + 'static,
+    A::Error: Send + 'static,
+{
+    let queue = store.shared::<Queue<A>>();
+    let (reply, answer) = oneshot::channel();
+    let runners = match store.db().backend() {
+        Backend::Postgres => POSTGRES_RUNNERS,
+        Backend::Sqlite => 1,
+    };
+    let start = {
+        let mut state = queue.lock();
+        state.jobs.push_back(Job {
+            stream: A::stream(&id),
+            id,
+            command,
+            actor,
+            reply,
+        });
+        let start = state.runners < runners;
+        if start {
+            state.runners += 1;
+        }
+        start
+    };
+    if start {
+        tokio::spawn(run(store.clone(), queue));
+    }
+    answer.await.unwrap_or_else(|_| {
+        // The runner went away mid-group (a panic, or the runtime stopping):
+        // whether the group committed is unknown, so it is not run again.
+        Outcome::Settled(Err(CommandError::Db(DbErr::Custom(
+            "the command was interrupted".into(),
+        ))))
+    })
+}
+
+/// Takes groups from the queue and runs them until no command is left that
+/// it may take.
+async fn run<A>(store: EventStore, queue: Arc<Queue<A>>)
+where
+    A: Aggregate + Clone + Send + Sync + 'static,
+    A::Command: Send + 'static,
+    A::Error: Send + 'static,
+{
+    let mut runner = Runner {
+        queue: &queue,
+        streams: Vec::new(),
+        finished: false,
+    };
+    loop {
+        let group = {
+            let mut state = queue.lock();
+            for stream in runner.streams.drain(..) {
+                state.busy.remove(&stream);
+            }
+            let group = take(&mut state);
+            if group.is_empty() {
+                state.runners -= 1;
+                runner.finished = true;
+                return;
+            }
+            runner.streams = group.iter().map(|job| job.stream.clone()).collect();
+            state.busy.extend(runner.streams.iter().cloned());
+            group
+        };
+        let (replies, commands): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .map(|job| (job.reply, (job.id, job.stream, job.command, job.actor)))
+            .unzip();
+        let outcomes = settle::<A>(&store, commands).await;
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            // The caller may have gone; the command stands all the same.
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// Up to [`MAX_GROUP`] queued commands, in arrival order, leaving those of
+/// aggregates another group is working on.
+fn take<A: Aggregate>(state: &mut QueueState<A>) -> Vec<Job<A>> {
+    let mut group = Vec::new();
+    let mut left = VecDeque::new();
+    while let Some(job) = state.jobs.pop_front() {
+        if group.len() < MAX_GROUP && !state.busy.contains(&job.stream) {
+            group.push(job);
+        } else {
+            left.push_back(job);
+        }
+    }
+    state.jobs = left;
+    group
+}
+
+/// Frees what a runner held if it stops without finishing (a panic): its
+/// aggregates, and its place for a new runner.
+struct Runner<'a, A: Aggregate> {
+    queue: &'a Queue<A>,
+    streams: Vec<StreamName>,
+    finished: bool,
+}
+
+impl<A: Aggregate> Drop for Runner<'_, A> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut state = self.queue.lock();
+        for stream in self.streams.drain(..) {
+            state.busy.remove(&stream);
+        }
+        state.runners -= 1;
+    }
+}
+
+/// A command's decision within the group.
+enum Decision<A: Aggregate> {
+    Refused {
+        append: usize,
+        error: A::Error,
+    },
+    /// `events` are its events' places in the append of its aggregate.
+    Decided {
+        append: usize,
+        before: A,
+        events: Range<usize>,
+    },
+}
+
+/// Runs one group in one transaction; an outcome per command, in order.
+async fn settle<A: Aggregate + Clone>(
+    store: &EventStore,
+    commands: Vec<(String, StreamName, A::Command, Actor)>,
+) -> Vec<Outcome<A>> {
+    let count = commands.len();
+    let txn = match store.db().begin_write().await {
+        Ok(txn) => txn,
+        Err(e) => return failed(&e, count),
+    };
+    let mut ids: Vec<String> = Vec::new();
+    for (id, ..) in &commands {
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    let mut current = match load_all::<A>(store, &txn, &ids).await {
+        Ok(current) => current,
+        Err(e) => return failed(&e, count),
+    };
+    // One append per aggregate, in the order they first appear.
+    let mut appends: Vec<(StreamName, ExpectedVersion, Vec<NewEvent>)> = Vec::new();
+    let mut append_of: HashMap<String, usize> = HashMap::new();
+    let mut decisions = Vec::with_capacity(count);
+    for (id, stream, command, actor) in commands {
+        let loaded = current.entry(id.clone()).or_insert_with(|| Loaded {
+            state: A::default(),
+            version: 0,
+        });
+        let append = *append_of.entry(id).or_insert_with(|| {
+            let expected = match loaded.version {
+                0 => ExpectedVersion::NoStream,
+                v => ExpectedVersion::Exact(v),
+            };
+            appends.push((stream, expected, Vec::new()));
+            appends.len() - 1
+        });
+        match loaded.state.decide(command) {
+            Err(error) => decisions.push(Decision::Refused { append, error }),
+            Ok(decided) => {
+                let before = loaded.state.clone();
+                for event in &decided {
+                    loaded.state.apply(event);
+                }
+                let events = &mut appends[append].2;
+                let start = events.len();
+                events.extend(decided.iter().map(|e| e.to_new_event(actor.clone())));
+                decisions.push(Decision::Decided {
+                    append,
+                    before,
+                    events: start..events.len(),
+                });
+            }
+        }
+    }
+    let written = match store.append_many_in(&txn, appends).await {
+        Ok(written) => written,
+        Err(AppendError::Db(e)) => return failed(&e, count),
+        Err(_) => return (0..count).map(|_| Outcome::Alone).collect(),
+    };
+    if let Err(e) = txn.commit().await {
+        return failed(&e, count);
+    }
+    decisions
+        .into_iter()
+        .map(|decision| match decision {
+            // Decided on an aggregate that changed meanwhile: decide again.
+            Decision::Refused { append, .. } | Decision::Decided { append, .. }
+                if written[append].is_none() =>
+            {
+                Outcome::Alone
+            }
+            Decision::Refused { error, .. } => Outcome::Settled(Err(CommandError::Domain(error))),
+            Decision::Decided {
+                append,
+                before,
+                events,
+            } => Outcome::Settled(Ok(Executed {
+                before,
+                events: written[append]
+                    .as_ref()
+                    .map(|all| all[events].to_vec())
+                    .unwrap_or_default(),
+            })),
+        })
+        .collect()
+}
+
+/// The group's transaction failed, so nothing of it was written. When the
+/// database cannot be reached every command hears so; otherwise one of them
+/// may be the cause (a read model's unique key), and each runs alone.
+fn failed<A: Aggregate>(e: &DbErr, count: usize) -> Vec<Outcome<A>> {
+    let unavailable = matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_));
+    (0..count)
+        .map(|_| {
+            if unavailable {
+                Outcome::Settled(Err(CommandError::Append(AppendError::Unavailable(
+                    e.to_string(),
+                ))))
+            } else {
+                Outcome::Alone
+            }
+        })
+        .collect()
+}
