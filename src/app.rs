@@ -36,6 +36,8 @@ pub struct AppState {
     pub store: EventStore,
     pub tailer: Tailer,
     pub jwt: JwtKeys,
+    /// Cabinet session checks, one query for those that arrive together.
+    pub session_checks: Arc<crate::auth::session_checks::SessionChecks>,
     pub rate_limits: RateLimits,
     pub templates: Arc<Templates>,
     /// Wakes the mail worker after a commit that queued an e-mail.
@@ -136,6 +138,7 @@ impl Application {
             store,
             tailer,
             jwt,
+            session_checks: Arc::default(),
             templates,
             mail_wake,
             hub,

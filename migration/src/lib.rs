@@ -12,6 +12,7 @@ mod m20261121_000004_create_ledger;
 mod m20261121_000005_create_subscriptions;
 mod m20261121_000006_add_referrals;
 mod m20261122_000007_create_webhooks;
+mod m20261126_000008_tickets_hot_updates;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000005_create_subscriptions::Migration),
             Box::new(m20261121_000006_add_referrals::Migration),
             Box::new(m20261122_000007_create_webhooks::Migration),
+            Box::new(m20261126_000008_tickets_hot_updates::Migration),
         ]
     }
 }

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     app::AppState,
-    db::entities::{admin, user},
+    db::entities::admin,
     error::{ApiError, Problem},
     events::{Actor, ActorKind},
     ids::{AdminId, ApiKeyId, SessionId, UserId},
@@ -175,20 +175,15 @@ pub async fn authenticate_user(
     state: &AppState,
     credential: &str,
 ) -> Result<CabinetUser, ApiError> {
-    let conn = state.db.conn();
     let claims = state
         .jwt
         .verify(credential, Audience::Cabinet)
         .ok_or_else(invalid_token)?;
-    let account = sessions::live_account::<user::Entity>(
-        conn,
-        Audience::Cabinet,
-        claims.session(),
-        user::Column::Id,
-        claims.sub,
-    )
-    .await?
-    .ok_or_else(invalid_token)?;
+    let account = state
+        .session_checks
+        .user(&state.db, claims.session(), claims.sub)
+        .await?
+        .ok_or_else(invalid_token)?;
     if account.status == "blocked" {
         return Err(Problem::forbidden("this account is blocked").into());
     }

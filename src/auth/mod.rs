@@ -8,6 +8,7 @@ pub mod password;
 pub mod permissions;
 pub mod rate_limit;
 pub mod routes;
+pub mod session_checks;
 pub mod sessions;
 pub mod telegram;
 pub mod tokens;

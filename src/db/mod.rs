@@ -251,6 +251,16 @@ impl Db {
     }
 }
 
+/// `values` padded to a power of two by repeating the last one, for an
+/// `IN (…)` list: the statement's text, prepared once per connection, then
+/// takes one of a few forms instead of one per length.
+pub fn padded<T: Clone>(mut values: Vec<T>) -> Vec<T> {
+    if let Some(last) = values.last().cloned() {
+        values.resize(values.len().next_power_of_two(), last);
+    }
+    values
+}
+
 /// The database's own message without the driver's wrapping.
 fn describe(err: &sqlx::Error) -> String {
     match err {

@@ -200,7 +200,7 @@ impl Aggregate for Ticket {
             return Ok(HashMap::new());
         }
         let rows = ticket::Entity::find()
-            .filter(ticket::Column::Id.is_in(wanted.keys().copied()))
+            .filter(ticket::Column::Id.is_in(crate::db::padded(wanted.keys().copied().collect())))
             .all(conn)
             .await?;
         fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {

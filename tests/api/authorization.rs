@@ -150,3 +150,43 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    async fn concurrent_cabinet_requests_each_get_their_own_sessions_answer(db) {
+        // Session checks that arrive together are answered by one query;
+        // each request still gets the verdict on its own session.
+        let app = TestApp::spawn(&db).await;
+        let live = crate::tickets::cabinet_user(&app, 801).await;
+        let logged_out = crate::tickets::cabinet_user(&app, 802).await;
+        let blocked = crate::tickets::cabinet_user(&app, 803).await;
+        assert_eq!(app.request(Method::POST, "/api/v1/cabinet/auth/logout", Some(&logged_out.access_token), None).await.status().as_u16(), 204);
+        // Blocking revokes the sessions too; here only the status says so.
+        use sea_orm::ConnectionTrait;
+        app.state.db.conn().execute_unprepared("UPDATE users SET status = 'blocked' WHERE telegram_id = 803").await.unwrap();
+        // A live session presented with another user's id, signed with the
+        // real key: the session is not that user's.
+        let mut claims = claims_of(&live.access_token);
+        claims["sub"] = json!(claims_of(&logged_out.access_token)["sub"]);
+        let borrowed = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap();
+        let live_id = claims_of(&live.access_token)["sub"].clone();
+
+        let callers = [(&live.access_token, 200), (&logged_out.access_token, 401), (&blocked.access_token, 403), (&borrowed, 401)];
+        let requests = (0..40).map(|n| {
+            let (token, expected) = callers[n % callers.len()];
+            let app = &app;
+            async move {
+                let response = app.get_with("/api/v1/cabinet/me", token).await;
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                (n, expected, status, body)
+            }
+        });
+        for (n, expected, status, body) in futures::future::join_all(requests).await {
+            assert_eq!(status, expected, "request {n}: {body}");
+            if expected == 200 {
+                assert_eq!(body["id"], live_id, "{body}");
+            }
+        }
+        app.stop().await;
+    }
+}
