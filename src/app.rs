@@ -121,7 +121,7 @@ impl Application {
                 store: store.clone(),
                 config: config.webhooks.clone(),
                 sender: webhooks.sender.clone(),
-                remote: tailer.watch(),
+                published: tailer.watch(),
                 wake: webhooks.wake.clone(),
                 recorder,
             }

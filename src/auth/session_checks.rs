@@ -27,7 +27,8 @@ use crate::{
 /// Checks in one query, at most.
 const MAX_CHECKS: usize = 256;
 
-/// Queries at once, at most: while they run, the next checks gather.
+/// Queries at once, at most: while one runs, the next checks gather. A
+/// second starts only while more checks wait than one query takes.
 const RUNNERS: usize = 2;
 
 /// A live session's user.
@@ -83,7 +84,8 @@ impl SessionChecks {
                 user,
                 reply,
             });
-            let start = state.runners < RUNNERS;
+            let start = state.runners == 0
+                || (state.runners < RUNNERS && state.waiting.len() > state.runners * MAX_CHECKS);
             if start {
                 state.runners += 1;
             }

@@ -63,8 +63,20 @@ impl Tailer {
         };
         let remote_wake = Arc::new(Notify::new());
         if store.db().backend() == Backend::Postgres {
-            tasks.spawn(listen(store.clone(), remote_wake.clone(), shutdown.clone()));
-            tasks.spawn(notify_other_instances(store.clone(), shutdown.clone()));
+            // Named in this instance's notifications, so it can tell its own
+            // (its tailer was woken by the commit already) from the others'.
+            let instance = uuid::Uuid::new_v4().simple().to_string();
+            tasks.spawn(listen(
+                store.clone(),
+                instance.clone(),
+                remote_wake.clone(),
+                shutdown.clone(),
+            ));
+            tasks.spawn(notify_other_instances(
+                store.clone(),
+                instance,
+                shutdown.clone(),
+            ));
         }
         tasks.spawn(
             tailer
@@ -204,7 +216,12 @@ impl Tailer {
 
 /// Postgres: wakes the tailer when another instance appended.
 #[tracing::instrument(name = "log_listener", skip_all)]
-async fn listen(store: EventStore, wake: Arc<Notify>, shutdown: CancellationToken) {
+async fn listen(
+    store: EventStore,
+    instance: String,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let Some(pool) = store.db().postgres_pool().cloned() else {
         return;
     };
@@ -215,12 +232,14 @@ async fn listen(store: EventStore, wake: Arc<Notify>, shutdown: CancellationToke
             // Anything appended while we were not listening is picked up here.
             wake.notify_one();
             loop {
-                // `None`: the connection dropped and was re-established;
-                // notifications sent meanwhile are lost, so look anyway.
-                if listener.try_recv().await?.is_none() {
-                    tracing::debug!("LISTEN connection re-established");
+                match listener.try_recv().await? {
+                    // This instance's own: its tailer knows already.
+                    Some(notification) if notification.payload() == instance => continue,
+                    Some(_) => tracing::trace!("woken by another instance"),
+                    // The connection dropped and was re-established;
+                    // notifications sent meanwhile are lost, so look anyway.
+                    None => tracing::debug!("LISTEN connection re-established"),
                 }
-                tracing::trace!("woken by another instance");
                 wake.notify_one();
             }
             #[allow(unreachable_code)]
@@ -245,10 +264,10 @@ async fn listen(store: EventStore, wake: Arc<Notify>, shutdown: CancellationToke
 /// burst of commits rather than one per transaction: a NOTIFY inside the
 /// appending transaction would serialize every commit on Postgres' queue lock.
 #[tracing::instrument(name = "log_notifier", skip_all)]
-async fn notify_other_instances(store: EventStore, shutdown: CancellationToken) {
+async fn notify_other_instances(store: EventStore, instance: String, shutdown: CancellationToken) {
     use sea_orm::ConnectionTrait;
     let mut appends = store.db().watch_appends();
-    let sql = format!("SELECT pg_notify('{NOTIFY_CHANNEL}', '')");
+    let sql = format!("SELECT pg_notify('{NOTIFY_CHANNEL}', '{instance}')");
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,

@@ -282,8 +282,11 @@ pub struct WebhookWorker {
     pub store: EventStore,
     pub config: WebhookConfig,
     pub sender: Sender,
-    /// Changes when another instance's events reach this one.
-    pub remote: watch::Receiver<Cursor>,
+    /// The log tailer's position: changes when events (this instance's or
+    /// another's) have been read from the log, which is when their
+    /// deliveries can be claimed. One wake per burst of commits, instead of
+    /// one at the commit and another when the tailer reads it.
+    pub published: watch::Receiver<Cursor>,
     /// Nudged by the API (resend, recover, enable).
     pub wake: Arc<Notify>,
     pub recorder: Recorder,
@@ -302,7 +305,6 @@ impl WebhookWorker {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.config.concurrency));
         let mut in_flight: JoinSet<bool> = JoinSet::new();
-        let mut local = self.db.watch_appends();
         let mut last_prune = Instant::now() - Duration::from_secs(3600);
         let mut last_gauges = Instant::now() - Duration::from_secs(60);
         tracing::info!(
@@ -319,8 +321,7 @@ impl WebhookWorker {
         let mut last_due_check = Instant::now() - Duration::from_secs(1);
         'work: loop {
             while in_flight.try_join_next().is_some() {}
-            local.borrow_and_update();
-            self.remote.borrow_and_update();
+            self.published.borrow_and_update();
             let free = permits.available_permits();
             if free > 0 && (!backlog || free >= min_batch || in_flight.is_empty()) {
                 match self.claim_and_send(free, &permits, &mut in_flight).await {
@@ -377,8 +378,7 @@ impl WebhookWorker {
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break 'work,
-                    _ = local.changed() => break,
-                    _ = self.remote.changed() => break,
+                    _ = self.published.changed() => break,
                     () = self.wake.notified() => break,
                     // The next event of an ordered endpoint is due as soon
                     // as the one before it is done.
