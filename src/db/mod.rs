@@ -32,6 +32,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use crate::config::DatabaseConfig;
 
+/// A pooled PostgreSQL connection idle longer than this is pinged before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// Which database this process talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -115,6 +118,19 @@ impl Db {
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
                     .acquire_timeout(Duration::from_secs(10))
+                    // A connection that sat idle is checked before it is used
+                    // (the server or something between may have dropped it);
+                    // one in constant use is not: checking every time would
+                    // cost a round trip per statement.
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for > IDLE_BEFORE_PING {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_with(options)
                     .await
                     .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;

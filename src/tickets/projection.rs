@@ -122,8 +122,8 @@ pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result
 pub const MESSAGE_ADDED: &str = "ticket.message_added";
 
 /// New messages, of any tickets. On PostgreSQL one statement inserts them
-/// all and one updates their tickets, however many there are (the
-/// statements' text does not change with their number).
+/// all and updates their tickets, however many there are (its text does not
+/// change with their number).
 pub async fn add_messages(
     conn: &impl ConnectionTrait,
     events: &[RecordedEvent],
@@ -170,24 +170,6 @@ pub async fn add_messages(
     if rows.id.is_empty() {
         return Ok(());
     }
-    let array = |ty: ArrayType, values: Vec<Value>| Value::Array(ty, Some(Box::new(values)));
-    conn.execute_raw(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        "INSERT INTO ticket_messages (id, ticket_id, author, author_id, text, channel, created_at, position) \
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
-         $7::timestamptz[], $8::int8[])",
-        [
-            array(ArrayType::Uuid, rows.id),
-            array(ArrayType::Uuid, rows.ticket_id),
-            array(ArrayType::String, rows.author),
-            array(ArrayType::String, rows.author_id),
-            array(ArrayType::String, rows.text),
-            array(ArrayType::String, rows.channel),
-            array(ArrayType::ChronoDateTimeUtc, rows.created_at),
-            array(ArrayType::BigInt, rows.position),
-        ],
-    ))
-    .await?;
     let mut ids = Vec::with_capacity(tickets.len());
     let mut added = Vec::with_capacity(tickets.len());
     let mut last_at = Vec::with_capacity(tickets.len());
@@ -198,13 +180,28 @@ pub async fn add_messages(
         last_at.push(at);
         versions.push(version.into());
     }
+    let array = |ty: ArrayType, values: Vec<Value>| Value::Array(ty, Some(Box::new(values)));
+    // Both tables in one statement: the insert runs as part of it even
+    // though nothing reads its result.
     conn.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
-        "UPDATE tickets AS t SET messages_count = t.messages_count + v.added, \
+        "WITH messages AS (INSERT INTO ticket_messages \
+           (id, ticket_id, author, author_id, text, channel, created_at, position) \
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+           $6::text[], $7::timestamptz[], $8::int8[])) \
+         UPDATE tickets AS t SET messages_count = t.messages_count + v.added, \
          last_message_at = v.at, updated_at = v.at, version = v.version \
-         FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[]) AS v(id, added, at, version) \
+         FROM unnest($9::uuid[], $10::int4[], $11::timestamptz[], $12::int4[]) AS v(id, added, at, version) \
          WHERE t.id = v.id",
         [
+            array(ArrayType::Uuid, rows.id),
+            array(ArrayType::Uuid, rows.ticket_id),
+            array(ArrayType::String, rows.author),
+            array(ArrayType::String, rows.author_id),
+            array(ArrayType::String, rows.text),
+            array(ArrayType::String, rows.channel),
+            array(ArrayType::ChronoDateTimeUtc, rows.created_at),
+            array(ArrayType::BigInt, rows.position),
             array(ArrayType::Uuid, ids),
             array(ArrayType::Int, added),
             array(ArrayType::ChronoDateTimeUtc, last_at),
