@@ -50,7 +50,8 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
         (name == "SWITCHBOARD_AUTH_RATE_PER_IP").then(|| "100000".to_owned())
     });
     let app = Application::build(config).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
+    let app_port = app.port();
+    let base = format!("http://127.0.0.1:{app_port}");
     let handle = app.handle();
     let server = tokio::spawn(app.run_until_stopped());
 
@@ -84,36 +85,50 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
         sessions.push((token, ticket["id"].as_str().unwrap().to_owned()));
     }
 
+    // The load: each client on an HTTP/1.1 connection of its own, sending
+    // one request after another (a bare hyper connection: the load generator
+    // shares the two cores with the service and PostgreSQL, so it is kept as
+    // lean as pgbench's client).
     let deadline = Instant::now() + duration;
     let start = Instant::now();
+    let body = hyper::body::Bytes::from(json!({"text": TEXT}).to_string());
     let mut tasks = Vec::new();
     for (token, ticket) in sessions {
-        let http = http.clone();
-        let url = format!("{base}/api/v1/cabinet/tickets/{ticket}/messages");
+        let path = format!("/api/v1/cabinet/tickets/{ticket}/messages");
+        let host = format!("127.0.0.1:{}", app_port);
+        let bearer = format!("Bearer {token}");
+        let body = body.clone();
         tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
             let mut latencies = Vec::new();
             let mut failures = 0u64;
             while Instant::now() < deadline {
+                let request = hyper::Request::post(path.as_str())
+                    .header(hyper::header::HOST, host.as_str())
+                    .header(hyper::header::AUTHORIZATION, bearer.as_str())
+                    .header(hyper::header::CONTENT_TYPE, "application/json")
+                    .body(http_body_util::Full::new(body.clone()))
+                    .unwrap();
                 let t = Instant::now();
-                let response = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"text": TEXT}))
-                    .send()
-                    .await;
-                match response {
-                    Ok(r) if r.status().as_u16() == 201 => {
-                        let _ = r.bytes().await;
-                        latencies.push(t.elapsed());
-                    }
-                    Ok(r) => {
+                let answer = async {
+                    let response = sender.send_request(request).await?;
+                    let status = response.status();
+                    let body = http_body_util::BodyExt::collect(response.into_body()).await?;
+                    Ok::<_, hyper::Error>((status, body.to_bytes()))
+                }
+                .await;
+                match answer {
+                    Ok((status, _)) if status.as_u16() == 201 => latencies.push(t.elapsed()),
+                    Ok((status, body)) => {
                         failures += 1;
                         if failures == 1 {
-                            eprintln!(
-                                "failed: {} {}",
-                                r.status(),
-                                r.text().await.unwrap_or_default()
-                            );
+                            eprintln!("failed: {status} {}", String::from_utf8_lossy(&body));
                         }
                     }
                     Err(e) => {
@@ -121,6 +136,7 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
                         if failures == 1 {
                             eprintln!("failed: {e}");
                         }
+                        break;
                     }
                 }
             }
