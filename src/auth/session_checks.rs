@@ -130,7 +130,14 @@ async fn run(db: Db, checks: Arc<SessionChecks>) {
             state.waiting.drain(..take).collect::<Vec<_>>()
         };
         let sessions: Vec<Uuid> = batch.iter().map(|w| w.session.as_uuid()).collect();
-        match live_users(&db, sessions).await {
+        // Once more on a failure that is not an outage: a pooled connection
+        // that has not been idle is used without a ping, and after a
+        // database restart it fails its first statement.
+        let result = match live_users(&db, sessions.clone()).await {
+            Err(e) if !unavailable(&e) => live_users(&db, sessions).await,
+            result => result,
+        };
+        match result {
             Ok(found) => {
                 for waiting in batch {
                     let user = found
@@ -142,7 +149,7 @@ async fn run(db: Db, checks: Arc<SessionChecks>) {
             }
             Err(e) => {
                 let failure = Failure {
-                    unavailable: matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)),
+                    unavailable: unavailable(&e),
                     message: e.to_string(),
                 };
                 for waiting in batch {
@@ -153,7 +160,12 @@ async fn run(db: Db, checks: Arc<SessionChecks>) {
     }
 }
 
-/// Gives the runner's place back if it stops without finishing (a panic).
+fn unavailable(e: &DbErr) -> bool {
+    matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+}
+
+/// Gives the runner's place back if it stops without finishing (a panic, or
+/// its runtime stopping).
 struct Runner<'a> {
     checks: &'a SessionChecks,
     finished: bool,
@@ -162,7 +174,14 @@ struct Runner<'a> {
 impl Drop for Runner<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.checks.lock().runners -= 1;
+            let mut state = self.checks.lock();
+            state.runners -= 1;
+            // The last runner: the checks still waiting are answered with an
+            // error (their channels close) instead of waiting for a runner
+            // that only the next check would start.
+            if state.runners == 0 {
+                state.waiting.clear();
+            }
         }
     }
 }

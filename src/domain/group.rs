@@ -121,8 +121,9 @@ where
         tokio::spawn(run(store.clone(), queue));
     }
     answer.await.unwrap_or_else(|_| {
-        // The runner went away mid-group (a panic, or the runtime stopping):
-        // whether the group committed is unknown, so it is not run again.
+        // The runner went away (a panic, or the runtime stopping), in the
+        // middle of this command's group or before taking it: whether it was
+        // committed is not known here, so it is not run again.
         Outcome::Settled(Err(CommandError::Db(DbErr::Custom(
             "the command was interrupted".into(),
         ))))
@@ -186,8 +187,11 @@ fn take<A: Aggregate>(state: &mut QueueState<A>) -> Vec<Job<A>> {
     group
 }
 
-/// Frees what a runner held if it stops without finishing (a panic): its
-/// aggregates, and its place for a new runner.
+/// Frees what a runner held if it stops without finishing (a panic, or its
+/// runtime stopping): its aggregates and its place. If it was the last
+/// runner, the commands still queued are answered with an error (their
+/// reply channels close) rather than left waiting for a runner that only
+/// the next command would start.
 struct Runner<'a, A: Aggregate> {
     queue: &'a Queue<A>,
     streams: Vec<StreamName>,
@@ -204,6 +208,9 @@ impl<A: Aggregate> Drop for Runner<'_, A> {
             state.busy.remove(&stream);
         }
         state.runners -= 1;
+        if state.runners == 0 {
+            state.jobs.clear();
+        }
     }
 }
 
@@ -282,7 +289,18 @@ async fn settle<A: Aggregate + Clone>(
         Err(_) => return (0..count).map(|_| Outcome::Alone).collect(),
     };
     if let Err(e) = txn.commit().await {
-        return failed(&e, count);
+        // Whether it committed is unknown (the answer may be what was lost):
+        // running the commands again could write them twice.
+        let unavailable = matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_));
+        return (0..count)
+            .map(|_| {
+                Outcome::Settled(Err(if unavailable {
+                    CommandError::Append(AppendError::Unavailable(e.to_string()))
+                } else {
+                    CommandError::Db(DbErr::Custom(format!("commit: {e}")))
+                }))
+            })
+            .collect();
     }
     decisions
         .into_iter()
