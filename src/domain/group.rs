@@ -246,7 +246,10 @@ async fn settle<A: Aggregate + Clone>(
     }
     let mut current = match load_all::<A>(store, &txn, &ids).await {
         Ok(current) => current,
-        Err(e) => return failed(&e, count),
+        Err(e) => {
+            let _ = txn.rollback().await;
+            return failed(&e, count);
+        }
     };
     // One append per aggregate, in the order they first appear.
     let mut appends: Vec<(StreamName, ExpectedVersion, Vec<NewEvent>)> = Vec::new();
@@ -285,8 +288,16 @@ async fn settle<A: Aggregate + Clone>(
     }
     let written = match store.append_many_in(&txn, appends).await {
         Ok(written) => written,
-        Err(AppendError::Db(e)) => return failed(&e, count),
-        Err(_) => return (0..count).map(|_| Outcome::Alone).collect(),
+        Err(e) => {
+            // Rolled back before the SQLite write lock is let go, so that
+            // the commands running alone next do not find the database
+            // locked by this transaction's connection.
+            let _ = txn.rollback().await;
+            return match e {
+                AppendError::Db(e) => failed(&e, count),
+                _ => (0..count).map(|_| Outcome::Alone).collect(),
+            };
+        }
     };
     if let Err(e) = txn.commit().await {
         // Whether it committed is unknown (the answer may be what was lost):

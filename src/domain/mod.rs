@@ -255,18 +255,24 @@ async fn run_alone<A: Aggregate>(
     loop {
         attempt += 1;
         let txn = store.db().begin_write().await?;
-        match decide_and_append::<A>(store, &txn, id, command(), actor.clone()).await {
+        let error = match decide_and_append::<A>(store, &txn, id, command(), actor.clone()).await {
             Ok(executed) => {
                 txn.commit().await?;
                 return Ok(executed);
             }
-            Err(CommandError::Append(AppendError::Conflict { .. })) if attempt < 5 => {
-                drop(txn);
+            Err(e) => e,
+        };
+        // Rolled back before the SQLite write lock is let go: a dropped
+        // transaction may not have rolled back yet when the next writer
+        // starts, which then finds the database locked.
+        let _ = txn.rollback().await;
+        match error {
+            CommandError::Append(AppendError::Conflict { .. }) if attempt < 5 => {
                 // A little jitter so racing writers do not collide again.
                 let jitter = u64::from(rand::random::<u8>() % 10);
                 tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
             }
-            Err(e) => return Err(e),
+            e => return Err(e),
         }
     }
 }
