@@ -19,6 +19,7 @@ use crate::{
     db::{
         Db,
         entities::{session, user},
+        is_unavailable,
     },
     error::{ApiError, Problem},
     ids::SessionId,
@@ -134,7 +135,7 @@ async fn run(db: Db, checks: Arc<SessionChecks>) {
         // that has not been idle is used without a ping, and after a
         // database restart it fails its first statement.
         let result = match live_users(&db, sessions.clone()).await {
-            Err(e) if !unavailable(&e) => live_users(&db, sessions).await,
+            Err(e) if !is_unavailable(&e) => live_users(&db, sessions).await,
             result => result,
         };
         match result {
@@ -149,7 +150,7 @@ async fn run(db: Db, checks: Arc<SessionChecks>) {
             }
             Err(e) => {
                 let failure = Failure {
-                    unavailable: unavailable(&e),
+                    unavailable: is_unavailable(&e),
                     message: e.to_string(),
                 };
                 for waiting in batch {
@@ -158,10 +159,6 @@ async fn run(db: Db, checks: Arc<SessionChecks>) {
             }
         }
     }
-}
-
-fn unavailable(e: &DbErr) -> bool {
-    matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
 }
 
 /// Gives the runner's place back if it stops without finishing (a panic, or

@@ -267,6 +267,12 @@ impl Db {
     }
 }
 
+/// Whether `e` means the database could not be reached (no connection from
+/// the pool, or the connection failed), rather than that a statement failed.
+pub fn is_unavailable(e: &DbErr) -> bool {
+    matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+}
+
 /// `values` padded to a power of two by repeating the last one, for an
 /// `IN (…)` list: the statement's text, prepared once per connection, then
 /// takes one of a few forms instead of one per length.

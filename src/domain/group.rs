@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use super::{Aggregate, CommandError, DomainEvent, Executed, Loaded, load_all};
 use crate::{
-    db::Backend,
+    db::{Backend, is_unavailable},
     events::{Actor, AppendError, EventStore, ExpectedVersion, NewEvent, StreamName},
 };
 
@@ -302,11 +302,10 @@ async fn settle<A: Aggregate + Clone>(
     if let Err(e) = txn.commit().await {
         // Whether it committed is unknown (the answer may be what was lost):
         // running the commands again could write them twice.
-        let unavailable = matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_));
         return (0..count)
             .map(|_| {
-                Outcome::Settled(Err(if unavailable {
-                    CommandError::Append(AppendError::Unavailable(e.to_string()))
+                Outcome::Settled(Err(if is_unavailable(&e) {
+                    unavailable(&e)
                 } else {
                     CommandError::Db(DbErr::Custom(format!("commit: {e}")))
                 }))
@@ -342,16 +341,17 @@ async fn settle<A: Aggregate + Clone>(
 /// database cannot be reached every command hears so; otherwise one of them
 /// may be the cause (a read model's unique key), and each runs alone.
 fn failed<A: Aggregate>(e: &DbErr, count: usize) -> Vec<Outcome<A>> {
-    let unavailable = matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_));
     (0..count)
         .map(|_| {
-            if unavailable {
-                Outcome::Settled(Err(CommandError::Append(AppendError::Unavailable(
-                    e.to_string(),
-                ))))
+            if is_unavailable(e) {
+                Outcome::Settled(Err(unavailable(e)))
             } else {
                 Outcome::Alone
             }
         })
         .collect()
+}
+
+fn unavailable<E: super::DomainError>(e: &DbErr) -> CommandError<E> {
+    CommandError::Append(AppendError::Unavailable(e.to_string()))
 }

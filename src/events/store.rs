@@ -758,7 +758,7 @@ async fn write_together(db: &Db, batch: Vec<(PendingAppend, Reply)>) {
         }
         Err(e) => {
             tracing::warn!(error = %e, appends = batch.len(), "append failed");
-            let unavailable = matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_));
+            let unavailable = crate::db::is_unavailable(&e);
             let message = e.to_string();
             for (_, reply) in batch {
                 let _ = reply.send(Err(if unavailable {
