@@ -311,7 +311,23 @@ impl<DB: Database> Floating<DB, Live<DB>> {
         // returned to the pool; also of course, if it was dropped due to an error
         // this is simply a band-aid as SQLx-next connections should be able
         // to recover from cancellations
-        if let Err(error) = self.raw.ping().await {
+        //
+        // Local change: on a network connection, settle it (send what is
+        // buffered, such as a dropped transaction's ROLLBACK, and read every
+        // answer still owed) instead of pinging it: a ping is a round trip
+        // on every release, which doubled the round trips of a busy pool.
+        // Bounded, so that a peer that went silent cannot hold the pool's
+        // permit forever (upstream #4349). SQLite keeps the ping: it waits
+        // for a dropped transaction's rollback to finish on its worker.
+        let settled = if DB::NAME == "SQLite" {
+            self.raw.ping().await
+        } else {
+            match crate::rt::timeout(CLOSE_ON_DROP_TIMEOUT, self.raw.flush()).await {
+                Ok(settled) => settled,
+                Err(_) => Err(Error::Io(std::io::ErrorKind::TimedOut.into())),
+            }
+        };
+        if let Err(error) = settled {
             tracing::warn!(
                 %error,
                 "error occurred while testing the connection on-release",
