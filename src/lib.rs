@@ -29,8 +29,3 @@ pub mod tickets;
 pub mod users;
 pub mod validate;
 pub mod webhooks;
-
-// The service allocates and frees many small buffers per request (JSON,
-// headers, rows); the system allocator spent a fifth of its time there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
