@@ -1,7 +1,8 @@
 //! Group commit for commands: commands to one kind of aggregate that arrive
-//! while others are being written go to the database together, in one
-//! transaction with one read of every aggregate they touch, one statement
-//! for their events and one per read model, instead of a transaction each.
+//! while others are being written go to the database together, with one
+//! read of every aggregate they touch, one statement for their events and
+//! one per read model (on PostgreSQL often one statement for all of it),
+//! instead of a transaction each.
 //!
 //! Each command is still decided on its own, in arrival order; a second
 //! command to the same aggregate decides on the state the first left, and
@@ -22,8 +23,10 @@ use tokio::sync::oneshot;
 
 use super::{Aggregate, CommandError, DomainEvent, Executed, Loaded, load_all};
 use crate::{
-    db::{Backend, is_unavailable},
-    events::{Actor, AppendError, EventStore, ExpectedVersion, NewEvent, StreamName},
+    db::{Backend, WriteTxn, is_unavailable},
+    events::{
+        Actor, AppendError, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamName,
+    },
 };
 
 /// Commands in one group, at most.
@@ -228,15 +231,27 @@ enum Decision<A: Aggregate> {
     },
 }
 
-/// Runs one group in one transaction; an outcome per command, in order.
+/// Runs one group; an outcome per command, in order.
+///
+/// On SQLite the group is one transaction, holding the write lock from the
+/// read on (writes go one at a time there anyway). On PostgreSQL the
+/// aggregates are read before any transaction: every append is checked
+/// against the version read, so a change in between only sends that
+/// aggregate's commands to run alone. When all the group's events can be
+/// written with their read models in one statement
+/// ([`EventStore::append_many_once`]), there is no transaction at all:
+/// two round trips for the group instead of five.
 async fn settle<A: Aggregate + Clone>(
     store: &EventStore,
     commands: Vec<(String, StreamName, A::Command, Actor)>,
 ) -> Vec<Outcome<A>> {
     let count = commands.len();
-    let txn = match store.db().begin_write().await {
-        Ok(txn) => txn,
-        Err(e) => return failed(&e, count),
+    let txn = match store.db().backend() {
+        Backend::Sqlite => match store.db().begin_write().await {
+            Ok(txn) => Some(txn),
+            Err(e) => return failed(&e, count),
+        },
+        Backend::Postgres => None,
     };
     let mut ids: Vec<String> = Vec::new();
     for (id, ..) in &commands {
@@ -244,10 +259,16 @@ async fn settle<A: Aggregate + Clone>(
             ids.push(id.clone());
         }
     }
-    let mut current = match load_all::<A>(store, &txn, &ids).await {
+    let loaded = match &txn {
+        Some(txn) => load_all::<A>(store, &**txn, &ids).await,
+        None => load_all::<A>(store, store.db().conn(), &ids).await,
+    };
+    let mut current = match loaded {
         Ok(current) => current,
         Err(e) => {
-            let _ = txn.rollback().await;
+            if let Some(txn) = txn {
+                let _ = txn.rollback().await;
+            }
             return failed(&e, count);
         }
     };
@@ -286,32 +307,20 @@ async fn settle<A: Aggregate + Clone>(
             }
         }
     }
-    let written = match store.append_many_in(&txn, appends).await {
-        Ok(written) => written,
-        Err(e) => {
-            // Rolled back before the SQLite write lock is let go, so that
-            // the commands running alone next do not find the database
-            // locked by this transaction's connection.
-            let _ = txn.rollback().await;
-            return match e {
-                AppendError::Db(e) => failed(&e, count),
-                _ => (0..count).map(|_| Outcome::Alone).collect(),
-            };
-        }
+    let once = txn.is_none() && store.appends_once(appends.iter().flat_map(|a| &a.2));
+    let written = if once {
+        store.append_many_once(appends).await.map_err(|e| match e {
+            AppendError::Db(e) => Failure::NotWritten(e),
+            AppendError::Unavailable(e) => Failure::Lost(e),
+            _ => Failure::Alone,
+        })
+    } else {
+        in_transaction(store, txn, appends).await
     };
-    if let Err(e) = txn.commit().await {
-        // Whether it committed is unknown (the answer may be what was lost):
-        // running the commands again could write them twice.
-        return (0..count)
-            .map(|_| {
-                Outcome::Settled(Err(if is_unavailable(&e) {
-                    unavailable(&e)
-                } else {
-                    CommandError::Db(DbErr::Custom(format!("commit: {e}")))
-                }))
-            })
-            .collect();
-    }
+    let written = match written {
+        Ok(written) => written,
+        Err(failure) => return (0..count).map(|_| failure.outcome()).collect(),
+    };
     decisions
         .into_iter()
         .map(|decision| match decision {
@@ -337,19 +346,85 @@ async fn settle<A: Aggregate + Clone>(
         .collect()
 }
 
+type Written = Vec<Option<Vec<RecordedEvent>>>;
+
+/// Why a group's transaction did not go through.
+enum Failure {
+    /// Nothing was written.
+    NotWritten(DbErr),
+    /// Nothing was written, and the database answered: each command may
+    /// run alone.
+    Alone,
+    /// The commit's answer was lost: it may have gone through.
+    Commit(DbErr),
+    /// The connection was lost during an autocommit statement: it may have
+    /// gone through.
+    Lost(String),
+}
+
+impl Failure {
+    fn outcome<A: Aggregate>(&self) -> Outcome<A> {
+        match self {
+            Self::NotWritten(e) => failed_one(e),
+            Self::Alone => Outcome::Alone,
+            // Running the commands again could write them twice.
+            Self::Commit(e) => Outcome::Settled(Err(if is_unavailable(e) {
+                unavailable(e)
+            } else {
+                CommandError::Db(DbErr::Custom(format!("commit: {e}")))
+            })),
+            Self::Lost(e) => Outcome::Settled(Err(CommandError::Append(AppendError::Unavailable(
+                e.clone(),
+            )))),
+        }
+    }
+}
+
+/// The group's appends in a transaction (`txn`, or a new one) and its
+/// commit.
+async fn in_transaction(
+    store: &EventStore,
+    txn: Option<WriteTxn>,
+    appends: Vec<(StreamName, ExpectedVersion, Vec<NewEvent>)>,
+) -> Result<Written, Failure> {
+    let txn = match txn {
+        Some(txn) => txn,
+        None => store
+            .db()
+            .begin_write()
+            .await
+            .map_err(Failure::NotWritten)?,
+    };
+    let written = match store.append_many_in(&txn, appends).await {
+        Ok(written) => written,
+        Err(e) => {
+            // Rolled back before the SQLite write lock is let go, so that
+            // the commands running alone next do not find the database
+            // locked by this transaction's connection.
+            let _ = txn.rollback().await;
+            return Err(match e {
+                AppendError::Db(e) => Failure::NotWritten(e),
+                _ => Failure::Alone,
+            });
+        }
+    };
+    txn.commit().await.map_err(Failure::Commit)?;
+    Ok(written)
+}
+
 /// The group's transaction failed, so nothing of it was written. When the
 /// database cannot be reached every command hears so; otherwise one of them
 /// may be the cause (a read model's unique key), and each runs alone.
 fn failed<A: Aggregate>(e: &DbErr, count: usize) -> Vec<Outcome<A>> {
-    (0..count)
-        .map(|_| {
-            if is_unavailable(e) {
-                Outcome::Settled(Err(unavailable(e)))
-            } else {
-                Outcome::Alone
-            }
-        })
-        .collect()
+    (0..count).map(|_| failed_one(e)).collect()
+}
+
+fn failed_one<A: Aggregate>(e: &DbErr) -> Outcome<A> {
+    if is_unavailable(e) {
+        Outcome::Settled(Err(unavailable(e)))
+    } else {
+        Outcome::Alone
+    }
 }
 
 fn unavailable<E: super::DomainError>(e: &DbErr) -> CommandError<E> {

@@ -67,7 +67,7 @@ pub trait Aggregate: Default {
     /// aggregate has one: long streams need not be read whole for every
     /// command. The aggregates left out are folded from their streams.
     fn snapshots(
-        _conn: &sea_orm::DatabaseTransaction,
+        _conn: &impl sea_orm::ConnectionTrait,
         _ids: &[String],
     ) -> impl std::future::Future<Output = Result<HashMap<String, Loaded<Self>>, DbErr>> + Send
     where
@@ -155,13 +155,13 @@ pub struct Executed<A> {
 /// any, else folded from their streams.
 async fn load_all<A: Aggregate>(
     store: &EventStore,
-    txn: &WriteTxn,
+    conn: &impl sea_orm::ConnectionTrait,
     ids: &[String],
 ) -> Result<HashMap<String, Loaded<A>>, DbErr> {
-    let mut found = A::snapshots(txn, ids).await?;
+    let mut found = A::snapshots(conn, ids).await?;
     for id in ids {
         if !found.contains_key(id) {
-            found.insert(id.clone(), load::<A>(store, &**txn, id).await?);
+            found.insert(id.clone(), load::<A>(store, conn, id).await?);
         }
     }
     Ok(found)
@@ -175,7 +175,7 @@ async fn decide_and_append<A: Aggregate>(
     actor: Actor,
 ) -> Result<Executed<A>, CommandError<A::Error>> {
     let id = id.to_string();
-    let loaded = load_all::<A>(store, txn, std::slice::from_ref(&id))
+    let loaded = load_all::<A>(store, &**txn, std::slice::from_ref(&id))
         .await?
         .remove(&id)
         .unwrap_or_else(|| Loaded {

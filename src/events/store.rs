@@ -213,7 +213,7 @@ impl EventStore {
         if pending.events.is_empty() {
             return Ok(Vec::new());
         }
-        let written = match insert(&**txn, self.db.backend(), &[&pending]).await {
+        let written = match insert(&**txn, self.db.backend(), &[&pending], None).await {
             Ok(written) => written,
             Err(e) if is_unique_violation(&e) => {
                 // The transaction is aborted (Postgres) and reading on another
@@ -259,40 +259,71 @@ impl EventStore {
         txn: &WriteTxn,
         appends: Vec<(StreamName, ExpectedVersion, Vec<NewEvent>)>,
     ) -> Result<Vec<Option<Vec<RecordedEvent>>>, AppendError> {
-        let mut pending = appends
-            .into_iter()
-            .map(|(stream, expected, events)| prepare(&stream, expected, events))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut order: Vec<&PendingAppend> =
-            pending.iter().filter(|p| !p.events.is_empty()).collect();
+        let mut pending = prepare_all(appends)?;
+        let order = in_stream_order(&pending);
         if order.is_empty() {
             return Ok(pending.into_iter().map(|p| Some(p.events)).collect());
         }
-        // The same order as the group-commit writers: concurrent statements
-        // never take the same index entries in opposite orders.
-        order.sort_by(|a, b| a.stream.cmp(&b.stream));
-        let written = insert(&**txn, self.db.backend(), &order).await?;
+        let written = insert(&**txn, self.db.backend(), &order, None).await?;
         // The read models take every written event at once, in one list.
-        let mut appended = Vec::new();
-        let counts: Vec<Option<usize>> = pending
-            .iter_mut()
-            .map(|p| {
-                fill_cursors(p, &written).then(|| {
-                    let count = p.events.len();
-                    appended.append(&mut p.events);
-                    count
-                })
-            })
-            .collect();
+        let (appended, counts) = take_written(&mut pending, &written);
         crate::projections::apply(&**txn, &appended).await?;
         if !appended.is_empty() {
             txn.mark_appended();
         }
-        let mut appended = appended.into_iter();
-        Ok(counts
-            .into_iter()
-            .map(|count| count.map(|n| appended.by_ref().take(n).collect()))
-            .collect())
+        Ok(split_written(appended, counts))
+    }
+
+    /// Whether [`EventStore::append_many_once`] can take these events: on
+    /// PostgreSQL, when every one's read models can be written by the
+    /// statement that appends it ([`crate::projections::fusable`]).
+    pub fn appends_once<'a>(&self, mut events: impl Iterator<Item = &'a NewEvent>) -> bool {
+        self.db.backend() == Backend::Postgres
+            && events.all(|e| crate::projections::fusable(e.event_type.as_str()))
+    }
+
+    /// [`EventStore::append_many_in`] without a transaction: the events and
+    /// their read models in one autocommit statement, one round trip instead
+    /// of BEGIN, two statements and COMMIT. Only for events
+    /// [`EventStore::appends_once`] takes (anything else is refused, with
+    /// nothing written).
+    ///
+    /// As with any single statement, an error means nothing was written;
+    /// except that when the connection is lost on the way
+    /// ([`AppendError::Unavailable`]), whether it committed is unknown.
+    pub async fn append_many_once(
+        &self,
+        appends: Vec<(StreamName, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<Vec<Option<Vec<RecordedEvent>>>, AppendError> {
+        let mut pending = prepare_all(appends)?;
+        let order = in_stream_order(&pending);
+        if order.is_empty() {
+            return Ok(pending.into_iter().map(|p| Some(p.events)).collect());
+        }
+        let events: Vec<&RecordedEvent> = order.iter().flat_map(|p| &p.events).collect();
+        let fused = (self.db.backend() == Backend::Postgres)
+            .then(|| crate::projections::fused(&events, FUSED_FIRST_PARAMETER))
+            .flatten()
+            .ok_or_else(|| {
+                DbErr::Custom("these events' read models cannot be written in one statement".into())
+            })?;
+        let backend = self.db.backend();
+        let written = self
+            .db
+            .write_once(async |conn| insert(conn, backend, &order, Some(fused)).await)
+            .await
+            .map_err(|e| {
+                if crate::db::is_unavailable(&e) {
+                    AppendError::Unavailable(e.to_string())
+                } else {
+                    AppendError::Db(e)
+                }
+            })?;
+        let (appended, counts) = take_written(&mut pending, &written);
+        if !appended.is_empty() {
+            self.db.signal_appended();
+        }
+        Ok(split_written(appended, counts))
     }
 
     /// The version of the stream's last event (0 if it has none).
@@ -596,6 +627,60 @@ fn prepare(
     })
 }
 
+fn prepare_all(
+    appends: Vec<(StreamName, ExpectedVersion, Vec<NewEvent>)>,
+) -> Result<Vec<PendingAppend>, AppendError> {
+    appends
+        .into_iter()
+        .map(|(stream, expected, events)| prepare(&stream, expected, events))
+        .collect()
+}
+
+/// The appends that have events, in stream order: the same order as the
+/// group-commit writers', so concurrent statements never take the same
+/// index entries in opposite orders.
+fn in_stream_order(pending: &[PendingAppend]) -> Vec<&PendingAppend> {
+    let mut order: Vec<&PendingAppend> = pending.iter().filter(|p| !p.events.is_empty()).collect();
+    order.sort_by(|a, b| a.stream.cmp(&b.stream));
+    order
+}
+
+/// The parameter a fused read model's SQL starts at: [`insert`] takes the
+/// eight before it.
+const FUSED_FIRST_PARAMETER: usize = 9;
+
+/// The events of the appends that were written, in one list, and each
+/// append's count of them (`None`: not written).
+fn take_written(
+    pending: &mut [PendingAppend],
+    written: &HashMap<EventId, Cursor>,
+) -> (Vec<RecordedEvent>, Vec<Option<usize>>) {
+    let mut appended = Vec::new();
+    let counts = pending
+        .iter_mut()
+        .map(|p| {
+            fill_cursors(p, written).then(|| {
+                let count = p.events.len();
+                appended.append(&mut p.events);
+                count
+            })
+        })
+        .collect();
+    (appended, counts)
+}
+
+/// [`take_written`]'s list cut back into one result per append.
+fn split_written(
+    appended: Vec<RecordedEvent>,
+    counts: Vec<Option<usize>>,
+) -> Vec<Option<Vec<RecordedEvent>>> {
+    let mut appended = appended.into_iter();
+    counts
+        .into_iter()
+        .map(|count| count.map(|n| appended.by_ref().take(n).collect()))
+        .collect()
+}
+
 /// Sets positions and cursors from what the database returned; false if
 /// the append was not written (its version check failed).
 fn fill_cursors(pending: &mut PendingAppend, written: &HashMap<EventId, Cursor>) -> bool {
@@ -721,7 +806,7 @@ async fn write_together(db: &Db, batch: Vec<(PendingAppend, Reply)>) {
     let appends: Vec<&PendingAppend> = batch.iter().map(|(pending, _)| pending).collect();
     let backend = db.backend();
     let result = db
-        .write_once(async |conn| insert(conn, backend, &appends).await)
+        .write_once(async |conn| insert(conn, backend, &appends, None).await)
         .await;
     match result {
         Ok(written) => {
@@ -779,6 +864,7 @@ async fn insert(
     conn: &impl ConnectionTrait,
     backend: Backend,
     appends: &[&PendingAppend],
+    fused: Option<crate::projections::Fused>,
 ) -> Result<HashMap<EventId, Cursor>, DbErr> {
     let events = || {
         appends
@@ -796,7 +882,7 @@ async fn insert(
         Backend::Postgres => {
             let column =
                 |ty: ArrayType, values: Vec<DbValue>| DbValue::Array(ty, Some(Box::new(values)));
-            let values = vec![
+            let mut values = vec![
                 column(
                     ArrayType::Uuid,
                     events().map(|(_, e)| e.id.as_uuid().into()).collect(),
@@ -838,13 +924,18 @@ async fn insert(
                         .collect(),
                 ),
             ];
+            // The read models' part, if any, reads what was written from
+            // `written` and numbers its parameters after these.
+            let (projections, more) = fused.map_or_else(Default::default, |f| (f.sql, f.values));
+            values.extend(more);
             Statement::from_sql_and_values(
                 sea_orm::DatabaseBackend::Postgres,
                 format!(
                     "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], \
                      $5::jsonb[], $6::jsonb[], $7::timestamptz[], $8::int8[]) \
-                     AS t(id, stream, version, type, payload, actor, occurred_at, expected)) \
-                     {INSERT} RETURNING id, position, transaction_id::text AS tx"
+                     AS t(id, stream, version, type, payload, actor, occurred_at, expected)), \
+                     written AS ({INSERT} RETURNING id, position, transaction_id){projections} \
+                     SELECT id, position, transaction_id::text AS tx FROM written"
                 ),
                 values,
             )

@@ -3,7 +3,7 @@
 
 pub mod rebuild;
 
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::{ConnectionTrait, DbErr, Value};
 
 use crate::events::RecordedEvent;
 
@@ -19,6 +19,31 @@ pub fn projects(event_type: &str) -> bool {
     ]
     .iter()
     .any(|prefix| event_type.starts_with(prefix))
+}
+
+/// Read models written by the statement that appends their events
+/// (PostgreSQL): common table expressions that follow the append's
+/// `written` (the rows it inserted: `id`, `position`), each beginning with
+/// a comma, with their own parameters.
+pub struct Fused {
+    pub sql: String,
+    pub values: Vec<Value>,
+}
+
+/// Whether the read models of `event_type` have a [`Fused`] form.
+pub fn fusable(event_type: &str) -> bool {
+    event_type == crate::tickets::projection::MESSAGE_ADDED
+}
+
+/// The read models of `events` (appended in this order) as [`Fused`], their
+/// parameters numbered from `$first`; `None` if one of them has no such
+/// form. Only the events that were written (found in `written`) are
+/// projected.
+pub fn fused(events: &[&RecordedEvent], first: usize) -> Option<Fused> {
+    if !events.iter().all(|e| fusable(e.event_type.as_str())) {
+        return None;
+    }
+    crate::tickets::projection::fused_messages(events, first)
 }
 
 /// Applies `events` to every read model, in order. A run of new ticket

@@ -186,7 +186,7 @@ impl Aggregate for Ticket {
     type Error = TicketError;
 
     async fn snapshots(
-        conn: &sea_orm::DatabaseTransaction,
+        conn: &impl sea_orm::ConnectionTrait,
         ids: &[String],
     ) -> Result<HashMap<String, crate::domain::Loaded<Self>>, sea_orm::DbErr> {
         use crate::db::entities::ticket;

@@ -13,6 +13,7 @@ use crate::{
     db::entities::{ticket, ticket_message},
     domain::DomainEvent,
     events::RecordedEvent,
+    projections::Fused,
 };
 
 pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), DbErr> {
@@ -134,41 +135,18 @@ pub async fn add_messages(
         }
         return Ok(());
     }
-    let mut rows = MessageRows::default();
-    // Per ticket: how many messages, and the last one's time and version.
-    let mut tickets: HashMap<uuid::Uuid, (i32, Value, i32)> = HashMap::new();
-    for event in events {
-        let Some(TicketEvent::MessageAdded {
-            ticket_id,
-            message_id,
-            author,
-            author_id,
-            text,
-            channel,
-            ..
-        }) = TicketEvent::from_recorded(event)
-        else {
-            // Not a message: `apply` would not project it either.
-            continue;
-        };
-        let version = i32::try_from(event.version).unwrap_or(i32::MAX);
-        rows.id.push(message_id.as_uuid().into());
-        rows.ticket_id.push(ticket_id.as_uuid().into());
-        rows.author.push(enum_text(&author).into());
-        rows.author_id.push(author_id.into());
-        rows.text.push(text.into());
-        rows.channel.push(enum_text(&channel).into());
-        rows.created_at.push(event.occurred_at.into());
-        rows.position.push(event.position.into());
-        let ticket = tickets.entry(ticket_id.as_uuid()).or_insert((
-            0,
-            Value::from(event.occurred_at),
-            version,
-        ));
-        *ticket = (ticket.0 + 1, event.occurred_at.into(), version);
-    }
+    let mut rows = MessageRows::of(events.iter());
     if rows.id.is_empty() {
         return Ok(());
+    }
+    // Per ticket: how many messages, and the last one's time and version.
+    let mut tickets: HashMap<uuid::Uuid, (i32, Value, i32)> = HashMap::new();
+    for (i, ticket_id) in rows.tickets.iter().enumerate() {
+        let ticket =
+            tickets
+                .entry(*ticket_id)
+                .or_insert((0, rows.created_at[i].clone(), rows.versions[i]));
+        *ticket = (ticket.0 + 1, rows.created_at[i].clone(), rows.versions[i]);
     }
     let mut ids = Vec::with_capacity(tickets.len());
     let mut added = Vec::with_capacity(tickets.len());
@@ -180,9 +158,17 @@ pub async fn add_messages(
         last_at.push(at);
         versions.push(version.into());
     }
-    let array = |ty: ArrayType, values: Vec<Value>| Value::Array(ty, Some(Box::new(values)));
     // Both tables in one statement: the insert runs as part of it even
     // though nothing reads its result.
+    let position = std::mem::take(&mut rows.position);
+    let mut values = rows.into_columns();
+    values.extend([
+        array(ArrayType::BigInt, position),
+        array(ArrayType::Uuid, ids),
+        array(ArrayType::Int, added),
+        array(ArrayType::ChronoDateTimeUtc, last_at),
+        array(ArrayType::Int, versions),
+    ]);
     conn.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         "WITH messages AS (INSERT INTO ticket_messages \
@@ -193,26 +179,58 @@ pub async fn add_messages(
          last_message_at = v.at, updated_at = v.at, version = v.version \
          FROM unnest($9::uuid[], $10::int4[], $11::timestamptz[], $12::int4[]) AS v(id, added, at, version) \
          WHERE t.id = v.id",
-        [
-            array(ArrayType::Uuid, rows.id),
-            array(ArrayType::Uuid, rows.ticket_id),
-            array(ArrayType::String, rows.author),
-            array(ArrayType::String, rows.author_id),
-            array(ArrayType::String, rows.text),
-            array(ArrayType::String, rows.channel),
-            array(ArrayType::ChronoDateTimeUtc, rows.created_at),
-            array(ArrayType::BigInt, rows.position),
-            array(ArrayType::Uuid, ids),
-            array(ArrayType::Int, added),
-            array(ArrayType::ChronoDateTimeUtc, last_at),
-            array(ArrayType::Int, versions),
-        ],
+        values,
     ))
     .await?;
     Ok(())
 }
 
-/// The `ticket_messages` columns of [`add_messages`], one array each.
+/// New messages projected by the statement that appends them
+/// ([`crate::projections::Fused`]): the rows `written` holds (their events
+/// went in) are inserted, and their tickets updated. `None` unless every
+/// event is a new message.
+pub fn fused_messages(events: &[&RecordedEvent], first: usize) -> Option<Fused> {
+    let rows = MessageRows::of(events.iter().copied());
+    if rows.id.len() != events.len() {
+        return None;
+    }
+    let event_ids = rows
+        .events
+        .iter()
+        .map(|id| Value::from(id.as_uuid()))
+        .collect();
+    let versions = rows.versions.iter().map(|v| Value::from(*v)).collect();
+    // The positions come from `written`.
+    let mut values = rows.into_columns();
+    values.extend([
+        array(ArrayType::Uuid, event_ids),
+        array(ArrayType::Int, versions),
+    ]);
+    let p: Vec<String> = (first..first + values.len())
+        .map(|n| format!("${n}"))
+        .collect();
+    let sql = format!(
+        ", fused_messages AS (SELECT m.*, w.position FROM unnest({}::uuid[], {}::uuid[], \
+         {}::text[], {}::text[], {}::text[], {}::text[], {}::timestamptz[], {}::uuid[], \
+         {}::int4[]) \
+           AS m(id, ticket_id, author, author_id, text, channel, created_at, event_id, version) \
+           JOIN written AS w ON w.id = m.event_id), \
+         fused_message_rows AS (INSERT INTO ticket_messages \
+           (id, ticket_id, author, author_id, text, channel, created_at, position) \
+           SELECT id, ticket_id, author, author_id, text, channel, created_at, position \
+           FROM fused_messages), \
+         fused_tickets AS (UPDATE tickets AS t SET messages_count = t.messages_count + v.added, \
+           last_message_at = v.at, updated_at = v.at, version = v.version \
+           FROM (SELECT ticket_id, count(*)::int4 AS added, max(created_at) AS at, \
+             max(version) AS version FROM fused_messages GROUP BY ticket_id) AS v \
+           WHERE t.id = v.ticket_id)",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
+    );
+    Some(Fused { sql, values })
+}
+
+/// The `ticket_messages` columns of new messages, one array each, with
+/// their events' ids and versions.
 #[derive(Default)]
 struct MessageRows {
     id: Vec<Value>,
@@ -223,6 +241,62 @@ struct MessageRows {
     channel: Vec<Value>,
     created_at: Vec<Value>,
     position: Vec<Value>,
+    tickets: Vec<uuid::Uuid>,
+    events: Vec<crate::ids::EventId>,
+    versions: Vec<i32>,
+}
+
+impl MessageRows {
+    /// The new messages among `events` (the others are left out: `apply`
+    /// would not project them as messages either).
+    fn of<'a>(events: impl Iterator<Item = &'a RecordedEvent>) -> Self {
+        let mut rows = Self::default();
+        for event in events {
+            let Some(TicketEvent::MessageAdded {
+                ticket_id,
+                message_id,
+                author,
+                author_id,
+                text,
+                channel,
+                ..
+            }) = TicketEvent::from_recorded(event)
+            else {
+                continue;
+            };
+            rows.id.push(message_id.as_uuid().into());
+            rows.ticket_id.push(ticket_id.as_uuid().into());
+            rows.author.push(enum_text(&author).into());
+            rows.author_id.push(author_id.into());
+            rows.text.push(text.into());
+            rows.channel.push(enum_text(&channel).into());
+            rows.created_at.push(event.occurred_at.into());
+            rows.position.push(event.position.into());
+            rows.tickets.push(ticket_id.as_uuid());
+            rows.events.push(event.id);
+            rows.versions
+                .push(i32::try_from(event.version).unwrap_or(i32::MAX));
+        }
+        rows
+    }
+
+    /// The `ticket_messages` columns up to `created_at`, as arrays in table
+    /// order.
+    fn into_columns(self) -> Vec<Value> {
+        vec![
+            array(ArrayType::Uuid, self.id),
+            array(ArrayType::Uuid, self.ticket_id),
+            array(ArrayType::String, self.author),
+            array(ArrayType::String, self.author_id),
+            array(ArrayType::String, self.text),
+            array(ArrayType::String, self.channel),
+            array(ArrayType::ChronoDateTimeUtc, self.created_at),
+        ]
+    }
+}
+
+fn array(ty: ArrayType, values: Vec<Value>) -> Value {
+    Value::Array(ty, Some(Box::new(values)))
 }
 
 /// The serde name of a unit enum variant (`Author::User` → `user`).
