@@ -15,7 +15,10 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{drop_database, fresh_database, init_data, psql};
+use support::{
+    TICKS_PER_SECOND, cpu_ticks, drop_database, fresh_database, init_data, machine_ticks,
+    postgres_ticks, psql,
+};
 
 use std::{
     process::Command,
@@ -91,6 +94,11 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
     // lean as pgbench's client).
     let deadline = Instant::now() + duration;
     let start = Instant::now();
+    let cpu_before = (
+        cpu_ticks("/proc/self/stat"),
+        postgres_ticks(),
+        machine_ticks(),
+    );
     let body = hyper::body::Bytes::from(json!({"text": TEXT}).to_string());
     let mut tasks = Vec::new();
     for (token, ticket) in sessions {
@@ -151,6 +159,7 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
         failures += f;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = Cpu::since(cpu_before, elapsed, latencies.len());
     latencies.sort_unstable();
     let pct = |q: f64| {
         latencies[((latencies.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0
@@ -215,6 +224,50 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
         "| POST /api/v1/cabinet/tickets/{{id}}/messages | {rps:.0} | {p50:.2} | {p99:.2} | {:.0}% |",
         100.0 * rps / tps
     );
+    println!();
+    println!(
+        "CPU during the load, in cores: service and load generator {:.2}, PostgreSQL {:.2}, \
+         idle {:.2}, taken by the hypervisor {:.2}; per request: {:.0} µs in the service and \
+         load generator, {:.0} µs in PostgreSQL",
+        cpu.process,
+        cpu.postgres,
+        cpu.idle,
+        cpu.steal,
+        cpu.process_per_request,
+        cpu.postgres_per_request
+    );
 
     drop_database(admin_url, db_name);
+}
+
+/// Where the machine's CPU went during the load (read from `/proc`).
+struct Cpu {
+    process: f64,
+    postgres: f64,
+    idle: f64,
+    steal: f64,
+    process_per_request: f64,
+    postgres_per_request: f64,
+}
+
+impl Cpu {
+    fn since(
+        (process, postgres, machine): (u64, u64, support::MachineTicks),
+        seconds: f64,
+        requests: usize,
+    ) -> Self {
+        let cores = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / seconds;
+        let now = machine_ticks();
+        let process = cores(cpu_ticks("/proc/self/stat") - process);
+        let postgres = cores(postgres_ticks().saturating_sub(postgres));
+        let per_request = |cores: f64| cores * seconds * 1e6 / requests.max(1) as f64;
+        Self {
+            process,
+            postgres,
+            idle: cores(now.idle - machine.idle),
+            steal: cores(now.steal - machine.steal),
+            process_per_request: per_request(process),
+            postgres_per_request: per_request(postgres),
+        }
+    }
 }

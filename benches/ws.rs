@@ -49,7 +49,10 @@ use std::{
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use support::{BOT_TOKEN, drop_database, fresh_database, init_data, psql};
+use support::{
+    BOT_TOKEN, TICKS_PER_SECOND, cpu_ticks, drop_database, fresh_database, init_data,
+    machine_ticks, psql,
+};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::{
     Message, client::IntoClientRequest, protocol::WebSocketConfig,
@@ -321,38 +324,6 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(stat_path: &str) -> u64 {
-    let stat = std::fs::read_to_string(stat_path).unwrap();
-    // Fields after the command name, which is in parentheses.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-/// Busy and total ticks of all cores, from the first line of `/proc/stat`.
-fn machine_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap();
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .map(|v| v.parse().unwrap())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let total: u64 = ticks.iter().sum();
-    (total - ticks[3] - ticks[4], total)
-}
-
-fn ticks_per_second() -> f64 {
-    // USER_HZ is 100 on every Linux this runs on.
-    100.0
 }
 
 // ---------------------------------------------------------------------------
@@ -645,13 +616,13 @@ async fn load(server: &Server, setup: &Setup, settings: Settings) -> Load {
     }
     let elapsed = base_instant.elapsed().as_secs_f64();
     let server_cpu =
-        100.0 * (server.cpu_ticks() - server_cpu_before) as f64 / ticks_per_second() / elapsed;
+        100.0 * (server.cpu_ticks() - server_cpu_before) as f64 / TICKS_PER_SECOND / elapsed;
     let client_cpu = 100.0 * (cpu_ticks("/proc/self/stat") - client_cpu_before) as f64
-        / ticks_per_second()
+        / TICKS_PER_SECOND
         / elapsed;
     let machine_after = machine_ticks();
-    let machine_busy = 100.0 * (machine_after.0 - machine_before.0) as f64
-        / (machine_after.1 - machine_before.1).max(1) as f64;
+    let machine_busy = 100.0 * (machine_after.busy - machine_before.busy) as f64
+        / (machine_after.total - machine_before.total).max(1) as f64;
     sampling.cancel();
     let rss_peak = sampler.await.unwrap().max(rss_connected);
     stop.cancel();

@@ -99,3 +99,70 @@ pub fn service_config(url: &str, extra: impl Fn(&str) -> Option<String>) -> Conf
     config.listen = "127.0.0.1:0".parse().unwrap();
     config
 }
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(stat_path: &str) -> u64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// [`cpu_ticks`] of every process named `postgres` (the server and its
+/// backends); a backend that exits takes its ticks with it.
+pub fn postgres_ticks() -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let path = entry.path().join("stat");
+        let Ok(stat) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let name = stat
+            .find('(')
+            .zip(stat.rfind(')'))
+            .map(|(open, close)| &stat[open + 1..close]);
+        if name == Some("postgres") {
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            total +=
+                fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// All cores' ticks, from the first line of `/proc/stat`.
+pub struct MachineTicks {
+    /// Neither idle nor waiting for I/O (stolen time included).
+    pub busy: u64,
+    pub idle: u64,
+    /// Taken by the hypervisor for other guests.
+    pub steal: u64,
+    pub total: u64,
+}
+
+pub fn machine_ticks() -> MachineTicks {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let total: u64 = ticks.iter().sum();
+    MachineTicks {
+        busy: total - ticks[3] - ticks[4],
+        idle: ticks[3] + ticks[4],
+        steal: ticks[7],
+        total,
+    }
+}
+
+/// USER_HZ, 100 on every Linux this runs on.
+pub const TICKS_PER_SECOND: f64 = 100.0;
