@@ -32,6 +32,9 @@ use crate::{
 /// Commands in one group, at most.
 const MAX_GROUP: usize = 128;
 
+/// Aggregates remembered per type, at most (see `QueueState::known`).
+const MAX_KNOWN: usize = 10_000;
+
 /// Groups written at once on PostgreSQL, at most (each on a connection of
 /// its own); SQLite has one writer at a time anyway. A second group starts
 /// only while more commands wait than one group takes: on a busy machine,
@@ -62,6 +65,14 @@ pub(super) struct Queue<A: Aggregate> {
 struct QueueState<A: Aggregate> {
     jobs: VecDeque<Job<A>>,
     runners: usize,
+    /// PostgreSQL: aggregates as this instance's groups last wrote them, so
+    /// that a group reads from the database only those it has not seen. An
+    /// entry that has gone stale (another instance, or a command run alone,
+    /// wrote since) cannot do harm: every append is checked against the
+    /// version it was decided on, so its commands run alone and the entry
+    /// is dropped. A refusal decided on a remembered state is not trusted
+    /// (nothing written checks it): that command runs alone too.
+    known: HashMap<String, Loaded<A>>,
     /// Aggregates a running group has read: a second group must wait for
     /// them rather than race it to the same versions.
     busy: HashSet<StreamName>,
@@ -73,6 +84,7 @@ impl<A: Aggregate> Default for Queue<A> {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
                 runners: 0,
+                known: HashMap::new(),
                 busy: HashSet::new(),
             }),
         }
@@ -82,6 +94,42 @@ impl<A: Aggregate> Default for Queue<A> {
 impl<A: Aggregate> Queue<A> {
     fn lock(&self) -> MutexGuard<'_, QueueState<A>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn forget(&self, ids: &[String]) {
+        let mut state = self.lock();
+        for id in ids {
+            state.known.remove(id);
+        }
+    }
+
+    /// Remembers what a group wrote (`Some`), forgets the rest (`None`).
+    fn remember(&self, aggregates: impl IntoIterator<Item = (String, Option<Loaded<A>>)>) {
+        let mut state = self.lock();
+        for (id, loaded) in aggregates {
+            match loaded {
+                Some(loaded) => {
+                    if state.known.len() >= MAX_KNOWN && !state.known.contains_key(&id) {
+                        // Simpler than least-recently-used, and rare: the
+                        // next groups read from the database again.
+                        state.known.clear();
+                    }
+                    state.known.insert(id, loaded);
+                }
+                None => {
+                    state.known.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+impl<A: Aggregate + Clone> Queue<A> {
+    fn remembered(&self, ids: &[String]) -> HashMap<String, Loaded<A>> {
+        let state = self.lock();
+        ids.iter()
+            .filter_map(|id| Some((id.clone(), state.known.get(id)?.clone())))
+            .collect()
     }
 }
 
@@ -166,7 +214,7 @@ where
             .into_iter()
             .map(|job| (job.reply, (job.id, job.stream, job.command, job.actor)))
             .unzip();
-        let outcomes = settle::<A>(&store, commands).await;
+        let outcomes = settle::<A>(&store, &queue, commands).await;
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // The caller may have gone; the command stands all the same.
             let _ = reply.send(outcome);
@@ -243,6 +291,7 @@ enum Decision<A: Aggregate> {
 /// two round trips for the group instead of five.
 async fn settle<A: Aggregate + Clone>(
     store: &EventStore,
+    queue: &Queue<A>,
     commands: Vec<(String, StreamName, A::Command, Actor)>,
 ) -> Vec<Outcome<A>> {
     let count = commands.len();
@@ -259,9 +308,20 @@ async fn settle<A: Aggregate + Clone>(
             ids.push(id.clone());
         }
     }
+    // Only PostgreSQL remembers aggregates (see `QueueState::known`).
+    let remembered = match txn {
+        Some(_) => HashMap::new(),
+        None => queue.remembered(&ids),
+    };
+    let unknown: Vec<String> = ids
+        .iter()
+        .filter(|id| !remembered.contains_key(*id))
+        .cloned()
+        .collect();
     let loaded = match &txn {
-        Some(txn) => load_all::<A>(store, &**txn, &ids).await,
-        None => load_all::<A>(store, store.db().conn(), &ids).await,
+        _ if unknown.is_empty() => Ok(HashMap::new()),
+        Some(txn) => load_all::<A>(store, &**txn, &unknown).await,
+        None => load_all::<A>(store, store.db().conn(), &unknown).await,
     };
     let mut current = match loaded {
         Ok(current) => current,
@@ -272,6 +332,13 @@ async fn settle<A: Aggregate + Clone>(
             return failed(&e, count);
         }
     };
+    let remembered: HashSet<String> = remembered
+        .into_iter()
+        .map(|(id, loaded)| {
+            current.insert(id.clone(), loaded);
+            id
+        })
+        .collect();
     // One append per aggregate, in the order they first appear.
     let mut appends: Vec<(StreamName, ExpectedVersion, Vec<NewEvent>)> = Vec::new();
     let mut append_of: HashMap<String, usize> = HashMap::new();
@@ -307,7 +374,17 @@ async fn settle<A: Aggregate + Clone>(
             }
         }
     }
-    let once = txn.is_none() && store.appends_once(appends.iter().flat_map(|a| &a.2));
+    // A remembered aggregate given no events has nothing written to check
+    // its state against: its commands run alone. Where events are written,
+    // the version check vouches for every decision on that state, refusals
+    // included.
+    let unverified: HashSet<usize> = append_of
+        .iter()
+        .filter(|(id, append)| remembered.contains(*id) && appends[**append].2.is_empty())
+        .map(|(_, append)| *append)
+        .collect();
+    let postgres = txn.is_none();
+    let once = postgres && store.appends_once(appends.iter().flat_map(|a| &a.2));
     let written = if once {
         store.append_many_once(appends).await.map_err(|e| match e {
             AppendError::Db(e) => Failure::NotWritten(e),
@@ -319,14 +396,35 @@ async fn settle<A: Aggregate + Clone>(
     };
     let written = match written {
         Ok(written) => written,
-        Err(failure) => return (0..count).map(|_| failure.outcome()).collect(),
+        Err(failure) => {
+            queue.forget(&ids);
+            return (0..count).map(|_| failure.outcome()).collect();
+        }
     };
+    if postgres {
+        queue.remember(append_of.into_iter().map(|(id, append)| {
+            let written = written[append]
+                .as_ref()
+                .filter(|_| !unverified.contains(&append));
+            // Not an aggregate that does not exist (yet): anyone could fill
+            // the memory with made-up ids.
+            let loaded = written.and_then(|events| {
+                let state = current.remove(&id)?;
+                let version = events.last().map_or(state.version, |e| e.version);
+                (version > 0).then_some(Loaded {
+                    version,
+                    state: state.state,
+                })
+            });
+            (id, loaded)
+        }));
+    }
     decisions
         .into_iter()
         .map(|decision| match decision {
             // Decided on an aggregate that changed meanwhile: decide again.
             Decision::Refused { append, .. } | Decision::Decided { append, .. }
-                if written[append].is_none() =>
+                if written[append].is_none() || unverified.contains(&append) =>
             {
                 Outcome::Alone
             }

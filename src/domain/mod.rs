@@ -107,6 +107,7 @@ impl<E: DomainError> From<CommandError<E>> for ApiError {
 }
 
 /// An aggregate's state with the version it was read at.
+#[derive(Clone)]
 pub struct Loaded<A> {
     pub state: A,
     pub version: u32,

@@ -266,3 +266,61 @@ both_backends! {
         app.stop().await;
     }
 }
+
+/// Changes `id`'s status the way another instance would: in a transaction
+/// of its own, not through this instance's command groups.
+async fn change_status_elsewhere(
+    app: &TestApp,
+    id: &str,
+    status: switchboard::tickets::domain::Status,
+) {
+    use switchboard::{
+        domain,
+        events::Actor,
+        tickets::domain::{Ticket, TicketCommand},
+    };
+    let txn = app.state.db.begin_write().await.unwrap();
+    let events = domain::execute::<Ticket>(
+        &app.state.store,
+        &txn,
+        id,
+        TicketCommand::ChangeStatus(status),
+        Actor::system(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 1);
+    txn.commit().await.unwrap();
+}
+
+both_backends! {
+    async fn commands_see_what_changed_behind_the_groups_back(db) {
+        // What a group remembers of a ticket never outweighs the log: a
+        // change made elsewhere is seen by the next command, whether the
+        // remembered state would have let it through or refused it.
+        use switchboard::tickets::domain::Status;
+        let app = TestApp::spawn(&db).await;
+        let user = cabinet_user(&app, 95).await;
+        let ticket = open_ticket(&app, &user, "Behind").await;
+        let id = ticket["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v1/cabinet/tickets/{id}/messages");
+        let send = |text: &'static str| app.post(&path, Some(&user.access_token), json!({"text": text}));
+        assert_eq!(send("first").await.status().as_u16(), 201);
+        // Closed elsewhere while the ticket is remembered open: refused.
+        change_status_elsewhere(&app, &id, Status::Closed).await;
+        assert_problem(send("while closed").await, 409, "ticket_closed").await;
+        assert_problem(send("still closed").await, 409, "ticket_closed").await;
+        // Reopened elsewhere while it is remembered closed: taken.
+        change_status_elsewhere(&app, &id, Status::Open).await;
+        let taken = send("reopened").await;
+        assert_eq!(taken.status().as_u16(), 201);
+        let view: Value = app.get_with(&format!("/api/v1/cabinet/tickets/{id}"), &user.access_token).await.json().await.unwrap();
+        assert_eq!(view["status"], "open");
+        let texts: Vec<&str> = view["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["Hello, I need help", "first", "reopened"]);
+        let stream = switchboard::events::StreamName::parse(&format!("ticket:{id}")).unwrap();
+        let versions: Vec<u32> = app.state.store.read_stream(&stream).await.unwrap().iter().map(|e| e.version).collect();
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6], "created, message, message, closed, opened, message");
+        app.stop().await;
+    }
+}
