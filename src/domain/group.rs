@@ -455,8 +455,8 @@ enum Failure {
     Alone,
     /// The commit's answer was lost: it may have gone through.
     Commit(DbErr),
-    /// The connection was lost during an autocommit statement: it may have
-    /// gone through.
+    /// An autocommit statement's outcome is unknown (the connection broke,
+    /// or its answer could not be read): it may have gone through.
     Lost(String),
 }
 

@@ -288,9 +288,11 @@ impl EventStore {
     /// [`EventStore::appends_once`] takes (anything else is refused, with
     /// nothing written).
     ///
-    /// As with any single statement, an error means nothing was written;
-    /// except that when the connection is lost on the way
-    /// ([`AppendError::Unavailable`]), whether it committed is unknown.
+    /// [`AppendError::Db`] means nothing was written (the server refused
+    /// the statement, or no connection could be had). With
+    /// [`AppendError::Unavailable`] whether it committed is unknown (the
+    /// connection broke on the way, or the answer could not be read): it
+    /// must not be run again.
     pub async fn append_many_once(
         &self,
         appends: Vec<(StreamName, ExpectedVersion, Vec<NewEvent>)>,
@@ -313,10 +315,14 @@ impl EventStore {
             .write_once(async |conn| insert(conn, backend, &order, Some(fused)).await)
             .await
             .map_err(|e| {
-                if crate::db::is_unavailable(&e) {
-                    AppendError::Unavailable(e.to_string())
-                } else {
+                // The server refused the statement, or no connection was
+                // had: nothing was written. Anything else (the connection
+                // broke, an answer that could not be read) may have come
+                // after the commit.
+                if refused_by_server(&e) || crate::db::is_unavailable(&e) {
                     AppendError::Db(e)
+                } else {
+                    AppendError::Unavailable(format!("the outcome is unknown: {e}"))
                 }
             })?;
         let (appended, counts) = take_written(&mut pending, &written);
@@ -704,16 +710,24 @@ fn is_unique_violation(e: &DbErr) -> bool {
 /// unique violation on `(stream, version)`, or a deadlock / serialization
 /// failure with another writer.
 fn lost_race(e: &DbErr) -> bool {
-    if is_unique_violation(e) {
-        return true;
-    }
+    is_unique_violation(e)
+        || server_error(e).is_some_and(|db| matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
+/// The error the server answered a statement with, if that is what `e` is.
+fn server_error(e: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseError + 'static)> {
     if let DbErr::Exec(sea_orm::RuntimeErr::SqlxError(inner))
     | DbErr::Query(sea_orm::RuntimeErr::SqlxError(inner)) = e
         && let sea_orm::sqlx::Error::Database(db) = inner.as_ref()
     {
-        return matches!(db.code().as_deref(), Some("40P01" | "40001"));
+        return Some(db.as_ref());
     }
-    false
+    None
+}
+
+/// The server answered the statement with an error: it did not commit.
+fn refused_by_server(e: &DbErr) -> bool {
+    server_error(e).is_some()
 }
 
 async fn current_version(db: &Db, stream: &StreamName) -> Result<u32, DbErr> {
