@@ -27,7 +27,9 @@ use serde_json::json;
 use switchboard::{
     config::DatabaseConfig,
     db::Db,
-    events::{Actor, ActorKind, EventStore, EventType, ExpectedVersion, NewEvent, StreamName},
+    events::{
+        Actor, ActorKind, Append, EventStore, EventType, ExpectedVersion, NewEvent, StreamName,
+    },
 };
 
 struct Measured {
@@ -172,7 +174,10 @@ async fn appends(store: &EventStore, writers: u32, batch: u32, duration: Duratio
                     ExpectedVersion::Exact(version)
                 };
                 let t = Instant::now();
-                store.append(&stream, expected, events).await.unwrap();
+                store
+                    .append(vec![Append::new(stream.clone(), expected, events)], None)
+                    .await
+                    .unwrap();
                 latencies.push(t.elapsed());
                 version += batch;
             }

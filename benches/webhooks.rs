@@ -26,7 +26,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 use switchboard::{
     app::Application,
-    events::{Actor, EventType, ExpectedVersion, NewEvent, StreamName},
+    events::{Actor, Append, EventType, ExpectedVersion, NewEvent, StreamName},
 };
 
 const ENDPOINTS: usize = 10;
@@ -216,7 +216,14 @@ async fn measure(
             );
             clock.appended.lock().unwrap()[seq as usize] = Some(Instant::now());
             store
-                .append(&stream, ExpectedVersion::NoStream, vec![event])
+                .append(
+                    vec![Append::new(
+                        stream.clone(),
+                        ExpectedVersion::NoStream,
+                        vec![event],
+                    )],
+                    None,
+                )
                 .await
                 .unwrap();
         });

@@ -20,7 +20,9 @@ use crate::{
     cabinet,
     config::Config,
     db::Db,
-    docs, error,
+    docs,
+    domain::Commands,
+    error,
     events::{EventStore, Tailer},
     health,
     mail::{templates::Templates, worker::MailWorker},
@@ -34,10 +36,12 @@ pub struct AppState {
     pub config: Config,
     pub db: Db,
     pub store: EventStore,
+    /// Every write goes through it.
+    pub commands: Commands,
     pub tailer: Tailer,
     pub jwt: JwtKeys,
     /// Cabinet session checks, one query for those that arrive together.
-    pub session_checks: Arc<crate::auth::session_checks::SessionChecks>,
+    pub session_checks: crate::auth::session_checks::SessionChecks,
     pub rate_limits: RateLimits,
     pub templates: Arc<Templates>,
     /// Wakes the mail worker after a commit that queued an e-mail.
@@ -107,18 +111,19 @@ impl Application {
             .run(shutdown.clone()),
         );
 
+        let commands = Commands::new(store.clone());
         tasks.spawn(crate::subscriptions::run_scheduler(
-            store.clone(),
+            commands.clone(),
             config.subscription_check_interval,
             shutdown.clone(),
         ));
 
         let webhooks = WebhookState::new(&config, &db).await?;
-        let recorder = crate::webhooks::worker::Recorder::start(db.clone(), &mut tasks);
+        let recorder = crate::webhooks::worker::Recorder::new(db.clone());
         tasks.spawn(
             WebhookWorker {
                 db: db.clone(),
-                store: store.clone(),
+                commands: commands.clone(),
                 config: config.webhooks.clone(),
                 sender: webhooks.sender.clone(),
                 published: tailer.watch(),
@@ -131,14 +136,16 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let port = listener.local_addr()?.port();
+        let session_checks = crate::auth::session_checks::SessionChecks::new(db.clone());
         let state = Arc::new(AppState {
             rate_limits: RateLimits::new(config.auth.rate_per_ip, config.auth.rate_per_account),
             config,
             db,
             store,
+            commands,
             tailer,
             jwt,
-            session_checks: Arc::default(),
+            session_checks,
             templates,
             mail_wake,
             hub,

@@ -61,7 +61,7 @@ pub async fn rebuild_projections(config: &Config) -> anyhow::Result<()> {
         .context("cannot run database migrations")?;
     let store = crate::events::EventStore::new(db.clone());
     let started = std::time::Instant::now();
-    let replayed = crate::projections::rebuild::rebuild(&db, &store).await?;
+    let replayed = crate::projections::rebuild::rebuild(&store).await?;
     println!(
         "rebuilt the read models from {replayed} events in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -9,7 +9,10 @@ use actix_web::{
 use sea_orm::{DbErr, RuntimeErr, SqlErr};
 use serde::Serialize;
 
-use crate::events::AppendError;
+use crate::{
+    domain::{CommandError, DomainError, Refusal},
+    events::AppendError,
+};
 
 /// A client-facing error.
 #[derive(Debug, thiserror::Error)]
@@ -134,19 +137,59 @@ impl From<DbErr> for ApiError {
 impl From<AppendError> for ApiError {
     fn from(err: AppendError) -> Self {
         match err {
-            AppendError::Conflict { .. } => Problem::new(
+            AppendError::Conflict(_) => Problem::new(
                 StatusCode::CONFLICT,
                 "version_conflict",
                 "Changed concurrently",
             )
-            .detail(format!("{err}; reload and try again"))
+            .detail("too many concurrent changes; reload and try again")
             .into(),
             AppendError::TooMany(_) => Problem::bad_request(err.to_string()).into(),
             AppendError::Unavailable(_) => {
                 tracing::warn!(error = %err, "database unavailable");
                 Problem::unavailable("the database is not answering; try again shortly").into()
             }
+            AppendError::Unknown(_) => {
+                tracing::error!(error = %err, "a write's outcome is unknown");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "outcome_unknown",
+                    "Outcome unknown",
+                )
+                .detail(
+                    "the connection to the database broke while this was being written: \
+                     it may or may not have been recorded; look before trying again",
+                )
+                .into()
+            }
             AppendError::Db(e) => e.into(),
+            AppendError::Decode(e) => Self::Internal(anyhow::Error::new(e)),
+        }
+    }
+}
+
+/// The status a kind of domain refusal is answered with.
+pub fn refusal_status(refusal: Refusal) -> (StatusCode, &'static str) {
+    match refusal {
+        Refusal::NotFound => (StatusCode::NOT_FOUND, "Not found"),
+        Refusal::Conflict => (StatusCode::CONFLICT, "Refused"),
+        Refusal::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "Refused"),
+        Refusal::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
+    }
+}
+
+impl<E: DomainError> From<CommandError<E>> for ApiError {
+    fn from(err: CommandError<E>) -> Self {
+        match err {
+            CommandError::Domain(e) => {
+                let (status, title) = refusal_status(e.refusal());
+                Problem::new(status, e.code(), title)
+                    .detail(e.to_string())
+                    .into()
+            }
+            CommandError::Append(e) => e.into(),
+            CommandError::Db(e) => e.into(),
+            CommandError::Internal(e) => Self::Internal(e),
         }
     }
 }

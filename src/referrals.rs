@@ -12,15 +12,12 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     auth::CabinetUser,
-    db::{
-        WriteTxn,
-        entities::{transaction, user},
-    },
-    domain::{Aggregate, CommandError, DomainError, DomainEvent, execute},
+    db::entities::{transaction, user},
+    domain::{Aggregate, DomainError, DomainEvent, Loaded, Refusal, Target, Work},
     error::{ApiError, Problem},
-    events::{Actor, EventStore},
+    events::Actor,
     ids::{PaymentId, TransactionId, UserId},
-    ledger::domain::{Amount, Balance, Currency, Entry, TransactionKind},
+    ledger::domain::{Amount, Balance, Currency, Entry, LedgerError, TransactionKind},
 };
 
 /// The referrer named by a code, if the code is one.
@@ -60,7 +57,9 @@ pub enum ReferralEvent {
     },
 }
 
-impl DomainEvent for ReferralEvent {}
+impl DomainEvent for ReferralEvent {
+    const TYPES: &'static [&'static str] = &["referral.registered", "referral.reward_granted"];
+}
 
 #[derive(Debug, Clone)]
 pub enum ReferralCommand {
@@ -85,8 +84,8 @@ pub enum ReferralError {
 }
 
 impl DomainError for ReferralError {
-    fn status(&self) -> actix_web::http::StatusCode {
-        actix_web::http::StatusCode::UNPROCESSABLE_ENTITY
+    fn refusal(&self) -> Refusal {
+        Refusal::Invalid
     }
 
     fn code(&self) -> &'static str {
@@ -94,12 +93,13 @@ impl DomainError for ReferralError {
     }
 }
 
-/// One referrer's referees and the payments already rewarded.
+/// One referrer's programme. It keeps no state its rules need: a referee is
+/// registered in the command that creates them, and a payment is rewarded
+/// in the command that completes it, each once by those aggregates' own
+/// rules. So loading it is reading its version, however long its stream
+/// (a popular referrer's grows by an event per referee's deposit).
 #[derive(Debug, Clone, Default)]
-pub struct Referrals {
-    pub referees: Vec<UserId>,
-    pub rewarded: Vec<PaymentId>,
-}
+pub struct Referrals;
 
 impl Aggregate for Referrals {
     const CATEGORY: &'static str = "referral";
@@ -107,12 +107,29 @@ impl Aggregate for Referrals {
     type Command = ReferralCommand;
     type Error = ReferralError;
 
-    fn apply(&mut self, event: &ReferralEvent) {
-        match event {
-            ReferralEvent::Registered { referee_id, .. } => self.referees.push(*referee_id),
-            ReferralEvent::RewardGranted { payment_id, .. } => self.rewarded.push(*payment_id),
-        }
+    async fn snapshots(
+        conn: &sea_orm::DatabaseExecutor<'_>,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Loaded<Self>>, DbErr> {
+        let streams: Vec<_> = ids.iter().map(Self::stream).collect();
+        let versions = crate::events::store::stream_versions(conn, &streams).await?;
+        Ok(ids
+            .iter()
+            .zip(&streams)
+            .map(|(id, stream)| {
+                let version = versions.get(stream).copied().unwrap_or(0);
+                (
+                    id.clone(),
+                    Loaded {
+                        state: Referrals,
+                        version,
+                    },
+                )
+            })
+            .collect())
     }
+
+    fn apply(&mut self, _event: &ReferralEvent) {}
 
     fn decide(&self, command: ReferralCommand) -> Result<Vec<ReferralEvent>, ReferralError> {
         match command {
@@ -123,14 +140,10 @@ impl Aggregate for Referrals {
                 if referrer_id == referee_id {
                     return Err(ReferralError::SelfReferral);
                 }
-                Ok(if self.referees.contains(&referee_id) {
-                    Vec::new()
-                } else {
-                    vec![ReferralEvent::Registered {
-                        referrer_id,
-                        referee_id,
-                    }]
-                })
+                Ok(vec![ReferralEvent::Registered {
+                    referrer_id,
+                    referee_id,
+                }])
             }
             ReferralCommand::Reward {
                 referrer_id,
@@ -139,105 +152,123 @@ impl Aggregate for Referrals {
                 amount,
                 currency,
                 percent,
-            } => {
-                // Once per payment, and never for nothing.
-                Ok(if self.rewarded.contains(&payment_id) || amount <= 0 {
-                    Vec::new()
-                } else {
-                    vec![ReferralEvent::RewardGranted {
-                        referrer_id,
-                        referee_id,
-                        payment_id,
-                        amount,
-                        currency,
-                        percent,
-                    }]
-                })
-            }
+            } => Ok(if amount <= 0 {
+                Vec::new()
+            } else {
+                vec![ReferralEvent::RewardGranted {
+                    referrer_id,
+                    referee_id,
+                    payment_id,
+                    amount,
+                    currency,
+                    percent,
+                }]
+            }),
         }
     }
 }
 
-/// Records a new user's referrer (in the user's creating transaction).
-pub async fn register(
-    store: &EventStore,
-    txn: &WriteTxn,
+/// A referee's referrer and the share of deposits they earn, as a payment
+/// command needs them.
+#[derive(Debug, Clone)]
+pub struct Reward {
+    pub referrer_id: UserId,
+    pub percent: u32,
+}
+
+impl Reward {
+    /// The referee's referrer, if they have one and rewards are on.
+    pub async fn of(
+        conn: &impl ConnectionTrait,
+        referee: UserId,
+        percent: u32,
+    ) -> Result<Option<Self>, DbErr> {
+        if percent == 0 {
+            return Ok(None);
+        }
+        let referrer = user::Entity::find_by_id(referee.as_uuid())
+            .one(conn)
+            .await?
+            .and_then(|u| u.referred_by)
+            .and_then(|r| r.parse::<UserId>().ok());
+        Ok(referrer.map(|referrer_id| Self {
+            referrer_id,
+            percent,
+        }))
+    }
+
+    /// The aggregates crediting the reward in `currency` changes.
+    pub fn targets(&self, currency: &Currency) -> Vec<Target> {
+        vec![
+            Target::of::<Referrals>(self.referrer_id),
+            Target::of::<Balance>(Balance::key(self.referrer_id, currency)),
+        ]
+    }
+
+    /// Credits the referrer's share of a referee's deposit: the reward in
+    /// the programme's stream and a `referral_reward` ledger entry.
+    pub fn grant(
+        &self,
+        work: &mut Work<'_>,
+        referee_id: UserId,
+        payment_id: PaymentId,
+        deposit: Amount,
+        currency: &Currency,
+    ) -> Result<(), LedgerError> {
+        let share = deposit.get().saturating_mul(i64::from(self.percent)) / 100;
+        let Ok(share_amount) = Amount::parse(share) else {
+            return Ok(());
+        };
+        let granted = work
+            .execute_as::<Referrals>(
+                Actor::system(),
+                self.referrer_id,
+                ReferralCommand::Reward {
+                    referrer_id: self.referrer_id,
+                    referee_id,
+                    payment_id,
+                    amount: share,
+                    currency: currency.as_str().to_owned(),
+                    percent: self.percent,
+                },
+            )
+            // Rewards are never refused.
+            .unwrap_or_default();
+        if granted.is_empty() {
+            return Ok(());
+        }
+        work.execute_as::<Balance>(
+            Actor::system(),
+            Balance::key(self.referrer_id, currency),
+            Entry {
+                transaction_id: TransactionId::new(),
+                user_id: self.referrer_id,
+                currency: currency.clone(),
+                kind: TransactionKind::ReferralReward,
+                amount: share_amount,
+                reference: Some(format!("payment:{payment_id}")),
+                description: Some(format!("{}% of a referee's deposit", self.percent)),
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// Registers a new user as a referrer's referee, in the command creating
+/// them (a user cannot refer themselves).
+pub fn register(
+    work: &mut Work<'_>,
     referrer_id: UserId,
     referee_id: UserId,
-) -> Result<(), ApiError> {
-    execute::<Referrals>(
-        store,
-        txn,
+) -> Result<(), ReferralError> {
+    work.execute_as::<Referrals>(
+        Actor::system(),
         referrer_id,
         ReferralCommand::Register {
             referrer_id,
             referee_id,
         },
-        Actor::system(),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Credits the referrer's share of a deposit (in the deposit's transaction).
-/// Returns a conflict error when it must be retried with the deposit.
-pub async fn reward(
-    store: &EventStore,
-    txn: &WriteTxn,
-    referee_id: UserId,
-    payment_id: PaymentId,
-    deposit: Amount,
-    currency: &Currency,
-    percent: u32,
-) -> Result<(), CommandError<ReferralError>> {
-    let Some(referee) = user::Entity::find_by_id(referee_id.as_uuid())
-        .one(&**txn)
-        .await?
-    else {
-        return Ok(());
-    };
-    let Some(referrer_id) = referee.referred_by.and_then(|r| r.parse::<UserId>().ok()) else {
-        return Ok(());
-    };
-    let share = deposit.get().saturating_mul(i64::from(percent)) / 100;
-    let Ok(share_amount) = Amount::parse(share) else {
-        return Ok(());
-    };
-    let granted = execute::<Referrals>(
-        store,
-        txn,
-        referrer_id,
-        ReferralCommand::Reward {
-            referrer_id,
-            referee_id,
-            payment_id,
-            amount: share,
-            currency: currency.as_str().to_owned(),
-            percent,
-        },
-        Actor::system(),
-    )
-    .await?;
-    if granted.is_empty() {
-        return Ok(());
-    }
-    let entry = Entry {
-        transaction_id: TransactionId::new(),
-        user_id: referrer_id,
-        currency: currency.clone(),
-        kind: TransactionKind::ReferralReward,
-        amount: share_amount,
-        reference: Some(format!("payment:{payment_id}")),
-        description: Some(format!("{percent}% of a referee's deposit")),
-    };
-    let key = Balance::key(referrer_id, currency);
-    execute::<Balance>(store, txn, &key, entry, Actor::system())
-        .await
-        .map_err(|e| match e {
-            CommandError::Append(a) => CommandError::Append(a),
-            CommandError::Db(d) => CommandError::Db(d),
-            CommandError::Domain(l) => CommandError::Db(DbErr::Custom(l.to_string())),
-        })?;
+    )?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ mod m20261121_000005_create_subscriptions;
 mod m20261121_000006_add_referrals;
 mod m20261122_000007_create_webhooks;
 mod m20261126_000008_tickets_hot_updates;
+mod m20261201_000009_balances_version;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000006_add_referrals::Migration),
             Box::new(m20261122_000007_create_webhooks::Migration),
             Box::new(m20261126_000008_tickets_hot_updates::Migration),
+            Box::new(m20261201_000009_balances_version::Migration),
         ]
     }
 }

@@ -181,7 +181,7 @@ pub async fn authenticate_user(
         .ok_or_else(invalid_token)?;
     let account = state
         .session_checks
-        .user(&state.db, claims.session(), claims.sub)
+        .user(claims.session(), claims.sub)
         .await?
         .ok_or_else(invalid_token)?;
     if account.status == "blocked" {

@@ -2,20 +2,17 @@
 //! so logout, revocation and blocking take effect at once; the checks of
 //! requests that arrive together go to the database as one query.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::Utc;
 use sea_orm::{
     ColumnTrait, DbErr, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationDef,
     prelude::DateTimeUtc,
 };
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::{
+    batch::{Batch, Gather},
     db::{
         Db,
         entities::{session, user},
@@ -39,8 +36,6 @@ pub struct SessionUser {
     pub status: String,
 }
 
-type Answer = Result<Option<SessionUser>, Failure>;
-
 /// Why a query failed, for every check it carried.
 #[derive(Debug, Clone)]
 struct Failure {
@@ -48,59 +43,84 @@ struct Failure {
     message: String,
 }
 
-struct Waiting {
+/// One check: is `session` a live cabinet session of `user`?
+struct Check {
     session: SessionId,
     user: Uuid,
-    reply: oneshot::Sender<Answer>,
 }
 
-#[derive(Default)]
+/// The checks waiting for a query.
+#[derive(Clone)]
 pub struct SessionChecks {
-    state: Mutex<State>,
+    query: Query,
+    gather: Arc<Gather<Query>>,
 }
 
-#[derive(Default)]
-struct State {
-    waiting: Vec<Waiting>,
-    runners: usize,
+/// How a query is made.
+#[derive(Clone)]
+struct Query {
+    db: Db,
+}
+
+impl Batch for Query {
+    type Item = Check;
+    type Answer = Result<Option<SessionUser>, Failure>;
+    type Key = ();
+
+    async fn run(&self, checks: Vec<Check>) -> Vec<Self::Answer> {
+        let sessions: Vec<Uuid> = checks.iter().map(|c| c.session.as_uuid()).collect();
+        // Once more on a failure that is not an outage: a pooled connection
+        // that has not been idle is used without a ping, and after a
+        // database restart it fails its first statement.
+        let result = match live_users(&self.db, sessions.clone()).await {
+            Err(e) if !is_unavailable(&e) => live_users(&self.db, sessions).await,
+            result => result,
+        };
+        match result {
+            Ok(found) => checks
+                .iter()
+                .map(|check| {
+                    Ok(found
+                        .get(&check.session.as_uuid())
+                        .filter(|user| user.id == check.user)
+                        .cloned())
+                })
+                .collect(),
+            Err(e) => {
+                let failure = Failure {
+                    unavailable: is_unavailable(&e),
+                    message: e.to_string(),
+                };
+                checks.iter().map(|_| Err(failure.clone())).collect()
+            }
+        }
+    }
 }
 
 impl SessionChecks {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn new(db: Db) -> Self {
+        Self {
+            query: Query { db },
+            gather: Arc::new(Gather::new(MAX_CHECKS, RUNNERS)),
+        }
     }
 
     /// The user of `session` if it is a live cabinet session of `user`.
     pub async fn user(
-        self: &Arc<Self>,
-        db: &Db,
+        &self,
         session: SessionId,
         user: Uuid,
     ) -> Result<Option<SessionUser>, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        let start = {
-            let mut state = self.lock();
-            state.waiting.push(Waiting {
-                session,
-                user,
-                reply,
-            });
-            let start = state.runners == 0
-                || (state.runners < RUNNERS && state.waiting.len() > state.runners * MAX_CHECKS);
-            if start {
-                state.runners += 1;
-            }
-            start
-        };
-        if start {
-            tokio::spawn(run(db.clone(), self.clone()));
-        }
-        let failure = match answer.await {
+        let failure = match self
+            .gather
+            .submit(&self.query, Check { session, user })
+            .await
+        {
             Ok(Ok(found)) => return Ok(found),
             Ok(Err(failure)) => failure,
-            Err(_) => Failure {
+            Err(e) => Failure {
                 unavailable: false,
-                message: "the session check was interrupted".into(),
+                message: format!("the session check was {e}"),
             },
         };
         if failure.unavailable {
@@ -110,76 +130,6 @@ impl SessionChecks {
             );
         }
         Err(ApiError::Internal(anyhow::anyhow!(failure.message)))
-    }
-}
-
-/// Answers waiting checks, a query at a time, until none are left.
-async fn run(db: Db, checks: Arc<SessionChecks>) {
-    let mut runner = Runner {
-        checks: &checks,
-        finished: false,
-    };
-    loop {
-        let batch = {
-            let mut state = checks.lock();
-            if state.waiting.is_empty() {
-                state.runners -= 1;
-                runner.finished = true;
-                return;
-            }
-            let take = state.waiting.len().min(MAX_CHECKS);
-            state.waiting.drain(..take).collect::<Vec<_>>()
-        };
-        let sessions: Vec<Uuid> = batch.iter().map(|w| w.session.as_uuid()).collect();
-        // Once more on a failure that is not an outage: a pooled connection
-        // that has not been idle is used without a ping, and after a
-        // database restart it fails its first statement.
-        let result = match live_users(&db, sessions.clone()).await {
-            Err(e) if !is_unavailable(&e) => live_users(&db, sessions).await,
-            result => result,
-        };
-        match result {
-            Ok(found) => {
-                for waiting in batch {
-                    let user = found
-                        .get(&waiting.session.as_uuid())
-                        .filter(|user| user.id == waiting.user)
-                        .cloned();
-                    let _ = waiting.reply.send(Ok(user));
-                }
-            }
-            Err(e) => {
-                let failure = Failure {
-                    unavailable: is_unavailable(&e),
-                    message: e.to_string(),
-                };
-                for waiting in batch {
-                    let _ = waiting.reply.send(Err(failure.clone()));
-                }
-            }
-        }
-    }
-}
-
-/// Gives the runner's place back if it stops without finishing (a panic, or
-/// its runtime stopping).
-struct Runner<'a> {
-    checks: &'a SessionChecks,
-    finished: bool,
-}
-
-impl Drop for Runner<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            let mut state = self.checks.lock();
-            state.runners -= 1;
-            // The last runner: the checks still waiting are answered with an
-            // error (their channels close) instead of waiting for a runner
-            // that only the next check would start.
-            if state.runners == 0 {
-                state.waiting.clear();
-            }
-        }
     }
 }
 

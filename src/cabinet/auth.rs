@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, get, http::StatusCode, post, web};
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, sea_query::Expr};
+use sea_orm::{ActiveModelTrait, EntityTrait, Set};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -21,17 +21,20 @@ use crate::{
         routes::client_ip,
         sessions::{self, TokensOut},
         telegram::{self, Checks, TelegramAuthError, VerifiedLogin},
-        tokens::{Audience, random_token, token_hash},
+        tokens::{Audience, token_hash},
+    },
+    cabinet::accounts::{
+        AccountError, Links, Mailing, Page, RegisterByEmail, ResetPassword, TelegramSignIn,
+        VerifyEmail, new_email_token,
     },
     db::entities::{email_token, telegram_login, user, user_credential},
+    domain::CommandError,
     error::{ApiError, Problem},
     events::{Actor, ActorKind},
-    ids::UserId,
     mail::outbox,
     users::{
-        UserCommand,
-        domain::{Source, TelegramProfile, UserCreated},
-        service::{self, find_by_email, find_by_telegram_id},
+        domain::{Source, TelegramProfile},
+        service::find_by_email,
     },
     validate,
 };
@@ -217,7 +220,7 @@ pub async fn login_widget(
 }
 
 /// Finds or creates the user of a verified Telegram sign-in and starts a
-/// session. Profile changes are recorded only from data newer than the last.
+/// session.
 async fn telegram_sign_in(
     state: &AppState,
     login: VerifiedLogin,
@@ -231,151 +234,28 @@ async fn telegram_sign_in(
         language_code: login.user.language_code.clone(),
     };
     let actor = Actor::new(ActorKind::Telegram, login.user.id);
-    // Two first sign-ins at once: one creates, the other finds (retry once).
-    for _ in 0..2 {
-        let txn = state.db.begin_write().await?;
-        let existing = find_by_telegram_id(&*txn, login.user.id).await?;
-        let user_id = match &existing {
-            Some(row) => {
-                if row.status == "blocked" {
-                    return Err(Problem::forbidden("this account is blocked").into());
-                }
-                let id = UserId::from_uuid(row.id);
-                // Telegram dates have whole seconds: compare at that precision.
-                if login.auth_date >= chrono::SubsecRound::trunc_subsecs(row.updated_at, 0) {
-                    service::execute(
-                        &state.store,
-                        &txn,
-                        id,
-                        UserCommand::RefreshTelegramProfile(profile.clone()),
-                        actor.clone(),
-                    )
-                    .await?;
-                }
-                id
-            }
-            None => {
-                let id = UserId::new();
-                let created = UserCreated {
-                    user_id: id,
-                    source,
-                    telegram: Some(profile.clone()),
-                    email: None,
-                    language_code: None,
-                    referral_code: Some(UserCreated::referral_code_for(id)),
-                    referred_by: crate::referrals::referrer(&*txn, login.start_param.as_deref())
-                        .await?,
-                };
-                let referred_by = created.referred_by;
-                match service::execute(
-                    &state.store,
-                    &txn,
-                    id,
-                    UserCommand::Register(created),
-                    actor.clone(),
-                )
-                .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_unique_violation(&e) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-                if let Some(referrer) = referred_by {
-                    crate::referrals::register(&state.store, &txn, referrer, id).await?;
-                }
-                tracing::info!(user = %id, source = ?source, "user created from Telegram sign-in");
-                id
-            }
-        };
-        let tokens = sessions::start(
-            &*txn,
-            &state.jwt,
-            state.config.auth.refresh_token_ttl,
-            Audience::Cabinet,
-            user_id.as_uuid(),
-        )
-        .await?;
-        txn.commit().await?;
-        return Ok(tokens);
+    let sign_in = TelegramSignIn::new(
+        profile,
+        login.auth_date,
+        login.start_param,
+        source,
+        state.jwt.clone(),
+        state.config.auth.refresh_token_ttl,
+    );
+    let done = state.commands.run(sign_in, actor).await?;
+    if done.output.created {
+        tracing::info!(user = %done.output.user_id, source = ?source, "user created from Telegram sign-in");
     }
-    Err(Problem::new(StatusCode::CONFLICT, "retry", "Try again")
-        .detail("the account was being created concurrently; try again")
-        .into())
+    done.output
+        .tokens
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a sign-in started no session")))
 }
 
-fn is_unique_violation(err: &service::CommandError) -> bool {
-    let db = match err {
-        service::CommandError::Append(crate::events::AppendError::Db(e))
-        | service::CommandError::Db(e) => e,
-        _ => return false,
-    };
-    matches!(
-        db.sql_err(),
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-    )
-}
-
-/// The e-mail links: the cabinet front end's pages when configured, else
-/// the small pages served here.
-fn link(state: &AppState, page: Page, token: Option<&SecretString>) -> String {
-    let query = token
-        .map(|t| format!("?token={}", t.expose_secret()))
-        .unwrap_or_default();
-    match &state.config.cabinet_url {
-        Some(cabinet) => format!("{cabinet}/{}{query}", page.front_end_path()),
-        None => format!(
-            "{}/api/v1/cabinet/auth/email/{}{query}",
-            state.config.public_url,
-            page.api_path()
-        ),
+fn links(state: &AppState) -> Links {
+    Links {
+        public_url: state.config.public_url.clone(),
+        cabinet_url: state.config.cabinet_url.clone(),
     }
-}
-
-#[derive(Clone, Copy)]
-enum Page {
-    Verify,
-    Reset,
-    Forgot,
-}
-
-impl Page {
-    fn front_end_path(self) -> &'static str {
-        match self {
-            Self::Verify => "verify-email",
-            Self::Reset => "reset-password",
-            Self::Forgot => "forgot-password",
-        }
-    }
-
-    fn api_path(self) -> &'static str {
-        match self {
-            Self::Verify => "verify",
-            Self::Reset => "reset",
-            Self::Forgot => "forgot",
-        }
-    }
-}
-
-/// Creates the e-mail token row and returns the secret for the link.
-async fn new_email_token(
-    conn: &impl sea_orm::ConnectionTrait,
-    user: uuid::Uuid,
-    purpose: &str,
-    ttl: std::time::Duration,
-) -> Result<SecretString, ApiError> {
-    let token = random_token("");
-    let now = Utc::now();
-    email_token::ActiveModel {
-        token_hash: Set(token_hash(token.expose_secret())),
-        user_id: Set(user),
-        purpose: Set(purpose.to_owned()),
-        created_at: Set(now),
-        expires_at: Set(now + chrono::Duration::from_std(ttl).unwrap_or_default()),
-        used_at: Set(None),
-    }
-    .insert(conn)
-    .await?;
-    Ok(token)
 }
 
 /// Registers with e-mail and password and sends a verification link. The
@@ -424,96 +304,16 @@ async fn register_account(
     referral_code: Option<String>,
 ) -> Result<(), ApiError> {
     let hash = password::hash(password_text).await?;
-    let txn = state.db.begin_write().await?;
-    let existing = find_by_email(&*txn, &email).await?;
-    if let Some(account) = existing.as_ref().filter(|a| !a.email_verified) {
-        // Registered but never verified: whoever proves the mailbox now
-        // decides the password, so a stranger who registered the address
-        // first gains nothing. Send a fresh link.
-        user_credential::Entity::update_many()
-            .col_expr(user_credential::Column::PasswordHash, Expr::value(hash))
-            .col_expr(
-                user_credential::Column::PasswordChangedAt,
-                Expr::value(Utc::now()),
-            )
-            .filter(user_credential::Column::UserId.eq(account.id))
-            .exec(&*txn)
-            .await?;
-        let token = new_email_token(
-            &*txn,
-            account.id,
-            "verify",
-            state.config.auth.email_verification_ttl,
-        )
-        .await?;
-        let link = link(state, Page::Verify, Some(&token));
-        outbox::enqueue(
-            &*txn,
-            &email,
-            "verify_email",
-            &language,
-            json!({"link": link}),
-        )
-        .await?;
-    } else if existing.is_some() {
-        let forgot = link(state, Page::Forgot, None);
-        outbox::enqueue(
-            &*txn,
-            &email,
-            "already_registered",
-            &language,
-            json!({"reset_link": forgot}),
-        )
-        .await?;
-    } else {
-        let id = UserId::new();
-        let created = UserCreated {
-            user_id: id,
-            source: Source::Email,
-            telegram: None,
-            email: Some(email.clone()),
-            language_code: Some(language.clone()),
-            referral_code: Some(UserCreated::referral_code_for(id)),
-            referred_by: crate::referrals::referrer(&*txn, referral_code.as_deref()).await?,
-        };
-        let referred_by = created.referred_by;
-        service::execute(
-            &state.store,
-            &txn,
-            id,
-            UserCommand::Register(created),
-            Actor::new(ActorKind::User, id),
-        )
-        .await?;
-        if let Some(referrer) = referred_by {
-            crate::referrals::register(&state.store, &txn, referrer, id).await?;
-        }
-        user_credential::ActiveModel {
-            user_id: Set(id.as_uuid()),
-            password_hash: Set(hash),
-            password_changed_at: Set(Utc::now()),
-        }
-        .insert(&*txn)
-        .await?;
-        let token = new_email_token(
-            &*txn,
-            id.as_uuid(),
-            "verify",
-            state.config.auth.email_verification_ttl,
-        )
-        .await?;
-        let link = link(state, Page::Verify, Some(&token));
-        outbox::enqueue(
-            &*txn,
-            &email,
-            "verify_email",
-            &language,
-            json!({"link": link}),
-        )
-        .await?;
+    let mailing = Mailing {
+        links: links(state),
+        verification_ttl: state.config.auth.email_verification_ttl,
+        language,
+    };
+    let registration = RegisterByEmail::new(email, hash, referral_code, mailing);
+    let done = state.commands.run(registration, Actor::system()).await?;
+    if let Some(id) = done.output {
         tracing::info!(user = %id, "user registered by e-mail");
     }
-    txn.commit().await?;
     state.mail_wake.notify_one();
     Ok(())
 }
@@ -524,49 +324,23 @@ fn invalid_link() -> ApiError {
         .into()
 }
 
-/// Uses a token from an e-mail: marks it used and returns its user.
-async fn redeem(
-    state: &AppState,
-    txn: &crate::db::WriteTxn,
-    token: &str,
-    purpose: &str,
-) -> Result<uuid::Uuid, ApiError> {
-    let invalid = invalid_link;
-    let token = validate::text("token", token, 200)?;
-    let hash = token_hash(&token);
-    let now = Utc::now();
-    let row = email_token::Entity::find_by_id(hash.clone())
-        .one(&**txn)
-        .await?
-        .filter(|t| t.purpose == purpose && t.used_at.is_none() && t.expires_at > now)
-        .ok_or_else(invalid)?;
-    let used = email_token::Entity::update_many()
-        .col_expr(email_token::Column::UsedAt, Expr::value(now))
-        .filter(email_token::Column::TokenHash.eq(hash))
-        .filter(email_token::Column::UsedAt.is_null())
-        .exec(&**txn)
-        .await?;
-    if used.rows_affected != 1 {
-        return Err(invalid());
+/// The problem a refused e-mail link is answered with.
+fn link_refused(e: CommandError<AccountError>) -> ApiError {
+    match e {
+        CommandError::Domain(AccountError::InvalidLink) => invalid_link(),
+        other => other.into(),
     }
-    let _ = state;
-    Ok(row.user_id)
 }
 
 async fn verify(state: &AppState, token: &str) -> Result<HttpResponse, ApiError> {
-    let txn = state.db.begin_write().await?;
-    let user = redeem(state, &txn, token, "verify").await?;
-    let id = UserId::from_uuid(user);
-    service::execute(
-        &state.store,
-        &txn,
-        id,
-        UserCommand::VerifyEmail,
-        Actor::new(ActorKind::User, id),
-    )
-    .await?;
-    txn.commit().await?;
-    tracing::info!(user = %id, "e-mail verified");
+    let token = validate::text("token", token, 200)?;
+    let verify = VerifyEmail::new(token);
+    let done = state
+        .commands
+        .run(verify, Actor::system())
+        .await
+        .map_err(link_refused)?;
+    tracing::info!(user = %done.output, "e-mail verified");
     Ok(HttpResponse::Ok().json(StatusOut { status: "verified" }))
 }
 
@@ -742,7 +516,7 @@ async fn send_reset(state: &AppState, email: &str, language: &str) -> Result<(),
         state.config.auth.password_reset_ttl,
     )
     .await?;
-    let link = link(state, Page::Reset, Some(&token));
+    let link = links(state).to(Page::Reset, Some(&token));
     outbox::enqueue(
         &*txn,
         email,
@@ -777,37 +551,13 @@ pub async fn reset_password(
         .filter(|t| t.purpose == "reset" && t.used_at.is_none() && t.expires_at > now)
         .ok_or_else(invalid_link)?;
     let hash = password::hash(SecretString::from(body.new_password.clone())).await?;
-    let txn = state.db.begin_write().await?;
-    let user = redeem(&state, &txn, &token, "reset").await?;
-    user_credential::Entity::update_many()
-        .col_expr(user_credential::Column::PasswordHash, Expr::value(hash))
-        .col_expr(
-            user_credential::Column::PasswordChangedAt,
-            Expr::value(Utc::now()),
-        )
-        .filter(user_credential::Column::UserId.eq(user))
-        .exec(&*txn)
-        .await?;
-    // Any other reset link sent earlier stops working too.
-    email_token::Entity::update_many()
-        .col_expr(email_token::Column::UsedAt, Expr::value(now))
-        .filter(email_token::Column::UserId.eq(user))
-        .filter(email_token::Column::Purpose.eq("reset"))
-        .filter(email_token::Column::UsedAt.is_null())
-        .exec(&*txn)
-        .await?;
-    // The reset proved the mailbox: the address counts as verified.
-    let id = UserId::from_uuid(user);
-    service::execute(
-        &state.store,
-        &txn,
-        id,
-        UserCommand::VerifyEmail,
-        Actor::new(ActorKind::User, id),
-    )
-    .await?;
-    sessions::revoke_all(&*txn, Audience::Cabinet, user, "password reset").await?;
-    txn.commit().await?;
+    let reset = ResetPassword::new(token, hash);
+    let user = state
+        .commands
+        .run(reset, Actor::system())
+        .await
+        .map_err(link_refused)?
+        .output;
     tracing::info!(user = %user, "password reset; sessions revoked");
     Ok(HttpResponse::Ok().json(StatusOut {
         status: "password_reset",

@@ -1,5 +1,6 @@
 //! The cabinet API for end users: `/api/v1/cabinet/…` (cabinet JWT).
 
+pub mod accounts;
 pub mod auth;
 
 use actix_web::{HttpResponse, get, web};

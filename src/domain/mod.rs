@@ -1,28 +1,58 @@
-//! What every aggregate shares: typed events with catalogue names, state
-//! folded from a stream, commands decided against it (pure), and the runner
-//! that loads, decides and appends in the caller's transaction.
+//! What every aggregate shares, and the one way anything is written.
+//!
+//! An aggregate is a stream of typed events with rules over it: its state
+//! is folded from its events (or read from a snapshot kept in the same
+//! transaction), and it decides a command against that state without any
+//! I/O. A [`Command`] works on one or several aggregates; [`Commands`] is
+//! the one runner every write in the product goes through:
+//!
+//! 1. the command's lookups ([`Command::prepare`]: read models, before it
+//!    is queued);
+//! 2. it is queued; commands that arrive while others are being written go
+//!    together as the next group, and a group never holds an aggregate
+//!    another running group holds (a hot aggregate is worked in-process, in
+//!    arrival order, instead of its commands racing each other);
+//! 3. the group's aggregates are loaded (snapshot or fold), each command
+//!    is decided in arrival order on the state the one before left, and
+//!    every stream is appended in one atomic append with its expected
+//!    version, the read models with it ([`EventStore::append`]);
+//! 4. the commands' other writes (sessions, outbox rows) go in the same
+//!    transaction ([`Command::write`]); then it commits.
+//!
+//! A group that lost a race (another instance wrote one of its streams) is
+//! loaded and decided again, a bounded number of times; a group that failed
+//! otherwise is rolled back and its commands run one by one, so one command
+//! never fails another. Every failure rolls back explicitly.
 
-use std::{collections::HashMap, fmt};
+mod catalogue;
+mod runner;
+mod work;
 
-mod group;
+use std::{collections::HashMap, fmt, future::Future};
 
-use actix_web::http::StatusCode;
-use sea_orm::DbErr;
+use sea_orm::{DatabaseExecutor, DbErr};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
+pub use self::{
+    catalogue::catalogue,
+    runner::{Commands, Done},
+    work::{Target, Work},
+};
 use crate::{
     db::WriteTxn,
-    error::{ApiError, Problem},
     events::{
-        Actor, AppendError, EventStore, EventType, ExpectedVersion, NewEvent, RecordedEvent,
-        StreamName,
+        Actor, AppendError, DecodeError, EventStore, EventType, NewEvent, RecordedEvent, StreamName,
     },
 };
 
 /// An event enum serialized as `{"type": "<catalogue name>", "payload": {…}}`
 /// (`#[serde(tag = "type", content = "payload")]` with a rename per variant).
 pub trait DomainEvent: Serialize + DeserializeOwned + Sized {
+    /// The catalogue names of its variants (a test checks they are all
+    /// here).
+    const TYPES: &'static [&'static str];
+
     fn to_new_event(&self, actor: Actor) -> NewEvent {
         let value = serde_json::to_value(self).unwrap_or(Value::Null);
         let event_type = EventType::from_trusted(
@@ -35,22 +65,24 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Sized {
         NewEvent::new(event_type, payload, actor)
     }
 
-    fn from_recorded(event: &RecordedEvent) -> Option<Self> {
+    /// The stored event as this type; an event that does not decode is an
+    /// error naming it, never skipped.
+    fn from_recorded(event: &RecordedEvent) -> Result<Self, DecodeError> {
         serde_json::from_value(serde_json::json!({
             "type": event.event_type.as_str(),
             "payload": event.payload,
         }))
-        .ok()
+        .map_err(|e| DecodeError::of(event, e))
     }
 }
 
 /// One consistency boundary: a stream of events and the rules over it.
-pub trait Aggregate: Default {
+pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     /// The stream category (`ticket` → `ticket:<id>`).
     const CATEGORY: &'static str;
-    type Event: DomainEvent;
-    type Command;
-    type Error: DomainError;
+    type Event: DomainEvent + Send;
+    type Command: Send;
+    type Error: DomainError + Send + Sync + 'static;
 
     fn apply(&mut self, event: &Self::Event);
 
@@ -62,218 +94,245 @@ pub trait Aggregate: Default {
     }
 
     /// The current states and versions of the aggregates `ids` (those
-    /// found) from a read model that is written in the same transaction as
-    /// the events (so it is exactly as fresh as the streams), when the
+    /// found) from a read model written in the same transaction as the
+    /// events (so it is exactly as fresh as the streams), when the
     /// aggregate has one: long streams need not be read whole for every
     /// command. The aggregates left out are folded from their streams.
     fn snapshots(
-        _conn: &impl sea_orm::ConnectionTrait,
+        _conn: &DatabaseExecutor<'_>,
         _ids: &[String],
-    ) -> impl std::future::Future<Output = Result<HashMap<String, Loaded<Self>>, DbErr>> + Send
-    where
-        Self: Sized,
-    {
+    ) -> impl Future<Output = Result<HashMap<String, Loaded<Self>>, DbErr>> + Send {
         async { Ok(HashMap::new()) }
     }
 }
 
-/// A domain refusal, as the client sees it.
-pub trait DomainError: std::error::Error {
-    fn status(&self) -> StatusCode;
-    /// Stable and machine-readable, e.g. `ticket_closed`.
-    fn code(&self) -> &'static str;
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError<E: DomainError> {
-    #[error(transparent)]
-    Domain(E),
-    #[error(transparent)]
-    Append(#[from] AppendError),
-    #[error(transparent)]
-    Db(#[from] DbErr),
-}
-
-impl<E: DomainError> From<CommandError<E>> for ApiError {
-    fn from(err: CommandError<E>) -> Self {
-        match err {
-            CommandError::Domain(e) => Problem::new(e.status(), e.code(), "Refused")
-                .detail(e.to_string())
-                .into(),
-            CommandError::Append(e) => e.into(),
-            CommandError::Db(e) => e.into(),
-        }
-    }
-}
-
 /// An aggregate's state with the version it was read at.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Loaded<A> {
     pub state: A,
     pub version: u32,
 }
 
-/// Folds the aggregate's stream (read through `conn`).
-pub async fn load<A: Aggregate>(
-    store: &EventStore,
-    conn: &impl sea_orm::ConnectionTrait,
-    id: impl fmt::Display,
-) -> Result<Loaded<A>, DbErr> {
-    let history = store.read_stream_in(conn, &A::stream(id)).await?;
+/// What kind of refusal a domain error is; the HTTP edge turns it into a
+/// status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// What the command is about does not exist (for this caller).
+    NotFound,
+    /// The aggregate's state does not allow it now.
+    Conflict,
+    /// The command itself is wrong.
+    Invalid,
+    /// Not for this caller (a blocked account, say).
+    Forbidden,
+}
+
+/// A domain refusal, as the client sees it.
+pub trait DomainError: std::error::Error {
+    fn refusal(&self) -> Refusal;
+    /// Stable and machine-readable, e.g. `ticket_closed`.
+    fn code(&self) -> &'static str;
+}
+
+/// Why a command did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E> {
+    /// Its rules refused it. Nothing was written.
+    #[error(transparent)]
+    Domain(E),
+    /// The log refused it or could not take it (a conflict that outlasted
+    /// the retries, the database unavailable, an outcome unknown).
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    /// Something of the command's own other writes failed that no client
+    /// can do anything about (logged, answered 500).
+    #[error(transparent)]
+    Internal(anyhow::Error),
+}
+
+impl<E> CommandError<E> {
+    /// The same failure with the refusal turned into another type.
+    pub fn map_domain<F>(self, f: impl FnOnce(E) -> F) -> CommandError<F> {
+        match self {
+            Self::Domain(e) => CommandError::Domain(f(e)),
+            Self::Append(e) => CommandError::Append(e),
+            Self::Db(e) => CommandError::Db(e),
+            Self::Internal(e) => CommandError::Internal(e),
+        }
+    }
+
+    /// Whether it broke a unique key of a read model (the log's own key is a
+    /// conflict, not this).
+    pub fn is_unique_violation(&self) -> bool {
+        let db = match self {
+            Self::Append(AppendError::Db(e)) | Self::Db(e) => e,
+            _ => return false,
+        };
+        matches!(
+            db.sql_err(),
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+        )
+    }
+}
+
+impl<E> From<DecodeError> for CommandError<E> {
+    fn from(e: DecodeError) -> Self {
+        Self::Append(AppendError::Decode(e))
+    }
+}
+
+/// A change to one or several aggregates.
+pub trait Command: Send + Sync + 'static {
+    /// What the caller gets when it went through.
+    type Output: Send + Sync + 'static;
+    type Error: DomainError + Send + Sync + 'static;
+
+    /// Whether [`Command::write`] writes anything: such a command is always
+    /// written in a transaction.
+    const WRITES: bool = false;
+
+    /// Lookups the command needs before it can say which aggregates it
+    /// works on (read models; the caller's input is already checked). Run
+    /// before it is queued, and again when it is decided once more after
+    /// breaking a read model's unique key (what broke it may be what the
+    /// lookup now finds).
+    fn prepare(
+        &mut self,
+        _conn: &sea_orm::DatabaseConnection,
+    ) -> impl Future<Output = Result<(), CommandError<Self::Error>>> + Send {
+        async { Ok(()) }
+    }
+
+    /// The aggregates it may change (and read): they are loaded before it
+    /// is decided, and no other group works on them meanwhile.
+    fn targets(&self) -> Vec<Target>;
+
+    /// Decides against the targets' current states, through `work`. No
+    /// I/O. May be called more than once (after a lost race).
+    fn decide(&self, work: &mut Work<'_>) -> Result<Self::Output, Self::Error>;
+
+    /// Writes besides its events, in their transaction after them
+    /// (sessions, outbox rows); only called when [`Command::WRITES`]. A
+    /// refusal here rolls back everything the command did.
+    fn write<'a>(
+        &'a self,
+        _txn: &'a WriteTxn,
+        _output: &'a mut Self::Output,
+        _events: &'a [RecordedEvent],
+    ) -> impl Future<Output = Result<(), CommandError<Self::Error>>> + Send + 'a {
+        async { Ok(()) }
+    }
+}
+
+/// One command to one aggregate, with the aggregate's state before it as
+/// the output.
+pub struct Decide<A: Aggregate> {
+    id: String,
+    command: A::Command,
+}
+
+impl<A: Aggregate> Decide<A>
+where
+    A::Command: Clone + Sync,
+{
+    pub fn new(id: impl fmt::Display, command: A::Command) -> Self {
+        Self {
+            id: id.to_string(),
+            command,
+        }
+    }
+}
+
+impl<A: Aggregate> Command for Decide<A>
+where
+    A::Command: Clone + Sync,
+{
+    type Output = A;
+    type Error = A::Error;
+
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::of::<A>(&self.id)]
+    }
+
+    fn decide(&self, work: &mut Work<'_>) -> Result<A, A::Error> {
+        let before = work.state::<A>(&self.id).clone();
+        work.execute::<A>(&self.id, self.command.clone())?;
+        Ok(before)
+    }
+}
+
+/// Folds the events of one stream into its aggregate's state.
+pub(crate) fn fold<A: Aggregate>(events: &[RecordedEvent]) -> Result<Loaded<A>, DecodeError> {
     let mut state = A::default();
-    for event in history.iter().filter_map(A::Event::from_recorded) {
-        state.apply(&event);
+    for event in events {
+        state.apply(&A::Event::from_recorded(event)?);
     }
     Ok(Loaded {
         state,
-        version: history.last().map_or(0, |e| e.version),
+        version: events.last().map_or(0, |e| e.version),
     })
 }
 
-/// Loads, decides and appends (with the read models) within `txn`. A
-/// concurrent change to the same aggregate is a 409 conflict; nothing is
-/// written then.
-pub async fn execute<A: Aggregate>(
+/// Reads the aggregates `ids` through `conn`: snapshots where there are,
+/// the others folded from their streams (one query for all of them).
+pub(crate) async fn load<A: Aggregate>(
     store: &EventStore,
-    txn: &WriteTxn,
-    id: impl fmt::Display + Copy,
-    command: A::Command,
-    actor: Actor,
-) -> Result<Vec<RecordedEvent>, CommandError<A::Error>> {
-    Ok(decide_and_append::<A>(store, txn, id, command, actor)
-        .await?
-        .events)
-}
-
-/// What a command did: the aggregate's state it decided on, and the events
-/// it appended.
-pub struct Executed<A> {
-    pub before: A,
-    pub events: Vec<RecordedEvent>,
-}
-
-/// The aggregates `ids` as of `txn`: from their snapshots where there are
-/// any, else folded from their streams.
-async fn load_all<A: Aggregate>(
-    store: &EventStore,
-    conn: &impl sea_orm::ConnectionTrait,
+    conn: &DatabaseExecutor<'_>,
     ids: &[String],
-) -> Result<HashMap<String, Loaded<A>>, DbErr> {
+) -> Result<HashMap<String, Loaded<A>>, AppendError> {
     let mut found = A::snapshots(conn, ids).await?;
-    for id in ids {
-        if !found.contains_key(id) {
-            found.insert(id.clone(), load::<A>(store, conn, id).await?);
-        }
+    let missing: Vec<&String> = ids.iter().filter(|id| !found.contains_key(*id)).collect();
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    let streams: Vec<StreamName> = missing.iter().map(|id| A::stream(id)).collect();
+    let events = store.read_streams_in(conn, &streams).await?;
+    for (id, stream) in missing.into_iter().zip(&streams) {
+        let mine: Vec<RecordedEvent> = events
+            .iter()
+            .filter(|e| &e.stream == stream)
+            .cloned()
+            .collect();
+        found.insert(id.clone(), fold::<A>(&mine)?);
     }
     Ok(found)
 }
 
-async fn decide_and_append<A: Aggregate>(
-    store: &EventStore,
-    txn: &WriteTxn,
-    id: impl fmt::Display + Copy,
-    command: A::Command,
-    actor: Actor,
-) -> Result<Executed<A>, CommandError<A::Error>> {
-    let id = id.to_string();
-    let loaded = load_all::<A>(store, &**txn, std::slice::from_ref(&id))
-        .await?
-        .remove(&id)
-        .unwrap_or_else(|| Loaded {
-            state: A::default(),
-            version: 0,
-        });
-    let decided = loaded.state.decide(command).map_err(CommandError::Domain)?;
-    if decided.is_empty() {
-        return Ok(Executed {
-            before: loaded.state,
-            events: Vec::new(),
-        });
-    }
-    let expected = match loaded.version {
-        0 => ExpectedVersion::NoStream,
-        v => ExpectedVersion::Exact(v),
-    };
-    let events = decided
-        .iter()
-        .map(|e| e.to_new_event(actor.clone()))
-        .collect();
-    let events = store
-        .append_in(txn, &A::stream(&id), expected, events)
-        .await?;
-    Ok(Executed {
-        before: loaded.state,
-        events,
-    })
-}
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Given events, when a command, then exactly these events.
 
-/// Runs one command and commits, in a group with whatever other commands
-/// to this kind of aggregate arrive meanwhile ([`group`]). When the group
-/// cannot settle it, it runs alone in a transaction of its own, retrying
-/// (up to 5 times, from a fresh read) when a concurrent change to the same
-/// aggregate got there first: two replies to one ticket both land.
-pub async fn run<A>(
-    store: &EventStore,
-    id: impl fmt::Display + Copy,
-    command: impl Fn() -> A::Command,
-    actor: Actor,
-) -> Result<Vec<RecordedEvent>, CommandError<A::Error>>
-where
-    A: Aggregate + Clone + Send + Sync + 'static,
-    A::Command: Send + 'static,
-    A::Error: Send + 'static,
-{
-    Ok(run_executed::<A>(store, id, command, actor).await?.events)
-}
+    use serde::de::DeserializeOwned;
 
-/// [`run`], also returning the state the command was decided on.
-pub async fn run_executed<A>(
-    store: &EventStore,
-    id: impl fmt::Display + Copy,
-    command: impl Fn() -> A::Command,
-    actor: Actor,
-) -> Result<Executed<A>, CommandError<A::Error>>
-where
-    A: Aggregate + Clone + Send + Sync + 'static,
-    A::Command: Send + 'static,
-    A::Error: Send + 'static,
-{
-    match group::submit::<A>(store, id.to_string(), command(), actor.clone()).await {
-        group::Outcome::Settled(result) => result,
-        group::Outcome::Alone => run_alone::<A>(store, id, command, actor).await,
-    }
-}
+    use super::Aggregate;
 
-/// Runs one command in a transaction of its own and commits, retrying on a
-/// conflict.
-async fn run_alone<A: Aggregate>(
-    store: &EventStore,
-    id: impl fmt::Display + Copy,
-    command: impl Fn() -> A::Command,
-    actor: Actor,
-) -> Result<Executed<A>, CommandError<A::Error>> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let txn = store.db().begin_write().await?;
-        let error = match decide_and_append::<A>(store, &txn, id, command(), actor.clone()).await {
-            Ok(executed) => {
-                txn.commit().await?;
-                return Ok(executed);
-            }
-            Err(e) => e,
-        };
-        // Rolled back before the SQLite write lock is let go: a dropped
-        // transaction may not have rolled back yet when the next writer
-        // starts, which then finds the database locked.
-        let _ = txn.rollback().await;
-        match error {
-            CommandError::Append(AppendError::Conflict { .. }) if attempt < 5 => {
-                // A little jitter so racing writers do not collide again.
-                let jitter = u64::from(rand::random::<u8>() % 10);
-                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
-            }
-            e => return Err(e),
+    /// The aggregate after `events`.
+    pub fn given<A: Aggregate>(events: &[A::Event]) -> A {
+        let mut state = A::default();
+        for event in events {
+            state.apply(event);
         }
+        state
+    }
+
+    /// The catalogue names serde knows for an event enum, read from the
+    /// message it gives for a name it does not know.
+    pub fn variant_names<E: DeserializeOwned>() -> Vec<String> {
+        let Err(e) = serde_json::from_value::<E>(serde_json::json!({
+            "type": "\u{1}",
+            "payload": null,
+        })) else {
+            return Vec::new();
+        };
+        let message = e.to_string();
+        let expected = message.split("expected").nth(1).unwrap_or_default();
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
     }
 }

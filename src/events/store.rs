@@ -19,23 +19,20 @@
 //! On SQLite writes are serialized ([`crate::db::Db::begin_write`]), so the
 //! position order is the commit order and the cursor is the position.
 
-use std::{
-    any::{Any, TypeId},
-    collections::{HashMap, HashSet},
-    sync::{Arc, PoisonError},
-};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ConnectionTrait, DbErr, QueryResult, SqlErr, Statement, Value as DbValue, sea_query::ArrayType,
+    ConnectionTrait, DatabaseExecutor, DbErr, QueryResult, SqlErr, Statement, Value as DbValue,
+    sea_query::ArrayType,
 };
 use serde_json::Value;
-use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::envelope::{Actor, Cursor, EventType, NewEvent, RecordedEvent, StreamName, now_micros};
 use crate::{
     db::{Backend, Db, WriteTxn},
     ids::EventId,
+    projections::{Fused, Projections},
 };
 
 /// The version a stream must be at for an append to go through.
@@ -48,6 +45,14 @@ pub enum ExpectedVersion {
 }
 
 impl ExpectedVersion {
+    /// The version a stream read at `version` must still be at (0: none).
+    pub fn at(version: u32) -> Self {
+        match version {
+            0 => Self::NoStream,
+            v => Self::Exact(v),
+        }
+    }
+
     fn as_u32(self) -> u32 {
         match self {
             Self::NoStream => 0,
@@ -56,24 +61,75 @@ impl ExpectedVersion {
     }
 }
 
+/// One stream's part of an append: its new events and the version the
+/// stream must be at for them to go in.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub stream: StreamName,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+impl Append {
+    pub fn new(stream: StreamName, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        Self {
+            stream,
+            expected,
+            events,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
-    /// Someone else appended to the stream first (or the caller's view of it
-    /// is wrong). Nothing was written.
-    #[error("stream {stream} is not at the expected version {expected}{}", actual.map(|a| format!(" (it is at {a})")).unwrap_or_default())]
-    Conflict {
-        stream: StreamName,
-        expected: u32,
-        /// The stream's version, when it was read.
-        actual: Option<u32>,
-    },
+    /// Someone else appended to one of the streams first (or the caller's
+    /// view of it is wrong). Nothing was written.
+    #[error("changed concurrently: {0}")]
+    Conflict(String),
     #[error("too many events in one append ({0}; at most {MAX_BATCH})")]
     TooMany(usize),
-    /// The database could not be reached (pool timeout, lost connection).
+    /// The database could not be reached (no connection, or it failed
+    /// before the statement was sent). Nothing was written.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The connection broke after the statement (or the commit) was sent,
+    /// or its answer could not be read: whether it was written is unknown.
+    /// Whatever caused it must not be done again blindly.
+    #[error("the outcome is unknown: {0}")]
+    Unknown(String),
+    /// A read model refused one of the events (a unique key, say) or the
+    /// database refused the statement. Nothing was written.
     #[error("event store: {0}")]
     Db(#[from] DbErr),
+    /// A read model could not read one of the events.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// A stored event that does not decode as the type its name says: after a
+/// change of its payload's shape, say. Never skipped.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the event at position {position} ({event_type}, {stream} v{version}) cannot be read: {reason}"
+)]
+pub struct DecodeError {
+    pub position: i64,
+    pub event_type: String,
+    pub stream: String,
+    pub version: u32,
+    pub reason: String,
+}
+
+impl DecodeError {
+    pub fn of(event: &RecordedEvent, reason: impl std::fmt::Display) -> Self {
+        Self {
+            position: event.position,
+            event_type: event.event_type.as_str().to_owned(),
+            stream: event.stream.as_str().to_owned(),
+            version: event.version,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// Events in one append, at most. Keeps statements within the bind-parameter
@@ -99,275 +155,199 @@ pub struct Page {
     pub pending: bool,
 }
 
-/// An append on its way to the database: ids, versions and time assigned.
-struct PendingAppend {
-    stream: StreamName,
-    expected: u32,
-    events: Vec<RecordedEvent>,
+/// Where an append is written.
+enum Place<'a> {
+    /// In the caller's transaction.
+    Txn(&'a WriteTxn),
+    /// One autocommit statement, read models included.
+    Once(Fused),
 }
-
-type Reply = oneshot::Sender<Result<Vec<RecordedEvent>, AppendError>>;
-
-/// Group-commit writers on PostgreSQL: concurrent appends that arrive while
-/// the writers are busy go to the database together, in one statement.
-const POSTGRES_WRITERS: usize = 4;
-
-/// State shared by every clone of a store, one value per type (the domain's
-/// command queues).
-type Shared = std::sync::Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>;
 
 #[derive(Clone)]
 pub struct EventStore {
     db: Db,
-    queue: mpsc::Sender<(PendingAppend, Reply)>,
-    shared: Arc<Shared>,
+    projections: Projections,
 }
 
 impl EventStore {
-    /// Also starts the group-commit writers; they stop when the last clone
-    /// of the store is dropped. Must be called inside a Tokio runtime.
+    /// With the read models' fastest implementations.
     pub fn new(db: Db) -> Self {
-        let (queue, receiver) = mpsc::channel(4 * MAX_BATCH);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let writers = match db.backend() {
-            Backend::Postgres => POSTGRES_WRITERS,
-            // SQLite has one writer at a time anyway.
-            Backend::Sqlite => 1,
-        };
-        for _ in 0..writers {
-            tokio::spawn(group_commit(db.clone(), receiver.clone()));
-        }
-        Self {
-            db,
-            queue,
-            shared: Arc::default(),
-        }
+        Self::with_projections(db, Projections::default())
+    }
+
+    /// With the given read model implementations (the plain ones, to check
+    /// the faster ones against them).
+    pub fn with_projections(db: Db, projections: Projections) -> Self {
+        Self { db, projections }
     }
 
     pub fn db(&self) -> &Db {
         &self.db
     }
 
-    /// The one `T` every clone of this store shares, made on first use.
-    pub(crate) fn shared<T: Any + Send + Sync + Default>(&self) -> Arc<T> {
-        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        let value = shared
-            .entry(TypeId::of::<T>())
-            .or_insert_with(|| Arc::new(T::default()))
-            .clone();
-        // Stored under T's own type id, so it is a T.
-        value
-            .downcast::<T>()
-            .unwrap_or_else(|_| Arc::new(T::default()))
+    pub fn projections(&self) -> &Projections {
+        &self.projections
     }
 
-    /// Appends `events` to `stream` on their own, atomically.
+    /// The one way events get into the log. Appends to one or more streams
+    /// atomically, with their read models: every append's events or none,
+    /// each stream checked against its expected version (one that moved is
+    /// a [`AppendError::Conflict`], with nothing written). At most one
+    /// append per stream.
     ///
-    /// Appends that arrive together are written together: one statement,
-    /// one commit, each still checked against its own expected version, so
-    /// one append's conflict never fails another.
+    /// In `txn` when one is given: the caller commits, or rolls back after
+    /// any error (on PostgreSQL a failed statement has aborted it).
+    /// Without one the append stands on its own: a single statement where
+    /// the backend allows it (PostgreSQL, when every read model of these
+    /// events can be written by that statement), else a transaction of its
+    /// own.
+    ///
+    /// Returns the events as written, append after append.
+    #[tracing::instrument(skip_all, fields(appends = appends.len()))]
     pub async fn append(
         &self,
-        stream: &StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        appends: Vec<Append>,
+        txn: Option<&WriteTxn>,
     ) -> Result<Vec<RecordedEvent>, AppendError> {
-        if events
-            .iter()
-            .any(|e| crate::projections::projects(e.event_type.as_str()))
-        {
-            // Read models change with these: one transaction for both.
-            let txn = self.db.begin_write().await?;
-            let recorded = self.append_in(&txn, stream, expected, events).await?;
-            txn.commit().await?;
-            return Ok(recorded);
+        let mut events = prepare(appends)?;
+        if events.is_empty() {
+            return Ok(events);
         }
-        let pending = prepare(stream, expected, events)?;
-        if pending.events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((pending, reply))
-            .await
-            .map_err(|_| DbErr::Custom("the event store is shutting down".into()))?;
-        answer
-            .await
-            .map_err(|_| DbErr::Custom("the event store writer stopped".into()))?
-    }
-
-    /// Appends within the caller's transaction (read models and outbox rows
-    /// are written in the same one). The tailer is woken when it commits.
-    ///
-    /// On a conflict the caller must roll back: on PostgreSQL the failed
-    /// statement has aborted the transaction.
-    #[tracing::instrument(skip_all, fields(stream = %stream, count = events.len()))]
-    pub async fn append_in(
-        &self,
-        txn: &WriteTxn,
-        stream: &StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<RecordedEvent>, AppendError> {
-        let mut pending = prepare(stream, expected, events)?;
-        if pending.events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let written = match insert(&**txn, self.db.backend(), &[&pending], None).await {
-            Ok(written) => written,
-            Err(e) if is_unique_violation(&e) => {
-                // The transaction is aborted (Postgres) and reading on another
-                // pool connection while holding this one could starve the
-                // pool under load: the current version is left unknown.
-                return Err(AppendError::Conflict {
-                    stream: pending.stream.clone(),
-                    expected: pending.expected,
-                    actual: None,
-                });
+        match txn {
+            Some(txn) => {
+                self.write(&mut events, Place::Txn(txn)).await?;
+                txn.mark_appended();
             }
-            Err(e) => return Err(e.into()),
-        };
-        if !fill_cursors(&mut pending, &written) {
-            // The transaction is still usable: read the version through it
-            // rather than waiting for a second connection.
-            return Err(
-                match current_version_in(&**txn, self.db.backend(), &pending.stream).await {
-                    Ok(actual) => AppendError::Conflict {
-                        stream: pending.stream.clone(),
-                        expected: pending.expected,
-                        actual: Some(actual),
-                    },
-                    Err(e) => AppendError::Db(e),
-                },
-            );
-        }
-        crate::projections::apply(&**txn, &pending.events).await?;
-        txn.mark_appended();
-        Ok(pending.events)
-    }
-
-    /// Appends to several streams within the caller's transaction, with
-    /// their read models: the events of all of them in one statement, each
-    /// append checked against its own expected version. An append whose
-    /// stream has moved is not written (`None` in its place); the others
-    /// are. One append per stream.
-    ///
-    /// Any error (a unique key of the log or of a read model, say) has
-    /// aborted the transaction on PostgreSQL: the caller must roll back.
-    pub async fn append_many_in(
-        &self,
-        txn: &WriteTxn,
-        appends: Vec<(StreamName, ExpectedVersion, Vec<NewEvent>)>,
-    ) -> Result<Vec<Option<Vec<RecordedEvent>>>, AppendError> {
-        let mut pending = prepare_all(appends)?;
-        let order = in_stream_order(&pending);
-        if order.is_empty() {
-            return Ok(pending.into_iter().map(|p| Some(p.events)).collect());
-        }
-        let written = insert(&**txn, self.db.backend(), &order, None).await?;
-        // The read models take every written event at once, in one list.
-        let (appended, counts) = take_written(&mut pending, &written);
-        crate::projections::apply(&**txn, &appended).await?;
-        if !appended.is_empty() {
-            txn.mark_appended();
-        }
-        Ok(split_written(appended, counts))
-    }
-
-    /// Whether [`EventStore::append_many_once`] can take these events: on
-    /// PostgreSQL, when every one's read models can be written by the
-    /// statement that appends it ([`crate::projections::fusable`]).
-    pub fn appends_once<'a>(&self, mut events: impl Iterator<Item = &'a NewEvent>) -> bool {
-        self.db.backend() == Backend::Postgres
-            && events.all(|e| crate::projections::fusable(e.event_type.as_str()))
-    }
-
-    /// [`EventStore::append_many_in`] without a transaction: the events and
-    /// their read models in one autocommit statement, one round trip instead
-    /// of BEGIN, two statements and COMMIT. Only for events
-    /// [`EventStore::appends_once`] takes (anything else is refused, with
-    /// nothing written).
-    ///
-    /// [`AppendError::Db`] means nothing was written (the server refused
-    /// the statement, or no connection could be had). With
-    /// [`AppendError::Unavailable`] whether it committed is unknown (the
-    /// connection broke on the way, or the answer could not be read): it
-    /// must not be run again.
-    pub async fn append_many_once(
-        &self,
-        appends: Vec<(StreamName, ExpectedVersion, Vec<NewEvent>)>,
-    ) -> Result<Vec<Option<Vec<RecordedEvent>>>, AppendError> {
-        let mut pending = prepare_all(appends)?;
-        let order = in_stream_order(&pending);
-        if order.is_empty() {
-            return Ok(pending.into_iter().map(|p| Some(p.events)).collect());
-        }
-        let events: Vec<&RecordedEvent> = order.iter().flat_map(|p| &p.events).collect();
-        let fused = (self.db.backend() == Backend::Postgres)
-            .then(|| crate::projections::fused(&events, FUSED_FIRST_PARAMETER))
-            .flatten()
-            .ok_or_else(|| {
-                DbErr::Custom("these events' read models cannot be written in one statement".into())
-            })?;
-        let backend = self.db.backend();
-        let written = self
-            .db
-            .write_once(async |conn| insert(conn, backend, &order, Some(fused)).await)
-            .await
-            .map_err(|e| {
-                // The server refused the statement, or no connection was
-                // had: nothing was written. Anything else (the connection
-                // broke, an answer that could not be read) may have come
-                // after the commit.
-                if refused_by_server(&e) || crate::db::is_unavailable(&e) {
-                    AppendError::Db(e)
-                } else {
-                    AppendError::Unavailable(format!("the outcome is unknown: {e}"))
+            None => match self.fused(&events) {
+                Some(fused) => {
+                    self.write(&mut events, Place::Once(fused)).await?;
+                    self.db.signal_appended();
                 }
-            })?;
-        let (appended, counts) = take_written(&mut pending, &written);
-        if !appended.is_empty() {
-            self.db.signal_appended();
+                None => {
+                    let txn = self.db.begin_write().await.map_err(unavailable_or_db)?;
+                    match self.write(&mut events, Place::Txn(&txn)).await {
+                        Ok(()) => {
+                            txn.mark_appended();
+                            txn.commit().await.map_err(commit_failed)?;
+                        }
+                        Err(e) => {
+                            // Before the SQLite write lock is let go.
+                            let _ = txn.rollback().await;
+                            return Err(e);
+                        }
+                    }
+                }
+            },
         }
-        Ok(split_written(appended, counts))
+        Ok(events)
+    }
+
+    /// The read models of `events` as part of the appending statement, when
+    /// the backend and every read model concerned allow it.
+    fn fused(&self, events: &[RecordedEvent]) -> Option<Fused> {
+        if self.db.backend() != Backend::Postgres {
+            return None;
+        }
+        self.projections.fused(events, FUSED_FIRST_PARAMETER)
+    }
+
+    async fn write(
+        &self,
+        events: &mut [RecordedEvent],
+        place: Place<'_>,
+    ) -> Result<(), AppendError> {
+        let backend = self.db.backend();
+        let (returned, txn) = match place {
+            Place::Txn(txn) => (insert(&**txn, backend, events, None).await, Some(txn)),
+            Place::Once(fused) => {
+                let events: &[RecordedEvent] = events;
+                let returned = self
+                    .db
+                    .write_once(async |conn| insert(conn, backend, events, Some(fused)).await)
+                    .await;
+                (returned, None)
+            }
+        };
+        let written = match returned {
+            Ok(written) => written,
+            Err(e) if lost_race(&e) => return Err(conflict(events)),
+            Err(e) if crate::db::is_unavailable(&e) => {
+                return Err(AppendError::Unavailable(e.to_string()));
+            }
+            // Refused: nothing was written. In a transaction nothing is
+            // committed without the caller either.
+            Err(e) if refused_by_server(&e) || txn.is_some() => return Err(AppendError::Db(e)),
+            // On its own, the connection broke on the way or the answer
+            // could not be read: it may have been written.
+            Err(e) => return Err(AppendError::Unknown(e.to_string())),
+        };
+        for event in events.iter_mut() {
+            // All or none: the version check held every row back.
+            let Some(cursor) = written.get(&event.id) else {
+                return Err(conflict(events));
+            };
+            event.cursor = *cursor;
+            event.position = cursor.position;
+        }
+        if let Some(txn) = txn {
+            let conn = DatabaseExecutor::Transaction(txn);
+            self.projections.apply(&conn, events).await?;
+        }
+        Ok(())
     }
 
     /// The version of the stream's last event (0 if it has none).
     pub async fn stream_version(&self, stream: &StreamName) -> Result<u32, DbErr> {
-        current_version(&self.db, stream).await
+        let versions = stream_versions(self.db.conn(), std::slice::from_ref(stream)).await?;
+        Ok(versions.get(stream).copied().unwrap_or(0))
     }
 
     /// Every event of one stream, in version order.
     pub async fn read_stream(&self, stream: &StreamName) -> Result<Vec<RecordedEvent>, DbErr> {
-        self.read_stream_in(self.db.conn(), stream).await
+        self.read_streams_in(self.db.conn(), std::slice::from_ref(stream))
+            .await
     }
 
-    /// Like [`EventStore::read_stream`], on a given connection: commands read
-    /// through their own transaction, so a burst of them never waits for a
-    /// second pool connection while holding one.
-    pub async fn read_stream_in(
+    /// Every event of these streams, each stream's in version order, in one
+    /// query through `conn` (a command reads its aggregates through the
+    /// connection it writes on, never waiting for a second one).
+    pub async fn read_streams_in(
         &self,
         conn: &impl ConnectionTrait,
-        stream: &StreamName,
+        streams: &[StreamName],
     ) -> Result<Vec<RecordedEvent>, DbErr> {
-        let sql = match self.db.backend() {
-            Backend::Postgres => {
-                format!("SELECT {PG_COLUMNS} FROM events WHERE stream = $1 ORDER BY version")
-            }
-            Backend::Sqlite => {
-                format!("SELECT {SQLITE_COLUMNS} FROM events WHERE stream = ? ORDER BY version")
-            }
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let backend = self.db.backend();
+        let (sql, values) = match backend {
+            Backend::Postgres => (
+                format!(
+                    "SELECT {PG_COLUMNS} FROM events WHERE stream = ANY($1) ORDER BY stream, version"
+                ),
+                vec![DbValue::Array(
+                    ArrayType::String,
+                    Some(Box::new(
+                        streams.iter().map(|s| s.as_str().into()).collect(),
+                    )),
+                )],
+            ),
+            Backend::Sqlite => (
+                format!(
+                    "SELECT {SQLITE_COLUMNS} FROM events WHERE stream IN ({}) ORDER BY stream, version",
+                    placeholders(backend, streams.len())
+                ),
+                streams.iter().map(|s| s.as_str().into()).collect(),
+            ),
         };
         let rows = conn
             .query_all_raw(Statement::from_sql_and_values(
                 self.db.database_backend(),
                 sql,
-                [DbValue::from(stream.as_str())],
+                values,
             ))
             .await?;
-        rows.iter()
-            .map(|row| decode(self.db.backend(), row))
-            .collect()
+        rows.iter().map(|row| decode(backend, row)).collect()
     }
 
     /// The events with these ids (any order; missing ids are skipped).
@@ -597,121 +577,156 @@ const PG_COLUMNS: &str = "position, id, stream, version, type, payload, actor, o
                           transaction_id::text AS tx";
 const SQLITE_COLUMNS: &str = "position, id, stream, version, type, payload, actor, occurred_at";
 
-/// Assigns ids, versions and the time.
-fn prepare(
-    stream: &StreamName,
-    expected: ExpectedVersion,
-    events: Vec<NewEvent>,
-) -> Result<PendingAppend, AppendError> {
-    if events.len() > MAX_BATCH {
-        return Err(AppendError::TooMany(events.len()));
+/// The versions of these streams (those with events), read through `conn`.
+pub async fn stream_versions(
+    conn: &impl ConnectionTrait,
+    streams: &[StreamName],
+) -> Result<HashMap<StreamName, u32>, DbErr> {
+    if streams.is_empty() {
+        return Ok(HashMap::new());
     }
-    let expected = expected.as_u32();
-    if i64::from(expected) + events.len() as i64 > i64::from(i32::MAX) {
-        return Err(AppendError::TooMany(events.len()));
+    let database_backend = conn.get_database_backend();
+    let (sql, values) = match database_backend {
+        sea_orm::DatabaseBackend::Postgres => (
+            "SELECT stream, MAX(version)::bigint AS version FROM events \
+             WHERE stream = ANY($1) GROUP BY stream"
+                .to_owned(),
+            vec![DbValue::Array(
+                ArrayType::String,
+                Some(Box::new(
+                    streams.iter().map(|s| s.as_str().into()).collect(),
+                )),
+            )],
+        ),
+        _ => (
+            format!(
+                "SELECT stream, MAX(version) AS version FROM events WHERE stream IN ({}) \
+                 GROUP BY stream",
+                placeholders(Backend::Sqlite, streams.len())
+            ),
+            streams.iter().map(|s| s.as_str().into()).collect(),
+        ),
+    };
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            database_backend,
+            sql,
+            values,
+        ))
+        .await?;
+    let mut versions = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let stream: String = row.try_get("", "stream")?;
+        let version: i64 = row.try_get("", "version")?;
+        versions.insert(
+            StreamName::parse(&stream).map_err(|e| corrupt("stream", e))?,
+            u32::try_from(version).map_err(|e| corrupt("version", e))?,
+        );
+    }
+    Ok(versions)
+}
+
+/// Assigns ids, versions and the time, append after append.
+fn prepare(appends: Vec<Append>) -> Result<Vec<RecordedEvent>, AppendError> {
+    let count: usize = appends.iter().map(|a| a.events.len()).sum();
+    if count > MAX_BATCH {
+        return Err(AppendError::TooMany(count));
     }
     let occurred_at = now_micros();
-    let events = events
-        .into_iter()
-        .zip(expected + 1..)
-        .map(|(event, version)| RecordedEvent {
-            id: EventId::new(),
-            position: 0,
-            cursor: Cursor::START,
-            stream: stream.clone(),
-            version,
-            event_type: event.event_type,
-            payload: event.payload,
-            actor: event.actor,
-            occurred_at,
-        })
-        .collect();
-    Ok(PendingAppend {
-        stream: stream.clone(),
-        expected,
-        events,
-    })
-}
-
-fn prepare_all(
-    appends: Vec<(StreamName, ExpectedVersion, Vec<NewEvent>)>,
-) -> Result<Vec<PendingAppend>, AppendError> {
-    appends
-        .into_iter()
-        .map(|(stream, expected, events)| prepare(&stream, expected, events))
-        .collect()
-}
-
-/// The appends that have events, in stream order: the same order as the
-/// group-commit writers', so concurrent statements never take the same
-/// index entries in opposite orders.
-fn in_stream_order(pending: &[PendingAppend]) -> Vec<&PendingAppend> {
-    let mut order: Vec<&PendingAppend> = pending.iter().filter(|p| !p.events.is_empty()).collect();
-    order.sort_by(|a, b| a.stream.cmp(&b.stream));
-    order
+    let mut events = Vec::with_capacity(count);
+    let mut streams = std::collections::HashSet::new();
+    for append in appends {
+        if append.events.is_empty() {
+            continue;
+        }
+        if !streams.insert(append.stream.clone()) {
+            return Err(AppendError::Db(DbErr::Custom(format!(
+                "two appends to {} in one call",
+                append.stream
+            ))));
+        }
+        let expected = append.expected.as_u32();
+        if i64::from(expected) + append.events.len() as i64 > i64::from(i32::MAX) {
+            return Err(AppendError::TooMany(append.events.len()));
+        }
+        events.extend(
+            append
+                .events
+                .into_iter()
+                .zip(expected + 1..)
+                .map(|(event, version)| RecordedEvent {
+                    id: EventId::new(),
+                    position: 0,
+                    cursor: Cursor::START,
+                    stream: append.stream.clone(),
+                    version,
+                    event_type: event.event_type,
+                    payload: event.payload,
+                    actor: event.actor,
+                    occurred_at,
+                }),
+        );
+    }
+    Ok(events)
 }
 
 /// The parameter a fused read model's SQL starts at: [`insert`] takes the
 /// eight before it.
 const FUSED_FIRST_PARAMETER: usize = 9;
 
-/// The events of the appends that were written, in one list, and each
-/// append's count of them (`None`: not written).
-fn take_written(
-    pending: &mut [PendingAppend],
-    written: &HashMap<EventId, Cursor>,
-) -> (Vec<RecordedEvent>, Vec<Option<usize>>) {
-    let mut appended = Vec::new();
-    let counts = pending
-        .iter_mut()
-        .map(|p| {
-            fill_cursors(p, written).then(|| {
-                let count = p.events.len();
-                appended.append(&mut p.events);
-                count
-            })
+/// `?1, ?2, …` or `$1, $2, …`.
+fn placeholders(backend: Backend, n: usize) -> String {
+    (1..=n)
+        .map(|i| match backend {
+            Backend::Postgres => format!("${i}"),
+            Backend::Sqlite => format!("?{i}"),
         })
-        .collect();
-    (appended, counts)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// [`take_written`]'s list cut back into one result per append.
-fn split_written(
-    appended: Vec<RecordedEvent>,
-    counts: Vec<Option<usize>>,
-) -> Vec<Option<Vec<RecordedEvent>>> {
-    let mut appended = appended.into_iter();
-    counts
-        .into_iter()
-        .map(|count| count.map(|n| appended.by_ref().take(n).collect()))
-        .collect()
+fn conflict(events: &[RecordedEvent]) -> AppendError {
+    let mut streams: Vec<&str> = events.iter().map(|e| e.stream.as_str()).collect();
+    streams.dedup();
+    AppendError::Conflict(format!(
+        "{} was appended to since it was read",
+        streams.join(", ")
+    ))
 }
 
-/// Sets positions and cursors from what the database returned; false if
-/// the append was not written (its version check failed).
-fn fill_cursors(pending: &mut PendingAppend, written: &HashMap<EventId, Cursor>) -> bool {
-    if !pending.events.iter().all(|e| written.contains_key(&e.id)) {
-        return false;
+fn unavailable_or_db(e: DbErr) -> AppendError {
+    if crate::db::is_unavailable(&e) {
+        AppendError::Unavailable(e.to_string())
+    } else {
+        AppendError::Db(e)
     }
-    for event in &mut pending.events {
-        if let Some(cursor) = written.get(&event.id) {
-            event.cursor = *cursor;
-            event.position = cursor.position;
-        }
+}
+
+/// A failed COMMIT may have committed (its answer was lost) unless the
+/// server answered it with an error.
+pub(crate) fn commit_failed(e: DbErr) -> AppendError {
+    if refused_by_server(&e) {
+        AppendError::Db(e)
+    } else {
+        AppendError::Unknown(format!("commit: {e}"))
     }
-    true
 }
 
-fn is_unique_violation(e: &DbErr) -> bool {
-    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
-}
-
-/// A statement that lost a race and may go through when retried alone: a
+/// A statement that lost a race with another writer of the same stream: a
 /// unique violation on `(stream, version)`, or a deadlock / serialization
-/// failure with another writer.
+/// failure. Not a read model's unique key: that is the events' own doing.
 fn lost_race(e: &DbErr) -> bool {
-    is_unique_violation(e)
-        || server_error(e).is_some_and(|db| matches!(db.code().as_deref(), Some("40P01" | "40001")))
+    let Some(db) = server_error(e) else {
+        return false;
+    };
+    match db.code().as_deref() {
+        Some("40P01" | "40001") => true,
+        _ if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            db.constraint() == Some("events_stream_version_key")
+                || db.message().contains("events.stream, events.version")
+        }
+        _ => false,
+    }
 }
 
 /// The error the server answered a statement with, if that is what `e` is.
@@ -730,166 +745,33 @@ fn refused_by_server(e: &DbErr) -> bool {
     server_error(e).is_some()
 }
 
-async fn current_version(db: &Db, stream: &StreamName) -> Result<u32, DbErr> {
-    current_version_in(db.conn(), db.backend(), stream).await
-}
-
-async fn current_version_in(
-    conn: &impl ConnectionTrait,
-    backend: Backend,
-    stream: &StreamName,
-) -> Result<u32, DbErr> {
-    let sql = match backend {
-        Backend::Postgres => {
-            "SELECT COALESCE(MAX(version), 0)::bigint AS version FROM events WHERE stream = $1"
-        }
-        Backend::Sqlite => {
-            "SELECT COALESCE(MAX(version), 0) AS version FROM events WHERE stream = ?"
-        }
-    };
-    let database_backend = match backend {
-        Backend::Postgres => sea_orm::DatabaseBackend::Postgres,
-        Backend::Sqlite => sea_orm::DatabaseBackend::Sqlite,
-    };
-    let row = conn
-        .query_one_raw(Statement::from_sql_and_values(
-            database_backend,
-            sql,
-            [DbValue::from(stream.as_str())],
-        ))
-        .await?;
-    let version: i64 = match row {
-        Some(row) => row.try_get_by_index(0)?,
-        None => 0,
-    };
-    Ok(u32::try_from(version).unwrap_or(0))
-}
-
-/// The conflict error for an append that was refused, with the stream's
-/// current version (read outside any aborted transaction).
-async fn conflict(db: &Db, pending: &PendingAppend) -> AppendError {
-    match current_version(db, &pending.stream).await {
-        Ok(actual) => AppendError::Conflict {
-            stream: pending.stream.clone(),
-            expected: pending.expected,
-            actual: Some(actual),
-        },
-        Err(e) => AppendError::Db(e),
-    }
-}
-
-/// One group-commit writer: takes whatever appends are queued (up to
-/// [`MAX_BATCH`] events), writes them in one statement, answers each.
-async fn group_commit(db: Db, receiver: Arc<Mutex<mpsc::Receiver<(PendingAppend, Reply)>>>) {
-    loop {
-        let batch = {
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            let mut rows = first.0.events.len();
-            let mut batch = vec![first];
-            while rows < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(next) => {
-                        rows += next.0.events.len();
-                        batch.push(next);
-                    }
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
-        // Two appends to one stream cannot share a statement: the second's
-        // expected version depends on the first. Later ones go one by one.
-        let mut streams = HashSet::new();
-        let (mut together, after): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .partition(|(pending, _)| streams.insert(pending.stream.clone()));
-        // One order for every writer's rows, so two statements never wait
-        // on each other's index entries in opposite orders.
-        together.sort_by(|(a, _), (b, _)| a.stream.cmp(&b.stream));
-        write_together(&db, together).await;
-        for one in after {
-            write_together(&db, vec![one]).await;
-        }
-    }
-}
-
-async fn write_together(db: &Db, batch: Vec<(PendingAppend, Reply)>) {
-    let appends: Vec<&PendingAppend> = batch.iter().map(|(pending, _)| pending).collect();
-    let backend = db.backend();
-    let result = db
-        .write_once(async |conn| insert(conn, backend, &appends, None).await)
-        .await;
-    match result {
-        Ok(written) => {
-            let mut answers = Vec::with_capacity(batch.len());
-            for (mut pending, reply) in batch {
-                let answer = if fill_cursors(&mut pending, &written) {
-                    Ok(pending.events)
-                } else {
-                    Err(conflict(db, &pending).await)
-                };
-                answers.push((answer, reply));
-            }
-            if !written.is_empty() {
-                db.signal_appended();
-            }
-            for (answer, reply) in answers {
-                // The caller may have given up waiting; nothing to do then.
-                let _ = reply.send(answer);
-            }
-        }
-        // Another writer (another instance, or a transaction) took a version
-        // of one of these streams after our check, or deadlocked with us:
-        // the whole statement failed. Retry one by one so only the loser
-        // sees the conflict.
-        Err(e) if lost_race(&e) && batch.len() > 1 => {
-            for one in batch {
-                Box::pin(write_together(db, vec![one])).await;
-            }
-        }
-        Err(e) if is_unique_violation(&e) => {
-            for (pending, reply) in batch {
-                let _ = reply.send(Err(conflict(db, &pending).await));
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, appends = batch.len(), "append failed");
-            let unavailable = crate::db::is_unavailable(&e);
-            let message = e.to_string();
-            for (_, reply) in batch {
-                let _ = reply.send(Err(if unavailable {
-                    AppendError::Unavailable(message.clone())
-                } else {
-                    AppendError::Db(DbErr::Custom(message.clone()))
-                }));
-            }
-        }
-    }
-}
-
-/// One statement that inserts the events of every append whose stream is
-/// at its expected version, and nothing of the others; it returns the ids
+/// One statement that inserts `events` if every stream is at the version
+/// its first new event follows, and nothing otherwise; it returns the ids
 /// written with their cursors. A concurrent writer that passed the same
 /// check for the same stream makes it fail on the `(stream, version)` key.
 async fn insert(
     conn: &impl ConnectionTrait,
     backend: Backend,
-    appends: &[&PendingAppend],
-    fused: Option<crate::projections::Fused>,
+    events: &[RecordedEvent],
+    fused: Option<Fused>,
 ) -> Result<HashMap<EventId, Cursor>, DbErr> {
-    let events = || {
-        appends
-            .iter()
-            .flat_map(|a| a.events.iter().map(move |e| (*a, e)))
-    };
-    // The subquery sees the table as it was before this statement, so every
-    // event of one append passes or fails the check together.
+    // Each stream's expected version: the one before its first new event.
+    let mut expected: HashMap<&StreamName, u32> = HashMap::new();
+    for event in events {
+        let e = expected.entry(&event.stream).or_insert(event.version - 1);
+        *e = (*e).min(event.version - 1);
+    }
+    // One order for every writer's rows, so two statements never wait on
+    // each other's index entries in opposite orders.
+    let mut order: Vec<&RecordedEvent> = events.iter().collect();
+    order.sort_by(|a, b| (&a.stream, a.version).cmp(&(&b.stream, b.version)));
+    let expected_of = |e: &RecordedEvent| i64::from(expected.get(&e.stream).copied().unwrap_or(0));
+    // The subquery sees the table as it was before this statement: every
+    // stream is checked, and the rows go in only if all pass.
     const INSERT: &str = "INSERT INTO events (id, stream, version, type, payload, actor, occurred_at) \
          SELECT id, stream, version, type, payload, actor, occurred_at FROM input \
-         WHERE expected = (SELECT COALESCE(MAX(e.version), 0) FROM events e WHERE e.stream = input.stream)";
+         WHERE NOT EXISTS (SELECT 1 FROM input AS i WHERE i.expected <> \
+           (SELECT COALESCE(MAX(e.version), 0) FROM events AS e WHERE e.stream = i.stream))";
     let statement = match backend {
         // One array per column: the statement text is the same whatever the
         // batch size, so it is prepared once per connection.
@@ -899,43 +781,41 @@ async fn insert(
             let mut values = vec![
                 column(
                     ArrayType::Uuid,
-                    events().map(|(_, e)| e.id.as_uuid().into()).collect(),
+                    order.iter().map(|e| e.id.as_uuid().into()).collect(),
                 ),
                 column(
                     ArrayType::String,
-                    events().map(|(a, _)| a.stream.as_str().into()).collect(),
+                    order.iter().map(|e| e.stream.as_str().into()).collect(),
                 ),
                 column(
                     ArrayType::BigInt,
-                    events().map(|(_, e)| i64::from(e.version).into()).collect(),
+                    order.iter().map(|e| i64::from(e.version).into()).collect(),
                 ),
                 column(
                     ArrayType::String,
-                    events()
-                        .map(|(_, e)| e.event_type.as_str().into())
+                    order.iter().map(|e| e.event_type.as_str().into()).collect(),
+                ),
+                column(
+                    ArrayType::Json,
+                    order
+                        .iter()
+                        .map(|e| DbValue::Json(Some(Box::new(e.payload.clone()))))
                         .collect(),
                 ),
                 column(
                     ArrayType::Json,
-                    events()
-                        .map(|(_, e)| DbValue::Json(Some(Box::new(e.payload.clone()))))
-                        .collect(),
-                ),
-                column(
-                    ArrayType::Json,
-                    events()
-                        .map(|(_, e)| DbValue::Json(Some(Box::new(actor_json(&e.actor)))))
+                    order
+                        .iter()
+                        .map(|e| DbValue::Json(Some(Box::new(actor_json(&e.actor)))))
                         .collect(),
                 ),
                 column(
                     ArrayType::ChronoDateTimeUtc,
-                    events().map(|(_, e)| e.occurred_at.into()).collect(),
+                    order.iter().map(|e| e.occurred_at.into()).collect(),
                 ),
                 column(
                     ArrayType::BigInt,
-                    events()
-                        .map(|(a, _)| i64::from(a.expected).into())
-                        .collect(),
+                    order.iter().map(|e| expected_of(e).into()).collect(),
                 ),
             ];
             // The read models' part, if any, reads what was written from
@@ -957,18 +837,18 @@ async fn insert(
         Backend::Sqlite => {
             let mut values: Vec<DbValue> = Vec::new();
             let mut rows = Vec::new();
-            for (append, event) in events() {
+            for event in &order {
                 let n = values.len();
                 let placeholders: Vec<String> = (n + 1..=n + 8).map(|i| format!("?{i}")).collect();
                 rows.push(format!("({})", placeholders.join(", ")));
                 values.push(event.id.to_string().into());
-                values.push(append.stream.as_str().into());
+                values.push(event.stream.as_str().into());
                 values.push(i64::from(event.version).into());
                 values.push(event.event_type.as_str().into());
                 values.push(event.payload.to_string().into());
                 values.push(actor_json(&event.actor).to_string().into());
                 values.push(sqlite_timestamp(event.occurred_at).into());
-                values.push(i64::from(append.expected).into());
+                values.push(expected_of(event).into());
             }
             Statement::from_sql_and_values(
                 sea_orm::DatabaseBackend::Sqlite,

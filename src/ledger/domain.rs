@@ -3,11 +3,12 @@
 //! zero, even with concurrent debits (each decision is checked against the
 //! balance's stream version).
 
-use actix_web::http::StatusCode;
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    domain::{Aggregate, DomainError, DomainEvent},
+    domain::{Aggregate, DomainError, DomainEvent, Loaded, Refusal},
     ids::{PaymentId, TransactionId, UserId},
 };
 
@@ -120,7 +121,9 @@ pub enum BalanceEvent {
     },
 }
 
-impl DomainEvent for BalanceEvent {}
+impl DomainEvent for BalanceEvent {
+    const TYPES: &'static [&'static str] = &["transaction.created"];
+}
 
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -142,10 +145,10 @@ pub enum LedgerError {
 }
 
 impl DomainError for LedgerError {
-    fn status(&self) -> StatusCode {
+    fn refusal(&self) -> Refusal {
         match self {
-            Self::InsufficientFunds { .. } => StatusCode::CONFLICT,
-            Self::Overflow => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InsufficientFunds { .. } => Refusal::Conflict,
+            Self::Overflow => Refusal::Invalid,
         }
     }
 
@@ -175,6 +178,48 @@ impl Aggregate for Balance {
     type Event = BalanceEvent;
     type Command = Entry;
     type Error = LedgerError;
+
+    /// From the `balances` row, which records its stream's version (a row
+    /// with version 0 predates that and is folded instead).
+    async fn snapshots(
+        conn: &sea_orm::DatabaseExecutor<'_>,
+        ids: &[String],
+    ) -> Result<HashMap<String, Loaded<Self>>, sea_orm::DbErr> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+        use crate::db::entities::balance;
+        let wanted: Vec<(uuid::Uuid, &str, &String)> = ids
+            .iter()
+            .filter_map(|id| {
+                let (user, currency) = id.split_once(':')?;
+                Some((user.parse().ok()?, currency, id))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let users: Vec<uuid::Uuid> = wanted.iter().map(|(user, ..)| *user).collect();
+        let rows = balance::Entity::find()
+            .filter(balance::Column::UserId.is_in(crate::db::padded(users)))
+            .all(conn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|row| row.version > 0)
+            .filter_map(|row| {
+                let (.., id) = wanted.iter().find(|(user, currency, _)| {
+                    *user == row.user_id && *currency == row.currency
+                })?;
+                let loaded = Loaded {
+                    state: Balance {
+                        amount: row.balance,
+                    },
+                    version: u32::try_from(row.version).ok()?,
+                };
+                Some(((*id).clone(), loaded))
+            })
+            .collect())
+    }
 
     fn apply(&mut self, event: &BalanceEvent) {
         let BalanceEvent::TransactionCreated { balance_after, .. } = event;
@@ -250,7 +295,14 @@ pub enum PaymentEvent {
     },
 }
 
-impl DomainEvent for PaymentEvent {}
+impl DomainEvent for PaymentEvent {
+    const TYPES: &'static [&'static str] = &[
+        "payment.created",
+        "payment.completed",
+        "payment.failed",
+        "payment.refunded",
+    ];
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PaymentStatus {
@@ -265,7 +317,17 @@ pub enum PaymentStatus {
 #[derive(Debug, Clone, Default)]
 pub struct Payment {
     pub status: PaymentStatus,
-    pub details: Option<(PaymentId, UserId, Amount, Currency, String, String)>,
+    /// What it was created with.
+    pub details: Option<PaymentDetails>,
+}
+
+/// A payment's facts, as `payment.created` recorded them.
+#[derive(Debug, Clone)]
+pub struct PaymentDetails {
+    pub payment_id: PaymentId,
+    pub user_id: UserId,
+    pub amount: Amount,
+    pub currency: Currency,
 }
 
 #[derive(Debug, Clone)]
@@ -301,14 +363,40 @@ pub enum PaymentError {
 }
 
 impl DomainError for PaymentError {
-    fn status(&self) -> StatusCode {
-        StatusCode::CONFLICT
+    fn refusal(&self) -> Refusal {
+        Refusal::Conflict
     }
 
     fn code(&self) -> &'static str {
         match self {
             Self::AlreadyFinal(_) => "payment_final",
             Self::NotRefundable => "payment_not_refundable",
+        }
+    }
+}
+
+/// A refusal of a command that moves money through a payment and a
+/// balance together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error(transparent)]
+    Payment(#[from] PaymentError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl DomainError for MoneyError {
+    fn refusal(&self) -> Refusal {
+        match self {
+            Self::Payment(e) => e.refusal(),
+            Self::Ledger(e) => e.refusal(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Payment(e) => e.code(),
+            Self::Ledger(e) => e.code(),
         }
     }
 }
@@ -326,18 +414,15 @@ impl Aggregate for Payment {
                 user_id,
                 amount,
                 currency,
-                provider,
-                external_id,
+                ..
             } => {
                 self.status = PaymentStatus::Pending;
-                self.details = Some((
-                    *payment_id,
-                    *user_id,
-                    *amount,
-                    currency.clone(),
-                    provider.clone(),
-                    external_id.clone(),
-                ));
+                self.details = Some(PaymentDetails {
+                    payment_id: *payment_id,
+                    user_id: *user_id,
+                    amount: *amount,
+                    currency: currency.clone(),
+                });
             }
             PaymentEvent::Completed { .. } => self.status = PaymentStatus::Completed,
             PaymentEvent::Failed { .. } => self.status = PaymentStatus::Failed,
@@ -348,15 +433,13 @@ impl Aggregate for Payment {
     fn decide(&self, command: PaymentCommand) -> Result<Vec<PaymentEvent>, PaymentError> {
         if let PaymentCommand::Refund { reason } = command {
             return match (self.status, &self.details) {
-                (PaymentStatus::Completed, Some((payment_id, user_id, amount, currency, _, _))) => {
-                    Ok(vec![PaymentEvent::Refunded {
-                        payment_id: *payment_id,
-                        user_id: *user_id,
-                        amount: *amount,
-                        currency: currency.clone(),
-                        reason,
-                    }])
-                }
+                (PaymentStatus::Completed, Some(details)) => Ok(vec![PaymentEvent::Refunded {
+                    payment_id: details.payment_id,
+                    user_id: details.user_id,
+                    amount: details.amount,
+                    currency: details.currency.clone(),
+                    reason,
+                }]),
                 (PaymentStatus::Refunded, _) => Err(PaymentError::AlreadyFinal("refunded")),
                 _ => Err(PaymentError::NotRefundable),
             };

@@ -1,7 +1,9 @@
 //! The `balances`, `transactions` and `payments` read models.
 
+use futures::future::BoxFuture;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseExecutor, EntityTrait, QueryFilter,
+    Set,
     sea_query::{Expr, OnConflict},
 };
 
@@ -10,21 +12,53 @@ use crate::{
     db::entities::{balance, payment, transaction},
     domain::DomainEvent,
     events::RecordedEvent,
+    projections::{Projection, ProjectionError},
 };
 
-pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), DbErr> {
+/// `balances`, `transactions` and `payments`.
+pub struct Ledger;
+
+impl Projection for Ledger {
+    fn name(&self) -> &'static str {
+        "ledger"
+    }
+
+    fn handles(&self) -> &'static [&'static str] {
+        &[
+            "transaction.created",
+            "payment.created",
+            "payment.completed",
+            "payment.failed",
+            "payment.refunded",
+        ]
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["payments", "transactions", "balances"]
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a DatabaseExecutor<'a>,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(apply(conn, event))
+    }
+}
+
+async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), ProjectionError> {
     let at = event.occurred_at;
-    if let Some(BalanceEvent::TransactionCreated {
-        transaction_id,
-        user_id,
-        kind,
-        amount,
-        currency,
-        balance_after,
-        reference,
-        description,
-    }) = BalanceEvent::from_recorded(event)
-    {
+    if event.event_type.as_str() == "transaction.created" {
+        let BalanceEvent::TransactionCreated {
+            transaction_id,
+            user_id,
+            kind,
+            amount,
+            currency,
+            balance_after,
+            reference,
+            description,
+        } = BalanceEvent::from_recorded(event)?;
         transaction::ActiveModel {
             id: Set(transaction_id.as_uuid()),
             user_id: Set(user_id.as_uuid()),
@@ -47,20 +81,22 @@ pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result
             currency: Set(currency.as_str().to_owned()),
             balance: Set(balance_after),
             updated_at: Set(at),
+            version: Set(i32::try_from(event.version).unwrap_or(i32::MAX)),
         })
         .on_conflict(
             OnConflict::columns([balance::Column::UserId, balance::Column::Currency])
-                .update_columns([balance::Column::Balance, balance::Column::UpdatedAt])
+                .update_columns([
+                    balance::Column::Balance,
+                    balance::Column::UpdatedAt,
+                    balance::Column::Version,
+                ])
                 .to_owned(),
         )
         .exec(conn)
         .await?;
         return Ok(());
     }
-    let Some(payment_event) = PaymentEvent::from_recorded(event) else {
-        return Ok(());
-    };
-    match payment_event {
+    match PaymentEvent::from_recorded(event)? {
         PaymentEvent::Created {
             payment_id,
             user_id,

@@ -278,7 +278,7 @@ pub async fn record_payment(
     )
     .await?;
     let out = PaymentOut::from(payment);
-    Ok(if created {
+    Ok(if created == service::Recorded::New {
         HttpResponse::Created().json(out)
     } else {
         HttpResponse::Ok().json(out)

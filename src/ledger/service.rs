@@ -1,21 +1,22 @@
 //! Ledger commands that span aggregates: a completed payment credits the
-//! balance in the same transaction; both retry together on a conflict.
+//! balance (and the referrer's share) in the same append; a refund debits
+//! it.
 
-use actix_web::http::StatusCode;
 use sea_orm::EntityTrait;
 use uuid::Uuid;
 
 use super::domain::{
-    Amount, Balance, Currency, Entry, LedgerError, Payment, PaymentCommand, PaymentError,
-    TransactionKind,
+    Amount, Balance, Currency, Entry, LedgerError, MoneyError, Payment, PaymentCommand,
+    PaymentError, TransactionKind,
 };
 use crate::{
     app::AppState,
     db::entities::{payment, user},
-    domain::{CommandError, execute},
+    domain::{Command, CommandError, Decide, Target, Work},
     error::{ApiError, Problem},
-    events::{Actor, AppendError},
+    events::Actor,
     ids::{PaymentId, TransactionId, UserId},
+    referrals::Reward,
 };
 
 /// Payments are identified by the provider's id: the same callback twice is
@@ -28,6 +29,7 @@ pub fn payment_id(provider: &str, external_id: &str) -> PaymentId {
     ))
 }
 
+#[derive(Debug, Clone)]
 pub struct PaymentIn {
     pub user_id: UserId,
     pub amount: Amount,
@@ -36,10 +38,6 @@ pub struct PaymentIn {
     pub external_id: String,
     /// `None`: completed; `Some(reason)`: failed.
     pub failure: Option<String>,
-}
-
-fn is_conflict<E: crate::domain::DomainError>(e: &CommandError<E>) -> bool {
-    matches!(e, CommandError::Append(AppendError::Conflict { .. }))
 }
 
 pub async fn ensure_user(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
@@ -53,20 +51,68 @@ pub async fn ensure_user(state: &AppState, user_id: UserId) -> Result<(), ApiErr
     Ok(())
 }
 
-/// Records a payment's outcome; a completed one credits the balance. The
-/// second time the same payment is reported, nothing changes and `false`
-/// comes back with the payment as it is.
-pub async fn record_payment(
-    state: &AppState,
+/// Records a payment's outcome; a completed one credits the balance, and
+/// the referrer's share when the payer was referred.
+pub struct RecordPayment {
     input: PaymentIn,
-    actor: Actor,
-) -> Result<(payment::Model, bool), ApiError> {
-    let id = payment_id(&input.provider, &input.external_id);
-    for _ in 0..5 {
-        let txn = state.db.begin_write().await?;
+    id: PaymentId,
+    referral_percent: u32,
+    /// Looked up before it is decided.
+    reward: Option<Reward>,
+}
+
+impl RecordPayment {
+    pub fn new(input: PaymentIn, referral_percent: u32) -> Self {
+        Self {
+            id: payment_id(&input.provider, &input.external_id),
+            input,
+            referral_percent,
+            reward: None,
+        }
+    }
+}
+
+/// Whether a payment was recorded now or had been before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    /// Reported before: nothing changed.
+    Again,
+}
+
+impl Command for RecordPayment {
+    type Output = Recorded;
+    type Error = MoneyError;
+
+    async fn prepare(
+        &mut self,
+        conn: &sea_orm::DatabaseConnection,
+    ) -> Result<(), CommandError<MoneyError>> {
+        if self.input.failure.is_none() {
+            self.reward = Reward::of(conn, self.input.user_id, self.referral_percent).await?;
+        }
+        Ok(())
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![Target::of::<Payment>(self.id)];
+        if self.input.failure.is_none() {
+            targets.push(Target::of::<Balance>(Balance::key(
+                self.input.user_id,
+                &self.input.currency,
+            )));
+            if let Some(reward) = &self.reward {
+                targets.extend(reward.targets(&self.input.currency));
+            }
+        }
+        targets
+    }
+
+    fn decide(&self, work: &mut Work<'_>) -> Result<Recorded, MoneyError> {
+        let input = &self.input;
         let command = match &input.failure {
             None => PaymentCommand::Complete {
-                payment_id: id,
+                payment_id: self.id,
                 user_id: input.user_id,
                 amount: input.amount,
                 currency: input.currency.clone(),
@@ -74,7 +120,7 @@ pub async fn record_payment(
                 external_id: input.external_id.clone(),
             },
             Some(reason) => PaymentCommand::Fail {
-                payment_id: id,
+                payment_id: self.id,
                 user_id: input.user_id,
                 amount: input.amount,
                 currency: input.currency.clone(),
@@ -83,156 +129,173 @@ pub async fn record_payment(
                 reason: reason.clone(),
             },
         };
-        match execute::<Payment>(&state.store, &txn, id, command, actor.clone()).await {
+        match work.execute::<Payment>(self.id, command) {
             Ok(_) => {}
-            Err(CommandError::Domain(PaymentError::AlreadyFinal(_))) => {
-                drop(txn);
-                let existing = find_payment(state, id).await?;
-                if existing.user_id != input.user_id.as_uuid()
-                    || existing.amount != input.amount.get()
-                    || existing.currency != input.currency.as_str()
-                {
-                    return Err(Problem::new(
-                        StatusCode::CONFLICT,
-                        "payment_mismatch",
-                        "Payment mismatch",
-                    )
-                    .detail("this provider payment was already recorded with another user, amount or currency")
-                    .into());
-                }
-                return Ok((existing, false));
-            }
-            Err(e) if is_conflict(&e) => continue,
+            Err(PaymentError::AlreadyFinal(_)) => return Ok(Recorded::Again),
             Err(e) => return Err(e.into()),
         }
-        if input.failure.is_none() {
-            let key = Balance::key(input.user_id, &input.currency);
-            let entry = Entry {
+        if input.failure.is_some() {
+            return Ok(Recorded::New);
+        }
+        work.execute::<Balance>(
+            Balance::key(input.user_id, &input.currency),
+            Entry {
                 transaction_id: TransactionId::new(),
                 user_id: input.user_id,
                 currency: input.currency.clone(),
                 kind: TransactionKind::Deposit,
                 amount: input.amount,
-                reference: Some(format!("payment:{id}")),
+                reference: Some(format!("payment:{}", self.id)),
                 description: Some(format!("payment via {}", input.provider)),
-            };
-            match execute::<Balance>(&state.store, &txn, &key, entry, actor.clone()).await {
-                Ok(_) => {}
-                Err(e) if is_conflict(&e) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            if state.config.referral_percent > 0 {
-                match crate::referrals::reward(
-                    &state.store,
-                    &txn,
-                    input.user_id,
-                    id,
-                    input.amount,
-                    &input.currency,
-                    state.config.referral_percent,
-                )
-                .await
-                {
-                    Ok(()) => {}
-                    Err(e) if is_conflict(&e) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            },
+        )?;
+        if let Some(reward) = &self.reward {
+            reward.grant(work, input.user_id, self.id, input.amount, &input.currency)?;
         }
-        txn.commit().await?;
-        return Ok((find_payment(state, id).await?, true));
+        Ok(Recorded::New)
     }
-    Err(busy())
+}
+
+/// Records a payment: the payment as it stands afterwards, and whether it
+/// was new. A repeat that contradicts what was recorded (another user,
+/// amount or currency) is refused with 409 `payment_mismatch`.
+pub async fn record_payment(
+    state: &AppState,
+    input: PaymentIn,
+    actor: Actor,
+) -> Result<(payment::Model, Recorded), ApiError> {
+    let id = payment_id(&input.provider, &input.external_id);
+    let recorded = state
+        .commands
+        .run(
+            RecordPayment::new(input.clone(), state.config.referral_percent),
+            actor,
+        )
+        .await?
+        .output;
+    let payment = find_payment(state, id).await?;
+    if recorded == Recorded::Again
+        && (payment.user_id != input.user_id.as_uuid()
+            || payment.amount != input.amount.get()
+            || payment.currency != input.currency.as_str())
+    {
+        return Err(Problem::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "payment_mismatch",
+            "Payment mismatch",
+        )
+        .detail("this provider payment was already recorded with another user, amount or currency")
+        .into());
+    }
+    Ok((payment, recorded))
 }
 
 /// One ledger entry on its own (withdrawals, manual adjustments).
 pub async fn post_entry(state: &AppState, entry: Entry, actor: Actor) -> Result<(), ApiError> {
     let key = Balance::key(entry.user_id, &entry.currency);
-    match crate::domain::run::<Balance>(&state.store, &key, || entry.clone(), actor).await {
+    match state
+        .commands
+        .run(Decide::<Balance>::new(key, entry), actor)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(CommandError::Domain(LedgerError::InsufficientFunds { balance, needed })) => {
-            Err(Problem::new(
-                StatusCode::CONFLICT,
-                "insufficient_funds",
-                "Insufficient funds",
-            )
-            .detail(format!("the balance is {balance}, {needed} needed"))
-            .into())
+            Err(insufficient_funds(format!("the balance is {balance}, {needed} needed")).into())
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// Refunds a completed payment: `payment.refunded` and a `refund` debit of
-/// the balance, together (409 `insufficient_funds` if the money was spent).
+/// A completed payment's money goes back to the payer: `payment.refunded`
+/// and a `refund` debit of the balance, together.
+pub struct Refund {
+    pub payment_id: PaymentId,
+    pub user_id: UserId,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub reason: String,
+}
+
+impl Command for Refund {
+    type Output = ();
+    type Error = MoneyError;
+
+    fn targets(&self) -> Vec<Target> {
+        vec![
+            Target::of::<Payment>(self.payment_id),
+            Target::of::<Balance>(Balance::key(self.user_id, &self.currency)),
+        ]
+    }
+
+    fn decide(&self, work: &mut Work<'_>) -> Result<(), MoneyError> {
+        work.execute::<Payment>(
+            self.payment_id,
+            PaymentCommand::Refund {
+                reason: self.reason.clone(),
+            },
+        )?;
+        work.execute::<Balance>(
+            Balance::key(self.user_id, &self.currency),
+            Entry {
+                transaction_id: TransactionId::new(),
+                user_id: self.user_id,
+                currency: self.currency.clone(),
+                kind: TransactionKind::Refund,
+                amount: self.amount,
+                reference: Some(format!("payment:{}", self.payment_id)),
+                description: Some(self.reason.clone()),
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// Refunds a completed payment (409 `insufficient_funds` if the money was
+/// spent).
 pub async fn refund(
     state: &AppState,
     id: PaymentId,
     reason: String,
     actor: Actor,
 ) -> Result<payment::Model, ApiError> {
-    let existing = find_payment(state, id)
-        .await
-        .map_err(|_| Problem::not_found().detail("no such payment"))?;
+    let existing = payment::Entity::find_by_id(id.as_uuid())
+        .one(state.db.conn())
+        .await?
+        .ok_or_else(|| Problem::not_found().detail("no such payment"))?;
     let currency =
         Currency::parse(&existing.currency).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
     let amount =
         Amount::parse(existing.amount).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-    let user_id = UserId::from_uuid(existing.user_id);
-    for _ in 0..5 {
-        let txn = state.db.begin_write().await?;
-        match execute::<Payment>(
-            &state.store,
-            &txn,
-            id,
-            PaymentCommand::Refund {
-                reason: reason.clone(),
-            },
-            actor.clone(),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(e) if is_conflict(&e) => continue,
-            Err(e) => return Err(e.into()),
+    let refund = Refund {
+        payment_id: id,
+        user_id: UserId::from_uuid(existing.user_id),
+        amount,
+        currency,
+        reason,
+    };
+    match state.commands.run(refund, actor).await {
+        Ok(_) => {}
+        Err(CommandError::Domain(MoneyError::Ledger(LedgerError::InsufficientFunds {
+            balance,
+            needed,
+        }))) => {
+            return Err(insufficient_funds(format!(
+                "the balance is {balance}; refunding needs {needed}"
+            ))
+            .into());
         }
-        let entry = Entry {
-            transaction_id: TransactionId::new(),
-            user_id,
-            currency: currency.clone(),
-            kind: TransactionKind::Refund,
-            amount,
-            reference: Some(format!("payment:{id}")),
-            description: Some(reason.clone()),
-        };
-        match execute::<Balance>(
-            &state.store,
-            &txn,
-            &Balance::key(user_id, &currency),
-            entry,
-            actor.clone(),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(e) if is_conflict(&e) => continue,
-            Err(CommandError::Domain(LedgerError::InsufficientFunds { balance, needed })) => {
-                return Err(Problem::new(
-                    StatusCode::CONFLICT,
-                    "insufficient_funds",
-                    "Insufficient funds",
-                )
-                .detail(format!(
-                    "the balance is {balance}; refunding needs {needed}"
-                ))
-                .into());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        txn.commit().await?;
-        return find_payment(state, id).await;
+        Err(e) => return Err(e.into()),
     }
-    Err(busy())
+    find_payment(state, id).await
+}
+
+fn insufficient_funds(detail: String) -> Problem {
+    Problem::new(
+        actix_web::http::StatusCode::CONFLICT,
+        "insufficient_funds",
+        "Insufficient funds",
+    )
+    .detail(detail)
 }
 
 async fn find_payment(state: &AppState, id: PaymentId) -> Result<payment::Model, ApiError> {
@@ -240,14 +303,4 @@ async fn find_payment(state: &AppState, id: PaymentId) -> Result<payment::Model,
         .one(state.db.conn())
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("payment {id} has no read model row")))
-}
-
-fn busy() -> ApiError {
-    Problem::new(
-        StatusCode::CONFLICT,
-        "version_conflict",
-        "Changed concurrently",
-    )
-    .detail("too many concurrent changes; try again")
-    .into()
 }

@@ -2,26 +2,42 @@
 //! replays all events, in one transaction (readers see the old tables until
 //! it commits). Run with the service stopped.
 
-use sea_orm::{ConnectionTrait, EntityTrait};
+use anyhow::Context;
+use sea_orm::{ConnectionTrait, DatabaseExecutor, EntityTrait};
 
+use super::REGISTRY;
 use crate::{
-    db::{
-        Db,
-        entities::{balance, payment, subscription, ticket, ticket_message, transaction, user},
-    },
+    db::entities::{balance, payment, subscription, ticket, ticket_message, transaction, user},
     events::{Cursor, EventStore},
 };
 
-/// Returns the number of events replayed.
-pub async fn rebuild(db: &Db, store: &EventStore) -> anyhow::Result<u64> {
-    let txn = db.begin_write().await?;
-    subscription::Entity::delete_many().exec(&*txn).await?;
-    payment::Entity::delete_many().exec(&*txn).await?;
-    transaction::Entity::delete_many().exec(&*txn).await?;
-    balance::Entity::delete_many().exec(&*txn).await?;
-    ticket_message::Entity::delete_many().exec(&*txn).await?;
-    ticket::Entity::delete_many().exec(&*txn).await?;
-    user::Entity::delete_many().exec(&*txn).await?;
+/// Returns the number of events replayed. Stops at the first event a read
+/// model cannot take (one that does not decode, say), naming it, with
+/// nothing changed.
+pub async fn rebuild(store: &EventStore) -> anyhow::Result<u64> {
+    let txn = store.db().begin_write().await?;
+    match replay(store, &txn).await {
+        Ok(replayed) => {
+            txn.commit().await?;
+            Ok(replayed)
+        }
+        Err(e) => {
+            let _ = txn.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn replay(store: &EventStore, txn: &crate::db::WriteTxn) -> anyhow::Result<u64> {
+    // Later read models' rows point at earlier ones': emptied back to front.
+    for projection in REGISTRY.iter().rev() {
+        for table in projection.tables() {
+            txn.execute_unprepared(&format!("DELETE FROM {table}"))
+                .await
+                .with_context(|| format!("emptying {table}"))?;
+        }
+    }
+    let conn = DatabaseExecutor::Transaction(txn);
     let mut cursor = Cursor::START;
     let mut replayed = 0u64;
     loop {
@@ -34,14 +50,17 @@ pub async fn rebuild(db: &Db, store: &EventStore) -> anyhow::Result<u64> {
             }
             break;
         }
-        super::apply(&*txn, &page.events).await?;
+        store
+            .projections()
+            .apply(&conn, &page.events)
+            .await
+            .context("replaying the log")?;
         replayed += page.events.len() as u64;
         cursor = page.next;
         if replayed % 50_000 < 5000 {
             tracing::info!(replayed, "rebuilding read models");
         }
     }
-    txn.commit().await?;
     Ok(replayed)
 }
 

@@ -2,13 +2,13 @@
 //! cancelled by the user, expired by the scheduler when due. Time comes in
 //! with the command, so deciding stays pure.
 
-use actix_web::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    domain::{Aggregate, DomainError, DomainEvent},
-    ids::UserId,
+    domain::{Aggregate, Command, DomainError, DomainEvent, Refusal, Target, Work},
+    ids::{TransactionId, UserId},
+    ledger::domain::{Amount, Balance, Currency, Entry, LedgerError, TransactionKind},
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,7 +42,14 @@ pub enum SubscriptionEvent {
     },
 }
 
-impl DomainEvent for SubscriptionEvent {}
+impl DomainEvent for SubscriptionEvent {
+    const TYPES: &'static [&'static str] = &[
+        "subscription.activated",
+        "subscription.renewed",
+        "subscription.cancelled",
+        "subscription.expired",
+    ];
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Status {
@@ -99,8 +106,8 @@ pub enum SubscriptionError {
 }
 
 impl DomainError for SubscriptionError {
-    fn status(&self) -> StatusCode {
-        StatusCode::CONFLICT
+    fn refusal(&self) -> Refusal {
+        Refusal::Conflict
     }
 
     fn code(&self) -> &'static str {
@@ -186,6 +193,78 @@ impl Aggregate for Subscription {
                 _ => Vec::new(),
             }),
         }
+    }
+}
+
+/// Buys a plan (or renews it) from the balance: the subscription and the
+/// balance's debit go in together, or neither does.
+pub struct Buy {
+    pub user_id: UserId,
+    pub plan: PlanTerms,
+    /// The ledger entry's description.
+    pub description: String,
+    pub renewal: bool,
+    pub now: DateTime<Utc>,
+    pub amount: Amount,
+    pub currency: Currency,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuyError {
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl DomainError for BuyError {
+    fn refusal(&self) -> Refusal {
+        match self {
+            Self::Subscription(e) => e.refusal(),
+            Self::Ledger(e) => e.refusal(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Subscription(e) => e.code(),
+            Self::Ledger(e) => e.code(),
+        }
+    }
+}
+
+impl Command for Buy {
+    type Output = ();
+    type Error = BuyError;
+
+    fn targets(&self) -> Vec<Target> {
+        vec![
+            Target::of::<Subscription>(self.user_id),
+            Target::of::<Balance>(Balance::key(self.user_id, &self.currency)),
+        ]
+    }
+
+    fn decide(&self, work: &mut Work<'_>) -> Result<(), BuyError> {
+        let (user_id, plan, now) = (self.user_id, self.plan.clone(), self.now);
+        let command = if self.renewal {
+            SubscriptionCommand::Renew { user_id, plan, now }
+        } else {
+            SubscriptionCommand::Purchase { user_id, plan, now }
+        };
+        work.execute::<Subscription>(self.user_id, command)?;
+        work.execute::<Balance>(
+            Balance::key(self.user_id, &self.currency),
+            Entry {
+                transaction_id: TransactionId::new(),
+                user_id: self.user_id,
+                currency: self.currency.clone(),
+                kind: TransactionKind::SubscriptionPayment,
+                amount: self.amount,
+                reference: Some(format!("subscription:{}", self.user_id)),
+                description: Some(self.description.clone()),
+            },
+        )?;
+        Ok(())
     }
 }
 

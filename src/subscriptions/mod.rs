@@ -15,32 +15,27 @@ use tokio_util::sync::CancellationToken;
 use self::domain::{Subscription, SubscriptionCommand};
 use crate::{
     db::entities::subscription,
-    domain::{CommandError, run},
-    events::{Actor, EventStore},
+    domain::{CommandError, Commands, Decide},
+    events::Actor,
     ids::UserId,
 };
 
 /// Expires every active subscription that ran out by `now`; returns how
 /// many this call expired. Safe to run on every instance at once.
-pub async fn expire_due(store: &EventStore, now: DateTime<Utc>) -> anyhow::Result<usize> {
+pub async fn expire_due(commands: &Commands, now: DateTime<Utc>) -> anyhow::Result<usize> {
     let due = subscription::Entity::find()
         .filter(subscription::Column::Status.eq("active"))
         .filter(subscription::Column::ExpiresAt.lte(now))
         .limit(500)
-        .all(store.db().conn())
+        .all(commands.store().db().conn())
         .await?;
     let mut expired = 0;
     for row in due {
         let user = UserId::from_uuid(row.user_id);
-        match run::<Subscription>(
-            store,
-            user,
-            || SubscriptionCommand::Expire { user_id: user, now },
-            Actor::system(),
-        )
-        .await
-        {
-            Ok(events) => expired += events.len(),
+        let expire =
+            Decide::<Subscription>::new(user, SubscriptionCommand::Expire { user_id: user, now });
+        match commands.run(expire, Actor::system()).await {
+            Ok(done) => expired += done.events.len(),
             Err(CommandError::Domain(e)) => {
                 tracing::warn!(user = %user, error = %e, "cannot expire a subscription")
             }
@@ -52,9 +47,9 @@ pub async fn expire_due(store: &EventStore, now: DateTime<Utc>) -> anyhow::Resul
 
 /// The scheduler task.
 #[tracing::instrument(name = "subscription_scheduler", skip_all)]
-pub async fn run_scheduler(store: EventStore, interval: Duration, shutdown: CancellationToken) {
+pub async fn run_scheduler(commands: Commands, interval: Duration, shutdown: CancellationToken) {
     loop {
-        match expire_due(&store, Utc::now()).await {
+        match expire_due(&commands, Utc::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "subscriptions expired"),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "subscription expiry check failed"),

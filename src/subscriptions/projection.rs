@@ -1,14 +1,43 @@
 //! The `subscriptions` read model.
 
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set, sea_query::OnConflict};
+use futures::future::BoxFuture;
+use sea_orm::{ConnectionTrait, DatabaseExecutor, EntityTrait, Set, sea_query::OnConflict};
 
 use super::domain::SubscriptionEvent;
-use crate::{db::entities::subscription, domain::DomainEvent, events::RecordedEvent};
+use crate::{
+    db::entities::subscription,
+    domain::DomainEvent,
+    events::RecordedEvent,
+    projections::{Projection, ProjectionError},
+};
 
-pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), DbErr> {
-    let Some(sub_event) = SubscriptionEvent::from_recorded(event) else {
-        return Ok(());
-    };
+/// `subscriptions`.
+pub struct Subscriptions;
+
+impl Projection for Subscriptions {
+    fn name(&self) -> &'static str {
+        "subscriptions"
+    }
+
+    fn handles(&self) -> &'static [&'static str] {
+        SubscriptionEvent::TYPES
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["subscriptions"]
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a DatabaseExecutor<'a>,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(apply(conn, event))
+    }
+}
+
+async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    let sub_event = SubscriptionEvent::from_recorded(event)?;
     let at = event.occurred_at;
     let upsert = |row: subscription::ActiveModel, columns: Vec<subscription::Column>| {
         subscription::Entity::insert(row).on_conflict(

@@ -10,17 +10,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::domain::{PlanTerms, Subscription, SubscriptionCommand};
+use super::domain::{Buy, BuyError, PlanTerms, Subscription, SubscriptionCommand};
 use crate::{
     app::AppState,
     auth::{CabinetUser, CurrentAdmin, Permission},
     config::Plan,
     db::entities::subscription,
-    domain::{CommandError, execute, run},
+    domain::{CommandError, Decide},
     error::{ApiError, Problem},
-    events::AppendError,
-    ids::{TransactionId, UserId},
-    ledger::domain::{Amount, Balance, Currency, Entry, LedgerError, TransactionKind},
+    ids::UserId,
+    ledger::domain::{Amount, Currency, LedgerError},
     tickets::queries::PageIn,
 };
 
@@ -111,65 +110,36 @@ async fn buy(
         price: plan.price,
         currency: plan.currency.clone(),
     };
-    for _ in 0..5 {
-        let now = Utc::now();
-        let txn = state.db.begin_write().await?;
-        let command = if renewal {
-            SubscriptionCommand::Renew {
-                user_id: user.id,
-                plan: terms.clone(),
-                now,
-            }
-        } else {
-            SubscriptionCommand::Purchase {
-                user_id: user.id,
-                plan: terms.clone(),
-                now,
-            }
-        };
-        match execute::<Subscription>(&state.store, &txn, user.id, command, user.actor()).await {
-            Ok(_) => {}
-            Err(CommandError::Append(AppendError::Conflict { .. })) => continue,
-            Err(e) => return Err(e.into()),
+    let buy = Buy {
+        user_id: user.id,
+        plan: terms,
+        description: format!("{} ({} days)", plan.name, plan.days),
+        renewal,
+        now: Utc::now(),
+        amount,
+        currency,
+    };
+    match state.commands.run(buy, user.actor()).await {
+        Ok(_) => {}
+        Err(CommandError::Domain(BuyError::Ledger(LedgerError::InsufficientFunds {
+            balance,
+            needed,
+        }))) => {
+            return Err(Problem::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_funds",
+                "Insufficient funds",
+            )
+            .detail(format!(
+                "the balance is {balance}, the plan costs {needed}; top up first"
+            ))
+            .into());
         }
-        let entry = Entry {
-            transaction_id: TransactionId::new(),
-            user_id: user.id,
-            currency: currency.clone(),
-            kind: TransactionKind::SubscriptionPayment,
-            amount,
-            reference: Some(format!("subscription:{}", user.id)),
-            description: Some(format!("{} ({} days)", plan.name, plan.days)),
-        };
-        let key = Balance::key(user.id, &currency);
-        match execute::<Balance>(&state.store, &txn, &key, entry, user.actor()).await {
-            Ok(_) => {}
-            Err(CommandError::Append(AppendError::Conflict { .. })) => continue,
-            Err(CommandError::Domain(LedgerError::InsufficientFunds { balance, needed })) => {
-                return Err(Problem::new(
-                    StatusCode::PAYMENT_REQUIRED,
-                    "insufficient_funds",
-                    "Insufficient funds",
-                )
-                .detail(format!(
-                    "the balance is {balance}, the plan costs {needed}; top up first"
-                ))
-                .into());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        txn.commit().await?;
-        return current(state, user.id).await?.ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!("subscription has no read model row"))
-        });
+        Err(e) => return Err(e.into()),
     }
-    Err(Problem::new(
-        StatusCode::CONFLICT,
-        "version_conflict",
-        "Changed concurrently",
-    )
-    .detail("try again")
-    .into())
+    current(state, user.id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("subscription has no read model row")))
 }
 
 /// Buys a plan from the balance (402 `insufficient_funds` if it is too low,
@@ -210,13 +180,13 @@ pub async fn cancel(
     user: CabinetUser,
 ) -> Result<HttpResponse, ApiError> {
     let id = user.id;
-    run::<Subscription>(
-        &state.store,
-        id,
-        || SubscriptionCommand::Cancel { user_id: id },
-        user.actor(),
-    )
-    .await?;
+    state
+        .commands
+        .run(
+            Decide::<Subscription>::new(id, SubscriptionCommand::Cancel { user_id: id }),
+            user.actor(),
+        )
+        .await?;
     let row = current(&state, id).await?.ok_or_else(Problem::not_found)?;
     Ok(HttpResponse::Ok().json(SubscriptionOut::from(row)))
 }

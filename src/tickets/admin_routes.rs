@@ -16,7 +16,7 @@ use crate::{
     app::AppState,
     auth::{CurrentAdmin, Permission},
     db::entities::{admin, ticket},
-    domain,
+    domain::Decide,
     error::{ApiError, Problem},
     ids::{AdminId, MessageId, TicketId},
     validate,
@@ -47,14 +47,14 @@ pub struct AssignIn {
     pub assignee_id: Option<Uuid>,
 }
 
-async fn find(state: &AppState, id: Uuid) -> Result<ticket::Model, ApiError> {
-    ticket::Entity::find_by_id(id)
+async fn find(state: &AppState, id: TicketId) -> Result<ticket::Model, ApiError> {
+    ticket::Entity::find_by_id(id.as_uuid())
         .one(state.db.conn())
         .await?
         .ok_or_else(|| Problem::not_found().detail("no such ticket").into())
 }
 
-async fn detail(state: &AppState, id: Uuid) -> Result<TicketDetailOut, ApiError> {
+async fn detail(state: &AppState, id: TicketId) -> Result<TicketDetailOut, ApiError> {
     let row = find(state, id).await?;
     Ok(queries::detail(state.db.conn(), row, Side::Operator).await?)
 }
@@ -89,12 +89,12 @@ pub async fn list(
 pub async fn view(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<TicketId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::TicketsRead)?;
     let out = detail(&state, *id).await?;
     let txn = state.db.begin_write().await?;
-    queries::mark_read(&*txn, *id, Side::Operator).await?;
+    queries::mark_read(&*txn, id.as_uuid(), Side::Operator).await?;
     txn.commit().await?;
     Ok(HttpResponse::Ok().json(out))
 }
@@ -107,28 +107,24 @@ pub async fn view(
 pub async fn reply(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<TicketId>,
     body: web::Json<MessageIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::TicketsReply)?;
     let text = validate::text("text", &body.text, 10_000)?;
-    let ticket_id = TicketId::from_uuid(*id);
-    let message_id = MessageId::new();
     let author = caller.actor().id.unwrap_or_default();
-    let before = find(&state, *id).await?;
-    let events = domain::run::<Ticket>(
-        &state.store,
-        ticket_id,
-        || TicketCommand::Reply {
-            admin_id: author.clone(),
-            message_id,
-            text: text.clone(),
+    let reply = Decide::<Ticket>::new(
+        *id,
+        TicketCommand::Reply {
+            admin_id: author,
+            message_id: MessageId::new(),
+            text,
             channel: Channel::Admin,
         },
-        caller.actor(),
-    )
-    .await?;
-    let out = MessageAddedOut::from_events(&events, &before.status, Side::Operator)
+    );
+    let done = state.commands.run(reply, caller.actor()).await?;
+    let before = done.output.status.map_or("", |s| s.as_str());
+    let out = MessageAddedOut::from_events(&done.events, before, Side::Operator)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message event was appended")))?;
     Ok(HttpResponse::Created().json(out))
 }
@@ -140,18 +136,18 @@ pub async fn reply(
 pub async fn set_status(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<TicketId>,
     body: web::Json<StatusIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::TicketsReply)?;
     let status = body.status;
-    domain::run::<Ticket>(
-        &state.store,
-        TicketId::from_uuid(*id),
-        || TicketCommand::ChangeStatus(status),
-        caller.actor(),
-    )
-    .await?;
+    state
+        .commands
+        .run(
+            Decide::<Ticket>::new(*id, TicketCommand::ChangeStatus(status)),
+            caller.actor(),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(detail(&state, *id).await?))
 }
 
@@ -162,18 +158,18 @@ pub async fn set_status(
 pub async fn set_priority(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<TicketId>,
     body: web::Json<PriorityIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::TicketsReply)?;
     let priority = body.priority;
-    domain::run::<Ticket>(
-        &state.store,
-        TicketId::from_uuid(*id),
-        || TicketCommand::ChangePriority(priority),
-        caller.actor(),
-    )
-    .await?;
+    state
+        .commands
+        .run(
+            Decide::<Ticket>::new(*id, TicketCommand::ChangePriority(priority)),
+            caller.actor(),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(detail(&state, *id).await?))
 }
 
@@ -184,7 +180,7 @@ pub async fn set_priority(
 pub async fn assign(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<TicketId>,
     body: web::Json<AssignIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::TicketsReply)?;
@@ -197,12 +193,12 @@ pub async fn assign(
         return Err(Problem::invalid_field("assignee_id", "no such admin").into());
     }
     let assignee = body.assignee_id.map(AdminId::from_uuid);
-    domain::run::<Ticket>(
-        &state.store,
-        TicketId::from_uuid(*id),
-        || TicketCommand::Assign(assignee),
-        caller.actor(),
-    )
-    .await?;
+    state
+        .commands
+        .run(
+            Decide::<Ticket>::new(*id, TicketCommand::Assign(assignee)),
+            caller.actor(),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(detail(&state, *id).await?))
 }

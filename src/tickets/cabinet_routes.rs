@@ -5,7 +5,6 @@ use actix_web::{HttpResponse, get, post, web};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::{
     domain::{Channel, Ticket, TicketCommand, TicketError},
@@ -15,7 +14,7 @@ use crate::{
     app::AppState,
     auth::CabinetUser,
     db::entities::ticket,
-    domain::{self, CommandError},
+    domain::{CommandError, Decide},
     error::{ApiError, Problem},
     ids::{MessageId, TicketId},
     validate,
@@ -43,9 +42,9 @@ pub struct MessageIn {
 pub async fn own_ticket(
     state: &AppState,
     user: &CabinetUser,
-    id: Uuid,
+    id: TicketId,
 ) -> Result<ticket::Model, ApiError> {
-    ticket::Entity::find_by_id(id)
+    ticket::Entity::find_by_id(id.as_uuid())
         .filter(ticket::Column::UserId.eq(user.id.as_uuid()))
         .one(state.db.conn())
         .await?
@@ -83,42 +82,24 @@ pub async fn open(
     let text = validate::text("text", &body.text, 10_000)?;
     let ticket_id = TicketId::new();
     let message_id = MessageId::new();
-    let result = domain::run::<Ticket>(
-        &state.store,
+    let open = Decide::<Ticket>::new(
         ticket_id,
-        || TicketCommand::Open {
+        TicketCommand::Open {
             ticket_id,
             user_id: user.id,
-            subject: subject.clone(),
-            text: text.clone(),
+            subject,
+            text,
             message_id,
             channel: Channel::Cabinet,
         },
-        user.actor(),
-    )
-    .await;
-    match result {
+    );
+    match state.commands.run(open, user.actor()).await {
         Ok(_) => {}
         // The read model's one-open-ticket index refused it.
-        Err(CommandError::Append(crate::events::AppendError::Db(e)))
-            if matches!(
-                e.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ) =>
-        {
-            return Err(already_open());
-        }
-        Err(CommandError::Db(e))
-            if matches!(
-                e.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ) =>
-        {
-            return Err(already_open());
-        }
+        Err(e) if e.is_unique_violation() => return Err(already_open()),
         Err(e) => return Err(e.into()),
     }
-    let row = own_ticket(&state, &user, ticket_id.as_uuid()).await?;
+    let row = own_ticket(&state, &user, ticket_id).await?;
     Ok(HttpResponse::Created().json(queries::detail(state.db.conn(), row, Side::User).await?))
 }
 
@@ -139,12 +120,12 @@ fn already_open() -> ApiError {
 pub async fn view(
     state: web::Data<AppState>,
     user: CabinetUser,
-    id: web::Path<Uuid>,
+    id: web::Path<TicketId>,
 ) -> Result<HttpResponse, ApiError> {
     let row = own_ticket(&state, &user, *id).await?;
     let detail = queries::detail(state.db.conn(), row, Side::User).await?;
     let txn = state.db.begin_write().await?;
-    queries::mark_read(&*txn, *id, Side::User).await?;
+    queries::mark_read(&*txn, id.as_uuid(), Side::User).await?;
     txn.commit().await?;
     Ok(HttpResponse::Ok().json(detail))
 }
@@ -156,34 +137,33 @@ pub async fn view(
 pub async fn add_message(
     state: web::Data<AppState>,
     user: CabinetUser,
-    id: web::Path<Uuid>,
+    id: web::Path<TicketId>,
     body: web::Json<MessageIn>,
 ) -> Result<HttpResponse, ApiError> {
     let text = validate::text("text", &body.text, 10_000)?;
-    let ticket_id = TicketId::from_uuid(*id);
-    let message_id = MessageId::new();
     // The ticket's owner is checked by the command itself: someone else's
     // ticket is `NotFound` to this user.
-    let executed = domain::run_executed::<Ticket>(
-        &state.store,
-        ticket_id,
-        || TicketCommand::AddUserMessage {
+    let add = Decide::<Ticket>::new(
+        *id,
+        TicketCommand::AddUserMessage {
             user_id: user.id,
-            message_id,
-            text: text.clone(),
+            message_id: MessageId::new(),
+            text,
             channel: Channel::Cabinet,
         },
-        user.actor(),
-    )
-    .await
-    .map_err(|e| match e {
-        CommandError::Domain(TicketError::NotFound) => {
-            Problem::not_found().detail("no such ticket").into()
-        }
-        other => ApiError::from(other),
-    })?;
-    let before = executed.before.status.map_or("", |s| s.as_str());
-    let out = MessageAddedOut::from_events(&executed.events, before, Side::User)
+    );
+    let done = state
+        .commands
+        .run(add, user.actor())
+        .await
+        .map_err(|e| match e {
+            CommandError::Domain(TicketError::NotFound) => {
+                Problem::not_found().detail("no such ticket").into()
+            }
+            other => ApiError::from(other),
+        })?;
+    let before = done.output.status.map_or("", |s| s.as_str());
+    let out = MessageAddedOut::from_events(&done.events, before, Side::User)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message event was appended")))?;
     Ok(HttpResponse::Created().json(out))
 }

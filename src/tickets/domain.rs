@@ -4,11 +4,10 @@
 
 use std::collections::HashMap;
 
-use actix_web::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    domain::{Aggregate, DomainError, DomainEvent},
+    domain::{Aggregate, DomainError, DomainEvent, Refusal},
     ids::{AdminId, MessageId, TicketId, UserId},
 };
 
@@ -114,7 +113,15 @@ pub enum TicketEvent {
     },
 }
 
-impl DomainEvent for TicketEvent {}
+impl DomainEvent for TicketEvent {
+    const TYPES: &'static [&'static str] = &[
+        "ticket.created",
+        "ticket.message_added",
+        "ticket.status_changed",
+        "ticket.priority_changed",
+        "ticket.assigned",
+    ];
+}
 
 #[derive(Debug, Clone)]
 pub enum TicketCommand {
@@ -154,10 +161,10 @@ pub enum TicketError {
 }
 
 impl DomainError for TicketError {
-    fn status(&self) -> StatusCode {
+    fn refusal(&self) -> Refusal {
         match self {
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::AlreadyExists | Self::Closed => StatusCode::CONFLICT,
+            Self::NotFound => Refusal::NotFound,
+            Self::AlreadyExists | Self::Closed => Refusal::Conflict,
         }
     }
 
@@ -186,7 +193,7 @@ impl Aggregate for Ticket {
     type Error = TicketError;
 
     async fn snapshots(
-        conn: &impl sea_orm::ConnectionTrait,
+        conn: &sea_orm::DatabaseExecutor<'_>,
         ids: &[String],
     ) -> Result<HashMap<String, crate::domain::Loaded<Self>>, sea_orm::DbErr> {
         use crate::db::entities::ticket;

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
+use futures::future::BoxFuture;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseExecutor, EntityTrait,
     QueryFilter, Set, Statement, Value,
     sea_query::{ArrayType, Expr, ExprTrait},
 };
@@ -12,14 +13,67 @@ use super::domain::TicketEvent;
 use crate::{
     db::entities::{ticket, ticket_message},
     domain::DomainEvent,
-    events::RecordedEvent,
-    projections::Fused,
+    events::{DecodeError, RecordedEvent},
+    projections::{Fused, Projection, ProjectionError},
 };
 
-pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), DbErr> {
-    let Some(ticket_event) = TicketEvent::from_recorded(event) else {
-        return Ok(());
-    };
+/// `tickets` and `ticket_messages`.
+pub struct Tickets;
+
+impl Projection for Tickets {
+    fn name(&self) -> &'static str {
+        "tickets"
+    }
+
+    fn handles(&self) -> &'static [&'static str] {
+        TicketEvent::TYPES
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["ticket_messages", "tickets"]
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a DatabaseExecutor<'a>,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(apply(conn, event))
+    }
+
+    /// On PostgreSQL a run of new messages (a group of commands' worth) goes
+    /// in as one statement, however many there are.
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a DatabaseExecutor<'a>,
+        events: &'a [&'a RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            let mut rest = events;
+            while let Some(event) = rest.first() {
+                let messages = rest
+                    .iter()
+                    .take_while(|e| e.event_type.as_str() == MESSAGE_ADDED)
+                    .count();
+                if messages > 1 && conn.get_database_backend() == DatabaseBackend::Postgres {
+                    add_messages(conn, &rest[..messages]).await?;
+                    rest = &rest[messages..];
+                    continue;
+                }
+                apply(conn, event).await?;
+                rest = &rest[1..];
+            }
+            Ok(())
+        })
+    }
+
+    fn fused(&self, events: &[&RecordedEvent], first: usize) -> Result<Option<Fused>, DecodeError> {
+        fused_messages(events, first)
+    }
+}
+
+async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    let ticket_event = TicketEvent::from_recorded(event)?;
     let version = i32::try_from(event.version).unwrap_or(i32::MAX);
     let at = event.occurred_at;
     let update = |id: crate::ids::TicketId| {
@@ -120,22 +174,16 @@ pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result
 }
 
 /// The type of the events [`add_messages`] takes.
-pub const MESSAGE_ADDED: &str = "ticket.message_added";
+const MESSAGE_ADDED: &str = "ticket.message_added";
 
-/// New messages, of any tickets. On PostgreSQL one statement inserts them
-/// all and updates their tickets, however many there are (its text does not
+/// New messages, of any tickets (PostgreSQL): one statement inserts them all
+/// and updates their tickets, however many there are (its text does not
 /// change with their number).
-pub async fn add_messages(
+async fn add_messages(
     conn: &impl ConnectionTrait,
-    events: &[RecordedEvent],
-) -> Result<(), DbErr> {
-    if conn.get_database_backend() != DatabaseBackend::Postgres {
-        for event in events {
-            apply(conn, event).await?;
-        }
-        return Ok(());
-    }
-    let mut rows = MessageRows::of(events.iter());
+    events: &[&RecordedEvent],
+) -> Result<(), ProjectionError> {
+    let mut rows = MessageRows::of(events.iter().copied())?;
     if rows.id.is_empty() {
         return Ok(());
     }
@@ -186,14 +234,17 @@ pub async fn add_messages(
 }
 
 /// New messages projected by the statement that appends them
-/// ([`crate::projections::Fused`]): the rows `written` holds (their events
-/// went in) are inserted, and their tickets updated. `None` unless every
-/// event is a new message.
-pub fn fused_messages(events: &[&RecordedEvent], first: usize) -> Option<Fused> {
-    let rows = MessageRows::of(events.iter().copied());
-    if rows.id.len() != events.len() {
-        return None;
+/// ([`Fused`]): the rows `written` holds (their events went in) are
+/// inserted, and their tickets updated. `None` unless every event is a new
+/// message.
+fn fused_messages(events: &[&RecordedEvent], first: usize) -> Result<Option<Fused>, DecodeError> {
+    if events
+        .iter()
+        .any(|e| e.event_type.as_str() != MESSAGE_ADDED)
+    {
+        return Ok(None);
     }
+    let rows = MessageRows::of(events.iter().copied())?;
     let event_ids = rows
         .events
         .iter()
@@ -226,7 +277,7 @@ pub fn fused_messages(events: &[&RecordedEvent], first: usize) -> Option<Fused> 
            WHERE t.id = v.ticket_id)",
         p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
     );
-    Some(Fused { sql, values })
+    Ok(Some(Fused { sql, values }))
 }
 
 /// The `ticket_messages` columns of new messages, one array each, with
@@ -247,12 +298,11 @@ struct MessageRows {
 }
 
 impl MessageRows {
-    /// The new messages among `events` (the others are left out: `apply`
-    /// would not project them as messages either).
-    fn of<'a>(events: impl Iterator<Item = &'a RecordedEvent>) -> Self {
+    /// The rows of `events`, which are all new messages.
+    fn of<'a>(events: impl Iterator<Item = &'a RecordedEvent>) -> Result<Self, DecodeError> {
         let mut rows = Self::default();
         for event in events {
-            let Some(TicketEvent::MessageAdded {
+            let TicketEvent::MessageAdded {
                 ticket_id,
                 message_id,
                 author,
@@ -260,9 +310,9 @@ impl MessageRows {
                 text,
                 channel,
                 ..
-            }) = TicketEvent::from_recorded(event)
+            } = TicketEvent::from_recorded(event)?
             else {
-                continue;
+                return Err(DecodeError::of(event, "not a new message"));
             };
             rows.id.push(message_id.as_uuid().into());
             rows.ticket_id.push(ticket_id.as_uuid().into());
@@ -277,7 +327,7 @@ impl MessageRows {
             rows.versions
                 .push(i32::try_from(event.version).unwrap_or(i32::MAX));
         }
-        rows
+        Ok(rows)
     }
 
     /// The `ticket_messages` columns up to `created_at`, as arrays in table

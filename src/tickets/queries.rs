@@ -108,7 +108,7 @@ impl MessageAddedOut {
         let mut status = previous_status.to_owned();
         let mut added = None;
         for event in events {
-            match TicketEvent::from_recorded(event)? {
+            match TicketEvent::from_recorded(event).ok()? {
                 TicketEvent::MessageAdded {
                     ticket_id,
                     message_id,

@@ -7,14 +7,14 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
-use super::{UserCommand, domain::UserUpdated, service};
+use super::{UserCommand, UserState, domain::UserUpdated, service};
 use crate::{
     app::AppState,
-    auth::{CurrentAdmin, Permission, sessions, tokens::Audience},
+    auth::{CurrentAdmin, Permission},
     cabinet::UserOut,
     db::entities::user,
+    domain::Decide,
     error::{ApiError, Problem},
     ids::UserId,
     tickets::queries::PageIn,
@@ -45,8 +45,8 @@ pub struct UserPageOut {
     pub total: u64,
 }
 
-async fn find(state: &AppState, id: Uuid) -> Result<user::Model, ApiError> {
-    user::Entity::find_by_id(id)
+async fn find(state: &AppState, id: UserId) -> Result<user::Model, ApiError> {
+    user::Entity::find_by_id(id.as_uuid())
         .one(state.db.conn())
         .await?
         .ok_or_else(|| Problem::not_found().detail("no such user").into())
@@ -111,7 +111,7 @@ pub async fn list(
 pub async fn view(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<UserId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::UsersRead)?;
     Ok(HttpResponse::Ok().json(UserOut::from(find(&state, *id).await?)))
@@ -132,7 +132,7 @@ pub struct UserEditIn {
 pub async fn edit(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<UserId>,
     body: web::Json<UserEditIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::UsersManage)?;
@@ -144,23 +144,19 @@ pub async fn edit(
                 .transpose()
         };
     let update = UserUpdated {
-        user_id: UserId::from_uuid(*id),
+        user_id: *id,
         username: field("username", &body.username, 64)?,
         first_name: field("first_name", &body.first_name, 128)?,
         last_name: field("last_name", &body.last_name, 128)?,
         language_code: field("language_code", &body.language_code, 16)?,
     };
-    find(&state, *id).await?;
-    let txn = state.db.begin_write().await?;
-    service::execute(
-        &state.store,
-        &txn,
-        UserId::from_uuid(*id),
-        UserCommand::Edit(update),
-        caller.actor(),
-    )
-    .await?;
-    txn.commit().await?;
+    state
+        .commands
+        .run(
+            Decide::<UserState>::new(*id, UserCommand::Edit(update)),
+            caller.actor(),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(UserOut::from(find(&state, *id).await?)))
 }
 
@@ -176,23 +172,16 @@ pub struct BlockIn {
 pub async fn block(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<UserId>,
     body: web::Json<BlockIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::UsersManage)?;
     let reason = validate::text("reason", &body.reason, 500)?;
-    find(&state, *id).await?;
-    let txn = state.db.begin_write().await?;
-    service::execute(
-        &state.store,
-        &txn,
-        UserId::from_uuid(*id),
-        UserCommand::Block { reason },
-        caller.actor(),
-    )
-    .await?;
-    sessions::revoke_all(&*txn, Audience::Cabinet, *id, "user blocked").await?;
-    txn.commit().await?;
+    let block = service::BlockUser {
+        user_id: *id,
+        reason,
+    };
+    state.commands.run(block, caller.actor()).await?;
     Ok(HttpResponse::Ok().json(UserOut::from(find(&state, *id).await?)))
 }
 
@@ -203,19 +192,15 @@ pub async fn block(
 pub async fn unblock(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<UserId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::UsersManage)?;
-    find(&state, *id).await?;
-    let txn = state.db.begin_write().await?;
-    service::execute(
-        &state.store,
-        &txn,
-        UserId::from_uuid(*id),
-        UserCommand::Unblock,
-        caller.actor(),
-    )
-    .await?;
-    txn.commit().await?;
+    state
+        .commands
+        .run(
+            Decide::<UserState>::new(*id, UserCommand::Unblock),
+            caller.actor(),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(UserOut::from(find(&state, *id).await?)))
 }

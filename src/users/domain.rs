@@ -1,10 +1,9 @@
 //! Commands decide, events apply: no I/O here.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::{
-    events::{Actor, EventType, NewEvent, RecordedEvent, StreamName},
+    domain::{Aggregate, DomainError, DomainEvent, Refusal},
     ids::UserId,
 };
 
@@ -89,48 +88,37 @@ pub enum UserEvent {
     Unblocked { user_id: UserId },
 }
 
-impl UserEvent {
-    pub fn stream(user: UserId) -> StreamName {
-        StreamName::for_id("user", user)
-    }
-
-    pub fn to_new_event(&self, actor: Actor) -> NewEvent {
-        let value = serde_json::to_value(self).unwrap_or(Value::Null);
-        let event_type = EventType::from_trusted(
-            value
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        );
-        let payload = value.get("payload").cloned().unwrap_or(Value::Null);
-        NewEvent::new(event_type, payload, actor)
-    }
-
-    pub fn from_recorded(event: &RecordedEvent) -> Option<Self> {
-        serde_json::from_value(serde_json::json!({
-            "type": event.event_type.as_str(),
-            "payload": event.payload,
-        }))
-        .ok()
-    }
+impl DomainEvent for UserEvent {
+    const TYPES: &'static [&'static str] = &[
+        "user.created",
+        "user.updated",
+        "user.email_verified",
+        "user.blocked",
+        "user.unblocked",
+    ];
 }
 
 /// What the decisions need to know about one user.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserState {
-    pub exists: bool,
-    pub version: u32,
+    /// `Some` once the user exists.
+    pub id: Option<UserId>,
     pub email: Option<String>,
     pub email_verified: bool,
     pub profile: TelegramProfile,
     pub blocked: bool,
 }
 
-impl UserState {
-    pub fn apply(&mut self, event: &UserEvent) {
+impl Aggregate for UserState {
+    const CATEGORY: &'static str = "user";
+    type Event = UserEvent;
+    type Command = UserCommand;
+    type Error = UserError;
+
+    fn apply(&mut self, event: &UserEvent) {
         match event {
             UserEvent::Created(created) => {
-                self.exists = true;
+                self.id = Some(created.user_id);
                 self.email = created.email.clone();
                 if let Some(profile) = &created.telegram {
                     self.profile = profile.clone();
@@ -156,15 +144,10 @@ impl UserState {
             UserEvent::Blocked { .. } => self.blocked = true,
             UserEvent::Unblocked { .. } => self.blocked = false,
         }
-        self.version += 1;
     }
 
-    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a UserEvent>) -> Self {
-        let mut state = Self::default();
-        for event in events {
-            state.apply(event);
-        }
-        state
+    fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        decide(self, command)
     }
 }
 
@@ -190,25 +173,44 @@ pub enum UserError {
     NotFound,
     #[error("the user has no e-mail address")]
     NoEmail,
+    #[error("this account is blocked")]
+    Blocked,
+}
+
+impl DomainError for UserError {
+    fn refusal(&self) -> Refusal {
+        match self {
+            Self::AlreadyExists => Refusal::Conflict,
+            Self::NotFound => Refusal::NotFound,
+            Self::NoEmail => Refusal::Invalid,
+            Self::Blocked => Refusal::Forbidden,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::AlreadyExists => "user_exists",
+            Self::NotFound => "not_found",
+            Self::NoEmail => "no_email",
+            Self::Blocked => "forbidden",
+        }
+    }
 }
 
 /// The events a command produces, given the user's state.
-pub fn decide(
-    user: UserId,
-    state: &UserState,
-    command: UserCommand,
-) -> Result<Vec<UserEvent>, UserError> {
-    match command {
-        UserCommand::Register(created) => {
-            if state.exists {
-                return Err(UserError::AlreadyExists);
-            }
-            Ok(vec![UserEvent::Created(created)])
+fn decide(state: &UserState, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+    if let UserCommand::Register(created) = command {
+        if state.id.is_some() {
+            return Err(UserError::AlreadyExists);
         }
+        return Ok(vec![UserEvent::Created(created)]);
+    }
+    let Some(user) = state.id else {
+        return Err(UserError::NotFound);
+    };
+    match command {
+        UserCommand::Register(_) => Err(UserError::AlreadyExists),
         UserCommand::RefreshTelegramProfile(profile) => {
-            if !state.exists {
-                return Err(UserError::NotFound);
-            }
             let old = &state.profile;
             let changed = |new: &Option<String>, old: &Option<String>| {
                 new.as_ref().filter(|n| Some(*n) != old.as_ref()).cloned()
@@ -231,9 +233,6 @@ pub fn decide(
             Ok(vec![UserEvent::Updated(update)])
         }
         UserCommand::VerifyEmail => {
-            if !state.exists {
-                return Err(UserError::NotFound);
-            }
             let email = state.email.clone().ok_or(UserError::NoEmail)?;
             if state.email_verified {
                 return Ok(Vec::new());
@@ -244,9 +243,6 @@ pub fn decide(
             }])
         }
         UserCommand::Edit(mut update) => {
-            if !state.exists {
-                return Err(UserError::NotFound);
-            }
             update.user_id = user;
             let old = &state.profile;
             let changed = |new: &Option<String>, old: &Option<String>| {
@@ -269,36 +265,33 @@ pub fn decide(
             }
             Ok(vec![UserEvent::Updated(update)])
         }
-        UserCommand::Block { reason } => {
-            if !state.exists {
-                return Err(UserError::NotFound);
-            }
-            Ok(if state.blocked {
-                Vec::new()
-            } else {
-                vec![UserEvent::Blocked {
-                    user_id: user,
-                    reason,
-                }]
-            })
-        }
-        UserCommand::Unblock => {
-            if !state.exists {
-                return Err(UserError::NotFound);
-            }
-            Ok(if state.blocked {
-                vec![UserEvent::Unblocked { user_id: user }]
-            } else {
-                Vec::new()
-            })
-        }
+        UserCommand::Block { reason } => Ok(if state.blocked {
+            Vec::new()
+        } else {
+            vec![UserEvent::Blocked {
+                user_id: user,
+                reason,
+            }]
+        }),
+        UserCommand::Unblock => Ok(if state.blocked {
+            vec![UserEvent::Unblocked { user_id: user }]
+        } else {
+            Vec::new()
+        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ActorKind, EventType};
+    use crate::{
+        domain::testing::given,
+        events::{Actor, ActorKind, EventType, StreamName},
+    };
+
+    fn decide_on(state: &UserState, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        state.decide(command)
+    }
 
     fn created(user: UserId, source: Source) -> UserCreated {
         UserCreated {
@@ -320,17 +313,15 @@ mod tests {
     #[test]
     fn registering_a_new_user_creates_it_and_twice_is_refused() {
         let user = UserId::new();
-        let events = decide(
-            user,
+        let events = decide_on(
             &UserState::default(),
             UserCommand::Register(created(user, Source::MiniApp)),
         )
         .unwrap();
         assert!(matches!(&events[..], [UserEvent::Created(c)] if c.source == Source::MiniApp));
-        let state = UserState::from_events(&events);
+        let state = given::<UserState>(&events);
         assert_eq!(
-            decide(
-                user,
+            decide_on(
                 &state,
                 UserCommand::Register(created(user, Source::MiniApp))
             ),
@@ -341,8 +332,7 @@ mod tests {
     #[test]
     fn a_telegram_login_records_only_what_changed() {
         let user = UserId::new();
-        let state =
-            UserState::from_events(&[UserEvent::Created(created(user, Source::LoginWidget))]);
+        let state = given::<UserState>(&[UserEvent::Created(created(user, Source::LoginWidget))]);
         let same = TelegramProfile {
             telegram_id: 42,
             username: Some("old".into()),
@@ -350,19 +340,15 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            decide(
-                user,
-                &state,
-                UserCommand::RefreshTelegramProfile(same.clone())
-            )
-            .unwrap()
-            .is_empty()
+            decide_on(&state, UserCommand::RefreshTelegramProfile(same.clone()))
+                .unwrap()
+                .is_empty()
         );
         let renamed = TelegramProfile {
             username: Some("new".into()),
             ..same
         };
-        let events = decide(user, &state, UserCommand::RefreshTelegramProfile(renamed)).unwrap();
+        let events = decide_on(&state, UserCommand::RefreshTelegramProfile(renamed)).unwrap();
         assert_eq!(
             events,
             vec![UserEvent::Updated(UserUpdated {
@@ -379,8 +365,8 @@ mod tests {
         let mut with_email = created(user, Source::Email);
         with_email.telegram = None;
         with_email.email = Some("a@example.com".into());
-        let mut state = UserState::from_events(&[UserEvent::Created(with_email)]);
-        let events = decide(user, &state, UserCommand::VerifyEmail).unwrap();
+        let mut state = given::<UserState>(&[UserEvent::Created(with_email)]);
+        let events = decide_on(&state, UserCommand::VerifyEmail).unwrap();
         assert_eq!(
             events,
             vec![UserEvent::EmailVerified {
@@ -390,14 +376,14 @@ mod tests {
         );
         state.apply(&events[0]);
         assert!(
-            decide(user, &state, UserCommand::VerifyEmail)
+            decide_on(&state, UserCommand::VerifyEmail)
                 .unwrap()
                 .is_empty()
         );
         let telegram_only =
-            UserState::from_events(&[UserEvent::Created(created(user, Source::Telegram))]);
+            given::<UserState>(&[UserEvent::Created(created(user, Source::Telegram))]);
         assert_eq!(
-            decide(user, &telegram_only, UserCommand::VerifyEmail),
+            decide_on(&telegram_only, UserCommand::VerifyEmail),
             Err(UserError::NoEmail)
         );
     }
@@ -405,10 +391,8 @@ mod tests {
     #[test]
     fn blocking_and_unblocking_happen_once_each() {
         let user = UserId::new();
-        let mut state =
-            UserState::from_events(&[UserEvent::Created(created(user, Source::Telegram))]);
-        let blocked = decide(
-            user,
+        let mut state = given::<UserState>(&[UserEvent::Created(created(user, Source::Telegram))]);
+        let blocked = decide_on(
             &state,
             UserCommand::Block {
                 reason: "spam".into(),
@@ -424,8 +408,7 @@ mod tests {
         );
         state.apply(&blocked[0]);
         assert!(
-            decide(
-                user,
+            decide_on(
                 &state,
                 UserCommand::Block {
                     reason: "again".into()
@@ -434,7 +417,7 @@ mod tests {
             .unwrap()
             .is_empty()
         );
-        let unblocked = decide(user, &state, UserCommand::Unblock).unwrap();
+        let unblocked = decide_on(&state, UserCommand::Unblock).unwrap();
         assert_eq!(
             unblocked[0]
                 .to_new_event(Actor::system())
@@ -443,11 +426,7 @@ mod tests {
             "user.unblocked"
         );
         state.apply(&unblocked[0]);
-        assert!(
-            decide(user, &state, UserCommand::Unblock)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(decide_on(&state, UserCommand::Unblock).unwrap().is_empty());
         assert_eq!(
             blocked[0].to_new_event(Actor::system()).event_type.as_str(),
             "user.blocked"
@@ -457,14 +436,14 @@ mod tests {
     #[test]
     fn an_admin_edit_records_only_changed_fields() {
         let user = UserId::new();
-        let state = UserState::from_events(&[UserEvent::Created(created(user, Source::Telegram))]);
+        let state = given::<UserState>(&[UserEvent::Created(created(user, Source::Telegram))]);
         let edit = UserUpdated {
             user_id: user,
             username: Some("old".into()),
             first_name: Some("Anna".into()),
             ..Default::default()
         };
-        let events = decide(user, &state, UserCommand::Edit(edit)).unwrap();
+        let events = decide_on(&state, UserCommand::Edit(edit)).unwrap();
         assert_eq!(
             events,
             vec![UserEvent::Updated(UserUpdated {
@@ -474,7 +453,7 @@ mod tests {
             })]
         );
         assert_eq!(
-            decide(user, &UserState::default(), UserCommand::Unblock),
+            decide_on(&UserState::default(), UserCommand::Unblock),
             Err(UserError::NotFound)
         );
     }
@@ -485,7 +464,7 @@ mod tests {
         let event = UserEvent::Created(created(user, Source::Telegram));
         let new = event.to_new_event(Actor::new(ActorKind::Telegram, 42));
         assert_eq!(new.event_type, EventType::parse("user.created").unwrap());
-        assert!(StreamName::parse(UserEvent::stream(user).as_str()).is_ok());
+        assert!(StreamName::parse(UserState::stream(user).as_str()).is_ok());
         assert_eq!(new.payload["telegram_id"], 42);
         assert_eq!(new.payload["source"], "telegram");
         let verified = UserEvent::EmailVerified {

@@ -1,14 +1,43 @@
 //! The `users` read model.
 
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, Set};
+use futures::future::BoxFuture;
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseExecutor, EntityTrait, Set};
 
 use super::domain::UserEvent;
-use crate::{db::entities::user, events::RecordedEvent};
+use crate::{
+    db::entities::user,
+    domain::DomainEvent,
+    events::RecordedEvent,
+    projections::{Projection, ProjectionError},
+};
 
-pub async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), DbErr> {
-    let Some(user_event) = UserEvent::from_recorded(event) else {
-        return Ok(());
-    };
+/// `users`.
+pub struct Users;
+
+impl Projection for Users {
+    fn name(&self) -> &'static str {
+        "users"
+    }
+
+    fn handles(&self) -> &'static [&'static str] {
+        UserEvent::TYPES
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["users"]
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a DatabaseExecutor<'a>,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(apply(conn, event))
+    }
+}
+
+async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    let user_event = UserEvent::from_recorded(event)?;
     let version = i32::try_from(event.version).unwrap_or(i32::MAX);
     match user_event {
         UserEvent::Created(created) => {

@@ -1,76 +1,58 @@
-//! Runs user commands: load the stream, decide, append (with the read model)
-//! in the caller's transaction.
+//! User commands with writes besides their events, and lookups of users in
+//! the read model.
 
-use actix_web::http::StatusCode;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::domain::{UserCommand, UserError, UserEvent, UserState, decide};
+use super::domain::{UserCommand, UserError, UserState};
 use crate::{
+    auth::{sessions, tokens::Audience},
     db::{WriteTxn, entities::user},
-    error::{ApiError, Problem},
-    events::{Actor, AppendError, EventStore, ExpectedVersion, RecordedEvent},
+    domain::{Command, CommandError, Target, Work},
+    events::RecordedEvent,
     ids::UserId,
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error(transparent)]
-    Domain(#[from] UserError),
-    #[error(transparent)]
-    Append(#[from] AppendError),
-    #[error(transparent)]
-    Db(#[from] DbErr),
+/// Blocks a user: `user.blocked`, and every cabinet session of theirs ends
+/// in the same transaction.
+pub struct BlockUser {
+    pub user_id: UserId,
+    pub reason: String,
 }
 
-impl From<CommandError> for ApiError {
-    fn from(err: CommandError) -> Self {
-        match err {
-            CommandError::Domain(UserError::AlreadyExists) => {
-                Problem::new(StatusCode::CONFLICT, "user_exists", "User exists")
-                    .detail(err.to_string())
-                    .into()
-            }
-            CommandError::Domain(UserError::NotFound) => {
-                Problem::not_found().detail("no such user").into()
-            }
-            CommandError::Domain(UserError::NoEmail) => {
-                Problem::invalid_field("email", err.to_string()).into()
-            }
-            CommandError::Append(e) => e.into(),
-            CommandError::Db(e) => e.into(),
-        }
-    }
-}
+impl Command for BlockUser {
+    type Output = ();
+    type Error = UserError;
+    const WRITES: bool = true;
 
-/// Decides `command` against the user's current state and appends the
-/// result within `txn`.
-pub async fn execute(
-    store: &EventStore,
-    txn: &WriteTxn,
-    user: UserId,
-    command: UserCommand,
-    actor: Actor,
-) -> Result<Vec<RecordedEvent>, CommandError> {
-    let stream = UserEvent::stream(user);
-    let history = store.read_stream_in(&**txn, &stream).await?;
-    let events: Vec<UserEvent> = history
-        .iter()
-        .filter_map(UserEvent::from_recorded)
-        .collect();
-    let state = UserState::from_events(&events);
-    let expected = match history.last() {
-        Some(last) => ExpectedVersion::Exact(last.version),
-        None => ExpectedVersion::NoStream,
-    };
-    let decided = decide(user, &state, command)?;
-    if decided.is_empty() {
-        return Ok(Vec::new());
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::of::<UserState>(self.user_id)]
     }
-    let new_events = decided
-        .iter()
-        .map(|e| e.to_new_event(actor.clone()))
-        .collect();
-    Ok(store.append_in(txn, &stream, expected, new_events).await?)
+
+    fn decide(&self, work: &mut Work<'_>) -> Result<(), UserError> {
+        work.execute::<UserState>(
+            self.user_id,
+            UserCommand::Block {
+                reason: self.reason.clone(),
+            },
+        )?;
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        txn: &WriteTxn,
+        _output: &mut (),
+        _events: &[RecordedEvent],
+    ) -> Result<(), CommandError<UserError>> {
+        sessions::revoke_all(
+            &**txn,
+            Audience::Cabinet,
+            self.user_id.as_uuid(),
+            "user blocked",
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 pub async fn find_by_telegram_id(

@@ -3,6 +3,7 @@
 //! schedule, observable and replayable. The wire format is DESIGN.md's
 //! "Webhooks".
 
+pub mod domain;
 pub mod routes;
 pub mod signing;
 pub mod ssrf;
@@ -16,7 +17,7 @@ use sea_orm::{ActiveModelTrait, EntityTrait, Set};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 
-pub use self::routes::configure;
+pub use self::{domain::EndpointEvent, routes::configure};
 use self::{signing::SecretBox, worker::Sender};
 use crate::{
     config::Config,

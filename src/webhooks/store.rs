@@ -672,14 +672,25 @@ pub async fn clear_failing(db: &Db, id: WebhookEndpointId) -> Result<(), DbErr> 
     Ok(())
 }
 
-/// Disables an enabled endpoint; false if it was already disabled.
-pub async fn disable(db: &Db, id: WebhookEndpointId, reason: &str) -> Result<bool, DbErr> {
-    let backend = db.backend();
+/// Disables an enabled endpoint, through `conn` (the transaction of its
+/// `webhook.endpoint_disabled`); false if it was already disabled.
+pub async fn disable(
+    conn: &impl ConnectionTrait,
+    id: WebhookEndpointId,
+    reason: &str,
+) -> Result<bool, DbErr> {
+    let backend = match conn.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => Backend::Postgres,
+        _ => Backend::Sqlite,
+    };
     let now = now_ms();
-    let stmt = statement(
-        db,
-        "UPDATE webhook_endpoints SET enabled = $2, disabled_reason = $3, disabled_at_ms = $4, \
-         updated_at_ms = $4 WHERE id = $1 AND enabled = $5",
+    let stmt = Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        sql(
+            backend,
+            "UPDATE webhook_endpoints SET enabled = $2, disabled_reason = $3, disabled_at_ms = $4, \
+             updated_at_ms = $4 WHERE id = $1 AND enabled = $5",
+        ),
         vec![
             uuid_value(backend, id.as_uuid()),
             false.into(),
@@ -688,10 +699,7 @@ pub async fn disable(db: &Db, id: WebhookEndpointId, reason: &str) -> Result<boo
             true.into(),
         ],
     );
-    let result = db
-        .write_once(async |conn| conn.execute_raw(stmt).await)
-        .await?;
-    Ok(result.rows_affected() > 0)
+    Ok(conn.execute_raw(stmt).await?.rows_affected() > 0)
 }
 
 /// Queues a delivery again from its first attempt; false if there is none.

@@ -14,23 +14,24 @@ use std::{
 use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio::{
-    sync::{Notify, Semaphore, mpsc, oneshot, watch},
+    sync::{Notify, Semaphore, watch},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::domain::{Endpoint, EndpointCommand, EndpointError};
 use super::{
     signing::{SecretBox, legacy_signature, signature_header},
     ssrf::{AddressPolicy, GuardedResolver},
     store::{self, AttemptRecord, Claimed, EndpointRow, NextStep, Outcome, now_ms},
 };
 use crate::{
+    batch::{Batch, Gather},
     config::WebhookConfig,
-    db::Db,
-    events::{
-        Actor, Cursor, EventStore, EventType, ExpectedVersion, NewEvent, RecordedEvent, StreamName,
-    },
+    db::{Db, WriteTxn},
+    domain::{Command, CommandError, Commands, Target, Work},
+    events::{Actor, Cursor, RecordedEvent},
     ids::WebhookEndpointId,
 };
 
@@ -224,62 +225,52 @@ fn parse_retry_after(raw: &str) -> Option<i64> {
 /// one transaction (one commit) instead of one each.
 #[derive(Clone)]
 pub struct Recorder {
-    queue: mpsc::Sender<(Outcome, oneshot::Sender<Result<bool, String>>)>,
+    db: Db,
+    gather: Arc<Gather<Recorder>>,
 }
 
 /// Outcomes written together, at most.
 const RECORD_BATCH: usize = 500;
 
+impl Batch for Recorder {
+    type Item = Outcome;
+    /// Whether the lease still held (the outcome was kept).
+    type Answer = Result<bool, String>;
+    type Key = ();
+
+    async fn run(&self, outcomes: Vec<Outcome>) -> Vec<Result<bool, String>> {
+        match store::record(&self.db, &outcomes).await {
+            Ok(kept) => kept.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let message = e.to_string();
+                outcomes.iter().map(|_| Err(message.clone())).collect()
+            }
+        }
+    }
+}
+
 impl Recorder {
     /// One writer: what arrives while a batch is being written makes the
     /// next batch, so a busy queue is written in fewer, larger transactions.
-    pub fn start(db: Db, tasks: &mut JoinSet<()>) -> Self {
-        let (queue, mut receiver) =
-            mpsc::channel::<(Outcome, oneshot::Sender<Result<bool, String>>)>(4 * RECORD_BATCH);
-        tasks.spawn(async move {
-            while let Some(first) = receiver.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < RECORD_BATCH {
-                    match receiver.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let outcomes: Vec<Outcome> = batch.iter().map(|(o, _)| o.clone()).collect();
-                match store::record(&db, &outcomes).await {
-                    Ok(kept) => {
-                        for ((_, reply), kept) in batch.into_iter().zip(kept) {
-                            let _ = reply.send(Ok(kept));
-                        }
-                    }
-                    Err(e) => {
-                        let message = e.to_string();
-                        for (_, reply) in batch {
-                            let _ = reply.send(Err(message.clone()));
-                        }
-                    }
-                }
-            }
-        });
-        Self { queue }
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            gather: Arc::new(Gather::new(RECORD_BATCH, 1)),
+        }
     }
 
     /// Records one outcome (with whatever else is being recorded now).
     async fn record(&self, outcome: Outcome) -> Result<bool, String> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((outcome, reply))
+        self.gather
+            .submit(self, outcome)
             .await
-            .map_err(|_| "the recorder has stopped".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the recorder has stopped".to_owned())?
+            .map_err(|e| format!("recording the outcome was {e}"))?
     }
 }
 
 pub struct WebhookWorker {
     pub db: Db,
-    pub store: EventStore,
+    pub commands: Commands,
     pub config: WebhookConfig,
     pub sender: Sender,
     /// The log tailer's position: changes when events (this instance's or
@@ -449,7 +440,8 @@ impl WebhookWorker {
                 .collect();
         let event_ids: Vec<_> = claimed.iter().map(|c| c.event_id).collect();
         let events: HashMap<_, Arc<RecordedEvent>> = self
-            .store
+            .commands
+            .store()
             .read_by_ids(&event_ids)
             .await?
             .into_iter()
@@ -471,7 +463,7 @@ impl WebhookWorker {
             let permit = permits.clone().try_acquire_owned().ok();
             let job = Delivery {
                 db: self.db.clone(),
-                store: self.store.clone(),
+                commands: self.commands.clone(),
                 config: self.config.clone(),
                 sender: self.sender.clone(),
                 recorder: self.recorder.clone(),
@@ -510,7 +502,7 @@ impl WebhookWorker {
 /// One delivery attempt and its bookkeeping.
 struct Delivery {
     db: Db,
-    store: EventStore,
+    commands: Commands,
     config: WebhookConfig,
     sender: Sender,
     recorder: Recorder,
@@ -614,48 +606,59 @@ impl Delivery {
     }
 
     async fn disable(&self, endpoint: &EndpointRow, reason: &str) {
-        match store::disable(&self.db, endpoint.id, reason).await {
-            Ok(true) => {
-                tracing::warn!(endpoint = %endpoint.id, reason, "webhook endpoint disabled");
-                disabled_event(&self.store, endpoint.id, &endpoint.name, reason).await;
-            }
-            Ok(false) => {}
+        let disable = DisableEndpoint {
+            endpoint_id: endpoint.id,
+            name: endpoint.name.clone(),
+            reason: reason.to_owned(),
+        };
+        match self.commands.run(disable, Actor::system()).await {
+            Ok(_) => tracing::warn!(endpoint = %endpoint.id, reason, "webhook endpoint disabled"),
+            Err(CommandError::Domain(EndpointError::AlreadyDisabled)) => {}
             Err(e) => tracing::warn!(error = %e, "cannot disable a webhook endpoint"),
         }
     }
 }
 
-/// Appends `webhook.endpoint_disabled` (operational; `webhooks:manage`
-/// readers see it on the feed and in the event browser).
-pub async fn disabled_event(store: &EventStore, id: WebhookEndpointId, name: &str, reason: &str) {
-    let stream = StreamName::for_id("webhook", id);
-    let event = || {
-        NewEvent::new(
-            EventType::from_trusted("webhook.endpoint_disabled"),
-            serde_json::json!({"endpoint_id": id, "name": name, "reason": reason}),
-            Actor::system(),
-        )
-    };
-    for _ in 0..5 {
-        let version = match store.stream_version(&stream).await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot record that an endpoint was disabled");
-                return;
-            }
-        };
-        let expected = if version == 0 {
-            ExpectedVersion::NoStream
+/// Disables an endpoint and appends `webhook.endpoint_disabled`
+/// (operational; `webhooks:manage` readers see it on the feed and in the
+/// event browser), together.
+pub struct DisableEndpoint {
+    pub endpoint_id: WebhookEndpointId,
+    pub name: String,
+    pub reason: String,
+}
+
+impl Command for DisableEndpoint {
+    type Output = ();
+    type Error = EndpointError;
+    const WRITES: bool = true;
+
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::of::<Endpoint>(self.endpoint_id)]
+    }
+
+    fn decide(&self, work: &mut Work<'_>) -> Result<(), EndpointError> {
+        work.execute::<Endpoint>(
+            self.endpoint_id,
+            EndpointCommand::Disable {
+                endpoint_id: self.endpoint_id,
+                name: self.name.clone(),
+                reason: self.reason.clone(),
+            },
+        )?;
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        txn: &WriteTxn,
+        _output: &mut (),
+        _events: &[RecordedEvent],
+    ) -> Result<(), CommandError<EndpointError>> {
+        if store::disable(&**txn, self.endpoint_id, &self.reason).await? {
+            Ok(())
         } else {
-            ExpectedVersion::Exact(version)
-        };
-        match store.append(&stream, expected, vec![event()]).await {
-            Ok(_) => return,
-            Err(crate::events::AppendError::Conflict { .. }) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot record that an endpoint was disabled");
-                return;
-            }
+            Err(CommandError::Domain(EndpointError::AlreadyDisabled))
         }
     }
 }

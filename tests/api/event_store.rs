@@ -3,8 +3,8 @@ use std::{collections::HashSet, sync::Arc};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 use switchboard::events::{
-    Actor, ActorKind, AppendError, Cursor, EventStore, EventType, ExpectedVersion, NewEvent,
-    RecordedEvent, StreamName,
+    Actor, ActorKind, Append, AppendError, Cursor, EventStore, EventType, ExpectedVersion,
+    NewEvent, RecordedEvent, StreamName,
 };
 use tokio::sync::Barrier;
 
@@ -20,6 +20,18 @@ pub fn event(event_type: &str, payload: serde_json::Value) -> NewEvent {
 
 pub fn stream(name: &str) -> StreamName {
     StreamName::parse(name).unwrap()
+}
+
+/// Appends to one stream on its own.
+pub async fn append(
+    store: &EventStore,
+    stream: &StreamName,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> Result<Vec<RecordedEvent>, AppendError> {
+    store
+        .append(vec![Append::new(stream.clone(), expected, events)], None)
+        .await
 }
 
 fn store(app: &TestApp) -> EventStore {
@@ -85,20 +97,19 @@ both_backends! {
     async fn appended_events_read_back_exactly_in_version_order(db) {
         let app = TestApp::spawn(&db).await;
         let store = store(&app);
-        let s = stream("ticket:1");
-        let written = store
-            .append(
-                &s,
-                ExpectedVersion::NoStream,
-                vec![
-                    event("ticket.created", json!({"subject": "Где мой платёж?"})),
-                    event("ticket.message_added", json!({"text": "hello", "n": 1})),
-                ],
-            )
-            .await
-            .unwrap();
-        let more = store
-            .append(&s, ExpectedVersion::Exact(2), vec![event("ticket.status_changed", json!({"old_status": "open", "new_status": "closed"}))])
+        let s = stream("note:1");
+        let written = append(
+            &store,
+            &s,
+            ExpectedVersion::NoStream,
+            vec![
+                event("note.created", json!({"subject": "Где мой платёж?"})),
+                event("note.added", json!({"text": "hello", "n": 1})),
+            ],
+        )
+        .await
+        .unwrap();
+        let more = append(&store, &s, ExpectedVersion::Exact(2), vec![event("note.closed", json!({"old_status": "open"}))])
             .await
             .unwrap();
 
@@ -121,18 +132,14 @@ both_backends! {
     async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(db) {
         let app = TestApp::spawn(&db).await;
         let store = store(&app);
-        let s = stream("user:7");
-        store.append(&s, ExpectedVersion::NoStream, vec![event("user.created", json!({}))]).await.unwrap();
+        let s = stream("note:7");
+        append(&store, &s, ExpectedVersion::NoStream, vec![event("note.created", json!({}))]).await.unwrap();
 
         for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(0), ExpectedVersion::Exact(5)] {
-            let err = store
-                .append(&s, expected, vec![event("user.updated", json!({})), event("user.blocked", json!({}))])
+            let err = append(&store, &s, expected, vec![event("note.added", json!({})), event("note.closed", json!({}))])
                 .await
                 .unwrap_err();
-            match err {
-                AppendError::Conflict { actual, .. } => assert_eq!(actual, Some(1)),
-                other => panic!("expected a conflict, got {other:?}"),
-            }
+            assert!(matches!(err, AppendError::Conflict(_)), "expected a conflict, got {err:?}");
         }
         assert_eq!(store.read_stream(&s).await.unwrap().len(), 1);
         read_whole_log(&store, 1).await;
@@ -144,8 +151,8 @@ both_backends! {
     async fn of_concurrent_appends_at_the_same_version_exactly_one_wins(db) {
         let app = TestApp::spawn(&db).await;
         let store = store(&app);
-        let s = stream("ticket:race");
-        store.append(&s, ExpectedVersion::NoStream, vec![event("ticket.created", json!({}))]).await.unwrap();
+        let s = stream("note:race");
+        append(&store, &s, ExpectedVersion::NoStream, vec![event("note.created", json!({}))]).await.unwrap();
 
         let contenders = 8;
         let barrier = Arc::new(Barrier::new(contenders));
@@ -157,16 +164,16 @@ both_backends! {
             handles.push(tokio::spawn(async move {
                 barrier.wait().await;
                 let batch = (0..3)
-                    .map(|i| event("ticket.message_added", json!({"writer": writer, "i": i})))
+                    .map(|i| event("note.added", json!({"writer": writer, "i": i})))
                     .collect();
-                store.append(&s, ExpectedVersion::Exact(1), batch).await
+                append(&store, &s, ExpectedVersion::Exact(1), batch).await
             }));
         }
         let mut winners = Vec::new();
         for handle in handles {
             match handle.await.unwrap() {
                 Ok(events) => winners.push(events),
-                Err(AppendError::Conflict { .. }) => {}
+                Err(AppendError::Conflict(_)) => {}
                 Err(other) => panic!("unexpected error {other:?}"),
             }
         }
@@ -188,9 +195,9 @@ both_backends! {
         let app = TestApp::spawn(&db).await;
         let store = store(&app);
         for n in 0..25u32 {
-            let s = stream(&format!("user:{}", n % 5));
+            let s = stream(&format!("note:{}", n % 5));
             let expected = if n < 5 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(n / 5) };
-            store.append(&s, expected, vec![event("user.updated", json!({"n": n}))]).await.unwrap();
+            append(&store, &s, expected, vec![event("note.added", json!({"n": n}))]).await.unwrap();
         }
         let whole = read_whole_log(&store, 25).await;
         // Pages of 7, each resumed from the previous page's cursor after a
@@ -221,13 +228,13 @@ both_backends! {
     async fn the_database_refuses_to_update_or_delete_events(db) {
         let app = TestApp::spawn(&db).await;
         let store = store(&app);
-        store.append(&stream("user:1"), ExpectedVersion::NoStream, vec![event("user.created", json!({}))]).await.unwrap();
+        append(&store, &stream("note:1"), ExpectedVersion::NoStream, vec![event("note.created", json!({}))]).await.unwrap();
         let conn = app.state.db.conn();
-        assert!(conn.execute_unprepared("UPDATE events SET type = 'user.deleted'").await.is_err());
+        assert!(conn.execute_unprepared("UPDATE events SET type = 'note.deleted'").await.is_err());
         assert!(conn.execute_unprepared("DELETE FROM events").await.is_err());
-        let read = store.read_stream(&stream("user:1")).await.unwrap();
+        let read = store.read_stream(&stream("note:1")).await.unwrap();
         assert_eq!(read.len(), 1);
-        assert_eq!(read[0].event_type.as_str(), "user.created");
+        assert_eq!(read[0].event_type.as_str(), "note.created");
         app.stop().await;
     }
 }
@@ -237,9 +244,12 @@ both_backends! {
         let app = TestApp::spawn(&db).await;
         let store = store(&app);
         let txn = app.state.db.begin_write().await.unwrap();
-        store.append_in(&txn, &stream("user:1"), ExpectedVersion::NoStream, vec![event("user.created", json!({}))]).await.unwrap();
+        store
+            .append(vec![Append::new(stream("note:1"), ExpectedVersion::NoStream, vec![event("note.created", json!({}))])], Some(&txn))
+            .await
+            .unwrap();
         txn.rollback().await.unwrap();
-        assert!(store.read_stream(&stream("user:1")).await.unwrap().is_empty());
+        assert!(store.read_stream(&stream("note:1")).await.unwrap().is_empty());
         assert!(store.read_all(Cursor::START, 10).await.unwrap().events.is_empty());
         app.stop().await;
     }
@@ -249,11 +259,10 @@ both_backends! {
     async fn appends_written_together_succeed_or_conflict_each_on_their_own(db) {
         let app = TestApp::spawn(&db).await;
         let store = store(&app);
-        let stale = stream("user:stale");
-        store.append(&stale, ExpectedVersion::NoStream, vec![event("user.created", json!({}))]).await.unwrap();
+        let stale = stream("note:stale");
+        append(&store, &stale, ExpectedVersion::NoStream, vec![event("note.created", json!({}))]).await.unwrap();
 
-        // Many appends at once (the store writes concurrent appends in one
-        // statement); exactly the stale one is refused.
+        // Many appends at once; exactly the stale one is refused.
         let barrier = Arc::new(Barrier::new(41));
         let mut handles = Vec::new();
         for n in 0..41u32 {
@@ -263,17 +272,17 @@ both_backends! {
             handles.push(tokio::spawn(async move {
                 barrier.wait().await;
                 if n == 20 {
-                    store.append(&stale, ExpectedVersion::NoStream, vec![event("user.updated", json!({}))]).await
+                    append(&store, &stale, ExpectedVersion::NoStream, vec![event("note.added", json!({}))]).await
                 } else {
-                    let events = (0..(n % 3 + 1)).map(|i| event("user.updated", json!({"n": n, "i": i}))).collect();
-                    store.append(&stream(&format!("user:{n}")), ExpectedVersion::NoStream, events).await
+                    let events = (0..(n % 3 + 1)).map(|i| event("note.added", json!({"n": n, "i": i}))).collect();
+                    append(&store, &stream(&format!("note:{n}")), ExpectedVersion::NoStream, events).await
                 }
             }));
         }
         let mut written = 0;
         for (n, handle) in handles.into_iter().enumerate() {
             match (n, handle.await.unwrap()) {
-                (20, Err(AppendError::Conflict { actual: Some(1), .. })) => {}
+                (20, Err(AppendError::Conflict(_))) => {}
                 (20, other) => panic!("the stale append must conflict, got {other:?}"),
                 (n, Ok(events)) => {
                     assert_eq!(events.len(), n % 3 + 1);
@@ -286,6 +295,47 @@ both_backends! {
         }
         let log = read_whole_log(&store, written + 1).await;
         assert_eq!(log.iter().map(|e| e.id).collect::<HashSet<_>>().len(), written + 1);
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn an_append_to_several_streams_goes_in_whole_or_not_at_all(db) {
+        let app = TestApp::spawn(&db).await;
+        let store = store(&app);
+        let (a, b) = (stream("note:a"), stream("note:b"));
+        append(&store, &b, ExpectedVersion::NoStream, vec![event("note.created", json!({}))]).await.unwrap();
+        // `b` is at 1, not at none: neither stream gets anything.
+        let err = store
+            .append(
+                vec![
+                    Append::new(a.clone(), ExpectedVersion::NoStream, vec![event("note.created", json!({}))]),
+                    Append::new(b.clone(), ExpectedVersion::NoStream, vec![event("note.created", json!({}))]),
+                ],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::Conflict(_)), "{err:?}");
+        assert!(store.read_stream(&a).await.unwrap().is_empty());
+        assert_eq!(store.read_stream(&b).await.unwrap().len(), 1);
+        // At the right versions both go in, a's and b's, in one append.
+        let written = store
+            .append(
+                vec![
+                    Append::new(a.clone(), ExpectedVersion::NoStream, vec![event("note.created", json!({"s": "a"}))]),
+                    Append::new(b.clone(), ExpectedVersion::Exact(1), vec![event("note.added", json!({"s": "b"})), event("note.added", json!({"s": "b"}))]),
+                ],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            written.iter().map(|e| (e.stream.as_str().to_owned(), e.version)).collect::<Vec<_>>(),
+            [("note:a".to_owned(), 1), ("note:b".to_owned(), 2), ("note:b".to_owned(), 3)]
+        );
+        assert_eq!(store.read_stream(&b).await.unwrap().len(), 3);
+        read_whole_log(&store, 4).await;
         app.stop().await;
     }
 }

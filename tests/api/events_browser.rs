@@ -78,7 +78,7 @@ both_backends! {
 
         let live = switchboard::projections::rebuild::dump(app.state.db.conn()).await.unwrap();
         assert!(live.contains("renamed"));
-        let replayed = switchboard::projections::rebuild::rebuild(&app.state.db, &app.state.store).await.unwrap();
+        let replayed = switchboard::projections::rebuild::rebuild(&app.state.store).await.unwrap();
         assert_eq!(replayed, expected_events as u64);
         let rebuilt = switchboard::projections::rebuild::dump(app.state.db.conn()).await.unwrap();
         assert_eq!(rebuilt, live);

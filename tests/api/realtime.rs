@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use switchboard::{
     auth::Role,
-    events::{Actor, EventType, ExpectedVersion, NewEvent, StreamName},
+    events::{Actor, Append, EventType, ExpectedVersion, NewEvent, StreamName},
 };
 
 use crate::{
@@ -42,7 +42,7 @@ async fn append_load(app: &TestApp, stream: &str, count: usize, batch: usize, te
         };
         app.state
             .store
-            .append(&stream, expected, events)
+            .append(vec![Append::new(stream.clone(), expected, events)], None)
             .await
             .unwrap();
         version += n as u32;
@@ -348,7 +348,7 @@ both_backends! {
                         for i in 0..each {
                             let expected = if i == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(i as u32) };
                             let event = NewEvent::new(EventType::parse("load.tick").unwrap(), json!({"w": w, "i": i}), Actor::system());
-                            store.append(&stream, expected, vec![event]).await.unwrap();
+                            store.append(vec![Append::new(stream.clone(), expected, vec![event])], None).await.unwrap();
                         }
                     })
                 })

@@ -73,11 +73,13 @@ both_backends! {
         app.post("/api/v1/cabinet/subscription", Some(&user.access_token), json!({"plan_id": "monthly"})).await;
         let later = chrono::Utc::now() + chrono::Duration::days(31);
         // Not due yet: nothing happens.
-        assert_eq!(switchboard::subscriptions::expire_due(&app.state.store, chrono::Utc::now()).await.unwrap(), 0);
-        // Two schedulers (as on two instances) at the same moment.
+        assert_eq!(switchboard::subscriptions::expire_due(&app.state.commands, chrono::Utc::now()).await.unwrap(), 0);
+        // Two schedulers (as on two instances: runners of their own) at the
+        // same moment.
+        let elsewhere = switchboard::domain::Commands::new(app.state.store.clone());
         let (a, b) = tokio::join!(
-            switchboard::subscriptions::expire_due(&app.state.store, later),
-            switchboard::subscriptions::expire_due(&app.state.store, later),
+            switchboard::subscriptions::expire_due(&app.state.commands, later),
+            switchboard::subscriptions::expire_due(&elsewhere, later),
         );
         assert_eq!(a.unwrap() + b.unwrap(), 1);
         let events = crate::event_store::read_whole_log(&app.state.store, 7).await;

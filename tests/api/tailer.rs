@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard::events::{ExpectedVersion, Subscription};
+use switchboard::events::{Append, ExpectedVersion, Subscription};
 
 use crate::{
     event_store::{event, stream},
@@ -27,10 +27,10 @@ both_backends! {
         config.tailer_poll_interval = Duration::from_secs(600);
         let app = TestApp::spawn_with(config).await;
         let mut sub = app.state.tailer.subscribe();
-        let s = stream("ticket:1");
+        let s = stream("note:1");
         for version in 0..5u32 {
             let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-            let written = app.state.store.append(&s, expected, vec![event("ticket.message_added", json!({"n": version}))]).await.unwrap();
+            let written = app.state.store.append(vec![Append::new(s.clone(), expected, vec![event("note.added", json!({"n": version}))])], None).await.unwrap();
             let received = next_within(&mut sub, Duration::from_secs(5)).await;
             assert_eq!(*received, written[0]);
         }
@@ -42,16 +42,16 @@ both_backends! {
     async fn a_subscriber_from_an_old_cursor_gets_history_then_live_without_gap_or_duplicate(db) {
         let app = TestApp::spawn(&db).await;
         let store = &app.state.store;
-        let s = stream("user:1");
+        let s = stream("note:1");
         let mut all = Vec::new();
         for v in 0..10u32 {
             let expected = if v == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(v) };
-            all.extend(store.append(&s, expected, vec![event("user.updated", json!({"v": v}))]).await.unwrap());
+            all.extend(store.append(vec![Append::new(s.clone(), expected, vec![event("note.added", json!({"v": v}))])], None).await.unwrap());
         }
         // Resume after the 4th event while new events keep arriving.
         let mut sub = app.state.tailer.subscribe_from(all[3].cursor);
         for v in 10..20u32 {
-            all.extend(store.append(&s, ExpectedVersion::Exact(v), vec![event("user.updated", json!({"v": v}))]).await.unwrap());
+            all.extend(store.append(vec![Append::new(s.clone(), ExpectedVersion::Exact(v), vec![event("note.added", json!({"v": v}))])], None).await.unwrap());
         }
         let mut received = Vec::new();
         while received.len() < 16 {
@@ -75,7 +75,7 @@ both_backends! {
         while version < total {
             let batch = (0..500).map(|i| event("bulk.added", json!({"n": version + i}))).collect();
             let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-            app.state.store.append(&s, expected, batch).await.unwrap();
+            app.state.store.append(vec![Append::new(s.clone(), expected, batch)], None).await.unwrap();
             version += 500;
         }
         for n in 0..total {
@@ -104,20 +104,25 @@ async fn a_naive_position_poll_loses_an_event_that_the_store_reader_keeps() {
     // Transaction A takes position 1 and stays open.
     let slow = app.state.db.begin_write().await.unwrap();
     let a = store
-        .append_in(
-            &slow,
-            &stream("user:a"),
-            ExpectedVersion::NoStream,
-            vec![event("user.created", json!({}))],
+        .append(
+            vec![Append::new(
+                stream("note:a"),
+                ExpectedVersion::NoStream,
+                vec![event("note.created", json!({}))],
+            )],
+            Some(&slow),
         )
         .await
         .unwrap();
     // B takes position 2 and commits first.
     let b = store
         .append(
-            &stream("user:b"),
-            ExpectedVersion::NoStream,
-            vec![event("user.created", json!({}))],
+            vec![Append::new(
+                stream("note:b"),
+                ExpectedVersion::NoStream,
+                vec![event("note.created", json!({}))],
+            )],
+            None,
         )
         .await
         .unwrap();
@@ -220,9 +225,12 @@ async fn under_32_concurrent_writers_a_reader_sees_all_16000_events_exactly_once
                 };
                 store
                     .append(
-                        &s,
-                        expected,
-                        vec![event("load.appended", json!({"w": w, "v": v + 1}))],
+                        vec![Append::new(
+                            s.clone(),
+                            expected,
+                            vec![event("load.appended", json!({"w": w, "v": v + 1}))],
+                        )],
+                        None,
                     )
                     .await
                     .unwrap();
@@ -273,7 +281,7 @@ async fn an_event_appended_on_one_instance_reaches_the_other_within_100ms() {
     // Let B's LISTEN connection settle.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let s = stream("ticket:x");
+    let s = stream("note:x");
     for v in 0..5u32 {
         let expected = if v == 0 {
             ExpectedVersion::NoStream
@@ -284,9 +292,12 @@ async fn an_event_appended_on_one_instance_reaches_the_other_within_100ms() {
             .state
             .store
             .append(
-                &s,
-                expected,
-                vec![event("ticket.message_added", json!({"v": v}))],
+                vec![Append::new(
+                    s.clone(),
+                    expected,
+                    vec![event("note.added", json!({"v": v}))],
+                )],
+                None,
             )
             .await
             .unwrap();

@@ -230,7 +230,7 @@ both_backends! {
         // The read models the groups wrote are what replaying the log gives
         // (counts, versions, times and positions alike).
         let live = switchboard::projections::rebuild::dump(app.state.db.conn()).await.unwrap();
-        switchboard::projections::rebuild::rebuild(&app.state.db, &app.state.store).await.unwrap();
+        switchboard::projections::rebuild::rebuild(&app.state.store).await.unwrap();
         let rebuilt = switchboard::projections::rebuild::dump(app.state.db.conn()).await.unwrap();
         assert_eq!(rebuilt, live);
         app.stop().await;
@@ -267,30 +267,27 @@ both_backends! {
     }
 }
 
-/// Changes `id`'s status the way another instance would: in a transaction
-/// of its own, not through this instance's command groups.
+/// Changes `id`'s status the way another instance would: through a runner
+/// of its own, not this instance's.
 async fn change_status_elsewhere(
     app: &TestApp,
     id: &str,
     status: switchboard::tickets::domain::Status,
 ) {
     use switchboard::{
-        domain,
+        domain::{Commands, Decide},
         events::Actor,
         tickets::domain::{Ticket, TicketCommand},
     };
-    let txn = app.state.db.begin_write().await.unwrap();
-    let events = domain::execute::<Ticket>(
-        &app.state.store,
-        &txn,
-        id,
-        TicketCommand::ChangeStatus(status),
-        Actor::system(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(events.len(), 1);
-    txn.commit().await.unwrap();
+    let elsewhere = Commands::new(app.state.store.clone());
+    let done = elsewhere
+        .run(
+            Decide::<Ticket>::new(id, TicketCommand::ChangeStatus(status)),
+            Actor::system(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.events.len(), 1);
 }
 
 both_backends! {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use switchboard::{
     auth::Role,
     config::Config,
-    events::{Actor, EventType, ExpectedVersion, NewEvent, StreamName},
+    events::{Actor, Append, EventType, ExpectedVersion, NewEvent, StreamName},
 };
 
 use crate::helpers::{TestApp, TestDb, assert_problem, both_backends, test_config, wait_until};
@@ -191,7 +191,7 @@ async fn append(app: &TestApp, stream: &str, n: usize) -> Vec<String> {
         .collect();
     app.state
         .store
-        .append(&stream, expected, events)
+        .append(vec![Append::new(stream.clone(), expected, events)], None)
         .await
         .unwrap()
         .into_iter()
@@ -649,7 +649,7 @@ both_backends! {
                     for i in 0..40u32 {
                         let expected = if i == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(i) };
                         let event = NewEvent::new(EventType::parse("load.tick").unwrap(), json!({"w": w, "i": i}), Actor::system());
-                        store.append(&stream, expected, vec![event]).await.unwrap();
+                        store.append(vec![Append::new(stream.clone(), expected, vec![event])], None).await.unwrap();
                     }
                 })
             })
@@ -744,7 +744,7 @@ both_backends! {
                     for n in 0..100 {
                         let stream = StreamName::parse(&format!("load:{n}")).unwrap();
                         let events = (0..10).map(|i| NewEvent::new(EventType::parse("load.tick").unwrap(), json!({"i": i}), Actor::system())).collect();
-                        store.append(&stream, ExpectedVersion::NoStream, events).await.unwrap();
+                        store.append(vec![Append::new(stream.clone(), ExpectedVersion::NoStream, events)], None).await.unwrap();
                     }
                 });
                 let _ = killed.await;

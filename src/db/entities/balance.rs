@@ -11,6 +11,9 @@ pub struct Model {
     pub currency: String,
     pub balance: i64,
     pub updated_at: DateTimeUtc,
+    /// The version of the balance's stream this row reflects (0: unknown,
+    /// a row from before versions were kept).
+    pub version: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

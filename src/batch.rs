@@ -1,0 +1,280 @@
+//! Gathering: callers hand in items one at a time and wait for their
+//! answers; what arrives while a batch is being worked waits, and goes
+//! together as the next batch. Every batcher in the product is one of
+//! these (commands, cabinet session checks, webhook outcomes); each says
+//! only how one batch is worked.
+//!
+//! Items may name keys: an item is never in a batch while another running
+//! batch holds one of its keys, and items sharing a key are worked in the
+//! order they arrived (in the same batch or in later ones).
+
+use std::{
+    collections::{HashSet, VecDeque},
+    future::Future,
+    hash::Hash,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use tokio::sync::oneshot;
+
+/// How one batch is worked. A value of it is cloned into every runner the
+/// gathering starts (it carries what the work needs: a database handle…).
+pub trait Batch: Clone + Send + Sync + 'static {
+    type Item: Send + 'static;
+    type Answer: Send + 'static;
+    /// What two running batches must not share (`()` when nothing is).
+    type Key: Eq + Hash + Clone + Send + 'static;
+
+    /// The keys an item holds while its batch runs.
+    fn keys(_item: &Self::Item) -> Vec<Self::Key> {
+        Vec::new()
+    }
+
+    /// Works one batch: an answer per item, in order. An item left without
+    /// an answer (fewer answers than items) hears [`Interrupted`].
+    fn run(&self, items: Vec<Self::Item>) -> impl Future<Output = Vec<Self::Answer>> + Send;
+}
+
+/// The batch an item was in stopped before answering it (a panic, or the
+/// runtime shutting down): whether it took effect is not known.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("interrupted before it was answered")]
+pub struct Interrupted;
+
+/// The queue of one kind of batch.
+pub struct Gather<B: Batch> {
+    state: Mutex<State<B>>,
+    /// Items in one batch, at most.
+    max: usize,
+    /// Batches worked at once, at most.
+    runners: usize,
+}
+
+struct State<B: Batch> {
+    queue: VecDeque<Waiting<B>>,
+    runners: usize,
+    /// Keys held by running batches.
+    busy: HashSet<B::Key>,
+}
+
+struct Waiting<B: Batch> {
+    item: B::Item,
+    keys: Vec<B::Key>,
+    reply: oneshot::Sender<B::Answer>,
+}
+
+impl<B: Batch> Gather<B> {
+    /// Batches of up to `max` items, up to `runners` of them at once. A
+    /// second runner starts only while more items wait than the running
+    /// ones take: on a busy machine, fewer and larger batches do the same
+    /// work with fewer statements.
+    pub fn new(max: usize, runners: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                runners: 0,
+                busy: HashSet::new(),
+            }),
+            max: max.max(1),
+            runners: runners.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<B>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `item` for the next batch (worked by `batch`'s clone in a
+    /// runner task) and waits for its answer. Dropping the future does not
+    /// withdraw the item.
+    pub async fn submit(
+        self: &Arc<Self>,
+        batch: &B,
+        item: B::Item,
+    ) -> Result<B::Answer, Interrupted> {
+        let keys = B::keys(&item);
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut state = self.lock();
+            state.queue.push_back(Waiting { item, keys, reply });
+            let start = state.runners == 0
+                || (state.runners < self.runners && state.queue.len() > state.runners * self.max);
+            if start {
+                state.runners += 1;
+            }
+            start
+        };
+        if start {
+            tokio::spawn(run(self.clone(), batch.clone()));
+        }
+        answer.await.map_err(|_| Interrupted)
+    }
+}
+
+/// Takes batches and works them until nothing is left that it may take.
+async fn run<B: Batch>(gather: Arc<Gather<B>>, batch: B) {
+    let mut runner = Runner {
+        gather: &gather,
+        keys: Vec::new(),
+        finished: false,
+    };
+    loop {
+        let taken = {
+            let mut state = gather.lock();
+            for key in runner.keys.drain(..) {
+                state.busy.remove(&key);
+            }
+            let taken = take(&mut state, gather.max);
+            if taken.is_empty() {
+                state.runners -= 1;
+                runner.finished = true;
+                return;
+            }
+            runner.keys = taken.iter().flat_map(|w| w.keys.iter().cloned()).collect();
+            state.busy.extend(runner.keys.iter().cloned());
+            taken
+        };
+        let (items, replies): (Vec<_>, Vec<_>) =
+            taken.into_iter().map(|w| (w.item, w.reply)).unzip();
+        let answers = batch.run(items).await;
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            // The caller may have gone; the answer stands all the same.
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Up to `max` queued items in arrival order, leaving those with a key a
+/// running batch holds, and every later one sharing a key with an item
+/// left (so items of one key never overtake each other).
+fn take<B: Batch>(state: &mut State<B>, max: usize) -> Vec<Waiting<B>> {
+    let mut blocked = state.busy.clone();
+    let mut taken = Vec::new();
+    let mut left = VecDeque::new();
+    while let Some(waiting) = state.queue.pop_front() {
+        if taken.len() < max && !waiting.keys.iter().any(|k| blocked.contains(k)) {
+            taken.push(waiting);
+        } else {
+            blocked.extend(waiting.keys.iter().cloned());
+            left.push_back(waiting);
+        }
+    }
+    state.queue = left;
+    taken
+}
+
+/// Frees what a runner held if it stops without finishing (a panic, or its
+/// runtime stopping): its keys and its place. If it was the last runner,
+/// the items still queued hear [`Interrupted`] rather than wait for a
+/// runner that only the next item would start.
+struct Runner<'a, B: Batch> {
+    gather: &'a Gather<B>,
+    keys: Vec<B::Key>,
+    finished: bool,
+}
+
+impl<B: Batch> Drop for Runner<'_, B> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut state = self.gather.lock();
+        for key in self.keys.drain(..) {
+            state.busy.remove(&key);
+        }
+        state.runners -= 1;
+        if state.runners == 0 {
+            state.queue.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Item {
+        n: u32,
+        key: char,
+    }
+
+    fn item(n: u32, key: char) -> Item {
+        Item { n, key }
+    }
+
+    /// Records the batches it was given; answers each item with its number.
+    #[derive(Clone, Default)]
+    struct Recording {
+        batches: Arc<Mutex<Vec<Vec<Item>>>>,
+    }
+
+    impl Batch for Recording {
+        type Item = Item;
+        type Answer = u32;
+        type Key = char;
+
+        fn keys(item: &Item) -> Vec<char> {
+            vec![item.key]
+        }
+
+        async fn run(&self, items: Vec<Item>) -> Vec<u32> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let answers = items.iter().map(|i| i.n).collect();
+            self.batches.lock().unwrap().push(items);
+            answers
+        }
+    }
+
+    #[tokio::test]
+    async fn what_arrives_while_a_batch_runs_goes_in_the_next_batch_in_order() {
+        let gather = Arc::new(Gather::new(100, 1));
+        let batch = Recording::default();
+        let first = tokio::spawn({
+            let (gather, batch) = (gather.clone(), batch.clone());
+            async move { gather.submit(&batch, item(0, 'a')).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let rest: Vec<_> = (1..=5)
+            .map(|n| {
+                let (gather, batch) = (gather.clone(), batch.clone());
+                tokio::spawn(async move { gather.submit(&batch, item(n, 'a')).await.unwrap() })
+            })
+            .collect();
+        assert_eq!(first.await.unwrap(), 0);
+        for (n, task) in (1..=5).zip(rest) {
+            assert_eq!(task.await.unwrap(), n);
+        }
+        let batches = batch.batches.lock().unwrap().clone();
+        assert_eq!(
+            batches,
+            vec![vec![item(0, 'a')], (1..=5).map(|n| item(n, 'a')).collect()]
+        );
+    }
+
+    #[test]
+    fn an_item_whose_key_is_busy_waits_and_holds_back_later_items_of_its_keys() {
+        let mut state: State<Recording> = State {
+            queue: VecDeque::new(),
+            runners: 1,
+            busy: HashSet::from(['x']),
+        };
+        let mut answers = Vec::new();
+        for (n, keys) in [(1, vec!['x', 'y']), (2, vec!['y']), (3, vec!['z'])] {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            state.queue.push_back(Waiting {
+                item: item(n, keys[0]),
+                keys,
+                reply,
+            });
+        }
+        let taken: Vec<u32> = take(&mut state, 10).iter().map(|w| w.item.n).collect();
+        // 1 waits for `x`; 2 shares `y` with 1, so it waits behind it.
+        assert_eq!(taken, vec![3]);
+        let left: Vec<u32> = state.queue.iter().map(|w| w.item.n).collect();
+        assert_eq!(left, vec![1, 2]);
+    }
+}

@@ -1,0 +1,561 @@
+//! The command runner: queues commands ([`crate::batch`]), and works each
+//! group: load, decide in arrival order, one atomic append, the commands'
+//! other writes, commit.
+
+use std::{any::Any, collections::HashMap, sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+use sea_orm::{DatabaseConnection, DatabaseExecutor, DbErr};
+
+use super::{
+    Command, CommandError,
+    work::{Decided, Slot, Target, Work},
+};
+use crate::{
+    batch::{Batch, Gather},
+    db::{Backend, WriteTxn},
+    events::{Actor, Append, AppendError, EventStore, ExpectedVersion, RecordedEvent, StreamName},
+};
+
+/// Commands in one group, at most.
+const MAX_GROUP: usize = 128;
+
+/// Groups written at once on PostgreSQL (each on a connection of its own);
+/// SQLite has one writer at a time anyway.
+const POSTGRES_RUNNERS: usize = 4;
+
+/// Times a group is loaded and decided again after losing a race.
+const MAX_CONFLICTS: u32 = 4;
+
+/// What a command that went through gives back.
+#[derive(Debug)]
+pub struct Done<O> {
+    pub output: O,
+    /// Its events as written, in the order it decided them.
+    pub events: Vec<RecordedEvent>,
+}
+
+/// The runner every write goes through; cheap to clone.
+#[derive(Clone)]
+pub struct Commands {
+    store: EventStore,
+    gather: Arc<Gather<Group>>,
+}
+
+impl Commands {
+    pub fn new(store: EventStore) -> Self {
+        let runners = match store.db().backend() {
+            Backend::Postgres => POSTGRES_RUNNERS,
+            Backend::Sqlite => 1,
+        };
+        Self {
+            store,
+            gather: Arc::new(Gather::new(MAX_GROUP, runners)),
+        }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Runs `command` by `actor` and answers once it is committed (or
+    /// refused, or failed: nothing of it is written then, unless the error
+    /// says the outcome is unknown).
+    #[tracing::instrument(name = "command", skip_all, fields(command = std::any::type_name::<C>()))]
+    pub async fn run<C: Command>(
+        &self,
+        mut command: C,
+        actor: Actor,
+    ) -> Result<Done<C::Output>, CommandError<C::Error>> {
+        command.prepare(self.store.db().conn()).await?;
+        self.submit(command, actor).await
+    }
+
+    /// Runs `commands` in this order, together where they fit in one group:
+    /// an answer each, in order.
+    pub async fn run_all<C: Command>(
+        &self,
+        commands: Vec<C>,
+        actor: Actor,
+    ) -> Vec<Result<Done<C::Output>, CommandError<C::Error>>> {
+        let mut prepared = Vec::with_capacity(commands.len());
+        for mut command in commands {
+            prepared.push(
+                command
+                    .prepare(self.store.db().conn())
+                    .await
+                    .map(|()| command),
+            );
+        }
+        // Polled in order: each is queued before the next.
+        futures::future::join_all(prepared.into_iter().map(|prepared| async {
+            match prepared {
+                Ok(command) => self.submit(command, actor.clone()).await,
+                Err(e) => Err(e),
+            }
+        }))
+        .await
+    }
+
+    async fn submit<C: Command>(
+        &self,
+        command: C,
+        actor: Actor,
+    ) -> Result<Done<C::Output>, CommandError<C::Error>> {
+        let job = Typed {
+            targets: command.targets(),
+            command,
+            actor,
+            decided: None,
+            written: None,
+        };
+        let group = Group {
+            store: self.store.clone(),
+        };
+        let answer = self
+            .gather
+            .submit(&group, Box::new(job) as Box<dyn Job>)
+            .await
+            .map_err(|e| {
+                // Its group stopped midway: it may have been committed, so
+                // it is not run again.
+                AppendError::Unknown(format!("the command was {e}"))
+            })?;
+        match answer.downcast::<Answer<C>>() {
+            Ok(answer) => *answer,
+            Err(_) => Err(CommandError::Db(DbErr::Custom(
+                "a command was answered with another command's answer".into(),
+            ))),
+        }
+    }
+}
+
+type Answer<C> = Result<Done<<C as Command>::Output>, CommandError<<C as Command>::Error>>;
+
+/// A group's queue: the streams of the commands' targets are its keys.
+#[derive(Clone)]
+struct Group {
+    store: EventStore,
+}
+
+impl Batch for Group {
+    type Item = Box<dyn Job>;
+    type Answer = Box<dyn Any + Send>;
+    type Key = StreamName;
+
+    fn keys(job: &Box<dyn Job>) -> Vec<StreamName> {
+        job.targets().iter().map(|t| t.stream.clone()).collect()
+    }
+
+    async fn run(&self, jobs: Vec<Box<dyn Job>>) -> Vec<Box<dyn Any + Send>> {
+        settle(&self.store, jobs).await
+    }
+}
+
+/// A command of any type, in a group.
+trait Job: Send + Sync {
+    fn targets(&self) -> &[Target];
+    fn actor(&self) -> Actor;
+    /// Whether it has writes besides its events.
+    fn writes(&self) -> bool;
+    /// Decides through `work`: whether it went through (its events are in
+    /// `work` then). Undoes what it changed otherwise.
+    fn decide(&mut self, work: &mut Work<'_>) -> bool;
+    /// Its other writes, in the group's transaction; `false` if they
+    /// refused (the refusal is kept for the answer).
+    fn write<'a>(
+        &'a mut self,
+        txn: &'a WriteTxn,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, bool>;
+    fn prepare<'a>(&'a mut self, conn: &'a DatabaseConnection) -> BoxFuture<'a, bool>;
+    /// Its answer, with its events (the group was written) or why not.
+    fn finish(
+        self: Box<Self>,
+        written: Result<Vec<RecordedEvent>, AppendError>,
+    ) -> Box<dyn Any + Send>;
+}
+
+struct Typed<C: Command> {
+    command: C,
+    actor: Actor,
+    targets: Vec<Target>,
+    /// What it decided last (a group may decide it more than once).
+    decided: Option<Result<C::Output, CommandError<C::Error>>>,
+    /// Why its other writes failed, if they did.
+    written: Option<CommandError<C::Error>>,
+}
+
+impl<C: Command> Job for Typed<C> {
+    fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    fn actor(&self) -> Actor {
+        self.actor.clone()
+    }
+
+    fn writes(&self) -> bool {
+        C::WRITES && matches!(self.decided, Some(Ok(_)))
+    }
+
+    fn decide(&mut self, work: &mut Work<'_>) -> bool {
+        self.written = None;
+        let decided = self.command.decide(work);
+        let decided = match (decided, work.fault.take()) {
+            (_, Some(fault)) => Err(CommandError::Db(DbErr::Custom(format!(
+                "{}: {fault}",
+                std::any::type_name::<C>()
+            )))),
+            (Ok(output), None) => Ok(output),
+            (Err(e), None) => Err(CommandError::Domain(e)),
+        };
+        let accepted = decided.is_ok();
+        if !accepted {
+            work.undo();
+        }
+        self.decided = Some(decided);
+        accepted
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        txn: &'a WriteTxn,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let Some(Ok(output)) = self.decided.as_mut() else {
+                return true;
+            };
+            match self.command.write(txn, output, events).await {
+                Ok(()) => true,
+                Err(e) => {
+                    self.written = Some(e);
+                    false
+                }
+            }
+        })
+    }
+
+    fn prepare<'a>(&'a mut self, conn: &'a DatabaseConnection) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            match self.command.prepare(conn).await {
+                Ok(()) => {
+                    self.targets = self.command.targets();
+                    true
+                }
+                Err(e) => {
+                    self.decided = Some(Err(e));
+                    false
+                }
+            }
+        })
+    }
+
+    fn finish(
+        self: Box<Self>,
+        written: Result<Vec<RecordedEvent>, AppendError>,
+    ) -> Box<dyn Any + Send> {
+        let answer: Answer<C> = match (written, self.written, self.decided) {
+            // Its own writes refused: that is why the group failed.
+            (_, Some(refused), _) => Err(refused),
+            (Err(failure), None, _) => Err(CommandError::Append(failure)),
+            (Ok(events), None, Some(Ok(output))) => Ok(Done { output, events }),
+            (Ok(_), None, Some(Err(e))) => Err(e),
+            (Ok(_), None, None) => Err(CommandError::Db(DbErr::Custom(
+                "a command was answered before it was decided".into(),
+            ))),
+        };
+        Box::new(answer)
+    }
+}
+
+/// Whether a group's failure is the same for every command in it: nothing
+/// was written and the database could not be reached, or the outcome is
+/// unknown. Anything else may be one command's doing (a read model's unique
+/// key, its other writes refusing) and is worth finding out one by one.
+fn is_shared(e: &AppendError) -> bool {
+    matches!(e, AppendError::Unavailable(_) | AppendError::Unknown(_))
+}
+
+fn is_unique_violation(e: &AppendError) -> bool {
+    matches!(e, AppendError::Db(db)
+        if matches!(db.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))))
+}
+
+/// The same failure again, for another command of the group.
+fn copy(e: &AppendError) -> AppendError {
+    match e {
+        AppendError::Conflict(m) => AppendError::Conflict(m.clone()),
+        AppendError::TooMany(n) => AppendError::TooMany(*n),
+        AppendError::Unavailable(m) => AppendError::Unavailable(m.clone()),
+        AppendError::Unknown(m) => AppendError::Unknown(m.clone()),
+        AppendError::Decode(d) => AppendError::Decode(d.clone()),
+        AppendError::Db(db) => AppendError::Db(DbErr::Custom(db.to_string())),
+    }
+}
+
+/// What one attempt at a group came to.
+enum Attempt {
+    /// Written (or nothing to write): each command's events, in order.
+    Written(Vec<Vec<RecordedEvent>>),
+    /// Another writer got to one of its streams first: nothing written.
+    Conflict(AppendError),
+    Failed(AppendError),
+}
+
+/// Works one group; an answer per command, in order.
+#[tracing::instrument(name = "command_group", skip_all, fields(commands = jobs.len()))]
+async fn settle(store: &EventStore, mut jobs: Vec<Box<dyn Job>>) -> Vec<Box<dyn Any + Send>> {
+    let mut conflicts = 0;
+    let mut prepared_again = false;
+    loop {
+        match attempt(store, &mut jobs).await {
+            Attempt::Written(events) => {
+                return jobs
+                    .into_iter()
+                    .zip(events)
+                    .map(|(job, events)| job.finish(Ok(events)))
+                    .collect();
+            }
+            Attempt::Conflict(_) if conflicts < MAX_CONFLICTS => {
+                conflicts += 1;
+                // A little jitter so racing writers do not collide again.
+                let jitter = u64::from(rand::random::<u8>() % 10);
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+            }
+            Attempt::Conflict(e) if jobs.len() == 1 => return finish_all(jobs, e),
+            Attempt::Failed(e) if is_shared(&e) => return finish_all(jobs, e),
+            Attempt::Failed(e) if jobs.len() == 1 => {
+                if is_unique_violation(&e) && !prepared_again {
+                    // Decided once more after a fresh look: what broke the
+                    // key may be what the lookup now finds (a user created
+                    // by another sign-in meanwhile, say).
+                    prepared_again = true;
+                    let prepared = match jobs.first_mut() {
+                        Some(job) => job.prepare(store.db().conn()).await,
+                        None => false,
+                    };
+                    if prepared {
+                        continue;
+                    }
+                }
+                return finish_all(jobs, e);
+            }
+            // One of them may be the cause: each runs alone.
+            Attempt::Conflict(_) | Attempt::Failed(_) => {
+                let mut answers = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    answers.extend(Box::pin(settle(store, vec![job])).await);
+                }
+                return answers;
+            }
+        }
+    }
+}
+
+/// Every command hears of the group's failure (the last one gets the
+/// error itself, the others copies).
+fn finish_all(jobs: Vec<Box<dyn Job>>, failure: AppendError) -> Vec<Box<dyn Any + Send>> {
+    let mut answers: Vec<_> = Vec::with_capacity(jobs.len());
+    let mut jobs = jobs;
+    let last = jobs.pop();
+    for job in jobs {
+        answers.push(job.finish(Err(copy(&failure))));
+    }
+    answers.extend(last.map(|job| job.finish(Err(failure))));
+    answers
+}
+
+/// Where each command's events went: (append, place in it).
+type Places = Vec<Vec<(usize, usize)>>;
+
+async fn attempt(store: &EventStore, jobs: &mut [Box<dyn Job>]) -> Attempt {
+    // SQLite: the write lock from the read on (writes go one at a time
+    // there anyway). PostgreSQL: the aggregates are read before any
+    // transaction; every append is checked against the version read.
+    let txn = match store.db().backend() {
+        Backend::Sqlite => match store.db().begin_write().await {
+            Ok(txn) => Some(txn),
+            Err(e) => return Attempt::Failed(unavailable_or_db(e)),
+        },
+        Backend::Postgres => None,
+    };
+    let loaded = match &txn {
+        Some(txn) => load(store, &DatabaseExecutor::Transaction(txn), jobs).await,
+        None => {
+            load(
+                store,
+                &DatabaseExecutor::Connection(store.db().conn()),
+                jobs,
+            )
+            .await
+        }
+    };
+    let mut slots = match loaded {
+        Ok(slots) => slots,
+        Err(e) => return fail(txn, e).await,
+    };
+    let (appends, places) = decide(&mut slots, jobs);
+    let lengths: Vec<usize> = appends.iter().map(|a| a.events.len()).collect();
+    let writes = jobs.iter().any(|job| job.writes());
+    if appends.is_empty() && !writes {
+        if let Some(txn) = txn {
+            let _ = txn.rollback().await;
+        }
+        return Attempt::Written(vec![Vec::new(); jobs.len()]);
+    }
+    let written = if txn.is_none() && !writes {
+        // On its own: one statement where the read models allow it.
+        store.append(appends, None).await
+    } else {
+        let txn = match txn {
+            Some(txn) => txn,
+            None => match store.db().begin_write().await {
+                Ok(txn) => txn,
+                Err(e) => return Attempt::Failed(unavailable_or_db(e)),
+            },
+        };
+        match in_transaction(store, &txn, appends, &lengths, &places, jobs).await {
+            Ok(written) => match txn.commit().await {
+                Ok(()) => Ok(written),
+                Err(e) => Err(crate::events::store::commit_failed(e)),
+            },
+            Err(e) => {
+                let _ = txn.rollback().await;
+                Err(e)
+            }
+        }
+    };
+    match written {
+        Ok(written) => Attempt::Written(split(&written, &lengths, &places)),
+        Err(e @ AppendError::Conflict(_)) => Attempt::Conflict(e),
+        Err(e) => Attempt::Failed(e),
+    }
+}
+
+async fn fail(txn: Option<WriteTxn>, failure: AppendError) -> Attempt {
+    if let Some(txn) = txn {
+        let _ = txn.rollback().await;
+    }
+    Attempt::Failed(failure)
+}
+
+fn unavailable_or_db(e: DbErr) -> AppendError {
+    if crate::db::is_unavailable(&e) {
+        AppendError::Unavailable(e.to_string())
+    } else {
+        AppendError::Db(e)
+    }
+}
+
+/// Every target of the group, loaded: those of one aggregate type together.
+async fn load(
+    store: &EventStore,
+    conn: &DatabaseExecutor<'_>,
+    jobs: &[Box<dyn Job>],
+) -> Result<HashMap<StreamName, Slot>, AppendError> {
+    let mut by_type: Vec<(&Target, Vec<String>)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for target in jobs.iter().flat_map(|job| job.targets()) {
+        if !seen.insert(&target.stream) {
+            continue;
+        }
+        match by_type
+            .iter_mut()
+            .find(|(t, _)| t.category == target.category)
+        {
+            Some((_, ids)) => ids.push(target.id.clone()),
+            None => by_type.push((target, vec![target.id.clone()])),
+        }
+    }
+    let mut slots = HashMap::new();
+    for (target, ids) in by_type {
+        let loaded = (target.load)(store, conn, &ids)
+            .await
+            .map_err(|e| match e {
+                AppendError::Db(db) => unavailable_or_db(db),
+                other => other,
+            })?;
+        for (id, slot) in loaded {
+            let stream = StreamName::for_id(target.category, &id);
+            slots.insert(stream, slot);
+        }
+    }
+    Ok(slots)
+}
+
+/// Decides every command in order; one append per stream, in the order
+/// streams first appear, with where each command's events went.
+fn decide(
+    slots: &mut HashMap<StreamName, Slot>,
+    jobs: &mut [Box<dyn Job>],
+) -> (Vec<Append>, Places) {
+    let mut appends: Vec<Append> = Vec::new();
+    let mut places = Vec::with_capacity(jobs.len());
+    for job in jobs.iter_mut() {
+        let mut work = Work::new(slots, job.actor());
+        let mut mine = Vec::new();
+        if job.decide(&mut work) {
+            let decided: Vec<Decided> = std::mem::take(&mut work.decided);
+            drop(work);
+            for Decided { stream, event } in decided {
+                let n = match appends.iter().position(|a| a.stream == stream) {
+                    Some(n) => n,
+                    None => {
+                        let version = slots.get(&stream).map_or(0, |slot| slot.version);
+                        appends.push(Append::new(
+                            stream,
+                            ExpectedVersion::at(version),
+                            Vec::new(),
+                        ));
+                        appends.len() - 1
+                    }
+                };
+                mine.push((n, appends[n].events.len()));
+                appends[n].events.push(event);
+            }
+        }
+        places.push(mine);
+    }
+    (appends, places)
+}
+
+/// The group's appends and its commands' other writes, in `txn`.
+async fn in_transaction(
+    store: &EventStore,
+    txn: &WriteTxn,
+    appends: Vec<Append>,
+    lengths: &[usize],
+    places: &Places,
+    jobs: &mut [Box<dyn Job>],
+) -> Result<Vec<RecordedEvent>, AppendError> {
+    let written = store.append(appends, Some(txn)).await?;
+    let per_job = split(&written, lengths, places);
+    for (job, events) in jobs.iter_mut().zip(&per_job) {
+        if job.writes() && !job.write(txn, events).await {
+            return Err(AppendError::Db(DbErr::Custom(
+                "a command's other writes refused".into(),
+            )));
+        }
+    }
+    Ok(written)
+}
+
+/// The written events (append after append) cut back into each command's.
+fn split(written: &[RecordedEvent], lengths: &[usize], places: &Places) -> Vec<Vec<RecordedEvent>> {
+    let mut starts = Vec::with_capacity(lengths.len());
+    let mut at = 0;
+    for length in lengths {
+        starts.push(at);
+        at += length;
+    }
+    places
+        .iter()
+        .map(|mine| {
+            mine.iter()
+                .filter_map(|(n, i)| written.get(starts.get(*n)? + i).cloned())
+                .collect()
+        })
+        .collect()
+}
