@@ -1,12 +1,14 @@
 //! The full HTTP path of "a user adds a ticket message" (JWT check, session
 //! lookup, ownership check, decide, append, projection, response) with 64
 //! concurrent clients against PostgreSQL, next to `pgbench` doing a bare
-//! single-row INSERT with 64 clients, in the same run.
+//! single-row INSERT with 64 clients, in the same run. Then provider payment
+//! callbacks (`POST /api/v1/admin/payments`) at a fixed rate, all for one
+//! user's balance (a hot aggregate), and the same spread over 20 users.
 //!
 //! ```sh
 //! cargo bench --bench http
 //! BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres BENCH_SECONDS=10 \
-//!     BENCH_CLIENTS=64 cargo bench --bench http
+//!     BENCH_CLIENTS=64 BENCH_PAYMENT_RATE=200 cargo bench --bench http
 //! ```
 //!
 //! It creates (and afterwards drops) the database `switchboard_bench_http`.
@@ -87,6 +89,7 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
             .unwrap();
         sessions.push((token, ticket["id"].as_str().unwrap().to_owned()));
     }
+    let tokens: Vec<String> = sessions.iter().map(|(token, _)| token.clone()).collect();
 
     // The load: each client on an HTTP/1.1 connection of its own, sending
     // one request after another (a bare hyper connection: the load generator
@@ -167,6 +170,35 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
     let rps = latencies.len() as f64 / elapsed;
     let (p50, p99) = (pct(0.5), pct(0.99));
 
+    // Provider callbacks: an operator's API credentials, the users' ids.
+    let rate: u32 = std::env::var("BENCH_PAYMENT_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let operator = admin_token(&http, &base, &url).await;
+    let mut user_ids = Vec::new();
+    for token in &tokens {
+        let me: Value = http
+            .get(format!("{base}/api/v1/cabinet/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        user_ids.push(me["id"].as_str().unwrap().to_owned());
+    }
+    let hot = payments(&base, &operator, &user_ids[..1], rate, duration).await;
+    let spread = payments(
+        &base,
+        &operator,
+        &user_ids[..20.min(user_ids.len())],
+        rate,
+        duration,
+    )
+    .await;
+
     handle.stop(true).await;
     let _ = server.await;
 
@@ -225,6 +257,18 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
         100.0 * rps / tps
     );
     println!();
+    println!("| provider callbacks at {rate}/s | sent | failed | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, phase) in [
+        ("one user's balance", &hot),
+        ("20 users' balances", &spread),
+    ] {
+        println!(
+            "| {label} | {} | {} | {:.2} | {:.2} |",
+            phase.sent, phase.failed, phase.p50_ms, phase.p99_ms
+        );
+    }
+    println!();
     println!(
         "CPU during the load, in cores: service and load generator {:.2}, PostgreSQL {:.2}, \
          idle {:.2}, taken by the hypervisor {:.2}; per request: {:.0} µs in the service and \
@@ -238,6 +282,116 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
     );
 
     drop_database(admin_url, db_name);
+}
+
+/// An operator's access token (created in the database directly).
+async fn admin_token(http: &reqwest::Client, base: &str, url: &str) -> String {
+    let db = switchboard::db::Db::connect(&switchboard::config::DatabaseConfig::Postgres {
+        url: url.to_owned(),
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    let password = "correct horse battery staple";
+    switchboard::admin::accounts::create(
+        &db,
+        "bench@example.com",
+        password,
+        switchboard::auth::Role::Owner,
+    )
+    .await
+    .unwrap();
+    db.close().await;
+    let tokens: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "bench@example.com", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+/// What a fixed-rate phase came to.
+struct Phase {
+    sent: usize,
+    failed: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Completed-payment callbacks at `rate` per second for `duration`, each
+/// for the next of `users` in turn; every one a new provider payment. Sent
+/// on schedule whatever the answers (open loop): a slow answer does not
+/// slow the load.
+async fn payments(
+    base: &str,
+    token: &str,
+    users: &[String],
+    rate: u32,
+    duration: Duration,
+) -> Phase {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()
+        .unwrap();
+    let total = (u64::from(rate) * duration.as_secs()) as usize;
+    let run = uuid::Uuid::now_v7();
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / f64::from(rate))).await;
+        let request = http
+            .post(format!("{base}/api/v1/admin/payments"))
+            .bearer_auth(token)
+            .json(&json!({
+                "user_id": users[i % users.len()],
+                "amount": 1000,
+                "currency": "RUB",
+                "provider": "bench",
+                "external_id": format!("{run}-{i}"),
+                "status": "completed",
+            }));
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let response = request.send().await;
+            let ok = response.as_ref().is_ok_and(|r| r.status().as_u16() == 201);
+            if !ok && i % 50 == 0 {
+                match response {
+                    Ok(r) => eprintln!(
+                        "callback failed: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    ),
+                    Err(e) => eprintln!("callback failed: {e}"),
+                }
+            }
+            (ok, t.elapsed())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    let mut failed = 0;
+    for task in tasks {
+        let (ok, latency) = task.await.unwrap();
+        if !ok {
+            failed += 1;
+        }
+        latencies.push(latency);
+    }
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Phase {
+        sent: total,
+        failed,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    }
 }
 
 /// Where the machine's CPU went during the load (read from `/proc`).

@@ -92,22 +92,45 @@ impl<B: Batch> Gather<B> {
         batch: &B,
         item: B::Item,
     ) -> Result<B::Answer, Interrupted> {
-        let keys = B::keys(&item);
-        let (reply, answer) = oneshot::channel();
-        let start = {
+        let mut answers = self.submit_all(batch, vec![item]).await;
+        answers.pop().unwrap_or(Err(Interrupted))
+    }
+
+    /// Queues `items` together, in this order, and waits for their answers.
+    pub async fn submit_all(
+        self: &Arc<Self>,
+        batch: &B,
+        items: Vec<B::Item>,
+    ) -> Vec<Result<B::Answer, Interrupted>> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let mut answers = Vec::with_capacity(items.len());
+        let starts = {
             let mut state = self.lock();
-            state.queue.push_back(Waiting { item, keys, reply });
-            let start = state.runners == 0
-                || (state.runners < self.runners && state.queue.len() > state.runners * self.max);
-            if start {
-                state.runners += 1;
+            for item in items {
+                let keys = B::keys(&item);
+                let (reply, answer) = oneshot::channel();
+                state.queue.push_back(Waiting { item, keys, reply });
+                answers.push(answer);
             }
-            start
+            let mut starts = 0;
+            while state.runners == 0
+                || (state.runners < self.runners && state.queue.len() > state.runners * self.max)
+            {
+                state.runners += 1;
+                starts += 1;
+            }
+            starts
         };
-        if start {
+        for _ in 0..starts {
             tokio::spawn(run(self.clone(), batch.clone()));
         }
-        answer.await.map_err(|_| Interrupted)
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(answer.await.map_err(|_| Interrupted));
+        }
+        results
     }
 }
 

@@ -304,8 +304,38 @@ pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Err
     .into()
 }
 
-pub fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::from(Problem::not_found().detail(err.to_string())).into()
+/// A path whose id is not one: nothing by that id exists (404, "no such
+/// ticket").
+pub fn path_error(_err: PathError, req: &HttpRequest) -> actix_web::Error {
+    ApiError::from(Problem::not_found().detail(format!("no such {}", path_noun(req)))).into()
+}
+
+/// What the malformed id in a route's path names: the literal segment
+/// before the first parameter that is not an id (`/tickets/{id}` → ticket).
+fn path_noun(req: &HttpRequest) -> String {
+    let pattern = req.match_pattern().unwrap_or_default();
+    let mut noun = "";
+    for segment in pattern.split('/') {
+        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => {
+                let value = req.match_info().get(name).unwrap_or_default();
+                if value.parse::<uuid::Uuid>().is_err() {
+                    break;
+                }
+            }
+            None => noun = segment,
+        }
+    }
+    let noun = match noun.strip_suffix("ies") {
+        Some(stem) => format!("{stem}y"),
+        None => noun.strip_suffix('s').unwrap_or(noun).to_owned(),
+    }
+    .replace('-', " ");
+    if noun.is_empty() {
+        "resource".to_owned()
+    } else {
+        noun
+    }
 }
 
 /// For routes that do not exist.

@@ -16,7 +16,7 @@ use crate::{
     domain::{Aggregate, DomainError, DomainEvent, Loaded, Refusal, Target, Work},
     error::{ApiError, Problem},
     events::Actor,
-    ids::{PaymentId, TransactionId, UserId},
+    ids::{PaymentId, UserId},
     ledger::domain::{Amount, Balance, Currency, Entry, LedgerError, TransactionKind},
 };
 
@@ -241,7 +241,7 @@ impl Reward {
             Actor::system(),
             Balance::key(self.referrer_id, currency),
             Entry {
-                transaction_id: TransactionId::new(),
+                transaction_id: crate::ledger::service::entry_id(payment_id, "referral"),
                 user_id: self.referrer_id,
                 currency: currency.clone(),
                 kind: TransactionKind::ReferralReward,

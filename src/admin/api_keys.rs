@@ -143,12 +143,12 @@ pub async fn create(
 pub async fn revoke(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<ApiKeyId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     caller.require(Permission::ApiKeysManage)?;
     let txn = state.db.begin_write().await?;
-    let revoked = api_keys::revoke(&*txn, ApiKeyId::from_uuid(*id)).await?;
+    let revoked = api_keys::revoke(&*txn, *id).await?;
     txn.commit().await?;
     if revoked {
         tracing::info!(api_key = %id, "API key revoked");

@@ -206,7 +206,9 @@ pub struct SignedIn {
 impl Command for TelegramSignIn {
     type Output = SignedIn;
     type Error = AccountError;
-    const WRITES: bool = true;
+    fn writes(&self) -> bool {
+        true
+    }
 
     async fn prepare(
         &mut self,
@@ -332,7 +334,9 @@ impl Command for RegisterByEmail {
     /// The user registered now, if one was.
     type Output = Option<UserId>;
     type Error = AccountError;
-    const WRITES: bool = true;
+    fn writes(&self) -> bool {
+        true
+    }
 
     async fn prepare(
         &mut self,
@@ -496,7 +500,9 @@ impl VerifyEmail {
 impl Command for VerifyEmail {
     type Output = UserId;
     type Error = AccountError;
-    const WRITES: bool = true;
+    fn writes(&self) -> bool {
+        true
+    }
 
     async fn prepare(
         &mut self,
@@ -551,7 +557,9 @@ impl ResetPassword {
 impl Command for ResetPassword {
     type Output = UserId;
     type Error = AccountError;
-    const WRITES: bool = true;
+    fn writes(&self) -> bool {
+        true
+    }
 
     async fn prepare(
         &mut self,

@@ -191,7 +191,9 @@ pub trait Command: Send + Sync + 'static {
 
     /// Whether [`Command::write`] writes anything: such a command is always
     /// written in a transaction.
-    const WRITES: bool = false;
+    fn writes(&self) -> bool {
+        false
+    }
 
     /// Lookups the command needs before it can say which aggregates it
     /// works on (read models; the caller's input is already checked). Run
@@ -214,7 +216,7 @@ pub trait Command: Send + Sync + 'static {
     fn decide(&self, work: &mut Work<'_>) -> Result<Self::Output, Self::Error>;
 
     /// Writes besides its events, in their transaction after them
-    /// (sessions, outbox rows); only called when [`Command::WRITES`]. A
+    /// (sessions, outbox rows); only called when [`Command::writes`]. A
     /// refusal here rolls back everything the command did.
     fn write<'a>(
         &'a self,
@@ -276,13 +278,33 @@ pub(crate) fn fold<A: Aggregate>(events: &[RecordedEvent]) -> Result<Loaded<A>, 
 }
 
 /// Reads the aggregates `ids` through `conn`: snapshots where there are,
-/// the others folded from their streams (one query for all of them).
+/// the others folded from their streams (one query for all of them). With
+/// `verify`, a snapshot is used only if its stream is still at its version:
+/// a read model that fell behind its stream (an event stored around the
+/// store) would otherwise make every command on it conflict forever.
 pub(crate) async fn load<A: Aggregate>(
     store: &EventStore,
     conn: &DatabaseExecutor<'_>,
     ids: &[String],
+    verify: bool,
 ) -> Result<HashMap<String, Loaded<A>>, AppendError> {
     let mut found = A::snapshots(conn, ids).await?;
+    if verify && !found.is_empty() {
+        let streams: Vec<StreamName> = found.keys().map(|id| A::stream(id)).collect();
+        let versions = crate::events::store::stream_versions(conn, &streams).await?;
+        found.retain(|id, loaded| {
+            let version = versions.get(&A::stream(id)).copied().unwrap_or(0);
+            if version != loaded.version {
+                tracing::warn!(
+                    stream = %A::stream(id),
+                    snapshot = loaded.version,
+                    version,
+                    "a read model is not at its stream's version: folding the stream instead"
+                );
+            }
+            version == loaded.version
+        });
+    }
     let missing: Vec<&String> = ids.iter().filter(|id| !found.contains_key(*id)).collect();
     if missing.is_empty() {
         return Ok(found);

@@ -12,7 +12,7 @@ use super::{
     work::{Decided, Slot, Target, Work},
 };
 use crate::{
-    batch::{Batch, Gather},
+    batch::{self, Batch, Gather},
     db::{Backend, WriteTxn},
     events::{Actor, Append, AppendError, EventStore, ExpectedVersion, RecordedEvent, StreamName},
 };
@@ -71,30 +71,38 @@ impl Commands {
         self.submit(command, actor).await
     }
 
-    /// Runs `commands` in this order, together where they fit in one group:
-    /// an answer each, in order.
+    /// Runs `commands` in this order, queued together (so they share
+    /// groups as far as they fit): an answer each, in order.
     pub async fn run_all<C: Command>(
         &self,
         commands: Vec<C>,
         actor: Actor,
     ) -> Vec<Result<Done<C::Output>, CommandError<C::Error>>> {
-        let mut prepared = Vec::with_capacity(commands.len());
+        let mut answers: Vec<Option<Answer<C>>> = Vec::with_capacity(commands.len());
+        let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(commands.len());
         for mut command in commands {
-            prepared.push(
-                command
-                    .prepare(self.store.db().conn())
-                    .await
-                    .map(|()| command),
-            );
-        }
-        // Polled in order: each is queued before the next.
-        futures::future::join_all(prepared.into_iter().map(|prepared| async {
-            match prepared {
-                Ok(command) => self.submit(command, actor.clone()).await,
-                Err(e) => Err(e),
+            match command.prepare(self.store.db().conn()).await {
+                Ok(()) => {
+                    answers.push(None);
+                    jobs.push(Box::new(Typed::new(command, actor.clone())));
+                }
+                Err(e) => answers.push(Some(Err(e))),
             }
-        }))
-        .await
+        }
+        let group = Group {
+            store: self.store.clone(),
+        };
+        let mut queued = self.gather.submit_all(&group, jobs).await.into_iter();
+        answers
+            .into_iter()
+            .map(|answer| match answer {
+                Some(refused) => refused,
+                None => match queued.next() {
+                    Some(answer) => downcast::<C>(answer),
+                    None => Err(interrupted(batch::Interrupted)),
+                },
+            })
+            .collect()
     }
 
     async fn submit<C: Command>(
@@ -102,35 +110,34 @@ impl Commands {
         command: C,
         actor: Actor,
     ) -> Result<Done<C::Output>, CommandError<C::Error>> {
-        let job = Typed {
-            targets: command.targets(),
-            command,
-            actor,
-            decided: None,
-            written: None,
-        };
         let group = Group {
             store: self.store.clone(),
         };
-        let answer = self
-            .gather
-            .submit(&group, Box::new(job) as Box<dyn Job>)
-            .await
-            .map_err(|e| {
-                // Its group stopped midway: it may have been committed, so
-                // it is not run again.
-                AppendError::Unknown(format!("the command was {e}"))
-            })?;
-        match answer.downcast::<Answer<C>>() {
-            Ok(answer) => *answer,
-            Err(_) => Err(CommandError::Db(DbErr::Custom(
-                "a command was answered with another command's answer".into(),
-            ))),
-        }
+        let job: Box<dyn Job> = Box::new(Typed::new(command, actor));
+        downcast::<C>(self.gather.submit(&group, job).await)
     }
 }
 
 type Answer<C> = Result<Done<<C as Command>::Output>, CommandError<<C as Command>::Error>>;
+
+/// A command's answer, as its group gave it.
+fn downcast<C: Command>(answer: Result<Box<dyn Any + Send>, batch::Interrupted>) -> Answer<C> {
+    match answer {
+        Ok(answer) => match answer.downcast::<Answer<C>>() {
+            Ok(answer) => *answer,
+            Err(_) => Err(CommandError::Db(DbErr::Custom(
+                "a command was answered with another command's answer".into(),
+            ))),
+        },
+        Err(e) => Err(interrupted(e)),
+    }
+}
+
+/// Its group stopped midway: it may have been committed, so it is not run
+/// again.
+fn interrupted<E>(e: batch::Interrupted) -> CommandError<E> {
+    CommandError::Append(AppendError::Unknown(format!("the command was {e}")))
+}
 
 /// A group's queue: the streams of the commands' targets are its keys.
 #[derive(Clone)]
@@ -176,6 +183,18 @@ trait Job: Send + Sync {
     ) -> Box<dyn Any + Send>;
 }
 
+impl<C: Command> Typed<C> {
+    fn new(command: C, actor: Actor) -> Self {
+        Self {
+            targets: command.targets(),
+            command,
+            actor,
+            decided: None,
+            written: None,
+        }
+    }
+}
+
 struct Typed<C: Command> {
     command: C,
     actor: Actor,
@@ -196,7 +215,7 @@ impl<C: Command> Job for Typed<C> {
     }
 
     fn writes(&self) -> bool {
-        C::WRITES && matches!(self.decided, Some(Ok(_)))
+        self.command.writes() && matches!(self.decided, Some(Ok(_)))
     }
 
     fn decide(&mut self, work: &mut Work<'_>) -> bool {
@@ -310,7 +329,8 @@ async fn settle(store: &EventStore, mut jobs: Vec<Box<dyn Job>>) -> Vec<Box<dyn 
     let mut conflicts = 0;
     let mut prepared_again = false;
     loop {
-        match attempt(store, &mut jobs).await {
+        // After a lost race the snapshots are checked against their streams.
+        match attempt(store, &mut jobs, conflicts > 0).await {
             Attempt::Written(events) => {
                 return jobs
                     .into_iter()
@@ -370,7 +390,7 @@ fn finish_all(jobs: Vec<Box<dyn Job>>, failure: AppendError) -> Vec<Box<dyn Any 
 /// Where each command's events went: (append, place in it).
 type Places = Vec<Vec<(usize, usize)>>;
 
-async fn attempt(store: &EventStore, jobs: &mut [Box<dyn Job>]) -> Attempt {
+async fn attempt(store: &EventStore, jobs: &mut [Box<dyn Job>], verify: bool) -> Attempt {
     // SQLite: the write lock from the read on (writes go one at a time
     // there anyway). PostgreSQL: the aggregates are read before any
     // transaction; every append is checked against the version read.
@@ -382,14 +402,10 @@ async fn attempt(store: &EventStore, jobs: &mut [Box<dyn Job>]) -> Attempt {
         Backend::Postgres => None,
     };
     let loaded = match &txn {
-        Some(txn) => load(store, &DatabaseExecutor::Transaction(txn), jobs).await,
+        Some(txn) => load(store, &DatabaseExecutor::Transaction(txn), jobs, verify).await,
         None => {
-            load(
-                store,
-                &DatabaseExecutor::Connection(store.db().conn()),
-                jobs,
-            )
-            .await
+            let conn = DatabaseExecutor::Connection(store.db().conn());
+            load(store, &conn, jobs, verify).await
         }
     };
     let mut slots = match loaded {
@@ -454,6 +470,7 @@ async fn load(
     store: &EventStore,
     conn: &DatabaseExecutor<'_>,
     jobs: &[Box<dyn Job>],
+    verify: bool,
 ) -> Result<HashMap<StreamName, Slot>, AppendError> {
     let mut by_type: Vec<(&Target, Vec<String>)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -471,7 +488,7 @@ async fn load(
     }
     let mut slots = HashMap::new();
     for (target, ids) in by_type {
-        let loaded = (target.load)(store, conn, &ids)
+        let loaded = (target.load)(store, conn, &ids, verify)
             .await
             .map_err(|e| match e {
                 AppendError::Db(db) => unavailable_or_db(db),

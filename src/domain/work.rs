@@ -41,20 +41,23 @@ impl Target {
     }
 }
 
-/// Loads aggregates of one type: their states and versions, by id.
+/// Loads aggregates of one type: their states and versions, by id
+/// (verifying snapshots against their streams when asked).
 pub(super) type LoadFn = for<'a> fn(
     &'a EventStore,
     &'a DatabaseExecutor<'a>,
     &'a [String],
+    bool,
 ) -> BoxFuture<'a, Result<Vec<(String, Slot)>, AppendError>>;
 
 fn load_erased<'a, A: Aggregate>(
     store: &'a EventStore,
     conn: &'a DatabaseExecutor<'a>,
     ids: &'a [String],
+    verify: bool,
 ) -> BoxFuture<'a, Result<Vec<(String, Slot)>, AppendError>> {
     Box::pin(async move {
-        Ok(super::load::<A>(store, conn, ids)
+        Ok(super::load::<A>(store, conn, ids, verify)
             .await?
             .into_iter()
             .map(|(id, loaded)| (id, Slot::new(loaded)))

@@ -1,5 +1,6 @@
 //! The append-only event log: envelope, store, tailer.
 
+pub mod catch_up;
 pub mod envelope;
 pub mod store;
 pub mod tailer;

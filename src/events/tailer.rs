@@ -10,7 +10,7 @@
 //! falls behind the in-memory channel, or starts from an older cursor, it
 //! reads the gap from the log and joins the live channel at the seam.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use sea_orm::DbErr;
 use tokio::{
@@ -20,6 +20,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    catch_up::CatchUp,
     envelope::{Cursor, RecordedEvent},
     store::EventStore,
 };
@@ -122,9 +123,7 @@ impl Tailer {
             receiver,
             store: self.store.clone(),
             published: self.published.subscribe(),
-            last,
-            catch_up_to,
-            backlog: VecDeque::new(),
+            catch_up: CatchUp::new(last, catch_up_to, BATCH),
         }
     }
 
@@ -294,52 +293,34 @@ pub struct Subscription {
     receiver: broadcast::Receiver<Arc<RecordedEvent>>,
     store: EventStore,
     published: watch::Receiver<Cursor>,
-    /// The last event returned (or the starting cursor).
-    last: Cursor,
-    /// Read the log until at least here before taking live events.
-    catch_up_to: Option<Cursor>,
-    backlog: VecDeque<Arc<RecordedEvent>>,
+    catch_up: CatchUp<Arc<RecordedEvent>>,
 }
 
 impl Subscription {
     /// The cursor of the last event returned: resume from here.
     pub fn cursor(&self) -> Cursor {
-        self.last
+        self.catch_up.cursor()
     }
 
     /// The next event in log order.
     pub async fn next(&mut self) -> Result<Arc<RecordedEvent>, SubscriptionError> {
         loop {
-            if let Some(event) = self.backlog.pop_front() {
-                if event.cursor > self.last {
-                    self.last = event.cursor;
-                    return Ok(event);
-                }
-                continue;
-            }
-            if let Some(target) = self.catch_up_to {
-                if self.last < target {
-                    let page = self.store.read_all(self.last, BATCH).await?;
-                    if !page.events.is_empty() {
-                        self.backlog.extend(page.events.into_iter().map(Arc::new));
-                        continue;
-                    }
-                }
-                self.catch_up_to = None;
+            if let Some(event) = self.catch_up.next_from_log(&self.store, Arc::new).await? {
+                return Ok(event);
             }
             match self.receiver.recv().await {
-                Ok(event) if event.cursor > self.last => {
-                    self.last = event.cursor;
-                    return Ok(event);
+                Ok(event) => {
+                    // Not if it was returned from the log while catching up.
+                    if let Some(event) = self.catch_up.accept(event) {
+                        return Ok(event);
+                    }
                 }
-                // Already returned from the log while catching up.
-                Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(
                         missed,
                         "subscriber fell behind; reading the gap from the log"
                     );
-                    self.catch_up_to = Some(*self.published.borrow());
+                    self.catch_up.fell_behind(*self.published.borrow());
                 }
                 Err(broadcast::error::RecvError::Closed) => return Err(SubscriptionError::Closed),
             }

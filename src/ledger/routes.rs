@@ -299,18 +299,12 @@ pub struct RefundIn {
 pub async fn refund_payment(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<crate::ids::PaymentId>,
     body: web::Json<RefundIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::LedgerManage)?;
     let reason = validate::text("reason", &body.reason, 500)?;
-    let payment = service::refund(
-        &state,
-        crate::ids::PaymentId::from_uuid(*id),
-        reason,
-        caller.actor(),
-    )
-    .await?;
+    let payment = service::refund(&state, *id, reason, caller.actor()).await?;
     Ok(HttpResponse::Ok().json(PaymentOut::from(payment)))
 }
 
@@ -360,13 +354,13 @@ pub struct AdjustmentIn {
 pub async fn top_up(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<UserId>,
     body: web::Json<AdjustmentIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::LedgerManage)?;
     let (amount, currency) = money(body.amount, &body.currency)?;
     let reason = validate::text("reason", &body.reason, 500)?;
-    let user_id = UserId::from_uuid(*id);
+    let user_id = *id;
     service::ensure_user(&state, user_id).await?;
     let (payment, _) = service::record_payment(
         &state,
@@ -391,13 +385,13 @@ pub async fn top_up(
 pub async fn withdraw(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<UserId>,
     body: web::Json<AdjustmentIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::LedgerManage)?;
     let (amount, currency) = money(body.amount, &body.currency)?;
     let reason = validate::text("reason", &body.reason, 500)?;
-    let user_id = UserId::from_uuid(*id);
+    let user_id = *id;
     service::ensure_user(&state, user_id).await?;
     service::post_entry(
         &state,
@@ -413,7 +407,7 @@ pub async fn withdraw(
         caller.actor(),
     )
     .await?;
-    Ok(HttpResponse::Created().json(balances_of(&state, *id).await?))
+    Ok(HttpResponse::Created().json(balances_of(&state, id.as_uuid()).await?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -429,13 +423,13 @@ pub struct LedgerOut {
 pub async fn user_ledger(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<UserId>,
     page: web::Query<PageIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::LedgerRead)?;
     let page = page.validate()?;
     Ok(HttpResponse::Ok().json(LedgerOut {
-        balances: balances_of(&state, *id).await?,
-        transactions: transactions_of(&state, *id, page).await?,
+        balances: balances_of(&state, id.as_uuid()).await?,
+        transactions: transactions_of(&state, id.as_uuid(), page).await?,
     }))
 }

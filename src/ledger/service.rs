@@ -29,6 +29,17 @@ pub fn payment_id(provider: &str, external_id: &str) -> PaymentId {
     ))
 }
 
+/// The ledger entry a payment makes for `purpose` (its deposit, its
+/// referral reward, its refund): derived from the payment, so that deciding
+/// the command again gives the same entry.
+pub fn entry_id(payment: PaymentId, purpose: &str) -> TransactionId {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x0c3e_91d4_77a2_4b6e_8f15_3a9d_6e20_b4c8);
+    TransactionId::from_uuid(Uuid::new_v5(
+        &NAMESPACE,
+        format!("{payment}\n{purpose}").as_bytes(),
+    ))
+}
+
 #[derive(Debug, Clone)]
 pub struct PaymentIn {
     pub user_id: UserId,
@@ -140,7 +151,7 @@ impl Command for RecordPayment {
         work.execute::<Balance>(
             Balance::key(input.user_id, &input.currency),
             Entry {
-                transaction_id: TransactionId::new(),
+                transaction_id: entry_id(self.id, "deposit"),
                 user_id: input.user_id,
                 currency: input.currency.clone(),
                 kind: TransactionKind::Deposit,
@@ -237,7 +248,7 @@ impl Command for Refund {
         work.execute::<Balance>(
             Balance::key(self.user_id, &self.currency),
             Entry {
-                transaction_id: TransactionId::new(),
+                transaction_id: entry_id(self.payment_id, "refund"),
                 user_id: self.user_id,
                 currency: self.currency.clone(),
                 kind: TransactionKind::Refund,

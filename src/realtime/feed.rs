@@ -8,15 +8,15 @@
 //! catching up only means reading more of the log; once the client has
 //! caught up, it means the client is too slow.
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, RwLock},
-};
+use std::sync::{Arc, RwLock};
 
 use sea_orm::DbErr;
 
 use super::hub::{Frame, Hub, Interest, Received, Registration};
-use crate::events::Cursor;
+use crate::events::{
+    Cursor,
+    catch_up::{CatchUp, Positioned},
+};
 
 /// Events read from the log per query while replaying.
 const REPLAY_BATCH: u32 = 500;
@@ -35,13 +35,15 @@ pub enum FeedError {
 pub struct Feed {
     hub: Hub,
     registration: Registration,
-    /// The last event returned, or where the feed started.
-    last: Cursor,
-    /// Replay from the log until at least here before taking queued frames.
-    replay_to: Option<Cursor>,
-    backlog: VecDeque<Arc<Frame>>,
+    catch_up: CatchUp<Arc<Frame>>,
     /// Until the queue has been drained once after a (re)start.
     catching_up: bool,
+}
+
+impl Positioned for Arc<Frame> {
+    fn cursor(&self) -> Cursor {
+        Frame::cursor(self)
+    }
 }
 
 impl Feed {
@@ -50,10 +52,8 @@ impl Feed {
         let registration = hub.register(interest);
         Self {
             hub: hub.clone(),
-            last: registration.head,
+            catch_up: CatchUp::new(registration.head, None, REPLAY_BATCH),
             registration,
-            replay_to: None,
-            backlog: VecDeque::new(),
             catching_up: true,
         }
     }
@@ -64,23 +64,20 @@ impl Feed {
 
     /// The cursor of the last event returned: the client resumes from here.
     pub fn cursor(&self) -> Cursor {
-        self.last
+        self.catch_up.cursor()
     }
 
     /// From now on, every event after `after` (from the log), then live.
     pub fn rewind(&mut self, after: Cursor) {
-        self.last = self.hub.store().normalize(after);
-        self.backlog.clear();
-        self.replay_to = Some(self.hub.head());
+        let after = self.hub.store().normalize(after);
+        self.catch_up.rewind(after, self.hub.head());
         self.catching_up = true;
     }
 
     /// Skips ahead to the live head (after a resync).
     pub fn skip_to_head(&mut self) {
-        self.backlog.clear();
-        self.replay_to = None;
+        self.catch_up.skip_to(self.hub.head());
         self.catching_up = true;
-        self.last = self.last.max(self.hub.head());
     }
 
     /// The next event in log order: replayed ones are every event (the
@@ -88,36 +85,20 @@ impl Feed {
     /// Cancel-safe: nothing is lost if the future is dropped early.
     pub async fn next(&mut self) -> Result<Arc<Frame>, FeedError> {
         loop {
-            if let Some(frame) = self.backlog.pop_front() {
-                if frame.cursor() > self.last {
-                    self.last = frame.cursor();
-                    return Ok(frame);
-                }
-                continue;
-            }
             if self.registration.mailbox.lagged() {
                 if !self.catching_up {
                     return Err(FeedError::Overflow);
                 }
                 // Frames were dropped while replaying: the log has them.
                 self.registration.mailbox.clear_lagged();
-                self.replay_to = Some(self.hub.head().max(self.last));
+                self.catch_up.fell_behind(self.hub.head());
             }
-            if let Some(target) = self.replay_to {
-                if self.last < target {
-                    // Boxed: only replaying connections pay for the query's
-                    // state, not every idle one.
-                    let page = Box::pin(self.hub.store().read_all(self.last, REPLAY_BATCH)).await?;
-                    if !page.events.is_empty() {
-                        self.backlog.extend(
-                            page.events
-                                .into_iter()
-                                .map(|e| Arc::new(Frame::new(Arc::new(e)))),
-                        );
-                        continue;
-                    }
-                }
-                self.replay_to = None;
+            let replayed = self
+                .catch_up
+                .next_from_log(self.hub.store(), |e| Arc::new(Frame::new(Arc::new(e))))
+                .await?;
+            if let Some(frame) = replayed {
+                return Ok(frame);
             }
             let frame = match self.registration.mailbox.recv().await {
                 Received::Frame(frame, drained) => {
@@ -131,8 +112,7 @@ impl Feed {
                 Received::Closed => return Err(FeedError::Closed),
             };
             // At or before the replay: already returned.
-            if frame.cursor() > self.last {
-                self.last = frame.cursor();
+            if let Some(frame) = self.catch_up.accept(frame) {
                 return Ok(frame);
             }
         }

@@ -197,10 +197,17 @@ impl Mailbox {
     }
 }
 
+/// Where the hub is and who it hands frames to.
+struct Clients {
+    /// The cursor of the last frame handed out.
+    head: Cursor,
+    mailboxes: HashMap<u64, Arc<Mailbox>>,
+}
+
 struct Shared {
     /// The cursor of the last frame handed out, and every client. One lock:
     /// a client registered at head `h` gets exactly the frames after `h`.
-    state: Mutex<(Cursor, HashMap<u64, Arc<Mailbox>>)>,
+    state: Mutex<Clients>,
     /// Set (under the state lock) once the hub has closed every mailbox:
     /// a client registering later is closed at once.
     stopped: AtomicBool,
@@ -227,7 +234,7 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Ok(mut state) = self.shared.state.lock() {
-            state.1.remove(&self.id);
+            state.mailboxes.remove(&self.id);
         }
     }
 }
@@ -246,7 +253,10 @@ impl Hub {
         let subscription = tailer.subscribe();
         let hub = Self {
             shared: Arc::new(Shared {
-                state: Mutex::new((subscription.cursor(), HashMap::new())),
+                state: Mutex::new(Clients {
+                    head: subscription.cursor(),
+                    mailboxes: HashMap::new(),
+                }),
                 next_id: AtomicU64::new(1),
                 stopped: AtomicBool::new(false),
                 store,
@@ -279,7 +289,7 @@ impl Hub {
         // Closing the queues ends the connections (1001).
         if let Ok(mut state) = self.shared.state.lock() {
             self.shared.stopped.store(true, Ordering::Release);
-            for (_, mailbox) in state.1.drain() {
+            for (_, mailbox) in state.mailboxes.drain() {
                 mailbox.close();
             }
         }
@@ -289,8 +299,8 @@ impl Hub {
         let Ok(mut state) = self.shared.state.lock() else {
             return;
         };
-        state.0 = frame.cursor();
-        for mailbox in state.1.values() {
+        state.head = frame.cursor();
+        for mailbox in state.mailboxes.values() {
             let wants = mailbox
                 .interest
                 .read()
@@ -314,11 +324,11 @@ impl Hub {
             // The server is stopping: the connection ends at once (1001).
             Ok(state) if self.shared.stopped.load(Ordering::Acquire) => {
                 mailbox.close();
-                state.0
+                state.head
             }
             Ok(mut state) => {
-                state.1.insert(id, mailbox.clone());
-                state.0
+                state.mailboxes.insert(id, mailbox.clone());
+                state.head
             }
             // A poisoned lock means the hub panicked: the queue is closed
             // and the connection ends at once.
@@ -340,7 +350,7 @@ impl Hub {
         self.shared
             .state
             .lock()
-            .map(|state| state.0)
+            .map(|state| state.head)
             .unwrap_or_default()
     }
 
@@ -353,7 +363,7 @@ impl Hub {
         self.shared
             .state
             .lock()
-            .map(|state| state.1.len())
+            .map(|state| state.mailboxes.len())
             .unwrap_or(0)
     }
 }

@@ -200,6 +200,8 @@ impl Aggregate for Subscription {
 /// balance's debit go in together, or neither does.
 pub struct Buy {
     pub user_id: UserId,
+    /// The balance's entry.
+    pub transaction_id: TransactionId,
     pub plan: PlanTerms,
     /// The ledger entry's description.
     pub description: String,
@@ -255,7 +257,7 @@ impl Command for Buy {
         work.execute::<Balance>(
             Balance::key(self.user_id, &self.currency),
             Entry {
-                transaction_id: TransactionId::new(),
+                transaction_id: self.transaction_id,
                 user_id: self.user_id,
                 currency: self.currency.clone(),
                 kind: TransactionKind::SubscriptionPayment,

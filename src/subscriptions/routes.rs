@@ -18,7 +18,7 @@ use crate::{
     db::entities::subscription,
     domain::{CommandError, Decide},
     error::{ApiError, Problem},
-    ids::UserId,
+    ids::{TransactionId, UserId},
     ledger::domain::{Amount, Currency, LedgerError},
     tickets::queries::PageIn,
 };
@@ -112,6 +112,7 @@ async fn buy(
     };
     let buy = Buy {
         user_id: user.id,
+        transaction_id: TransactionId::new(),
         plan: terms,
         description: format!("{} ({} days)", plan.name, plan.days),
         renewal,

@@ -22,7 +22,9 @@ pub struct BlockUser {
 impl Command for BlockUser {
     type Output = ();
     type Error = UserError;
-    const WRITES: bool = true;
+    fn writes(&self) -> bool {
+        true
+    }
 
     fn targets(&self) -> Vec<Target> {
         vec![Target::of::<UserState>(self.user_id)]

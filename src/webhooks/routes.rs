@@ -278,14 +278,12 @@ fn out(row: &EndpointRow) -> EndpointOut {
     }
 }
 
-async fn find(state: &AppState, id: Uuid) -> Result<EndpointRow, ApiError> {
-    store::get_endpoint(&state.db, WebhookEndpointId::from_uuid(id))
-        .await?
-        .ok_or_else(|| {
-            Problem::not_found()
-                .detail("no such webhook endpoint")
-                .into()
-        })
+async fn find(state: &AppState, id: WebhookEndpointId) -> Result<EndpointRow, ApiError> {
+    store::get_endpoint(&state.db, id).await?.ok_or_else(|| {
+        Problem::not_found()
+            .detail("no such webhook endpoint")
+            .into()
+    })
 }
 
 async fn checked_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
@@ -442,26 +440,26 @@ pub async fn list(
 }
 
 /// One endpoint.
-#[utoipa::path(tag = "webhooks", responses((status = 200, body = EndpointOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), responses((status = 200, body = EndpointOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
 #[get("/webhooks/{id}")]
 #[tracing::instrument(skip_all)]
 pub async fn view(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<WebhookEndpointId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
     Ok(HttpResponse::Ok().json(out(&find(&state, *id).await?)))
 }
 
 /// Changes an endpoint; fields left out stay as they are.
-#[utoipa::path(tag = "webhooks", request_body = EndpointPatch, responses((status = 200, body = EndpointOut), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), request_body = EndpointPatch, responses((status = 200, body = EndpointOut), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[patch("/webhooks/{id}")]
 #[tracing::instrument(skip_all)]
 pub async fn edit(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<WebhookEndpointId>,
     body: web::Json<EndpointPatch>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
@@ -513,16 +511,16 @@ fn set_enabled(row: &mut EndpointRow, enabled: bool) {
 }
 
 /// Deletes an endpoint with its deliveries and attempts.
-#[utoipa::path(tag = "webhooks", responses((status = 204), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), responses((status = 204), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
 #[delete("/webhooks/{id}")]
 #[tracing::instrument(skip_all)]
 pub async fn remove(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<WebhookEndpointId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
-    if !store::delete_endpoint(&state.db, WebhookEndpointId::from_uuid(*id)).await? {
+    if !store::delete_endpoint(&state.db, *id).await? {
         return Err(Problem::not_found()
             .detail("no such webhook endpoint")
             .into());
@@ -530,7 +528,11 @@ pub async fn remove(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn toggle(state: &AppState, id: Uuid, enabled: bool) -> Result<HttpResponse, ApiError> {
+async fn toggle(
+    state: &AppState,
+    id: WebhookEndpointId,
+    enabled: bool,
+) -> Result<HttpResponse, ApiError> {
     let mut row = find(state, id).await?;
     set_enabled(&mut row, enabled);
     row.updated_at_ms = now_ms();
@@ -540,13 +542,13 @@ async fn toggle(state: &AppState, id: Uuid, enabled: bool) -> Result<HttpRespons
 }
 
 /// Enables an endpoint (its pending deliveries resume).
-#[utoipa::path(tag = "webhooks", responses((status = 200, body = EndpointOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), responses((status = 200, body = EndpointOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/webhooks/{id}/enable")]
 #[tracing::instrument(skip_all)]
 pub async fn enable(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<WebhookEndpointId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
     toggle(&state, *id, true).await
@@ -554,13 +556,13 @@ pub async fn enable(
 
 /// Disables an endpoint: nothing is sent, and new events are not queued
 /// for it, until it is enabled again.
-#[utoipa::path(tag = "webhooks", responses((status = 200, body = EndpointOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), responses((status = 200, body = EndpointOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/webhooks/{id}/disable")]
 #[tracing::instrument(skip_all)]
 pub async fn disable(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<WebhookEndpointId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
     toggle(&state, *id, false).await
@@ -583,13 +585,13 @@ fn secret_out(state: &AppState, row: &EndpointRow) -> Result<SecretOut, ApiError
 }
 
 /// The endpoint's current signing secret.
-#[utoipa::path(tag = "webhooks", responses((status = 200, body = SecretOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), responses((status = 200, body = SecretOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
 #[get("/webhooks/{id}/secret")]
 #[tracing::instrument(skip_all)]
 pub async fn reveal_secret(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<WebhookEndpointId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
     let row = find(&state, *id).await?;
@@ -598,13 +600,13 @@ pub async fn reveal_secret(
 
 /// Replaces the secret; the old one keeps signing (as a second
 /// `webhook-signature`) for the grace period.
-#[utoipa::path(tag = "webhooks", request_body = RotateIn, responses((status = 200, body = SecretOut), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), request_body = RotateIn, responses((status = 200, body = SecretOut), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/webhooks/{id}/rotate-secret")]
 #[tracing::instrument(skip_all)]
 pub async fn rotate_secret(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<WebhookEndpointId>,
     body: Option<web::Json<RotateIn>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
@@ -629,13 +631,13 @@ pub async fn rotate_secret(
 
 /// Sends a `webhook.test` event to the endpoint now and answers with what
 /// it replied (not retried, not recorded as a delivery).
-#[utoipa::path(tag = "webhooks", responses((status = 200, body = TestOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), responses((status = 200, body = TestOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/webhooks/{id}/test")]
 #[tracing::instrument(skip_all)]
 pub async fn send_test(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<WebhookEndpointId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
     let row = find(&state, *id).await?;
@@ -665,13 +667,13 @@ pub async fn send_test(
 }
 
 /// Deliveries of an endpoint, newest first, each with its attempts.
-#[utoipa::path(tag = "webhooks", params(DeliveriesQuery), responses((status = 200, body = DeliveryPageOut), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(DeliveriesQuery, ("id" = Uuid, Path)), responses((status = 200, body = DeliveryPageOut), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[get("/webhooks/{id}/deliveries")]
 #[tracing::instrument(skip_all)]
 pub async fn deliveries(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<WebhookEndpointId>,
     query: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
@@ -719,23 +721,24 @@ pub async fn deliveries(
     }))
 }
 
+/// One delivery: an endpoint's and an event's ids.
+#[derive(Deserialize)]
+pub struct DeliveryPath {
+    id: WebhookEndpointId,
+    event_id: EventId,
+}
+
 /// Sends a delivery again, from its first attempt.
-#[utoipa::path(tag = "webhooks", responses((status = 202), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path), ("event_id" = Uuid, Path)), responses((status = 202), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/webhooks/{id}/deliveries/{event_id}/resend")]
 #[tracing::instrument(skip_all)]
 pub async fn resend(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    path: web::Path<(Uuid, Uuid)>,
+    path: web::Path<DeliveryPath>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
-    let (endpoint, event) = path.into_inner();
-    let found = store::resend(
-        &state.db,
-        WebhookEndpointId::from_uuid(endpoint),
-        EventId::from_uuid(event),
-    )
-    .await?;
+    let found = store::resend(&state.db, path.id, path.event_id).await?;
     if !found {
         return Err(Problem::not_found().detail("no such delivery").into());
     }
@@ -744,13 +747,13 @@ pub async fn resend(
 }
 
 /// Re-queues every failed delivery of events created in a time range.
-#[utoipa::path(tag = "webhooks", request_body = RecoverIn, responses((status = 200, body = RecoverOut), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), request_body = RecoverIn, responses((status = 200, body = RecoverOut), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/webhooks/{id}/recover")]
 #[tracing::instrument(skip_all)]
 pub async fn recover(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
-    id: web::Path<Uuid>,
+    id: web::Path<WebhookEndpointId>,
     body: web::Json<RecoverIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;

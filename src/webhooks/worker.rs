@@ -631,7 +631,9 @@ pub struct DisableEndpoint {
 impl Command for DisableEndpoint {
     type Output = ();
     type Error = EndpointError;
-    const WRITES: bool = true;
+    fn writes(&self) -> bool {
+        true
+    }
 
     fn targets(&self) -> Vec<Target> {
         vec![Target::of::<Endpoint>(self.endpoint_id)]

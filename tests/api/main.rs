@@ -7,6 +7,7 @@ mod helpers;
 
 mod admin_auth;
 mod authorization;
+mod commands;
 mod email_auth;
 mod event_store;
 mod events_browser;
