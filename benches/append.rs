@@ -1,6 +1,8 @@
 //! Append throughput and latency of the event store on PostgreSQL, next to
 //! `pgbench` doing a bare single-row INSERT of the same payload with the same
-//! number of clients, in the same run.
+//! number of clients, in the same run: the store's own append (one call,
+//! one statement), and the same event as a command through the runner every
+//! write in the product takes (concurrent commands share statements).
 //!
 //! ```sh
 //! cargo bench --bench append
@@ -17,6 +19,7 @@ mod support;
 use support::{drop_database, fresh_database, psql};
 
 use std::{
+    collections::HashMap,
     path::Path,
     process::Command,
     sync::Arc,
@@ -27,6 +30,7 @@ use serde_json::json;
 use switchboard::{
     config::DatabaseConfig,
     db::Db,
+    domain::{Aggregate, Commands, Decide, DomainError, DomainEvent, Loaded, Refusal},
     events::{
         Actor, ActorKind, Append, EventStore, EventType, ExpectedVersion, NewEvent, StreamName,
     },
@@ -110,33 +114,40 @@ async fn run(admin_url: &str, duration: Duration, clients: &[u32]) {
     )
     .unwrap();
 
+    let commands = Commands::new(store.clone());
     let mut rows = Vec::new();
     for &n in clients {
         let reference = pgbench(&url, &script, n, duration, dir.path());
         let single = appends(&store, n, 1, duration).await;
         let batch = appends(&store, n, 10, duration).await;
-        rows.push((n, reference, single, batch));
+        let command = commanded(&commands, n, duration).await;
+        rows.push((n, reference, single, batch, command));
     }
 
     println!();
     println!(
-        "| writers | pgbench INSERT rows/s (p50/p99 ms) | append ×1 events/s (p50/p99 ms) | ratio | append ×10 events/s (p50/p99 ms per append) | ratio |"
+        "| writers | pgbench INSERT rows/s (p50/p99 ms) | append ×1 events/s (p50/p99 ms) | ratio | append ×10 events/s (p50/p99 ms per append) | ratio | command ×1 events/s (p50/p99 ms) | ratio |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for (n, reference, single, batch) in &rows {
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, reference, single, batch, command) in &rows {
+        let ratio = |m: &Measured| 100.0 * m.events_per_sec / reference.events_per_sec;
         println!(
-            "| {n} | {:.0} ({:.2}/{:.2}) | {:.0} ({:.2}/{:.2}) | {:.0}% | {:.0} ({:.2}/{:.2}) | {:.0}% |",
+            "| {n} | {:.0} ({:.2}/{:.2}) | {:.0} ({:.2}/{:.2}) | {:.0}% | {:.0} ({:.2}/{:.2}) | {:.0}% | {:.0} ({:.2}/{:.2}) | {:.0}% |",
             reference.events_per_sec,
             reference.p50_ms,
             reference.p99_ms,
             single.events_per_sec,
             single.p50_ms,
             single.p99_ms,
-            100.0 * single.events_per_sec / reference.events_per_sec,
+            ratio(single),
             batch.events_per_sec,
             batch.p50_ms,
             batch.p99_ms,
-            100.0 * batch.events_per_sec / reference.events_per_sec,
+            ratio(batch),
+            command.events_per_sec,
+            command.p50_ms,
+            command.p99_ms,
+            ratio(command),
         );
     }
 
@@ -193,6 +204,104 @@ async fn appends(store: &EventStore, writers: u32, batch: u32, duration: Duratio
     let (p50_ms, p99_ms) = percentiles(&mut latencies);
     Measured {
         events_per_sec: events / elapsed.as_secs_f64(),
+        p50_ms,
+        p99_ms,
+    }
+}
+
+/// The benchmark's aggregate: a stream that takes any number of events. It
+/// keeps no state, so loading it is reading its version.
+#[derive(Debug, Clone, Default)]
+struct Bench;
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", content = "payload")]
+enum BenchEvent {
+    #[serde(rename = "bench.appended")]
+    Appended(serde_json::Value),
+}
+
+impl DomainEvent for BenchEvent {
+    const TYPES: &'static [&'static str] = &["bench.appended"];
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl DomainError for Never {
+    fn refusal(&self) -> Refusal {
+        Refusal::Conflict
+    }
+
+    fn code(&self) -> &'static str {
+        "never"
+    }
+}
+
+impl Aggregate for Bench {
+    const CATEGORY: &'static str = "bench";
+    type Event = BenchEvent;
+    type Command = serde_json::Value;
+    type Error = Never;
+
+    async fn snapshots(
+        conn: &sea_orm::DatabaseExecutor<'_>,
+        ids: &[String],
+    ) -> Result<HashMap<String, Loaded<Self>>, sea_orm::DbErr> {
+        let streams: Vec<StreamName> = ids.iter().map(Self::stream).collect();
+        let versions = switchboard::events::store::stream_versions(conn, &streams).await?;
+        Ok(ids
+            .iter()
+            .zip(&streams)
+            .map(|(id, stream)| {
+                let version = versions.get(stream).copied().unwrap_or(0);
+                (id.clone(), Loaded { state: Bench, version })
+            })
+            .collect())
+    }
+
+    fn apply(&mut self, _event: &BenchEvent) {}
+
+    fn decide(&self, payload: serde_json::Value) -> Result<Vec<BenchEvent>, Never> {
+        Ok(vec![BenchEvent::Appended(payload)])
+    }
+}
+
+/// `writers` tasks, each running one-event commands on its own stream for
+/// `duration`.
+async fn commanded(commands: &Commands, writers: u32, duration: Duration) -> Measured {
+    let payload = Arc::new(payload());
+    let run_id = switchboard::ids::EventId::new();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let commands = commands.clone();
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("{run_id}-c-{w}");
+            let actor = Actor::new(ActorKind::User, w);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                commands
+                    .run(Decide::<Bench>::new(&id, (*payload).clone()), actor.clone())
+                    .await
+                    .unwrap();
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    let (p50_ms, p99_ms) = percentiles(&mut latencies);
+    Measured {
+        events_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50_ms,
         p99_ms,
     }
