@@ -256,7 +256,13 @@ impl Aggregate for Bench {
             .zip(&streams)
             .map(|(id, stream)| {
                 let version = versions.get(stream).copied().unwrap_or(0);
-                (id.clone(), Loaded { state: Bench, version })
+                (
+                    id.clone(),
+                    Loaded {
+                        state: Bench,
+                        version,
+                    },
+                )
             })
             .collect())
     }

@@ -35,11 +35,17 @@ pub trait Batch: Clone + Send + Sync + 'static {
     fn run(&self, items: Vec<Self::Item>) -> impl Future<Output = Vec<Self::Answer>> + Send;
 }
 
-/// The batch an item was in stopped before answering it (a panic, or the
-/// runtime shutting down): whether it took effect is not known.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("interrupted before it was answered")]
-pub struct Interrupted;
+/// An item that was not answered (a panic, or the runtime shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Interrupted {
+    /// Its batch stopped while working it: whether it took effect is not
+    /// known.
+    #[error("interrupted while it was being worked")]
+    Midway,
+    /// The last runner stopped before taking it: nothing of it happened.
+    #[error("not run: the work stopped before it was taken")]
+    NotRun,
+}
 
 /// The queue of one kind of batch.
 pub struct Gather<B: Batch> {
@@ -60,7 +66,7 @@ struct State<B: Batch> {
 struct Waiting<B: Batch> {
     item: B::Item,
     keys: Vec<B::Key>,
-    reply: oneshot::Sender<B::Answer>,
+    reply: oneshot::Sender<Result<B::Answer, Interrupted>>,
 }
 
 impl<B: Batch> Gather<B> {
@@ -93,7 +99,7 @@ impl<B: Batch> Gather<B> {
         item: B::Item,
     ) -> Result<B::Answer, Interrupted> {
         let mut answers = self.submit_all(batch, vec![item]).await;
-        answers.pop().unwrap_or(Err(Interrupted))
+        answers.pop().unwrap_or(Err(Interrupted::Midway))
     }
 
     /// Queues `items` together, in this order, and waits for their answers.
@@ -124,23 +130,25 @@ impl<B: Batch> Gather<B> {
             starts
         };
         for _ in 0..starts {
-            tokio::spawn(run(self.clone(), batch.clone()));
+            // The runner's place is given back even if its task never runs.
+            let runner = Runner {
+                gather: self.clone(),
+                keys: Vec::new(),
+                finished: false,
+            };
+            tokio::spawn(run(runner, batch.clone()));
         }
         let mut results = Vec::with_capacity(answers.len());
         for answer in answers {
-            results.push(answer.await.map_err(|_| Interrupted));
+            results.push(answer.await.unwrap_or(Err(Interrupted::Midway)));
         }
         results
     }
 }
 
 /// Takes batches and works them until nothing is left that it may take.
-async fn run<B: Batch>(gather: Arc<Gather<B>>, batch: B) {
-    let mut runner = Runner {
-        gather: &gather,
-        keys: Vec::new(),
-        finished: false,
-    };
+async fn run<B: Batch>(mut runner: Runner<B>, batch: B) {
+    let gather = runner.gather.clone();
     loop {
         let taken = {
             let mut state = gather.lock();
@@ -162,7 +170,7 @@ async fn run<B: Batch>(gather: Arc<Gather<B>>, batch: B) {
         let answers = batch.run(items).await;
         for (reply, answer) in replies.into_iter().zip(answers) {
             // The caller may have gone; the answer stands all the same.
-            let _ = reply.send(answer);
+            let _ = reply.send(Ok(answer));
         }
     }
 }
@@ -187,16 +195,17 @@ fn take<B: Batch>(state: &mut State<B>, max: usize) -> Vec<Waiting<B>> {
 }
 
 /// Frees what a runner held if it stops without finishing (a panic, or its
-/// runtime stopping): its keys and its place. If it was the last runner,
-/// the items still queued hear [`Interrupted`] rather than wait for a
-/// runner that only the next item would start.
-struct Runner<'a, B: Batch> {
-    gather: &'a Gather<B>,
+/// runtime stopping, before or after it started): its keys and its place.
+/// If it was the last runner, the items still queued hear
+/// [`Interrupted::NotRun`] rather than wait for a runner that only the next
+/// item would start.
+struct Runner<B: Batch> {
+    gather: Arc<Gather<B>>,
     keys: Vec<B::Key>,
     finished: bool,
 }
 
-impl<B: Batch> Drop for Runner<'_, B> {
+impl<B: Batch> Drop for Runner<B> {
     fn drop(&mut self) {
         if self.finished {
             return;
@@ -207,7 +216,9 @@ impl<B: Batch> Drop for Runner<'_, B> {
         }
         state.runners -= 1;
         if state.runners == 0 {
-            state.queue.clear();
+            for waiting in state.queue.drain(..) {
+                let _ = waiting.reply.send(Err(Interrupted::NotRun));
+            }
         }
     }
 }

@@ -63,9 +63,17 @@ impl DomainError for AccountError {
     }
 }
 
-/// A session's failure inside a command: nothing the client can act on.
+/// A session's failure inside a command: the database unavailable, or
+/// nothing the client can act on.
 fn internal<E>(e: crate::error::ApiError) -> CommandError<E> {
-    CommandError::Internal(anyhow::anyhow!("{e}"))
+    match e {
+        crate::error::ApiError::Problem(p)
+            if p.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            CommandError::Append(crate::events::AppendError::Unavailable(p.to_string()))
+        }
+        other => CommandError::Internal(anyhow::anyhow!("{other}")),
+    }
 }
 
 /// The pages the e-mailed links open.

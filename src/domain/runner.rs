@@ -2,9 +2,9 @@
 //! group: load, decide in arrival order, one atomic append, the commands'
 //! other writes, commit.
 
-use std::{any::Any, collections::HashMap, sync::Arc, time::Duration};
+use std::{any::Any, collections::HashMap, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
-use futures::future::BoxFuture;
+use futures::{FutureExt, future::BoxFuture};
 use sea_orm::{DatabaseConnection, DatabaseExecutor, DbErr};
 
 use super::{
@@ -99,7 +99,7 @@ impl Commands {
                 Some(refused) => refused,
                 None => match queued.next() {
                     Some(answer) => downcast::<C>(answer),
-                    None => Err(interrupted(batch::Interrupted)),
+                    None => Err(interrupted(batch::Interrupted::Midway)),
                 },
             })
             .collect()
@@ -134,9 +134,13 @@ fn downcast<C: Command>(answer: Result<Box<dyn Any + Send>, batch::Interrupted>)
 }
 
 /// Its group stopped midway: it may have been committed, so it is not run
-/// again.
+/// again. Or it was never taken (the process is stopping): nothing of it
+/// was written.
 fn interrupted<E>(e: batch::Interrupted) -> CommandError<E> {
-    CommandError::Append(AppendError::Unknown(format!("the command was {e}")))
+    CommandError::Append(match e {
+        batch::Interrupted::Midway => AppendError::Unknown(format!("the command was {e}")),
+        batch::Interrupted::NotRun => AppendError::Unavailable(format!("the command was {e}")),
+    })
 }
 
 /// A group's queue: the streams of the commands' targets are its keys.
@@ -168,13 +172,14 @@ trait Job: Send + Sync {
     /// Decides through `work`: whether it went through (its events are in
     /// `work` then). Undoes what it changed otherwise.
     fn decide(&mut self, work: &mut Work<'_>) -> bool;
-    /// Its other writes, in the group's transaction; `false` if they
-    /// refused (the refusal is kept for the answer).
+    /// Its other writes, in the group's transaction. On a failure the
+    /// command's own error is kept for its answer; what comes back says
+    /// what kind of failure it was, for the group.
     fn write<'a>(
         &'a mut self,
         txn: &'a WriteTxn,
         events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, bool>;
+    ) -> BoxFuture<'a, Result<(), AppendError>>;
     fn prepare<'a>(&'a mut self, conn: &'a DatabaseConnection) -> BoxFuture<'a, bool>;
     /// Its answer, with its events (the group was written) or why not.
     fn finish(
@@ -220,7 +225,16 @@ impl<C: Command> Job for Typed<C> {
 
     fn decide(&mut self, work: &mut Work<'_>) -> bool {
         self.written = None;
-        let decided = self.command.decide(work);
+        let command = &self.command;
+        let decided = match std::panic::catch_unwind(AssertUnwindSafe(|| command.decide(work))) {
+            Ok(decided) => decided,
+            // Only this command fails; the group goes on without it.
+            Err(_) => {
+                work.undo();
+                self.decided = Some(Err(panicked::<C>("deciding")));
+                return false;
+            }
+        };
         let decided = match (decided, work.fault.take()) {
             (_, Some(fault)) => Err(CommandError::Db(DbErr::Custom(format!(
                 "{}: {fault}",
@@ -241,18 +255,27 @@ impl<C: Command> Job for Typed<C> {
         &'a mut self,
         txn: &'a WriteTxn,
         events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, bool> {
+    ) -> BoxFuture<'a, Result<(), AppendError>> {
         Box::pin(async move {
             let Some(Ok(output)) = self.decided.as_mut() else {
-                return true;
+                return Ok(());
             };
-            match self.command.write(txn, output, events).await {
-                Ok(()) => true,
-                Err(e) => {
-                    self.written = Some(e);
-                    false
+            let written = AssertUnwindSafe(self.command.write(txn, output, events))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(panicked::<C>("writing")));
+            let Err(e) = written else {
+                return Ok(());
+            };
+            let kind = match &e {
+                CommandError::Append(e) => copy(e),
+                CommandError::Db(e) if crate::db::is_unavailable(e) => {
+                    AppendError::Unavailable(e.to_string())
                 }
-            }
+                _ => AppendError::Db(DbErr::Custom("a command's other writes refused".into())),
+            };
+            self.written = Some(e);
+            Err(kind)
         })
     }
 
@@ -314,6 +337,14 @@ fn copy(e: &AppendError) -> AppendError {
     }
 }
 
+/// The failure of a command that panicked.
+fn panicked<C: Command>(doing: &str) -> CommandError<C::Error> {
+    CommandError::Internal(anyhow::anyhow!(
+        "{} panicked while {doing}",
+        std::any::type_name::<C>()
+    ))
+}
+
 /// What one attempt at a group came to.
 enum Attempt {
     /// Written (or nothing to write): each command's events, in order.
@@ -338,8 +369,9 @@ async fn settle(store: &EventStore, mut jobs: Vec<Box<dyn Job>>) -> Vec<Box<dyn 
                     .map(|(job, events)| job.finish(Ok(events)))
                     .collect();
             }
-            Attempt::Conflict(_) if conflicts < MAX_CONFLICTS => {
+            Attempt::Conflict(e) if conflicts < MAX_CONFLICTS => {
                 conflicts += 1;
+                tracing::debug!(error = %e, conflicts, "lost a race; loading and deciding again");
                 // A little jitter so racing writers do not collide again.
                 let jitter = u64::from(rand::random::<u8>() % 10);
                 tokio::time::sleep(Duration::from_millis(jitter)).await;
@@ -550,10 +582,8 @@ async fn in_transaction(
     let written = store.append(appends, Some(txn)).await?;
     let per_job = split(&written, lengths, places);
     for (job, events) in jobs.iter_mut().zip(&per_job) {
-        if job.writes() && !job.write(txn, events).await {
-            return Err(AppendError::Db(DbErr::Custom(
-                "a command's other writes refused".into(),
-            )));
+        if job.writes() {
+            job.write(txn, events).await?;
         }
     }
     Ok(written)

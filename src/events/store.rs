@@ -321,10 +321,15 @@ impl EventStore {
         }
         let backend = self.db.backend();
         let (sql, values) = match backend {
+            // Stream by stream through the `(stream, version)` index,
+            // whatever the planner thinks of `= ANY(…)` on a log whose
+            // statistics lag behind its growth.
             Backend::Postgres => (
-                format!(
-                    "SELECT {PG_COLUMNS} FROM events WHERE stream = ANY($1) ORDER BY stream, version"
-                ),
+                "SELECT e.* FROM unnest($1::text[]) AS s(stream) CROSS JOIN LATERAL \
+                 (SELECT position, id, stream, version, type, payload, actor, occurred_at, \
+                   transaction_id::text AS tx FROM events WHERE stream = s.stream ORDER BY version) AS e \
+                 ORDER BY e.stream, e.version"
+                    .to_owned(),
                 vec![DbValue::Array(
                     ArrayType::String,
                     Some(Box::new(
@@ -587,9 +592,11 @@ pub async fn stream_versions(
     }
     let database_backend = conn.get_database_backend();
     let (sql, values) = match database_backend {
+        // Each stream's last version through the `(stream, version)` index.
         sea_orm::DatabaseBackend::Postgres => (
-            "SELECT stream, MAX(version)::bigint AS version FROM events \
-             WHERE stream = ANY($1) GROUP BY stream"
+            "SELECT s.stream, v.version FROM unnest($1::text[]) AS s(stream) CROSS JOIN LATERAL \
+             (SELECT version::bigint AS version FROM events WHERE stream = s.stream \
+              ORDER BY version DESC LIMIT 1) AS v"
                 .to_owned(),
             vec![DbValue::Array(
                 ArrayType::String,
