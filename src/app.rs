@@ -215,11 +215,42 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Cross-origin calls from the configured origins only (none by default):
+/// bearer tokens, no cookies, so never credentials.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+            HeaderName::from_static("x-api-key"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            actix_web::http::header::RETRY_AFTER,
+        ])
+        .max_age(600)
+        // Another origin's request is answered without CORS headers (its
+        // browser then withholds the answer), not refused: same-origin
+        // requests carry `Origin` too.
+        .block_on_origin_mismatch(false);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}
+
+/// The content security policy of the interactive API reference.
+const DOCS_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                        img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+                        base-uri 'none'; frame-ancestors 'none'";
+
 fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> {
     let data = web::Data::from(state.clone());
     let workers = state.config.http_workers;
     let shutdown_timeout = state.config.shutdown_timeout.as_secs();
     let stall_limit = state.config.realtime.idle_timeout;
+    let cors_origins = state.config.cors_origins.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -234,22 +265,39 @@ fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> 
             .configure(cabinet::configure)
             .configure(docs::configure)
             .default_service(web::to(error::not_found))
+            .wrap(actix_web::middleware::from_fn(crate::validate::nul::refuse))
             // Inner to TracingLogger, which puts the request id in place.
             .wrap_fn(|req, srv| {
                 let request_id = req.extensions().get::<RequestId>().copied();
+                let docs = req.path().starts_with("/docs");
                 let response = srv.call(req);
                 async move {
                     let mut response = response.await?;
+                    let headers = response.headers_mut();
                     if let Some(id) = request_id
                         && let Ok(value) = HeaderValue::from_str(&id.to_string())
                     {
-                        response
-                            .headers_mut()
-                            .insert(HeaderName::from_static("x-request-id"), value);
+                        headers.insert(HeaderName::from_static("x-request-id"), value);
+                    }
+                    headers.insert(
+                        HeaderName::from_static("x-content-type-options"),
+                        HeaderValue::from_static("nosniff"),
+                    );
+                    if docs {
+                        // The reference's own files only; Swagger UI sets
+                        // inline styles and data: images.
+                        headers.insert(
+                            HeaderName::from_static("content-security-policy"),
+                            HeaderValue::from_static(DOCS_CSP),
+                        );
                     }
                     Ok(response)
                 }
             })
+            .wrap(actix_web::middleware::Condition::new(
+                !cors_origins.is_empty(),
+                cors(&cors_origins),
+            ))
             .wrap(TracingLogger::<RedactingRootSpan>::new())
     })
     .workers(workers)

@@ -34,12 +34,18 @@ pub struct Config {
     pub mail: MailConfig,
     /// Load balancers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Browser origins (scheme, host, port) allowed to call the API from
+    /// another site; none by default.
+    pub cors_origins: Vec<String>,
     /// Subscription plans on sale.
     pub plans: Vec<Plan>,
     /// How often the scheduler looks for subscriptions that ran out.
     pub subscription_check_interval: Duration,
     /// Percent of a referred user's deposits credited to the referrer.
     pub referral_percent: u32,
+    /// Whether an admin's manual top-up earns the referrer a reward too
+    /// (off: only money that came from a provider or Telegram Stars does).
+    pub referral_on_top_ups: bool,
     pub realtime: RealtimeConfig,
     pub webhooks: WebhookConfig,
 }
@@ -124,6 +130,10 @@ pub struct AuthConfig {
     pub jwt_secret: Option<SecretString>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// A rotated refresh token presented again within this long answers
+    /// with the token that replaced it (two tabs refreshing at once);
+    /// later, it ends the session.
+    pub refresh_reuse_interval: Duration,
     pub email_verification_ttl: Duration,
     pub password_reset_ttl: Duration,
     /// Attempts per minute on the auth endpoints, per client IP.
@@ -314,6 +324,9 @@ impl Config {
                 "SWITCHBOARD_REFRESH_TOKEN_TTL_DAYS",
                 30u64,
             )?)),
+            refresh_reuse_interval: Duration::from_secs(
+                parse_or(&get, "SWITCHBOARD_REFRESH_REUSE_INTERVAL_SECS", 10u64)?.min(300),
+            ),
             email_verification_ttl: Duration::from_secs(86_400),
             password_reset_ttl: Duration::from_secs(3_600),
             rate_per_ip: parse_or(&get, "SWITCHBOARD_AUTH_RATE_PER_IP", 30u32)?,
@@ -417,6 +430,32 @@ impl Config {
             })?);
         }
 
+        let mut cors_origins = Vec::new();
+        for raw in get("SWITCHBOARD_CORS_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let origin = url::Url::parse(raw)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .map(|u| u.origin().ascii_serialization())
+                .filter(|origin| raw.trim_end_matches('/') == origin);
+            match origin {
+                Some(origin) => cors_origins.push(origin),
+                None => {
+                    return Err(invalid(
+                        "SWITCHBOARD_CORS_ORIGINS",
+                        format!(
+                            "`{raw}` is not an origin: list exact origins such as \
+                             `https://cabinet.example.com` (no path, no `*`)"
+                        ),
+                    ));
+                }
+            }
+        }
+
         let plans: Vec<Plan> = match get("SWITCHBOARD_PLANS") {
             None => default_plans(),
             Some(raw) => serde_json::from_str(&raw).map_err(|e| {
@@ -448,6 +487,7 @@ impl Config {
             parse_or(&get, "SWITCHBOARD_SUBSCRIPTION_CHECK_SECS", 30u64)?.max(1),
         );
         let referral_percent = parse_or(&get, "SWITCHBOARD_REFERRAL_PERCENT", 10u32)?;
+        let referral_on_top_ups = parse_or(&get, "SWITCHBOARD_REFERRAL_ON_TOP_UPS", false)?;
         if referral_percent > 100 {
             return Err(invalid(
                 "SWITCHBOARD_REFERRAL_PERCENT",
@@ -489,7 +529,9 @@ impl Config {
             plans,
             subscription_check_interval,
             referral_percent,
+            referral_on_top_ups,
             trusted_proxies,
+            cors_origins,
             database,
             listen,
             log_format,

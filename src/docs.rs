@@ -45,6 +45,7 @@ struct AdminAuthApi;
     admin::api_keys::revoke,
     admin::accounts::list,
     admin::accounts::create_route,
+    admin::accounts::update,
     admin::events::browse,
     admin::stats::stats,
     tickets::admin_routes::list,

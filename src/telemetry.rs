@@ -19,7 +19,14 @@ pub fn init(format: LogFormat, filter: &str) {
                     .with_span_list(false),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().with_target(false)).try_init(),
+        // Colour only on a terminal: escape codes are noise in files and pipes.
+        LogFormat::Pretty => registry
+            .with(
+                fmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+            )
+            .try_init(),
     };
 }
 

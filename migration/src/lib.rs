@@ -14,6 +14,8 @@ mod m20261121_000006_add_referrals;
 mod m20261122_000007_create_webhooks;
 mod m20261126_000008_tickets_hot_updates;
 mod m20261201_000009_balances_version;
+mod m20261201_000010_email_token_passwords;
+mod m20261201_000011_refresh_successors;
 
 pub struct Migrator;
 
@@ -30,6 +32,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000007_create_webhooks::Migration),
             Box::new(m20261126_000008_tickets_hot_updates::Migration),
             Box::new(m20261201_000009_balances_version::Migration),
+            Box::new(m20261201_000010_email_token_passwords::Migration),
+            Box::new(m20261201_000011_refresh_successors::Migration),
         ]
     }
 }

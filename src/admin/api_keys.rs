@@ -125,10 +125,12 @@ pub async fn create(
     let (key, secret) = api_keys::create(&*txn, &name, &scopes, admin).await?;
     txn.commit().await?;
     tracing::info!(api_key = %key.id, "API key created");
-    Ok(HttpResponse::Created().json(ApiKeyCreatedOut {
-        key: key.into(),
-        secret: secret.expose_secret().to_owned(),
-    }))
+    Ok(crate::auth::no_store(HttpResponse::Created().json(
+        ApiKeyCreatedOut {
+            key: key.into(),
+            secret: secret.expose_secret().to_owned(),
+        },
+    )))
 }
 
 /// Revokes an API key at once.

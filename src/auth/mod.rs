@@ -62,3 +62,13 @@ pub async fn jwt_secret(config: &Config, db: &Db) -> anyhow::Result<SecretString
     );
     Ok(secret)
 }
+
+/// A response that carries tokens or shows a secret: never stored by a
+/// cache or a browser (RFC 6749 §5.1).
+pub fn no_store(mut response: actix_web::HttpResponse) -> actix_web::HttpResponse {
+    use actix_web::http::header::{CACHE_CONTROL, HeaderValue, PRAGMA};
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}

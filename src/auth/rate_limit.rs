@@ -39,18 +39,21 @@ impl RateLimits {
         if let Some(ip) = ip
             && let Err(not_until) = self.per_ip.check_key(&ip)
         {
-            return Err(limited(not_until.wait_time_from(clock.now()).as_secs()));
+            return Err(limited(not_until.wait_time_from(clock.now())));
         }
         if let Some(account) = account
             && let Err(not_until) = self.per_account.check_key(&account.to_owned())
         {
-            return Err(limited(not_until.wait_time_from(clock.now()).as_secs()));
+            return Err(limited(not_until.wait_time_from(clock.now())));
         }
         Ok(())
     }
 }
 
-fn limited(wait_secs: u64) -> ApiError {
+/// `Retry-After` in whole seconds, rounded up (RFC 9110 §10.2.3): a client
+/// that waits that long is let in.
+fn limited(wait: std::time::Duration) -> ApiError {
+    let wait_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let mut problem = Problem::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
@@ -59,4 +62,23 @@ fn limited(wait_secs: u64) -> ApiError {
     .detail("too many attempts; try again later");
     problem.retry_after = Some(wait_secs.max(1));
     problem.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_a_partial_second_up() {
+        let seconds = |wait| match limited(wait) {
+            ApiError::Problem(p) => p.retry_after,
+            ApiError::Internal(_) => None,
+        };
+        assert_eq!(seconds(Duration::from_millis(19_800)), Some(20));
+        assert_eq!(seconds(Duration::from_secs(19)), Some(19));
+        assert_eq!(seconds(Duration::from_millis(1)), Some(1));
+        assert_eq!(seconds(Duration::ZERO), Some(1));
+    }
 }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::{
     extractors::{AdminPrincipal, CurrentAdmin},
     password,
-    sessions::{self, Refreshed, TokensOut},
+    sessions::{self, TokensOut},
     tokens::Audience,
 };
 use crate::{
@@ -111,7 +111,7 @@ pub async fn login(
     .await?;
     txn.commit().await?;
     tracing::info!(admin = %account.id, "admin logged in");
-    Ok(HttpResponse::Ok().json(tokens))
+    Ok(crate::auth::no_store(HttpResponse::Ok().json(tokens)))
 }
 
 /// Exchanges a refresh token for a new access and refresh token. A refresh
@@ -130,28 +130,24 @@ pub async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     let token = validate::text("refresh_token", &body.refresh_token, 200)?;
     state.rate_limits.check(client_ip(&req), None)?;
-    let txn = state.db.begin_write().await?;
-    let (admin_id, tokens) = match sessions::refresh(
-        &*txn,
+    let rotation = sessions::Rotation {
+        ttl: state.config.auth.refresh_token_ttl,
+        reuse_interval: state.config.auth.refresh_reuse_interval,
+        sealer: state.webhooks.sender.secrets(),
+    };
+    let tokens = sessions::refresh_session(
+        &state.db,
         &state.jwt,
-        state.config.auth.refresh_token_ttl,
+        rotation,
         Audience::Admin,
         &SecretString::from(token),
+        async |txn, principal| {
+            let account = admin::Entity::find_by_id(principal).one(txn).await?;
+            Ok(account.is_some_and(|a| !(a.disabled)))
+        },
     )
-    .await?
-    {
-        Refreshed::Tokens(admin_id, tokens) => (admin_id, tokens),
-        Refreshed::Reused => {
-            txn.commit().await?;
-            return Err(sessions::invalid_token());
-        }
-    };
-    let account = admin::Entity::find_by_id(admin_id).one(&*txn).await?;
-    if account.is_none_or(|a| a.disabled) {
-        return Err(sessions::invalid_token());
-    }
-    txn.commit().await?;
-    Ok(HttpResponse::Ok().json(tokens))
+    .await?;
+    Ok(crate::auth::no_store(HttpResponse::Ok().json(tokens)))
 }
 
 /// Ends the current session (its access and refresh tokens stop working).

@@ -76,7 +76,8 @@ pub async fn start(
     }
     .insert(conn)
     .await?;
-    issue(conn, keys, audience, principal, id, expires_at).await
+    let refresh = random_token(REFRESH_PREFIX);
+    issue(conn, keys, audience, principal, id, expires_at, refresh).await
 }
 
 async fn issue(
@@ -86,17 +87,29 @@ async fn issue(
     principal: Uuid,
     session: SessionId,
     expires_at: chrono::DateTime<Utc>,
+    refresh: SecretString,
 ) -> Result<TokensOut, ApiError> {
-    let refresh = random_token(REFRESH_PREFIX);
     refresh_token::ActiveModel {
         token_hash: Set(token_hash(refresh.expose_secret())),
         session_id: Set(session.as_uuid()),
         created_at: Set(Utc::now()),
         expires_at: Set(expires_at),
         rotated_at: Set(None),
+        successor: Set(None),
     }
     .insert(conn)
     .await?;
+    tokens(keys, audience, principal, session, refresh)
+}
+
+/// An access token for the session, with `refresh`.
+fn tokens(
+    keys: &JwtKeys,
+    audience: Audience,
+    principal: Uuid,
+    session: SessionId,
+    refresh: SecretString,
+) -> Result<TokensOut, ApiError> {
     let access_token = keys
         .issue(audience, principal, session)
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("signing a JWT")))?;
@@ -118,11 +131,22 @@ pub enum Refreshed {
     Reused,
 }
 
+/// How refresh tokens rotate.
+pub struct Rotation<'a> {
+    /// How long a session lasts after its last refresh.
+    pub ttl: Duration,
+    /// A rotated token presented again within this long answers with its
+    /// successor; later, it ends the session.
+    pub reuse_interval: Duration,
+    /// Seals the successor kept with a rotated token.
+    pub sealer: &'a crate::webhooks::signing::SecretBox,
+}
+
 /// Exchanges a refresh token for a new pair.
 pub async fn refresh(
     conn: &impl ConnectionTrait,
     keys: &JwtKeys,
-    refresh_ttl: Duration,
+    rotation: Rotation<'_>,
     audience: Audience,
     presented: &SecretString,
 ) -> Result<Refreshed, ApiError> {
@@ -146,20 +170,40 @@ pub async fn refresh(
     {
         return Err(invalid_token());
     }
+    let id = SessionId::from_uuid(session.id);
+    let next = random_token(REFRESH_PREFIX);
     // Exactly one caller can rotate a given token.
     let rotated = refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::RotatedAt, Expr::value(now))
-        .filter(refresh_token::Column::TokenHash.eq(hash))
+        .col_expr(
+            refresh_token::Column::Successor,
+            Expr::value(rotation.sealer.seal(&next)),
+        )
+        .filter(refresh_token::Column::TokenHash.eq(hash.clone()))
         .filter(refresh_token::Column::RotatedAt.is_null())
         .exec(conn)
         .await?;
     if rotated.rows_affected == 0 {
-        let id = SessionId::from_uuid(session.id);
+        // Rotated already: as read now (the rotation may have just
+        // committed while this request waited for the row).
+        let rotated = refresh_token::Entity::find_by_id(hash).one(conn).await?;
+        let successor = rotated.as_ref().and_then(|t| {
+            let at = t.rotated_at?;
+            let recent = now.signed_duration_since(at)
+                <= chrono::Duration::from_std(rotation.reuse_interval).unwrap_or_default();
+            recent.then_some(t.successor.as_deref()?)
+        });
+        if let Some(successor) = successor.and_then(|s| rotation.sealer.open(s).ok()) {
+            // Two tabs refreshing at once: the second gets the same new
+            // refresh token (with an access token of its own).
+            let tokens = tokens(keys, audience, session.principal_id, id, successor)?;
+            return Ok(Refreshed::Tokens(session.principal_id, tokens));
+        }
         revoke(conn, id, "refresh token reused").await?;
         tracing::warn!(session = %id, "a rotated refresh token was presented again; session revoked");
         return Ok(Refreshed::Reused);
     }
-    let expires_at = now + chrono::Duration::from_std(refresh_ttl).unwrap_or_default();
+    let expires_at = now + chrono::Duration::from_std(rotation.ttl).unwrap_or_default();
     session::Entity::update_many()
         .col_expr(session::Column::ExpiresAt, Expr::value(expires_at))
         .filter(session::Column::Id.eq(session.id))
@@ -170,11 +214,51 @@ pub async fn refresh(
         keys,
         audience,
         session.principal_id,
-        SessionId::from_uuid(session.id),
+        id,
         expires_at,
+        next,
     )
     .await?;
     Ok(Refreshed::Tokens(session.principal_id, tokens))
+}
+
+/// [`refresh`] in a transaction of its own: the new pair, if the account
+/// may still sign in (`allowed`), else 401. A reuse that ended the session
+/// is committed, so the revocation sticks; anything else that fails rolls
+/// back.
+pub async fn refresh_session(
+    db: &crate::db::Db,
+    keys: &JwtKeys,
+    rotation: Rotation<'_>,
+    audience: Audience,
+    presented: &SecretString,
+    allowed: impl AsyncFnOnce(&sea_orm::DatabaseTransaction, Uuid) -> Result<bool, DbErr>,
+) -> Result<TokensOut, ApiError> {
+    let txn = db.begin_write().await?;
+    let outcome = async {
+        match refresh(&*txn, keys, rotation, audience, presented).await? {
+            Refreshed::Reused => Ok(None),
+            Refreshed::Tokens(principal, tokens) if allowed(&txn, principal).await? => {
+                Ok(Some(tokens))
+            }
+            Refreshed::Tokens(..) => Err(invalid_token()),
+        }
+    }
+    .await;
+    match outcome {
+        Ok(Some(tokens)) => {
+            txn.commit().await?;
+            Ok(tokens)
+        }
+        Ok(None) => {
+            txn.commit().await?;
+            Err(invalid_token())
+        }
+        Err(e) => {
+            let _ = txn.rollback().await;
+            Err(e)
+        }
+    }
 }
 
 /// Ends one session: its access and refresh tokens stop working.

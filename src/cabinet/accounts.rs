@@ -126,12 +126,14 @@ impl Links {
     }
 }
 
-/// Creates the e-mail token row and returns the secret for the link.
+/// Creates the e-mail token row and returns the secret for the link. A
+/// verification token carries the password it was issued with.
 pub async fn new_email_token(
     conn: &impl ConnectionTrait,
     user: uuid::Uuid,
     purpose: &str,
     ttl: Duration,
+    password_hash: Option<String>,
 ) -> Result<SecretString, DbErr> {
     let token = random_token("");
     let now = Utc::now();
@@ -142,6 +144,7 @@ pub async fn new_email_token(
         created_at: Set(now),
         expires_at: Set(now + chrono::Duration::from_std(ttl).unwrap_or_default()),
         used_at: Set(None),
+        password_hash: Set(password_hash),
     }
     .insert(conn)
     .await?;
@@ -395,24 +398,12 @@ impl Command for RegisterByEmail {
     ) -> Result<(), CommandError<AccountError>> {
         let mailing = &self.mailing;
         let verify_with = match (self.existing, *output) {
-            // Registered but never verified: whoever proves the mailbox now
-            // decides the password, so a stranger who registered the
-            // address first gains nothing. A fresh link goes out.
-            (Some((id, false)), _) => {
-                user_credential::Entity::update_many()
-                    .col_expr(
-                        user_credential::Column::PasswordHash,
-                        Expr::value(self.password_hash.clone()),
-                    )
-                    .col_expr(
-                        user_credential::Column::PasswordChangedAt,
-                        Expr::value(Utc::now()),
-                    )
-                    .filter(user_credential::Column::UserId.eq(id.as_uuid()))
-                    .exec(&**txn)
-                    .await?;
-                id
-            }
+            // Registered but never verified: a fresh link, which carries
+            // this password. Whoever proves the mailbox decides the
+            // password, so a stranger who registers the address gains
+            // nothing; the account's password changes only when a link is
+            // used.
+            (Some((id, false)), _) => id,
             (Some((_, true)), _) => {
                 let forgot = mailing.links.to(Page::Forgot, None);
                 outbox::enqueue(
@@ -442,6 +433,7 @@ impl Command for RegisterByEmail {
             verify_with.as_uuid(),
             "verify",
             mailing.verification_ttl,
+            Some(self.password_hash.clone()),
         )
         .await?;
         let link = mailing.links.to(Page::Verify, Some(&token));
@@ -472,12 +464,17 @@ async fn token_user(
         .ok_or(CommandError::Domain(AccountError::InvalidLink))
 }
 
-/// Marks a token used; refused if someone used it first.
+/// Marks a token used (refused if someone used it first); the password it
+/// carries, if any.
 async fn redeem(
     txn: &WriteTxn,
     token: &str,
     now: DateTime<Utc>,
-) -> Result<(), CommandError<AccountError>> {
+) -> Result<Option<String>, CommandError<AccountError>> {
+    let password_hash = email_token::Entity::find_by_id(token_hash(token))
+        .one(&**txn)
+        .await?
+        .and_then(|t| t.password_hash);
     let used = email_token::Entity::update_many()
         .col_expr(email_token::Column::UsedAt, Expr::value(now))
         .filter(email_token::Column::TokenHash.eq(token_hash(token)))
@@ -487,6 +484,43 @@ async fn redeem(
     if used.rows_affected != 1 {
         return Err(CommandError::Domain(AccountError::InvalidLink));
     }
+    Ok(password_hash)
+}
+
+/// Sets the account's password.
+async fn set_password(txn: &WriteTxn, user: uuid::Uuid, hash: String) -> Result<(), DbErr> {
+    user_credential::Entity::insert(user_credential::ActiveModel {
+        user_id: Set(user),
+        password_hash: Set(hash),
+        password_changed_at: Set(Utc::now()),
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(user_credential::Column::UserId)
+            .update_columns([
+                user_credential::Column::PasswordHash,
+                user_credential::Column::PasswordChangedAt,
+            ])
+            .to_owned(),
+    )
+    .exec(&**txn)
+    .await?;
+    Ok(())
+}
+
+/// Ends the unused tokens of `purpose` of a user.
+async fn void_tokens(
+    txn: &WriteTxn,
+    user: uuid::Uuid,
+    purpose: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    email_token::Entity::update_many()
+        .col_expr(email_token::Column::UsedAt, Expr::value(now))
+        .filter(email_token::Column::UserId.eq(user))
+        .filter(email_token::Column::Purpose.eq(purpose))
+        .filter(email_token::Column::UsedAt.is_null())
+        .exec(&**txn)
+        .await?;
     Ok(())
 }
 
@@ -533,13 +567,25 @@ impl Command for VerifyEmail {
         Ok(self.user_id)
     }
 
+    /// The first verification sets the password its link was issued with,
+    /// and ends the other verification links; a later one only uses up its
+    /// link.
     async fn write(
         &self,
         txn: &WriteTxn,
         _output: &mut UserId,
-        _events: &[RecordedEvent],
+        events: &[RecordedEvent],
     ) -> Result<(), CommandError<AccountError>> {
-        redeem(txn, &self.token, Utc::now()).await
+        let now = Utc::now();
+        let password_hash = redeem(txn, &self.token, now).await?;
+        if !events.is_empty() {
+            let user = self.user_id.as_uuid();
+            if let Some(hash) = password_hash {
+                set_password(txn, user, hash).await?;
+            }
+            void_tokens(txn, user, "verify", now).await?;
+        }
+        Ok(())
     }
 }
 
@@ -599,22 +645,10 @@ impl Command for ResetPassword {
         let now = Utc::now();
         redeem(txn, &self.token, now).await?;
         let user = self.user_id.as_uuid();
-        user_credential::Entity::update_many()
-            .col_expr(
-                user_credential::Column::PasswordHash,
-                Expr::value(self.password_hash.clone()),
-            )
-            .col_expr(user_credential::Column::PasswordChangedAt, Expr::value(now))
-            .filter(user_credential::Column::UserId.eq(user))
-            .exec(&**txn)
-            .await?;
-        email_token::Entity::update_many()
-            .col_expr(email_token::Column::UsedAt, Expr::value(now))
-            .filter(email_token::Column::UserId.eq(user))
-            .filter(email_token::Column::Purpose.eq("reset"))
-            .filter(email_token::Column::UsedAt.is_null())
-            .exec(&**txn)
-            .await?;
+        set_password(txn, user, self.password_hash.clone()).await?;
+        // Any other link sent earlier stops working too.
+        void_tokens(txn, user, "reset", now).await?;
+        void_tokens(txn, user, "verify", now).await?;
         sessions::revoke_all(&**txn, Audience::Cabinet, user, "password reset").await?;
         Ok(())
     }

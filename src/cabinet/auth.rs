@@ -153,7 +153,7 @@ pub async fn mini_app(
     let login = telegram::verify_mini_app(&init_data, bot_token(&state)?.expose_secret(), checks)
         .map_err(telegram_error)?;
     let tokens = telegram_sign_in(&state, login, Source::MiniApp).await?;
-    Ok(HttpResponse::Ok().json(tokens))
+    Ok(crate::auth::no_store(HttpResponse::Ok().json(tokens)))
 }
 
 /// Signs in with the Telegram Login Widget's fields (`id`, `first_name`,
@@ -216,7 +216,7 @@ pub async fn login_widget(
         Err(e) => return Err(e.into()),
     }
     let tokens = telegram_sign_in(&state, login, Source::LoginWidget).await?;
-    Ok(HttpResponse::Ok().json(tokens))
+    Ok(crate::auth::no_store(HttpResponse::Ok().json(tokens)))
 }
 
 /// Finds or creates the user of a verified Telegram sign-in and starts a
@@ -359,14 +359,24 @@ pub async fn verify_email(
 /// configured). Opening one changes nothing: a mail scanner that fetches
 /// the link cannot verify an address or use a reset token.
 fn page(state: &AppState, name: &str, token: Option<&str>) -> Result<HttpResponse, ApiError> {
+    // The page's own script and style, and nothing else, may run.
+    let nonce = crate::auth::tokens::random_token("");
+    let nonce = nonce.expose_secret();
     let html = state.templates.render_page(
         name,
-        &json!({"token": token.unwrap_or_default(), "api": "/api/v1/cabinet/auth"}),
+        &json!({"token": token.unwrap_or_default(), "api": "/api/v1/cabinet/auth", "nonce": nonce}),
     )?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("cache-control", "no-store"))
         .insert_header(("referrer-policy", "no-referrer"))
+        .insert_header((
+            "content-security-policy",
+            format!(
+                "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; \
+                 connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+            ),
+        ))
         .body(html))
 }
 
@@ -467,7 +477,7 @@ pub async fn email_login(
     )
     .await?;
     txn.commit().await?;
-    Ok(HttpResponse::Ok().json(tokens))
+    Ok(crate::auth::no_store(HttpResponse::Ok().json(tokens)))
 }
 
 /// Sends a password reset link if the address has an account. Always
@@ -514,6 +524,7 @@ async fn send_reset(state: &AppState, email: &str, language: &str) -> Result<(),
         account.id,
         "reset",
         state.config.auth.password_reset_ttl,
+        None,
     )
     .await?;
     let link = links(state).to(Page::Reset, Some(&token));
@@ -576,28 +587,24 @@ pub async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     let token = validate::text("refresh_token", &body.refresh_token, 200)?;
     state.rate_limits.check(client_ip(&req), None)?;
-    let txn = state.db.begin_write().await?;
-    let (user_id, tokens) = match sessions::refresh(
-        &*txn,
+    let rotation = sessions::Rotation {
+        ttl: state.config.auth.refresh_token_ttl,
+        reuse_interval: state.config.auth.refresh_reuse_interval,
+        sealer: state.webhooks.sender.secrets(),
+    };
+    let tokens = sessions::refresh_session(
+        &state.db,
         &state.jwt,
-        state.config.auth.refresh_token_ttl,
+        rotation,
         Audience::Cabinet,
         &SecretString::from(token),
+        async |txn, principal| {
+            let account = user::Entity::find_by_id(principal).one(txn).await?;
+            Ok(account.is_some_and(|u| u.status != "blocked"))
+        },
     )
-    .await?
-    {
-        sessions::Refreshed::Tokens(user_id, tokens) => (user_id, tokens),
-        sessions::Refreshed::Reused => {
-            txn.commit().await?;
-            return Err(sessions::invalid_token());
-        }
-    };
-    let account = user::Entity::find_by_id(user_id).one(&*txn).await?;
-    if account.is_none_or(|u| u.status == "blocked") {
-        return Err(sessions::invalid_token());
-    }
-    txn.commit().await?;
-    Ok(HttpResponse::Ok().json(tokens))
+    .await?;
+    Ok(crate::auth::no_store(HttpResponse::Ok().json(tokens)))
 }
 
 /// Ends the current cabinet session.

@@ -100,11 +100,11 @@ impl fmt::Display for EventType {
     }
 }
 
-/// Who caused an event.
+/// Who caused an event: `{"kind", "id"}`, the id `null` for the system.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
     pub kind: ActorKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub id: Option<String>,
 }
 
@@ -323,6 +323,8 @@ mod tests {
         assert_eq!(json["version"], 3);
         assert_eq!(json["timestamp"], "2026-11-21T10:30:00.123Z");
         assert_eq!(json["actor"], json!({"kind": "user", "id": "u1"}));
+        let system = serde_json::to_value(Actor::system()).unwrap();
+        assert_eq!(system, json!({"kind": "system", "id": null}));
         assert_eq!(json["payload"], json!({"text": "hi"}));
         assert_eq!(json["id"], event.id.to_string());
     }

@@ -18,12 +18,14 @@ use crate::{
 pub struct Currency(String);
 
 impl Currency {
+    /// An ISO 4217 code, or `XTR` (Telegram Stars).
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
         let raw = raw.trim();
-        if raw.len() == 3 && raw.bytes().all(|b| b.is_ascii_uppercase()) {
+        let known = raw == "XTR" || iso_currency::Currency::from_code(raw).is_some();
+        if raw.len() == 3 && raw.bytes().all(|b| b.is_ascii_uppercase()) && known {
             Ok(Self(raw.to_owned()))
         } else {
-            Err("must be an ISO 4217 code such as RUB, USD or XTR")
+            Err("must be an ISO 4217 code such as RUB, USD or EUR, or XTR (Telegram Stars)")
         }
     }
 
@@ -529,6 +531,19 @@ impl Aggregate for Payment {
 mod tests {
     use super::*;
     use crate::events::Actor;
+
+    #[test]
+    fn currencies_are_iso_4217_codes_or_telegram_stars() {
+        for code in ["RUB", "USD", "EUR", "JPY", "XTR"] {
+            assert_eq!(
+                Currency::parse(code).map(|c| c.as_str().to_owned()),
+                Ok(code.to_owned())
+            );
+        }
+        for code in ["QQQ", "rub", "RU", "RUBB", "", "ABC"] {
+            assert!(Currency::parse(code).is_err(), "{code}");
+        }
+    }
 
     fn entry(kind: TransactionKind, amount: i64) -> Entry {
         Entry {

@@ -238,7 +238,7 @@ fn money(amount: i64, currency: &str) -> Result<(Amount, Currency), ApiError> {
 /// Records a payment's outcome (a provider callback). Idempotent on
 /// `(provider, external_id)`: the first call answers 201, a repeat 200 with
 /// the payment unchanged and the balance credited once.
-#[utoipa::path(tag = "ledger", request_body = PaymentRecordIn, responses((status = 201, body = PaymentOut), (status = 200, body = PaymentOut, description = "already recorded"), (status = 401), (status = 403), (status = 409), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "ledger", request_body = PaymentRecordIn, responses((status = 201, body = PaymentOut), (status = 200, body = PaymentOut, description = "already recorded"), (status = 401), (status = 403), (status = 404, description = "no such user"), (status = 409), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/payments")]
 #[tracing::instrument(skip_all)]
 pub async fn record_payment(
@@ -273,6 +273,7 @@ pub async fn record_payment(
             provider,
             external_id,
             failure,
+            description: None,
         },
         caller.actor(),
     )
@@ -348,7 +349,7 @@ pub struct AdjustmentIn {
 
 /// Credits a user's balance by hand (a `payment.completed` from provider
 /// `admin`, and a deposit on the ledger).
-#[utoipa::path(tag = "ledger", params(("id" = Uuid, Path)), request_body = AdjustmentIn, responses((status = 201, body = PaymentOut), (status = 401), (status = 403), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "ledger", params(("id" = Uuid, Path)), request_body = AdjustmentIn, responses((status = 201, body = PaymentOut), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/users/{id}/top-up")]
 #[tracing::instrument(skip_all)]
 pub async fn top_up(
@@ -368,9 +369,10 @@ pub async fn top_up(
             user_id,
             amount,
             currency,
-            provider: "admin".to_owned(),
-            external_id: format!("top-up:{}:{reason}", Uuid::now_v7()),
+            provider: service::TOP_UP_PROVIDER.to_owned(),
+            external_id: format!("top-up:{}", Uuid::now_v7()),
             failure: None,
+            description: Some(reason),
         },
         caller.actor(),
     )
@@ -379,7 +381,7 @@ pub async fn top_up(
 }
 
 /// Debits a user's balance by hand; never below zero (409 `insufficient_funds`).
-#[utoipa::path(tag = "ledger", params(("id" = Uuid, Path)), request_body = AdjustmentIn, responses((status = 201, body = Vec<BalanceOut>), (status = 401), (status = 403), (status = 409), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "ledger", params(("id" = Uuid, Path)), request_body = AdjustmentIn, responses((status = 201, body = Vec<BalanceOut>), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/users/{id}/withdrawals")]
 #[tracing::instrument(skip_all)]
 pub async fn withdraw(
@@ -417,7 +419,7 @@ pub struct LedgerOut {
 }
 
 /// A user's balances and ledger.
-#[utoipa::path(tag = "ledger", params(("id" = Uuid, Path), PageIn), responses((status = 200, body = LedgerOut), (status = 401), (status = 403), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "ledger", params(("id" = Uuid, Path), PageIn), responses((status = 200, body = LedgerOut), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[get("/users/{id}/ledger")]
 #[tracing::instrument(skip_all)]
 pub async fn user_ledger(
@@ -428,6 +430,7 @@ pub async fn user_ledger(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::LedgerRead)?;
     let page = page.validate()?;
+    service::ensure_user(&state, *id).await?;
     Ok(HttpResponse::Ok().json(LedgerOut {
         balances: balances_of(&state, id.as_uuid()).await?,
         transactions: transactions_of(&state, id.as_uuid(), page).await?,

@@ -49,15 +49,21 @@ pub struct PaymentIn {
     pub external_id: String,
     /// `None`: completed; `Some(reason)`: failed.
     pub failure: Option<String>,
+    /// The ledger entry's description (`payment via <provider>` if none).
+    pub description: Option<String>,
 }
 
+/// The provider of an admin's manual top-up.
+pub const TOP_UP_PROVIDER: &str = "admin";
+
+/// 404 unless the user exists (named in the path or in the body alike).
 pub async fn ensure_user(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
     if user::Entity::find_by_id(user_id.as_uuid())
         .one(state.db.conn())
         .await?
         .is_none()
     {
-        return Err(Problem::invalid_field("user_id", "no such user").into());
+        return Err(Problem::not_found().detail("no such user").into());
     }
     Ok(())
 }
@@ -157,7 +163,12 @@ impl Command for RecordPayment {
                 kind: TransactionKind::Deposit,
                 amount: input.amount,
                 reference: Some(format!("payment:{}", self.id)),
-                description: Some(format!("payment via {}", input.provider)),
+                description: Some(
+                    input
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| format!("payment via {}", input.provider)),
+                ),
             },
         )?;
         if let Some(reward) = &self.reward {
@@ -169,34 +180,55 @@ impl Command for RecordPayment {
 
 /// Records a payment: the payment as it stands afterwards, and whether it
 /// was new. A repeat that contradicts what was recorded (another user,
-/// amount or currency) is refused with 409 `payment_mismatch`.
+/// amount, currency, or outcome) is refused with 409 `payment_mismatch`.
+/// Referrers earn from deposits that came from a provider (or Telegram
+/// Stars); from an admin's top-up only when so configured.
 pub async fn record_payment(
     state: &AppState,
     input: PaymentIn,
     actor: Actor,
 ) -> Result<(payment::Model, Recorded), ApiError> {
     let id = payment_id(&input.provider, &input.external_id);
+    let rewarded = input.provider != TOP_UP_PROVIDER || state.config.referral_on_top_ups;
+    let percent = if rewarded {
+        state.config.referral_percent
+    } else {
+        0
+    };
     let recorded = state
         .commands
-        .run(
-            RecordPayment::new(input.clone(), state.config.referral_percent),
-            actor,
-        )
+        .run(RecordPayment::new(input.clone(), percent), actor)
         .await?
         .output;
     let payment = find_payment(state, id).await?;
-    if recorded == Recorded::Again
-        && (payment.user_id != input.user_id.as_uuid()
-            || payment.amount != input.amount.get()
-            || payment.currency != input.currency.as_str())
-    {
-        return Err(Problem::new(
-            actix_web::http::StatusCode::CONFLICT,
-            "payment_mismatch",
-            "Payment mismatch",
-        )
-        .detail("this provider payment was already recorded with another user, amount or currency")
-        .into());
+    if recorded == Recorded::Again {
+        let same_facts = payment.user_id == input.user_id.as_uuid()
+            && payment.amount == input.amount.get()
+            && payment.currency == input.currency.as_str();
+        // A completed payment may have been refunded since; a failed one
+        // never completes, nor a completed one fails.
+        let same_outcome = match input.failure {
+            None => payment.status == "completed" || payment.status == "refunded",
+            Some(_) => payment.status == "failed",
+        };
+        if !same_facts || !same_outcome {
+            let detail = if same_facts {
+                format!(
+                    "this provider payment was already recorded as {}",
+                    payment.status
+                )
+            } else {
+                "this provider payment was already recorded with another user, amount or currency"
+                    .to_owned()
+            };
+            return Err(Problem::new(
+                actix_web::http::StatusCode::CONFLICT,
+                "payment_mismatch",
+                "Payment mismatch",
+            )
+            .detail(detail)
+            .into());
+        }
     }
     Ok((payment, recorded))
 }

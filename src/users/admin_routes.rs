@@ -4,6 +4,7 @@
 use actix_web::{HttpResponse, get, patch, post, web};
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait, Func, LikeExpr},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -70,9 +71,19 @@ pub async fn list(
             return Err(Problem::invalid_field("q", "at most 100 characters").into());
         }
         let pattern = q.trim_start_matches('@').to_lowercase();
+        // Case-insensitive on both databases (Telegram usernames are), the
+        // query's own wildcard characters taken literally.
+        let like = || {
+            let escaped = pattern
+                .replace('!', "!!")
+                .replace('%', "!%")
+                .replace('_', "!_");
+            LikeExpr::new(format!("%{escaped}%")).escape('!')
+        };
+        let lower = |column: user::Column| Expr::expr(Func::lower(Expr::col(column)));
         let mut any = Condition::any()
-            .add(user::Column::Username.contains(&pattern))
-            .add(user::Column::Email.contains(&pattern));
+            .add(lower(user::Column::Username).like(like()))
+            .add(lower(user::Column::Email).like(like()));
         if let Ok(telegram_id) = q.parse::<i64>() {
             any = any.add(user::Column::TelegramId.eq(telegram_id));
         }

@@ -413,10 +413,12 @@ pub async fn create(
     };
     store::insert_endpoint(&state.db, &row, filter.patterns()).await?;
     tracing::info!(endpoint = %row.id, "webhook endpoint created");
-    Ok(HttpResponse::Created().json(EndpointCreatedOut {
-        endpoint: out(&row),
-        secret: secret.expose_secret().to_owned(),
-    }))
+    Ok(crate::auth::no_store(HttpResponse::Created().json(
+        EndpointCreatedOut {
+            endpoint: out(&row),
+            secret: secret.expose_secret().to_owned(),
+        },
+    )))
 }
 
 /// Endpoints, newest first.
@@ -595,7 +597,9 @@ pub async fn reveal_secret(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
     let row = find(&state, *id).await?;
-    Ok(HttpResponse::Ok().json(secret_out(&state, &row)?))
+    Ok(crate::auth::no_store(
+        HttpResponse::Ok().json(secret_out(&state, &row)?),
+    ))
 }
 
 /// Replaces the secret; the old one keeps signing (as a second
@@ -626,7 +630,9 @@ pub async fn rotate_secret(
     row.updated_at_ms = now;
     store::update_endpoint(&state.db, &row, None).await?;
     tracing::info!(endpoint = %row.id, "webhook secret rotated");
-    Ok(HttpResponse::Ok().json(secret_out(&state, &row)?))
+    Ok(crate::auth::no_store(
+        HttpResponse::Ok().json(secret_out(&state, &row)?),
+    ))
 }
 
 /// Sends a `webhook.test` event to the endpoint now and answers with what

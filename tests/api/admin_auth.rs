@@ -9,7 +9,10 @@ use crate::helpers::{TestApp, Tokens, assert_problem, both_backends, test_config
 
 both_backends! {
     async fn a_refresh_token_rotates_and_its_reuse_revokes_the_whole_session(db) {
-        let app = TestApp::spawn(&db).await;
+        // No grace for a token presented again (see the next test).
+        let mut config = test_config(db.config.clone());
+        config.auth.refresh_reuse_interval = std::time::Duration::ZERO;
+        let app = TestApp::spawn_with(config).await;
         let first = app.admin_with_role("owner@example.com", Role::Owner).await;
         assert_eq!(first.expires_in, 900);
 
@@ -193,6 +196,68 @@ both_backends! {
             .unwrap();
         let me: Value = app.get_with("/api/v1/admin/me", &secret).await.json().await.unwrap();
         assert_eq!(me["permissions"], json!(["events:read"]));
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn owners_change_roles_and_disable_admins_but_never_the_last_owner(db) {
+        let app = TestApp::spawn(&db).await;
+        let owner = app.admin_with_role("owner@example.com", Role::Owner).await;
+        let operator = app.admin_with_role("op@example.com", Role::Operator).await;
+        let admins: Value = app.get_with("/api/v1/admin/admins", &owner.access_token).await.json().await.unwrap();
+        let id_of = |email: &str| admins.as_array().unwrap().iter().find(|a| a["email"] == email).unwrap()["id"].as_str().unwrap().to_owned();
+        let (owner_id, operator_id) = (id_of("owner@example.com"), id_of("op@example.com"));
+        let patch = |token: &str, id: &str, body: Value| {
+            let (app, token, path) = (&app, token.to_owned(), format!("/api/v1/admin/admins/{id}"));
+            async move { app.request(Method::PATCH, &path, Some(&token), Some(body)).await }
+        };
+        // Only owners, and no one by API key.
+        assert_problem(patch(&operator.access_token, &operator_id, json!({"role": "owner"})).await, 403, "forbidden").await;
+        // Bad input.
+        assert_problem(patch(&owner.access_token, &operator_id, json!({"role": "king"})).await, 422, "invalid_field").await;
+        assert_problem(patch(&owner.access_token, &operator_id, json!({"rank": "owner"})).await, 422, "invalid_body").await;
+        assert_problem(patch(&owner.access_token, &uuid::Uuid::now_v7().to_string(), json!({"disabled": true})).await, 404, "not_found").await;
+        // The only owner can be neither demoted nor disabled.
+        assert_problem(patch(&owner.access_token, &owner_id, json!({"role": "admin"})).await, 409, "last_owner").await;
+        assert_problem(patch(&owner.access_token, &owner_id, json!({"disabled": true})).await, 409, "last_owner").await;
+        // A promoted operator is a second owner; then the first may step down.
+        let promoted: Value = patch(&owner.access_token, &operator_id, json!({"role": "owner"})).await.json().await.unwrap();
+        assert_eq!(promoted["role"], "owner");
+        let stepped: Value = patch(&owner.access_token, &owner_id, json!({"role": "viewer"})).await.json().await.unwrap();
+        assert_eq!(stepped["role"], "viewer");
+        // Disabling ends the admin's sessions at once.
+        let disabled = patch(&operator.access_token, &owner_id, json!({"disabled": true})).await;
+        assert_eq!(disabled.status().as_u16(), 200);
+        assert_problem(app.get_with("/api/v1/admin/me", &owner.access_token).await, 401, "invalid_token").await;
+        let relogin = app.post("/api/v1/auth/login", None, json!({"email": "owner@example.com", "password": "correct horse battery staple"})).await;
+        assert_problem(relogin, 403, "forbidden").await;
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn two_tabs_refreshing_at_once_both_get_the_same_new_pair(db) {
+        let app = TestApp::spawn(&db).await;
+        let first = app.admin_with_role("owner@example.com", Role::Owner).await;
+        let body = json!({"refresh_token": first.refresh_token});
+        let (a, b) = tokio::join!(
+            app.post("/api/v1/auth/refresh", None, body.clone()),
+            app.post("/api/v1/auth/refresh", None, body.clone()),
+        );
+        assert_eq!(a.status().as_u16(), 200);
+        assert_eq!(b.status().as_u16(), 200);
+        let (a, b): (Tokens, Tokens) = (a.json().await.unwrap(), b.json().await.unwrap());
+        assert_eq!(a.refresh_token, b.refresh_token);
+        assert_ne!(a.refresh_token, first.refresh_token);
+        // A third tab, still within the interval, too; the session lives on.
+        let c: Tokens = app.post("/api/v1/auth/refresh", None, body).await.json().await.unwrap();
+        assert_eq!(c.refresh_token, a.refresh_token);
+        for tokens in [&a, &b, &c] {
+            assert_eq!(app.get_with("/api/v1/admin/me", &tokens.access_token).await.status().as_u16(), 200);
+        }
+        let next = app.post("/api/v1/auth/refresh", None, json!({"refresh_token": a.refresh_token})).await;
+        assert_eq!(next.status().as_u16(), 200);
         app.stop().await;
     }
 }

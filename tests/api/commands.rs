@@ -349,6 +349,7 @@ fn command(ids: Ids, n: usize, op: &Op) -> Any {
                 provider: "test".into(),
                 external_id: format!("{}-{user}-{payment}", ids.case),
                 failure: fail.then(|| "declined".to_owned()),
+                description: None,
             },
             10,
         )),
@@ -628,6 +629,43 @@ both_backends! {
             let problem = assert_problem(response, 404, "not_found").await;
             assert_eq!(problem["detail"], format!("no such {noun}"), "{path}");
         }
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_nul_character_anywhere_is_a_422_naming_the_field(db) {
+        let app = TestApp::spawn(&db).await;
+        let admin = app.admin_with_role("o@example.com", switchboard::auth::Role::Owner).await;
+        let user = crate::tickets::cabinet_user(&app, 1).await;
+        let id = crate::ledger::user_id(&app, &user.access_token).await;
+        let nul = "a\u{0}b";
+        let admin_token = admin.access_token.as_str();
+        let user_token = user.access_token.as_str();
+        for (method, path, token, body, field) in [
+            (reqwest::Method::POST, "/api/v1/cabinet/tickets".to_owned(), user_token, json!({"subject": nul, "text": "x"}), "subject"),
+            (reqwest::Method::POST, "/api/v1/cabinet/tickets".to_owned(), user_token, json!({"subject": "s", "text": nul}), "text"),
+            (reqwest::Method::PATCH, format!("/api/v1/admin/users/{id}"), admin_token, json!({"first_name": nul}), "first_name"),
+            (reqwest::Method::POST, format!("/api/v1/admin/users/{id}/top-up"), admin_token, json!({"amount": 100, "currency": "RUB", "reason": nul}), "reason"),
+            (reqwest::Method::POST, "/api/v1/admin/payments".to_owned(), admin_token, json!({"user_id": id, "amount": 100, "currency": "RUB", "provider": nul, "external_id": "e", "status": "completed"}), "provider"),
+            (reqwest::Method::POST, "/api/v1/admin/payments".to_owned(), admin_token, json!({"user_id": id, "amount": 100, "currency": "RUB", "provider": "p", "external_id": nul, "status": "completed"}), "external_id"),
+        ] {
+            let response = app.request(method, &path, Some(token), Some(body)).await;
+            let problem = assert_problem(response, 422, "invalid_field").await;
+            assert_eq!(problem["field"], field, "{path}");
+        }
+        for (path, field) in [
+            ("/api/v1/admin/payments?status=a%00b", "status"),
+            ("/api/v1/admin/users?q=%00", "q"),
+            ("/api/v1/admin/subscriptions?status=%00", "status"),
+        ] {
+            let response = app.get_with(path, admin_token).await;
+            let problem = assert_problem(response, 422, "invalid_field").await;
+            assert_eq!(problem["field"], field, "{path}");
+        }
+        // Nothing was written.
+        let tickets: Value = app.get_with("/api/v1/cabinet/tickets", user_token).await.json().await.unwrap();
+        assert_eq!(tickets["total"], 0);
         app.stop().await;
     }
 }

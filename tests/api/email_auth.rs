@@ -136,7 +136,10 @@ both_backends! {
 
 both_backends! {
     async fn cabinet_refresh_rotates_and_logout_ends_the_session(db) {
-        let app = TestApp::spawn(&db).await;
+        // No grace for a token presented again.
+        let mut config = test_config(db.config.clone());
+        config.auth.refresh_reuse_interval = std::time::Duration::ZERO;
+        let app = TestApp::spawn_with(config).await;
         let init = crate::telegram_auth::fresh_init_data(4242, "dee");
         let first: Tokens = app.post("/api/v1/cabinet/auth/telegram/mini-app", None, json!({"init_data": init})).await.json().await.unwrap();
         let second: Tokens = app.post("/api/v1/cabinet/auth/refresh", None, json!({"refresh_token": first.refresh_token})).await.json().await.unwrap();
@@ -206,6 +209,83 @@ both_backends! {
         // Still one user.
         let users = crate::event_store::read_whole_log(&app.state.store, 2).await;
         assert_eq!(users.iter().filter(|e| e.event_type.as_str() == "user.created").count(), 1);
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn whoever_proves_the_mailbox_gets_the_password_they_chose(db) {
+        let (app, sink) = app_with_mail(&db).await;
+        let register = |password: &str| json!({"email": "dee@example.com", "password": password});
+        app.post("/api/v1/cabinet/auth/email/register", None, register("the owner's password")).await;
+        let owners_link = token_from_email(&sink.wait_for("dee@example.com", "token=").await);
+        // A stranger registers the same address before the owner confirms.
+        app.post("/api/v1/cabinet/auth/email/register", None, register("the stranger's password")).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while sink.count_to("dee@example.com") < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "no second e-mail");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The owner confirms with their own link.
+        let verified = app.post("/api/v1/cabinet/auth/email/verify", None, json!({"token": owners_link})).await;
+        assert_eq!(verified.status().as_u16(), 200);
+        let login = |password: &str| json!({"email": "dee@example.com", "password": password});
+        let stranger = app.post("/api/v1/cabinet/auth/email/login", None, login("the stranger's password")).await;
+        assert_problem(stranger, 401, "invalid_credentials").await;
+        let owner = app.post("/api/v1/cabinet/auth/email/login", None, login("the owner's password")).await;
+        assert_eq!(owner.status().as_u16(), 200);
+        // The stranger's link, in the owner's mailbox, no longer works.
+        let strangers_link = sink
+            .received()
+            .iter()
+            .filter(|m| m.to == "dee@example.com")
+            .map(token_from_email)
+            .find(|t| *t != owners_link)
+            .unwrap();
+        let late = app.post("/api/v1/cabinet/auth/email/verify", None, json!({"token": strangers_link})).await;
+        assert_problem(late, 400, "invalid_link").await;
+        app.stop().await;
+    }
+}
+
+/// Runs a served page's script in Node (see `tests/pages/run_script.mjs`):
+/// what it fetched and what it showed.
+async fn run_page_script(url: &str, action: &str, value: &str) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pages/run_script.mjs");
+    let output = tokio::process::Command::new("node")
+        .args([script, url, action, value])
+        .output()
+        .await
+        .expect("node must be installed (.ci/run installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+both_backends! {
+    async fn the_link_pages_scripts_post_to_the_api_and_do_what_they_say(db) {
+        let (app, sink) = app_with_mail(&db).await;
+        app.post("/api/v1/cabinet/auth/email/register", None, json!({"email": "eve@example.com", "password": "the first password"})).await;
+        let verify = token_from_email(&sink.wait_for("eve@example.com", "token=").await);
+        let ran = run_page_script(&format!("{}/api/v1/cabinet/auth/email/verify?token={verify}", app.address), "confirm:click", "").await;
+        assert_eq!(ran["fetched"]["url"], "/api/v1/cabinet/auth/email/verify", "{ran}");
+        assert_eq!(ran["fetched"]["method"], "POST");
+        assert!(ran["shown"].as_str().unwrap().contains("confirmed"), "{ran}");
+        let login = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "eve@example.com", "password": "the first password"})).await;
+        assert_eq!(login.status().as_u16(), 200);
+
+        let ran = run_page_script(&format!("{}/api/v1/cabinet/auth/email/forgot", app.address), "forgot:submit", "eve@example.com").await;
+        assert_eq!(ran["fetched"]["url"], "/api/v1/cabinet/auth/email/forgot", "{ran}");
+        let reset = token_from_email(&sink.wait_for("eve@example.com", "/reset?token=").await);
+        let ran = run_page_script(&format!("{}/api/v1/cabinet/auth/email/reset?token={reset}", app.address), "reset:submit", "the second password").await;
+        assert_eq!(ran["fetched"]["url"], "/api/v1/cabinet/auth/email/reset", "{ran}");
+        assert!(ran["shown"].as_str().unwrap().contains("changed"), "{ran}");
+        let login = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "eve@example.com", "password": "the second password"})).await;
+        assert_eq!(login.status().as_u16(), 200);
         app.stop().await;
     }
 }

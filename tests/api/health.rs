@@ -52,3 +52,76 @@ async fn readyz_is_503_when_the_database_goes_away() {
     // Liveness is about the process, not the database.
     assert_eq!(app.healthz().await.status().as_u16(), 200);
 }
+
+both_backends! {
+    async fn responses_carry_the_security_headers_and_tokens_are_never_cached(db) {
+        let app = TestApp::spawn(&db).await;
+        // Every answer: no content sniffing.
+        for path in ["/healthz", "/no/such/route", "/openapi.json", "/docs/"] {
+            let response = app.get(path).await;
+            assert_eq!(response.headers()["x-content-type-options"], "nosniff", "{path}");
+        }
+        let docs = app.get("/docs/").await;
+        let csp = docs.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        // The e-mail link pages: their own script only.
+        let page = app.get("/api/v1/cabinet/auth/email/verify?token=abc").await;
+        let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        let html = page.text().await.unwrap();
+        let nonce = csp.split("'nonce-").nth(1).unwrap().split('\'').next().unwrap().to_owned();
+        assert!(html.contains(&format!("<script nonce=\"{nonce}\">")), "{html}");
+        assert!(csp.starts_with("default-src 'none'"), "{csp}");
+        // Tokens and secrets: never stored.
+        let admin = app.admin_with_role("o@example.com", switchboard::auth::Role::Owner).await;
+        let login = app.post("/api/v1/auth/login", None, serde_json::json!({"email": "o@example.com", "password": "correct horse battery staple"})).await;
+        assert_eq!(login.headers()["cache-control"], "no-store");
+        let key = app.post("/api/v1/admin/api-keys", Some(&admin.access_token), serde_json::json!({"name": "k", "scopes": ["events:read"]})).await;
+        assert_eq!(key.status().as_u16(), 201);
+        assert_eq!(key.headers()["cache-control"], "no-store");
+        let refreshed = app.post("/api/v1/auth/refresh", None, serde_json::json!({"refresh_token": admin.refresh_token})).await;
+        assert_eq!(refreshed.headers()["cache-control"], "no-store");
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn cross_origin_calls_are_allowed_from_the_configured_origins_only(db) {
+        let preflight = |app: &TestApp, origin: &'static str| {
+            let request = app
+                .client
+                .request(reqwest::Method::OPTIONS, format!("{}/api/v1/admin/me", app.address))
+                .header("origin", origin)
+                .header("access-control-request-method", "GET")
+                .header("access-control-request-headers", "authorization");
+            async move { request.send().await.unwrap() }
+        };
+        // Off by default: no CORS headers for anyone.
+        let closed = TestApp::spawn(&db).await;
+        let answer = preflight(&closed, "https://cabinet.example.com").await;
+        assert!(answer.headers().get("access-control-allow-origin").is_none());
+        closed.stop().await;
+
+        let mut config = crate::helpers::test_config(db.config.clone());
+        config.cors_origins = vec!["https://cabinet.example.com".to_owned()];
+        let app = TestApp::spawn_with(config).await;
+        let allowed = preflight(&app, "https://cabinet.example.com").await;
+        assert!(allowed.status().is_success(), "{}", allowed.status());
+        assert_eq!(allowed.headers()["access-control-allow-origin"], "https://cabinet.example.com");
+        let methods = allowed.headers()["access-control-allow-methods"].to_str().unwrap().to_owned();
+        assert!(methods.contains("GET") && methods.contains("PATCH"), "{methods}");
+        assert!(allowed.headers().get("access-control-allow-credentials").is_none());
+        let other = preflight(&app, "https://evil.example.com").await;
+        assert!(other.headers().get("access-control-allow-origin").is_none());
+        // A same-origin page's POST (it sends `Origin` too) still works.
+        let same = app
+            .client
+            .post(format!("{}/api/v1/cabinet/auth/email/verify", app.address))
+            .header("origin", app.address.clone())
+            .json(&serde_json::json!({"token": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(same.status().as_u16(), 400);
+        app.stop().await;
+    }
+}

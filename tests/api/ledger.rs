@@ -105,7 +105,7 @@ both_backends! {
         let user = cabinet_user(&app, 3).await;
         let uid = user_id(&app, &user.access_token).await;
         let path = format!("/api/v1/admin/users/{uid}/top-up");
-        for (amount, currency, field) in [(json!(-5), "RUB", "amount"), (json!(0), "RUB", "amount"), (json!(2_000_000_000_000i64), "RUB", "amount"), (json!(5), "rub", "currency"), (json!(5), "RUBLES", "currency")] {
+        for (amount, currency, field) in [(json!(-5), "RUB", "amount"), (json!(0), "RUB", "amount"), (json!(2_000_000_000_000i64), "RUB", "amount"), (json!(5), "rub", "currency"), (json!(5), "RUBLES", "currency"), (json!(5), "QQQ", "currency")] {
             let r = app.post(&path, Some(&owner.access_token), json!({"amount": amount, "currency": currency, "reason": "x"})).await;
             assert_eq!(assert_problem(r, 422, "invalid_field").await["field"], field);
         }
@@ -123,7 +123,11 @@ both_backends! {
         assert_problem(float, 422, "invalid_body").await;
         let nobody = uuid::Uuid::now_v7();
         let unknown = app.post(&format!("/api/v1/admin/users/{nobody}/top-up"), Some(&owner.access_token), json!({"amount": 5, "currency": "RUB", "reason": "x"})).await;
-        assert_eq!(assert_problem(unknown, 422, "invalid_field").await["field"], "user_id");
+        assert_eq!(assert_problem(unknown, 404, "not_found").await["detail"], "no such user");
+        let unknown_ledger = app.get_with(&format!("/api/v1/admin/users/{nobody}/ledger"), &viewer.access_token).await;
+        assert_problem(unknown_ledger, 404, "not_found").await;
+        let unknown_payer = app.post("/api/v1/admin/payments", Some(&owner.access_token), json!({"user_id": nobody, "amount": 5, "currency": "RUB", "provider": "p", "external_id": "e", "status": "completed"})).await;
+        assert_problem(unknown_payer, 404, "not_found").await;
 
         assert_problem(app.post(&path, Some(&operator.access_token), json!({"amount": 5, "currency": "RUB", "reason": "x"})).await, 403, "forbidden").await;
         assert_problem(app.post(&path, Some(&viewer.access_token), json!({"amount": 5, "currency": "RUB", "reason": "x"})).await, 403, "forbidden").await;
@@ -171,6 +175,30 @@ both_backends! {
         let kinds: Vec<String> = app.get_with(&format!("/api/v1/admin/users/{uid}/ledger"), &owner.access_token).await.json::<Value>().await.unwrap()["transactions"]["items"]
             .as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap().to_owned()).collect();
         assert_eq!(kinds, ["withdrawal", "deposit", "refund", "deposit"]);
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_top_ups_reason_is_kept_and_a_contradicting_callback_is_a_mismatch(db) {
+        let app = TestApp::spawn(&db).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let user = cabinet_user(&app, 4).await;
+        let uid = user_id(&app, &user.access_token).await;
+        let top_up = app.post(&format!("/api/v1/admin/users/{uid}/top-up"), Some(&owner.access_token), json!({"amount": 700, "currency": "RUB", "reason": "goodwill for the outage"})).await;
+        assert_eq!(top_up.status().as_u16(), 201);
+        let ledger: Value = app.get_with(&format!("/api/v1/admin/users/{uid}/ledger"), &owner.access_token).await.json().await.unwrap();
+        assert_eq!(ledger["transactions"]["items"][0]["description"], "goodwill for the outage", "{ledger}");
+        // A payment reported failed, then completed: the second contradicts
+        // the first and changes nothing.
+        let failed = json!({"user_id": uid, "amount": 300, "currency": "RUB", "provider": "card", "external_id": "c1", "status": "failed", "failure_reason": "declined"});
+        assert_eq!(app.post("/api/v1/admin/payments", Some(&owner.access_token), failed).await.status().as_u16(), 201);
+        let completed = json!({"user_id": uid, "amount": 300, "currency": "RUB", "provider": "card", "external_id": "c1", "status": "completed"});
+        let contradicting = app.post("/api/v1/admin/payments", Some(&owner.access_token), completed).await;
+        let problem = assert_problem(contradicting, 409, "payment_mismatch").await;
+        assert!(problem["detail"].as_str().unwrap().contains("failed"), "{problem}");
+        let balance: Value = app.get_with("/api/v1/cabinet/balance", &user.access_token).await.json().await.unwrap();
+        assert_eq!(balance, json!([{"currency": "RUB", "balance": 700}]));
         app.stop().await;
     }
 }

@@ -45,6 +45,10 @@ crate::event_store::settle(&app.state.store).await;
                 let types: Vec<String> = app.get_with("/api/v1/admin/events?type=referral.*", &owner.access_token).await.json::<Value>().await.unwrap()["events"]
             .as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
         assert_eq!(types, ["referral.registered", "referral.reward_granted"]);
+        // Events the system causes carry `"id": null` (the envelope always
+        // has both fields).
+        let events: Value = app.get_with("/api/v1/admin/events?type=referral.*", &owner.access_token).await.json().await.unwrap();
+        assert_eq!(events["events"][0]["actor"], json!({"kind": "system", "id": null}));
 
         // An unknown code is simply no referral.
         let init = sign_init_data(&[
@@ -58,6 +62,12 @@ crate::event_store::settle(&app.state.store).await;
         // Bob's own deposit did not reward Bob.
         let bob_ref: Value = app.get_with("/api/v1/cabinet/referral", &bob.access_token).await.json().await.unwrap();
         assert_eq!(bob_ref["earnings"], json!([]));
+        // An admin's manual top-up of Bob (a compensation, say) earns Alice
+        // nothing.
+        let top_up = app.post(&format!("/api/v1/admin/users/{bob_id}/top-up"), Some(&owner.access_token), json!({"amount": 5000, "currency": "RUB", "reason": "compensation"})).await;
+        assert_eq!(top_up.status().as_u16(), 201);
+        let alice_ref: Value = app.get_with("/api/v1/cabinet/referral", &alice.access_token).await.json().await.unwrap();
+        assert_eq!(alice_ref["earnings"], json!([{"currency": "RUB", "amount": 100}]));
         app.stop().await;
     }
 }

@@ -180,3 +180,35 @@ fn admin_create_reads_the_password_from_stdin_and_the_account_can_log_in() {
         app.stop().await;
     });
 }
+
+#[test]
+fn pretty_logs_into_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A bad setting stops it after its first log lines; they went to a pipe.
+    let output = switchboard()
+        .current_dir(dir.path())
+        .env("SWITCHBOARD_LOG_FORMAT", "pretty")
+        .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_CORS_ORIGINS", "https://cabinet.example.com/path")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert_one_clear_line(&output.stderr, "SWITCHBOARD_CORS_ORIGINS");
+    let mut child = switchboard()
+        .current_dir(dir.path())
+        .env("SWITCHBOARD_LOG_FORMAT", "pretty")
+        .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let listening = lines
+        .by_ref()
+        .take(50)
+        .find(|l| l.contains("listening"))
+        .expect("no `listening` line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!listening.contains('\u{1b}'), "colour codes in {listening:?}");
+}

@@ -93,3 +93,32 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    async fn user_search_ignores_case_and_takes_wildcards_literally(db) {
+        let app = TestApp::spawn(&db).await;
+        let viewer = app.admin_with_role("v@example.com", Role::Viewer).await;
+        for (id, name) in [(7001, "Greg_Acc"), (7002, "gregxacc")] {
+            let init = crate::telegram_auth::fresh_init_data(id, name);
+            let signed = app.post("/api/v1/cabinet/auth/telegram/mini-app", None, json!({"init_data": init})).await;
+            assert_eq!(signed.status().as_u16(), 200);
+        }
+        let found = |q: &'static str| {
+            let app = &app;
+            let token = viewer.access_token.clone();
+            async move {
+                let page: Value = app.get_with(&format!("/api/v1/admin/users?q={q}"), &token).await.json().await.unwrap();
+                let mut names: Vec<String> = page["items"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_owned()).collect();
+                names.sort();
+                names
+            }
+        };
+        assert_eq!(found("Greg_Acc").await, ["Greg_Acc"]);
+        assert_eq!(found("greg_acc").await, ["Greg_Acc"]);
+        assert_eq!(found("GREG").await, ["Greg_Acc", "gregxacc"]);
+        // `_` and `%` are letters here, not wildcards.
+        assert_eq!(found("g_a").await, ["Greg_Acc"]);
+        assert!(found("g%25c").await.is_empty());
+        app.stop().await;
+    }
+}

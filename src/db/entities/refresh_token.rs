@@ -11,6 +11,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
     pub rotated_at: Option<DateTimeUtc>,
+    /// Once rotated: the token that replaced it, sealed.
+    pub successor: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
