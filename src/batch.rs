@@ -54,6 +54,9 @@ pub struct Gather<B: Batch> {
     max: usize,
     /// Batches worked at once, at most.
     runners: usize,
+    /// An item that finds no batch running is worked by its caller's own
+    /// task (no hop to another task); see [`Gather::inline`].
+    inline: bool,
 }
 
 struct State<B: Batch> {
@@ -83,7 +86,18 @@ impl<B: Batch> Gather<B> {
             }),
             max: max.max(1),
             runners: runners.max(1),
+            inline: false,
         }
+    }
+
+    /// An item that arrives while no batch runs is worked at once by the
+    /// submitting task itself (what arrives meanwhile is handed to a runner
+    /// task after it). For callers that are never cancelled midway: a
+    /// caller dropped while working a batch drops that batch (its items
+    /// hear [`Interrupted::Midway`]).
+    pub fn inline(mut self) -> Self {
+        self.inline = true;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State<B>> {
@@ -112,7 +126,7 @@ impl<B: Batch> Gather<B> {
             return Vec::new();
         }
         let mut answers = Vec::with_capacity(items.len());
-        let starts = {
+        let (starts, inline) = {
             let mut state = self.lock();
             for item in items {
                 let keys = B::keys(&item);
@@ -120,15 +134,46 @@ impl<B: Batch> Gather<B> {
                 state.queue.push_back(Waiting { item, keys, reply });
                 answers.push(answer);
             }
-            let mut starts = 0;
-            while state.runners == 0
-                || (state.runners < self.runners && state.queue.len() > state.runners * self.max)
-            {
-                state.runners += 1;
-                starts += 1;
+            if self.inline && state.runners == 0 {
+                state.runners = 1;
+                (0, true)
+            } else {
+                let mut starts = 0;
+                while state.runners == 0
+                    || (state.runners < self.runners
+                        && state.queue.len() > state.runners * self.max)
+                {
+                    state.runners += 1;
+                    starts += 1;
+                }
+                (starts, false)
             }
-            starts
         };
+        if inline {
+            let mut runner = Runner {
+                gather: self.clone(),
+                keys: Vec::new(),
+                finished: false,
+            };
+            // These items first, here; whatever came meanwhile, elsewhere.
+            if work_one(&mut runner, batch).await {
+                let more = {
+                    let mut state = self.lock();
+                    for key in runner.keys.drain(..) {
+                        state.busy.remove(&key);
+                    }
+                    let more = !state.queue.is_empty();
+                    if !more {
+                        state.runners -= 1;
+                        runner.finished = true;
+                    }
+                    more
+                };
+                if more {
+                    tokio::spawn(run(runner, batch.clone()));
+                }
+            }
+        }
         for _ in 0..starts {
             // The runner's place is given back even if its task never runs.
             let runner = Runner {
@@ -148,31 +193,35 @@ impl<B: Batch> Gather<B> {
 
 /// Takes batches and works them until nothing is left that it may take.
 async fn run<B: Batch>(mut runner: Runner<B>, batch: B) {
+    while work_one(&mut runner, &batch).await {}
+}
+
+/// Takes one batch and works it; `false` if there was nothing it may take
+/// (the runner has given its place back then).
+async fn work_one<B: Batch>(runner: &mut Runner<B>, batch: &B) -> bool {
     let gather = runner.gather.clone();
-    loop {
-        let taken = {
-            let mut state = gather.lock();
-            for key in runner.keys.drain(..) {
-                state.busy.remove(&key);
-            }
-            let taken = take(&mut state, gather.max);
-            if taken.is_empty() {
-                state.runners -= 1;
-                runner.finished = true;
-                return;
-            }
-            runner.keys = taken.iter().flat_map(|w| w.keys.iter().cloned()).collect();
-            state.busy.extend(runner.keys.iter().cloned());
-            taken
-        };
-        let (items, replies): (Vec<_>, Vec<_>) =
-            taken.into_iter().map(|w| (w.item, w.reply)).unzip();
-        let answers = batch.run(items).await;
-        for (reply, answer) in replies.into_iter().zip(answers) {
-            // The caller may have gone; the answer stands all the same.
-            let _ = reply.send(Ok(answer));
+    let taken = {
+        let mut state = gather.lock();
+        for key in runner.keys.drain(..) {
+            state.busy.remove(&key);
         }
+        let taken = take(&mut state, gather.max);
+        if taken.is_empty() {
+            state.runners -= 1;
+            runner.finished = true;
+            return false;
+        }
+        runner.keys = taken.iter().flat_map(|w| w.keys.iter().cloned()).collect();
+        state.busy.extend(runner.keys.iter().cloned());
+        taken
+    };
+    let (items, replies): (Vec<_>, Vec<_>) = taken.into_iter().map(|w| (w.item, w.reply)).unzip();
+    let answers = batch.run(items).await;
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        // The caller may have gone; the answer stands all the same.
+        let _ = reply.send(Ok(answer));
     }
+    true
 }
 
 /// Up to `max` queued items in arrival order, leaving those with a key a

@@ -19,7 +19,10 @@
 //! On SQLite writes are serialized ([`crate::db::Db::begin_write`]), so the
 //! position order is the commit order and the cursor is the position.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -30,6 +33,7 @@ use serde_json::Value;
 
 use super::envelope::{Actor, Cursor, EventType, NewEvent, RecordedEvent, StreamName, now_micros};
 use crate::{
+    batch::{Batch, Gather},
     db::{Backend, Db, WriteTxn},
     ids::EventId,
     projections::{Fused, Projections},
@@ -155,19 +159,28 @@ pub struct Page {
     pub pending: bool,
 }
 
-/// Where an append is written.
-enum Place<'a> {
-    /// In the caller's transaction.
-    Txn(&'a WriteTxn),
-    /// One autocommit statement, read models included.
-    Once(Fused),
-}
-
 #[derive(Clone)]
 pub struct EventStore {
     db: Db,
     projections: Projections,
+    writer: Writer,
+    /// PostgreSQL: appends on their own that arrive together share one
+    /// statement.
+    writes: Arc<Gather<Writer>>,
 }
+
+/// Writes appends that stand on their own (PostgreSQL, read models fused):
+/// those that arrive while a statement runs go in the next one together,
+/// each still whole or not at all and checked against its own versions, so
+/// one's conflict never fails another.
+#[derive(Clone)]
+struct Writer {
+    db: Db,
+    projections: Projections,
+}
+
+/// Statements on their own at once, at most (each on a connection).
+const WRITERS: usize = 4;
 
 impl EventStore {
     /// With the read models' fastest implementations.
@@ -178,7 +191,18 @@ impl EventStore {
     /// With the given read model implementations (the plain ones, to check
     /// the faster ones against them).
     pub fn with_projections(db: Db, projections: Projections) -> Self {
-        Self { db, projections }
+        Self {
+            writer: Writer {
+                db: db.clone(),
+                projections,
+            },
+            db,
+            projections,
+            // Callers are the command runner's tasks, never cancelled
+            // midway: an append that finds the writers idle is written by
+            // its caller at once.
+            writes: Arc::new(Gather::new(MAX_BATCH, WRITERS).inline()),
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -215,17 +239,22 @@ impl EventStore {
         }
         match txn {
             Some(txn) => {
-                self.write(&mut events, Place::Txn(txn)).await?;
+                self.write(&mut events, txn).await?;
                 txn.mark_appended();
             }
             None => match self.fused(&events) {
-                Some(fused) => {
-                    self.write(&mut events, Place::Once(fused)).await?;
-                    self.db.signal_appended();
+                Some(_) => {
+                    return self
+                        .writes
+                        .submit(&self.writer, events)
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(AppendError::Unknown(format!("the append was {e}")))
+                        });
                 }
                 None => {
                     let txn = self.db.begin_write().await.map_err(unavailable_or_db)?;
-                    match self.write(&mut events, Place::Txn(&txn)).await {
+                    match self.write(&mut events, &txn).await {
                         Ok(()) => {
                             txn.mark_appended();
                             txn.commit().await.map_err(commit_failed)?;
@@ -251,48 +280,19 @@ impl EventStore {
         self.projections.fused(events, FUSED_FIRST_PARAMETER)
     }
 
-    async fn write(
-        &self,
-        events: &mut [RecordedEvent],
-        place: Place<'_>,
-    ) -> Result<(), AppendError> {
+    /// Writes `events` in `txn`, with their read models.
+    async fn write(&self, events: &mut [RecordedEvent], txn: &WriteTxn) -> Result<(), AppendError> {
         let backend = self.db.backend();
-        let (returned, txn) = match place {
-            Place::Txn(txn) => (insert(&**txn, backend, events, None).await, Some(txn)),
-            Place::Once(fused) => {
-                let events: &[RecordedEvent] = events;
-                let returned = self
-                    .db
-                    .write_once(async |conn| insert(conn, backend, events, Some(fused)).await)
-                    .await;
-                (returned, None)
-            }
-        };
-        let written = match returned {
-            Ok(written) => written,
-            Err(e) if lost_race(&e) => return Err(conflict(events)),
-            Err(e) if crate::db::is_unavailable(&e) => {
-                return Err(AppendError::Unavailable(e.to_string()));
-            }
-            // Refused: nothing was written. In a transaction nothing is
-            // committed without the caller either.
-            Err(e) if refused_by_server(&e) || txn.is_some() => return Err(AppendError::Db(e)),
-            // On its own, the connection broke on the way or the answer
-            // could not be read: it may have been written.
-            Err(e) => return Err(AppendError::Unknown(e.to_string())),
-        };
-        for event in events.iter_mut() {
+        let written = insert(&**txn, backend, &[&*events], None)
+            .await
+            // Nothing is committed without the caller.
+            .map_err(|e| refused(e, events))?;
+        if !fill_cursors(events, &written) {
             // All or none: the version check held every row back.
-            let Some(cursor) = written.get(&event.id) else {
-                return Err(conflict(events));
-            };
-            event.cursor = *cursor;
-            event.position = cursor.position;
+            return Err(conflict(events));
         }
-        if let Some(txn) = txn {
-            let conn = DatabaseExecutor::Transaction(txn);
-            self.projections.apply(&conn, events).await?;
-        }
+        let conn = DatabaseExecutor::Transaction(txn);
+        self.projections.apply(&conn, events).await?;
         Ok(())
     }
 
@@ -582,6 +582,158 @@ const PG_COLUMNS: &str = "position, id, stream, version, type, payload, actor, o
                           transaction_id::text AS tx";
 const SQLITE_COLUMNS: &str = "position, id, stream, version, type, payload, actor, occurred_at";
 
+impl Batch for Writer {
+    /// One append's events, prepared.
+    type Item = Vec<RecordedEvent>;
+    type Answer = Result<Vec<RecordedEvent>, AppendError>;
+    type Key = ();
+
+    async fn run(&self, calls: Vec<Vec<RecordedEvent>>) -> Vec<Self::Answer> {
+        let mut calls: Vec<Option<Vec<RecordedEvent>>> = calls.into_iter().map(Some).collect();
+        let mut answers: Vec<Option<Self::Answer>> = calls.iter().map(|_| None).collect();
+        let mut rest: Vec<usize> = (0..calls.len()).collect();
+        while !rest.is_empty() {
+            // Two appends to one stream cannot share a statement (the
+            // second's versions follow the first's): later ones wait.
+            let mut streams = HashSet::new();
+            let (now, later): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|&n| {
+                let mine: HashSet<&StreamName> =
+                    calls[n].iter().flatten().map(|e| &e.stream).collect();
+                let free = mine.iter().all(|s| !streams.contains(*s));
+                if free {
+                    streams.extend(mine.into_iter().cloned());
+                }
+                free
+            });
+            match self.statement(&mut calls, &now).await {
+                Ok(results) => {
+                    for (n, result) in now.iter().zip(results) {
+                        answers[*n] = Some(result);
+                    }
+                }
+                // One of them may be the cause (a race with another
+                // instance, a read model's key): each on its own.
+                Err(e) if now.len() > 1 && (lost_race(&e) || refused_by_server(&e)) => {
+                    for n in &now {
+                        let alone = self.statement(&mut calls, std::slice::from_ref(n)).await;
+                        answers[*n] = Some(match alone {
+                            Ok(mut results) => results.pop().unwrap_or_else(|| {
+                                Err(AppendError::Db(DbErr::Custom("no answer".into())))
+                            }),
+                            Err(e) => Err(refused(e, calls[*n].as_deref().unwrap_or_default())),
+                        });
+                    }
+                }
+                Err(e) => {
+                    let failure = refused(e, &[]);
+                    for n in &now {
+                        answers[*n] = Some(Err(copy(
+                            &failure,
+                            calls[*n].as_deref().unwrap_or_default(),
+                        )));
+                    }
+                }
+            }
+            rest = later;
+        }
+        if answers
+            .iter()
+            .any(|a| matches!(a, Some(Ok(events)) if !events.is_empty()))
+        {
+            self.db.signal_appended();
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(AppendError::Db(DbErr::Custom("no answer".into())))))
+            .collect()
+    }
+}
+
+impl Writer {
+    /// The appends `which` of `calls` in one autocommit statement, their
+    /// read models with them: each one's events with their cursors, or its
+    /// conflict. An error means nothing of them was written, or (the
+    /// connection broke) that it is not known.
+    async fn statement(
+        &self,
+        calls: &mut [Option<Vec<RecordedEvent>>],
+        which: &[usize],
+    ) -> Result<Vec<Result<Vec<RecordedEvent>, AppendError>>, DbErr> {
+        let backend = self.db.backend();
+        let written = {
+            let parts: Vec<&[RecordedEvent]> =
+                which.iter().filter_map(|n| calls[*n].as_deref()).collect();
+            let all: Vec<RecordedEvent> = parts.iter().flat_map(|p| p.iter().cloned()).collect();
+            let fused = self
+                .projections
+                .fused(&all, FUSED_FIRST_PARAMETER)
+                .ok_or_else(|| {
+                    DbErr::Custom("these read models cannot be written by one statement".into())
+                })?;
+            self.db
+                .write_once(async |conn| insert(conn, backend, &parts, Some(fused)).await)
+                .await?
+        };
+        Ok(which
+            .iter()
+            .map(|n| {
+                let mut events = calls[*n].take().unwrap_or_default();
+                if fill_cursors(&mut events, &written) {
+                    Ok(events)
+                } else {
+                    let e = conflict(&events);
+                    calls[*n] = Some(events);
+                    Err(e)
+                }
+            })
+            .collect())
+    }
+}
+
+/// Sets positions and cursors from what the statement returned; `false` if
+/// the events were not written (their version check failed).
+fn fill_cursors(events: &mut [RecordedEvent], written: &HashMap<EventId, Cursor>) -> bool {
+    if !events.iter().all(|e| written.contains_key(&e.id)) {
+        return false;
+    }
+    for event in events.iter_mut() {
+        if let Some(cursor) = written.get(&event.id) {
+            event.cursor = *cursor;
+            event.position = cursor.position;
+        }
+    }
+    true
+}
+
+/// What a failed statement means for its appends.
+fn refused(e: DbErr, events: &[RecordedEvent]) -> AppendError {
+    if lost_race(&e) {
+        conflict(events)
+    } else if crate::db::is_unavailable(&e) {
+        AppendError::Unavailable(e.to_string())
+    } else if refused_by_server(&e) {
+        // Refused: nothing was written.
+        AppendError::Db(e)
+    } else {
+        // The connection broke on the way, or the answer could not be
+        // read: on its own it may have been written (in a transaction,
+        // nothing commits without the caller).
+        AppendError::Unknown(e.to_string())
+    }
+}
+
+/// The same failure for another append of the statement.
+fn copy(e: &AppendError, events: &[RecordedEvent]) -> AppendError {
+    match e {
+        AppendError::Conflict(_) => conflict(events),
+        AppendError::TooMany(n) => AppendError::TooMany(*n),
+        AppendError::Unavailable(m) => AppendError::Unavailable(m.clone()),
+        AppendError::Unknown(m) => AppendError::Unknown(m.clone()),
+        AppendError::Decode(d) => AppendError::Decode(d.clone()),
+        AppendError::Db(db) => AppendError::Db(DbErr::Custom(db.to_string())),
+    }
+}
+
 /// The versions of these streams (those with events), read through `conn`.
 pub async fn stream_versions(
     conn: &impl ConnectionTrait,
@@ -594,9 +746,10 @@ pub async fn stream_versions(
     let (sql, values) = match database_backend {
         // Each stream's last version through the `(stream, version)` index.
         sea_orm::DatabaseBackend::Postgres => (
-            "SELECT s.stream, v.version FROM unnest($1::text[]) AS s(stream) CROSS JOIN LATERAL \
-             (SELECT version::bigint AS version FROM events WHERE stream = s.stream \
-              ORDER BY version DESC LIMIT 1) AS v"
+            // (The cast outside: ordering by a cast would sort every row.)
+            "SELECT s.stream, v.version::bigint AS version FROM unnest($1::text[]) AS s(stream) \
+             CROSS JOIN LATERAL (SELECT e.version FROM events AS e WHERE e.stream = s.stream \
+              ORDER BY e.version DESC LIMIT 1) AS v"
                 .to_owned(),
             vec![DbValue::Array(
                 ArrayType::String,
@@ -678,8 +831,8 @@ fn prepare(appends: Vec<Append>) -> Result<Vec<RecordedEvent>, AppendError> {
 }
 
 /// The parameter a fused read model's SQL starts at: [`insert`] takes the
-/// eight before it.
-const FUSED_FIRST_PARAMETER: usize = 9;
+/// nine before it.
+const FUSED_FIRST_PARAMETER: usize = 10;
 
 /// `?1, ?2, …` or `$1, $2, …`.
 fn placeholders(backend: Backend, n: usize) -> String {
@@ -752,33 +905,40 @@ fn refused_by_server(e: &DbErr) -> bool {
     server_error(e).is_some()
 }
 
-/// One statement that inserts `events` if every stream is at the version
-/// its first new event follows, and nothing otherwise; it returns the ids
-/// written with their cursors. A concurrent writer that passed the same
-/// check for the same stream makes it fail on the `(stream, version)` key.
+/// One statement that inserts the events of each call (an append's, with
+/// its streams) if every stream of that call is at the version its first
+/// new event follows, and nothing of that call otherwise; it returns the
+/// ids written with their cursors. A concurrent writer that passed the
+/// same check for the same stream makes it fail on the `(stream, version)`
+/// key. No stream is in two calls.
 async fn insert(
     conn: &impl ConnectionTrait,
     backend: Backend,
-    events: &[RecordedEvent],
+    calls: &[&[RecordedEvent]],
     fused: Option<Fused>,
 ) -> Result<HashMap<EventId, Cursor>, DbErr> {
     // Each stream's expected version: the one before its first new event.
     let mut expected: HashMap<&StreamName, u32> = HashMap::new();
-    for event in events {
-        let e = expected.entry(&event.stream).or_insert(event.version - 1);
-        *e = (*e).min(event.version - 1);
+    let mut order: Vec<(i64, &RecordedEvent)> = Vec::new();
+    for (call, events) in calls.iter().enumerate() {
+        for event in events.iter() {
+            let e = expected.entry(&event.stream).or_insert(event.version - 1);
+            *e = (*e).min(event.version - 1);
+            order.push((call as i64, event));
+        }
     }
     // One order for every writer's rows, so two statements never wait on
     // each other's index entries in opposite orders.
-    let mut order: Vec<&RecordedEvent> = events.iter().collect();
-    order.sort_by(|a, b| (&a.stream, a.version).cmp(&(&b.stream, b.version)));
+    order.sort_by(|(_, a), (_, b)| (&a.stream, a.version).cmp(&(&b.stream, b.version)));
     let expected_of = |e: &RecordedEvent| i64::from(expected.get(&e.stream).copied().unwrap_or(0));
     // The subquery sees the table as it was before this statement: every
-    // stream is checked, and the rows go in only if all pass.
+    // stream of a call is checked, and the call's rows go in only if all
+    // of them pass.
+    const STALE: &str = "stale AS (SELECT DISTINCT i.call FROM input AS i WHERE i.expected <> \
+           (SELECT COALESCE(MAX(e.version), 0) FROM events AS e WHERE e.stream = i.stream))";
     const INSERT: &str = "INSERT INTO events (id, stream, version, type, payload, actor, occurred_at) \
          SELECT id, stream, version, type, payload, actor, occurred_at FROM input \
-         WHERE NOT EXISTS (SELECT 1 FROM input AS i WHERE i.expected <> \
-           (SELECT COALESCE(MAX(e.version), 0) FROM events AS e WHERE e.stream = i.stream))";
+         WHERE input.call NOT IN (SELECT call FROM stale)";
     let statement = match backend {
         // One array per column: the statement text is the same whatever the
         // batch size, so it is prepared once per connection.
@@ -788,41 +948,54 @@ async fn insert(
             let mut values = vec![
                 column(
                     ArrayType::Uuid,
-                    order.iter().map(|e| e.id.as_uuid().into()).collect(),
+                    order.iter().map(|(_, e)| e.id.as_uuid().into()).collect(),
                 ),
                 column(
                     ArrayType::String,
-                    order.iter().map(|e| e.stream.as_str().into()).collect(),
+                    order
+                        .iter()
+                        .map(|(_, e)| e.stream.as_str().into())
+                        .collect(),
                 ),
                 column(
                     ArrayType::BigInt,
-                    order.iter().map(|e| i64::from(e.version).into()).collect(),
+                    order
+                        .iter()
+                        .map(|(_, e)| i64::from(e.version).into())
+                        .collect(),
                 ),
                 column(
                     ArrayType::String,
-                    order.iter().map(|e| e.event_type.as_str().into()).collect(),
-                ),
-                column(
-                    ArrayType::Json,
                     order
                         .iter()
-                        .map(|e| DbValue::Json(Some(Box::new(e.payload.clone()))))
+                        .map(|(_, e)| e.event_type.as_str().into())
                         .collect(),
                 ),
                 column(
                     ArrayType::Json,
                     order
                         .iter()
-                        .map(|e| DbValue::Json(Some(Box::new(actor_json(&e.actor)))))
+                        .map(|(_, e)| DbValue::Json(Some(Box::new(e.payload.clone()))))
+                        .collect(),
+                ),
+                column(
+                    ArrayType::Json,
+                    order
+                        .iter()
+                        .map(|(_, e)| DbValue::Json(Some(Box::new(actor_json(&e.actor)))))
                         .collect(),
                 ),
                 column(
                     ArrayType::ChronoDateTimeUtc,
-                    order.iter().map(|e| e.occurred_at.into()).collect(),
+                    order.iter().map(|(_, e)| e.occurred_at.into()).collect(),
                 ),
                 column(
                     ArrayType::BigInt,
-                    order.iter().map(|e| expected_of(e).into()).collect(),
+                    order.iter().map(|(_, e)| expected_of(e).into()).collect(),
+                ),
+                column(
+                    ArrayType::BigInt,
+                    order.iter().map(|(call, _)| (*call).into()).collect(),
                 ),
             ];
             // The read models' part, if any, reads what was written from
@@ -833,9 +1006,9 @@ async fn insert(
                 sea_orm::DatabaseBackend::Postgres,
                 format!(
                     "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], \
-                     $5::jsonb[], $6::jsonb[], $7::timestamptz[], $8::int8[]) \
-                     AS t(id, stream, version, type, payload, actor, occurred_at, expected)), \
-                     written AS ({INSERT} RETURNING id, position, transaction_id){projections} \
+                     $5::jsonb[], $6::jsonb[], $7::timestamptz[], $8::int8[], $9::int8[]) \
+                     AS t(id, stream, version, type, payload, actor, occurred_at, expected, call)), \
+                     {STALE}, written AS ({INSERT} RETURNING id, position, transaction_id){projections} \
                      SELECT id, position, transaction_id::text AS tx FROM written"
                 ),
                 values,
@@ -844,9 +1017,9 @@ async fn insert(
         Backend::Sqlite => {
             let mut values: Vec<DbValue> = Vec::new();
             let mut rows = Vec::new();
-            for event in &order {
+            for (call, event) in &order {
                 let n = values.len();
-                let placeholders: Vec<String> = (n + 1..=n + 8).map(|i| format!("?{i}")).collect();
+                let placeholders: Vec<String> = (n + 1..=n + 9).map(|i| format!("?{i}")).collect();
                 rows.push(format!("({})", placeholders.join(", ")));
                 values.push(event.id.to_string().into());
                 values.push(event.stream.as_str().into());
@@ -856,12 +1029,13 @@ async fn insert(
                 values.push(actor_json(&event.actor).to_string().into());
                 values.push(sqlite_timestamp(event.occurred_at).into());
                 values.push(expected_of(event).into());
+                values.push((*call).into());
             }
             Statement::from_sql_and_values(
                 sea_orm::DatabaseBackend::Sqlite,
                 format!(
-                    "WITH input (id, stream, version, type, payload, actor, occurred_at, expected) \
-                     AS (VALUES {}) {INSERT} RETURNING id, position",
+                    "WITH input (id, stream, version, type, payload, actor, occurred_at, expected, call) \
+                     AS (VALUES {}), {STALE} {INSERT} RETURNING id, position",
                     rows.join(", ")
                 ),
                 values,

@@ -189,7 +189,10 @@ fn pretty_logs_into_a_pipe_have_no_colour_codes() {
         .current_dir(dir.path())
         .env("SWITCHBOARD_LOG_FORMAT", "pretty")
         .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_CORS_ORIGINS", "https://cabinet.example.com/path")
+        .env(
+            "SWITCHBOARD_CORS_ORIGINS",
+            "https://cabinet.example.com/path",
+        )
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -210,5 +213,8 @@ fn pretty_logs_into_a_pipe_have_no_colour_codes() {
         .expect("no `listening` line");
     let _ = child.kill();
     let _ = child.wait();
-    assert!(!listening.contains('\u{1b}'), "colour codes in {listening:?}");
+    assert!(
+        !listening.contains('\u{1b}'),
+        "colour codes in {listening:?}"
+    );
 }
