@@ -606,23 +606,16 @@ impl Batch for Writer {
                 free
             });
             match self.statement(&mut calls, &now).await {
-                Ok(results) => {
+                Ok(Some(results)) => {
                     for (n, result) in now.iter().zip(results) {
                         answers[*n] = Some(result);
                     }
                 }
-                // One of them may be the cause (a race with another
+                // One of them is the cause (stale, a race with another
                 // instance, a read model's key): each on its own.
+                Ok(None) => self.one_by_one(&mut calls, &now, &mut answers).await,
                 Err(e) if now.len() > 1 && (lost_race(&e) || refused_by_server(&e)) => {
-                    for n in &now {
-                        let alone = self.statement(&mut calls, std::slice::from_ref(n)).await;
-                        answers[*n] = Some(match alone {
-                            Ok(mut results) => results.pop().unwrap_or_else(|| {
-                                Err(AppendError::Db(DbErr::Custom("no answer".into())))
-                            }),
-                            Err(e) => Err(refused(e, calls[*n].as_deref().unwrap_or_default())),
-                        });
-                    }
+                    self.one_by_one(&mut calls, &now, &mut answers).await;
                 }
                 Err(e) => {
                     let failure = refused(e, &[]);
@@ -650,15 +643,35 @@ impl Batch for Writer {
 }
 
 impl Writer {
+    /// The appends `which` of `calls`, a statement each.
+    async fn one_by_one(
+        &self,
+        calls: &mut [Option<Vec<RecordedEvent>>],
+        which: &[usize],
+        answers: &mut [Option<Result<Vec<RecordedEvent>, AppendError>>],
+    ) {
+        for n in which {
+            let alone = self.statement(calls, std::slice::from_ref(n)).await;
+            answers[*n] = Some(match alone {
+                Ok(Some(mut results)) => results
+                    .pop()
+                    .unwrap_or_else(|| Err(AppendError::Db(DbErr::Custom("no answer".into())))),
+                Ok(None) => Err(AppendError::Db(DbErr::Custom("no answer".into()))),
+                Err(e) => Err(refused(e, calls[*n].as_deref().unwrap_or_default())),
+            });
+        }
+    }
+
     /// The appends `which` of `calls` in one autocommit statement, their
     /// read models with them: each one's events with their cursors, or its
-    /// conflict. An error means nothing of them was written, or (the
-    /// connection broke) that it is not known.
+    /// conflict; `None` if one of several was stale (nothing was written).
+    /// An error means nothing of them was written, or (the connection
+    /// broke) that it is not known.
     async fn statement(
         &self,
         calls: &mut [Option<Vec<RecordedEvent>>],
         which: &[usize],
-    ) -> Result<Vec<Result<Vec<RecordedEvent>, AppendError>>, DbErr> {
+    ) -> Result<Option<Vec<Result<Vec<RecordedEvent>, AppendError>>>, DbErr> {
         let backend = self.db.backend();
         let written = {
             let parts: Vec<&[RecordedEvent]> =
@@ -674,19 +687,25 @@ impl Writer {
                 .write_once(async |conn| insert(conn, backend, &parts, Some(fused)).await)
                 .await?
         };
-        Ok(which
-            .iter()
-            .map(|n| {
-                let mut events = calls[*n].take().unwrap_or_default();
-                if fill_cursors(&mut events, &written) {
-                    Ok(events)
-                } else {
-                    let e = conflict(&events);
-                    calls[*n] = Some(events);
-                    Err(e)
-                }
-            })
-            .collect())
+        if written.is_empty() && which.len() > 1 {
+            // One of them is stale, and held every one back.
+            return Ok(None);
+        }
+        Ok(Some(
+            which
+                .iter()
+                .map(|n| {
+                    let mut events = calls[*n].take().unwrap_or_default();
+                    if fill_cursors(&mut events, &written) {
+                        Ok(events)
+                    } else {
+                        let e = conflict(&events);
+                        calls[*n] = Some(events);
+                        Err(e)
+                    }
+                })
+                .collect(),
+        ))
     }
 }
 
@@ -831,8 +850,8 @@ fn prepare(appends: Vec<Append>) -> Result<Vec<RecordedEvent>, AppendError> {
 }
 
 /// The parameter a fused read model's SQL starts at: [`insert`] takes the
-/// nine before it.
-const FUSED_FIRST_PARAMETER: usize = 10;
+/// eight before it.
+const FUSED_FIRST_PARAMETER: usize = 9;
 
 /// `?1, ?2, …` or `$1, $2, …`.
 fn placeholders(backend: Backend, n: usize) -> String {
@@ -905,12 +924,16 @@ fn refused_by_server(e: &DbErr) -> bool {
     server_error(e).is_some()
 }
 
-/// One statement that inserts the events of each call (an append's, with
-/// its streams) if every stream of that call is at the version its first
-/// new event follows, and nothing of that call otherwise; it returns the
-/// ids written with their cursors. A concurrent writer that passed the
-/// same check for the same stream makes it fail on the `(stream, version)`
-/// key. No stream is in two calls.
+/// One statement that inserts the events of every call (an append's, with
+/// its streams) if every stream is at the version its first new event
+/// follows, and nothing otherwise; it returns the ids written with their
+/// cursors. A concurrent writer that passed the same check for the same
+/// stream makes it fail on the `(stream, version)` key. No stream is in two
+/// calls.
+///
+/// All or nothing for the whole statement, not per call: that check is one
+/// look per stream, stopping at the first stale one, and PostgreSQL keeps
+/// one plan for it (a check per call made it plan every execution anew).
 async fn insert(
     conn: &impl ConnectionTrait,
     backend: Backend,
@@ -919,26 +942,24 @@ async fn insert(
 ) -> Result<HashMap<EventId, Cursor>, DbErr> {
     // Each stream's expected version: the one before its first new event.
     let mut expected: HashMap<&StreamName, u32> = HashMap::new();
-    let mut order: Vec<(i64, &RecordedEvent)> = Vec::new();
-    for (call, events) in calls.iter().enumerate() {
+    let mut order: Vec<&RecordedEvent> = Vec::new();
+    for events in calls {
         for event in events.iter() {
             let e = expected.entry(&event.stream).or_insert(event.version - 1);
             *e = (*e).min(event.version - 1);
-            order.push((call as i64, event));
+            order.push(event);
         }
     }
     // One order for every writer's rows, so two statements never wait on
     // each other's index entries in opposite orders.
-    order.sort_by(|(_, a), (_, b)| (&a.stream, a.version).cmp(&(&b.stream, b.version)));
+    order.sort_by(|a, b| (&a.stream, a.version).cmp(&(&b.stream, b.version)));
     let expected_of = |e: &RecordedEvent| i64::from(expected.get(&e.stream).copied().unwrap_or(0));
     // The subquery sees the table as it was before this statement: every
-    // stream of a call is checked, and the call's rows go in only if all
-    // of them pass.
-    const STALE: &str = "stale AS (SELECT DISTINCT i.call FROM input AS i WHERE i.expected <> \
-           (SELECT COALESCE(MAX(e.version), 0) FROM events AS e WHERE e.stream = i.stream))";
+    // stream is checked, and the rows go in only if all pass.
     const INSERT: &str = "INSERT INTO events (id, stream, version, type, payload, actor, occurred_at) \
          SELECT id, stream, version, type, payload, actor, occurred_at FROM input \
-         WHERE input.call NOT IN (SELECT call FROM stale)";
+         WHERE NOT EXISTS (SELECT 1 FROM input AS i WHERE i.expected <> \
+           (SELECT COALESCE(MAX(e.version), 0) FROM events AS e WHERE e.stream = i.stream))";
     let statement = match backend {
         // One array per column: the statement text is the same whatever the
         // batch size, so it is prepared once per connection.
@@ -948,54 +969,41 @@ async fn insert(
             let mut values = vec![
                 column(
                     ArrayType::Uuid,
-                    order.iter().map(|(_, e)| e.id.as_uuid().into()).collect(),
+                    order.iter().map(|e| e.id.as_uuid().into()).collect(),
                 ),
                 column(
                     ArrayType::String,
-                    order
-                        .iter()
-                        .map(|(_, e)| e.stream.as_str().into())
-                        .collect(),
+                    order.iter().map(|e| e.stream.as_str().into()).collect(),
                 ),
                 column(
                     ArrayType::BigInt,
-                    order
-                        .iter()
-                        .map(|(_, e)| i64::from(e.version).into())
-                        .collect(),
+                    order.iter().map(|e| i64::from(e.version).into()).collect(),
                 ),
                 column(
                     ArrayType::String,
+                    order.iter().map(|e| e.event_type.as_str().into()).collect(),
+                ),
+                column(
+                    ArrayType::Json,
                     order
                         .iter()
-                        .map(|(_, e)| e.event_type.as_str().into())
+                        .map(|e| DbValue::Json(Some(Box::new(e.payload.clone()))))
                         .collect(),
                 ),
                 column(
                     ArrayType::Json,
                     order
                         .iter()
-                        .map(|(_, e)| DbValue::Json(Some(Box::new(e.payload.clone()))))
-                        .collect(),
-                ),
-                column(
-                    ArrayType::Json,
-                    order
-                        .iter()
-                        .map(|(_, e)| DbValue::Json(Some(Box::new(actor_json(&e.actor)))))
+                        .map(|e| DbValue::Json(Some(Box::new(actor_json(&e.actor)))))
                         .collect(),
                 ),
                 column(
                     ArrayType::ChronoDateTimeUtc,
-                    order.iter().map(|(_, e)| e.occurred_at.into()).collect(),
+                    order.iter().map(|e| e.occurred_at.into()).collect(),
                 ),
                 column(
                     ArrayType::BigInt,
-                    order.iter().map(|(_, e)| expected_of(e).into()).collect(),
-                ),
-                column(
-                    ArrayType::BigInt,
-                    order.iter().map(|(call, _)| (*call).into()).collect(),
+                    order.iter().map(|e| expected_of(e).into()).collect(),
                 ),
             ];
             // The read models' part, if any, reads what was written from
@@ -1006,9 +1014,9 @@ async fn insert(
                 sea_orm::DatabaseBackend::Postgres,
                 format!(
                     "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], \
-                     $5::jsonb[], $6::jsonb[], $7::timestamptz[], $8::int8[], $9::int8[]) \
-                     AS t(id, stream, version, type, payload, actor, occurred_at, expected, call)), \
-                     {STALE}, written AS ({INSERT} RETURNING id, position, transaction_id){projections} \
+                     $5::jsonb[], $6::jsonb[], $7::timestamptz[], $8::int8[]) \
+                     AS t(id, stream, version, type, payload, actor, occurred_at, expected)), \
+                     written AS ({INSERT} RETURNING id, position, transaction_id){projections} \
                      SELECT id, position, transaction_id::text AS tx FROM written"
                 ),
                 values,
@@ -1017,9 +1025,9 @@ async fn insert(
         Backend::Sqlite => {
             let mut values: Vec<DbValue> = Vec::new();
             let mut rows = Vec::new();
-            for (call, event) in &order {
+            for event in &order {
                 let n = values.len();
-                let placeholders: Vec<String> = (n + 1..=n + 9).map(|i| format!("?{i}")).collect();
+                let placeholders: Vec<String> = (n + 1..=n + 8).map(|i| format!("?{i}")).collect();
                 rows.push(format!("({})", placeholders.join(", ")));
                 values.push(event.id.to_string().into());
                 values.push(event.stream.as_str().into());
@@ -1029,13 +1037,12 @@ async fn insert(
                 values.push(actor_json(&event.actor).to_string().into());
                 values.push(sqlite_timestamp(event.occurred_at).into());
                 values.push(expected_of(event).into());
-                values.push((*call).into());
             }
             Statement::from_sql_and_values(
                 sea_orm::DatabaseBackend::Sqlite,
                 format!(
-                    "WITH input (id, stream, version, type, payload, actor, occurred_at, expected, call) \
-                     AS (VALUES {}), {STALE} {INSERT} RETURNING id, position",
+                    "WITH input (id, stream, version, type, payload, actor, occurred_at, expected) \
+                     AS (VALUES {}) {INSERT} RETURNING id, position",
                     rows.join(", ")
                 ),
                 values,
