@@ -2,13 +2,13 @@
 //! on PostgreSQL (so its memory can be read from `/proc/<pid>/status`):
 //!
 //! 1. `BENCH_CLIENTS` (1,000) clients on the admin feed
-//!    (`GET /ws?types=payment.completed`, one API key with `events:read`)
+//!    (`GET /ws?types=transaction.created`, one API key with `events:read`)
 //!    while admin top-ups (`POST /api/v1/admin/users/{id}/top-up`) are posted
 //!    at exactly `BENCH_RATE` (100) requests/s for `BENCH_SECONDS` (10), after
 //!    `BENCH_WARMUP_SECONDS` (3) of the same that are not counted. Each top-up
 //!    appends `payment.created`, `payment.completed` and `transaction.created`;
-//!    its reason (`wsbench-seq-<n>`) is in the `external_id` of
-//!    `payment.completed`, which is what the clients receive. Reported:
+//!    its reason (`wsbench-seq-<n>`) is the description of the ledger entry in
+//!    `transaction.created`, which is what the clients receive. Reported:
 //!    latency from sending the HTTP request to each client receiving its
 //!    event, over every (event, client) pair; frames lost (every client must
 //!    receive every event whose request succeeded); the service's RSS.
@@ -63,7 +63,7 @@ const JWT_SECRET: &str = "bench-secret-bench-secret-bench-secret-0";
 const ADMIN_EMAIL: &str = "bench@example.com";
 const ADMIN_PASSWORD: &str = "bench-password-0123456789";
 const DB_NAME: &str = "switchboard_bench_ws";
-/// Marks the top-up reason; it lands in the payment's `external_id`.
+/// Marks the top-up reason; it lands in the ledger entry's `description`.
 const MARK: &str = "wsbench-seq-";
 /// The reason of the warm-up top-ups (not counted).
 const WARMUP_MARK: &str = "wsbench-warmup-";
@@ -141,7 +141,7 @@ async fn run(admin_url: &str, settings: Settings) {
         "service: release build, own process, {workers} HTTP workers (one per core), PostgreSQL {pg_version} on the same machine; {workers} cores shared by the service, PostgreSQL and the clients (load average {load_average} at the start)"
     );
     println!(
-        "load: {} clients on `GET /ws?types=payment.completed` (API key), `POST /api/v1/admin/users/{{id}}/top-up` at {}/s for {}s after {}s of warm-up, round {USERS} users: {} requests, {} failed (HTTP p50 {:.2} ms, p99 {:.2} ms); CPU: service {:.0}% of one core, bench process {:.0}%, whole machine {:.0}% busy",
+        "load: {} clients on `GET /ws?types=transaction.created` (API key), `POST /api/v1/admin/users/{{id}}/top-up` at {}/s for {}s after {}s of warm-up, round {USERS} users: {} requests, {} failed (HTTP p50 {:.2} ms, p99 {:.2} ms); CPU: service {:.0}% of one core, bench process {:.0}%, whole machine {:.0}% busy",
         settings.clients,
         settings.rate,
         settings.seconds,
@@ -423,7 +423,7 @@ async fn connect(addr: SocketAddr, path: &str, key: &str) -> Result<Ws, String> 
     }
 }
 
-/// The sequence number in a `payment.completed` frame of ours.
+/// The sequence number in a `transaction.created` frame of ours.
 fn sequence_of(text: &str) -> Option<u32> {
     let at = text.find(MARK)? + MARK.len();
     let digits = &text[at..];
@@ -537,7 +537,7 @@ async fn load(server: &Server, setup: &Setup, settings: Settings) -> Load {
         let (addr, key) = (server.addr, setup.key.clone());
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.unwrap();
-            let ws = connect(addr, "/ws?types=payment.completed", &key).await;
+            let ws = connect(addr, "/ws?types=transaction.created", &key).await;
             drop(permit);
             match ws {
                 Ok(ws) => {

@@ -24,7 +24,7 @@ use crate::{admin, auth, cabinet, ledger, referrals, subscriptions, tickets, use
         (path = "/api/v1/cabinet", api = CabinetApi),
         (path = "/api/v1/cabinet/auth", api = CabinetAuthApi),
     ),
-    modifiers(&Security)
+    modifiers(&Security, &Contract)
 )]
 pub struct ApiDoc;
 
@@ -138,6 +138,132 @@ impl Modify for Security {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
+    }
+}
+
+/// What no handler's annotation says on its own: a unique `operationId` per
+/// operation (from its method and path), and every error an operation can
+/// answer documented, each with the problem body.
+struct Contract;
+
+impl Contract {
+    fn operation_id(method: &str, path: &str) -> String {
+        let path = path.trim_start_matches("/api/v1/").trim_start_matches('/');
+        let words: Vec<String> = path
+            .split(['/', '-', '_'])
+            .filter(|w| !w.is_empty())
+            .map(|w| w.trim_start_matches('{').trim_end_matches('}').to_owned())
+            .collect();
+        format!("{method}_{}", words.join("_"))
+    }
+
+    /// The statuses an operation can answer besides its own: the edge's.
+    fn edge_statuses(
+        path: &str,
+        operation: &utoipa::openapi::path::Operation,
+    ) -> Vec<(u16, &'static str)> {
+        use utoipa::openapi::{RefOr, path::ParameterIn};
+        let parameters = operation.parameters.as_deref().unwrap_or_default();
+        let has = |place: ParameterIn| {
+            parameters
+                .iter()
+                .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == place))
+        };
+        let json_body = operation
+            .request_body
+            .as_ref()
+            .is_some_and(|body| match body {
+                RefOr::T(body) => body.content.contains_key("application/json"),
+                RefOr::Ref(_) => true,
+            });
+        let mut statuses = vec![
+            (500, "internal error (`internal`)"),
+            (
+                503,
+                "the database is not answering (`unavailable`, with `Retry-After`), or a write's outcome is unknown (`outcome_unknown`)",
+            ),
+        ];
+        if json_body {
+            statuses.extend([
+                (400, "malformed JSON (`malformed_json`)"),
+                (413, "the body is too large (`payload_too_large`)"),
+                (415, "not `application/json` (`unsupported_media_type`)"),
+                (422, "a field is missing, of the wrong type or invalid (`invalid_body`, `invalid_field`)"),
+            ]);
+        }
+        if has(ParameterIn::Query) {
+            statuses.extend([
+                (400, "a malformed query parameter (`invalid_query`)"),
+                (422, "an invalid query parameter (`invalid_field`)"),
+            ]);
+        }
+        if has(ParameterIn::Path) {
+            statuses.push((
+                404,
+                "nothing by that id (`not_found`), a malformed id included",
+            ));
+        }
+        if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+            statuses.extend([
+                (
+                    401,
+                    "no valid credentials (`unauthorized`, `invalid_token`)",
+                ),
+                (403, "not allowed for this caller (`forbidden`)"),
+            ]);
+        }
+        if path.starts_with("/api/v1/auth/") || path.starts_with("/api/v1/cabinet/auth/") {
+            statuses.push((
+                429,
+                "too many attempts (`rate_limited`, with `Retry-After`)",
+            ));
+        }
+        statuses
+    }
+}
+
+impl Modify for Contract {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Ref, RefOr, ResponseBuilder, content::Content};
+        let problem = || Content::new(Some(Ref::from_schema_name("ProblemBody")));
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                ("get", item.get.as_mut()),
+                ("put", item.put.as_mut()),
+                ("post", item.post.as_mut()),
+                ("delete", item.delete.as_mut()),
+                ("patch", item.patch.as_mut()),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation else {
+                    continue;
+                };
+                operation.operation_id = Some(Self::operation_id(method, path));
+                for (status, description) in Self::edge_statuses(path, operation) {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| {
+                            RefOr::T(ResponseBuilder::new().description(description).build())
+                        });
+                }
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if status.as_str() >= "400" {
+                        response.content.clear();
+                        response
+                            .content
+                            .insert("application/problem+json".to_owned(), RefOr::T(problem()));
+                        if response.description.is_empty() {
+                            response.description = "a problem (see `code`)".to_owned();
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -65,7 +65,14 @@ pub struct MiniAppIn {
 
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterIn {
+    #[schema(format = Email, max_length = 254, example = "ann@example.com")]
     pub email: String,
+    /// At least 10 characters.
+    #[schema(
+        min_length = 10,
+        max_length = 256,
+        example = "correct horse battery staple"
+    )]
     pub password: String,
     /// A referrer's code, if the user came through a referral link.
     #[serde(default)]
@@ -77,12 +84,15 @@ pub struct RegisterIn {
 
 #[derive(Deserialize, ToSchema)]
 pub struct EmailLoginIn {
+    #[schema(format = Email, max_length = 254, example = "ann@example.com")]
     pub email: String,
+    #[schema(min_length = 1, max_length = 256)]
     pub password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ForgotIn {
+    #[schema(format = Email, max_length = 254, example = "ann@example.com")]
     pub email: String,
     #[serde(default)]
     pub language: Option<String>,
@@ -96,7 +106,10 @@ pub struct TokenIn {
 
 #[derive(Deserialize, ToSchema)]
 pub struct ResetIn {
+    #[schema(min_length = 1, max_length = 200)]
     pub token: String,
+    /// At least 10 characters.
+    #[schema(min_length = 10, max_length = 256)]
     pub new_password: String,
 }
 

@@ -216,16 +216,26 @@ pub async fn my_payments(
 pub struct PaymentRecordIn {
     pub user_id: Uuid,
     /// Minor units, positive.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000i64, example = 29900)]
     pub amount: i64,
     /// ISO 4217, e.g. `RUB`, `USD`, `XTR` (Telegram Stars).
+    #[schema(pattern = "^[A-Z]{3}$", example = "RUB")]
     pub currency: String,
     /// e.g. `yookassa`, `stripe`, `telegram_stars`.
+    #[schema(min_length = 1, max_length = 64, example = "yookassa")]
     pub provider: String,
     /// The provider's id of this payment: the same id twice is recorded once.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        example = "2d9f6b1e-000f-5000-8000-1a2b3c4d5e6f"
+    )]
     pub external_id: String,
     /// `completed` (credits the balance) or `failed`.
+    #[schema(example = "completed")]
     pub status: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub failure_reason: Option<String>,
 }
 
@@ -341,9 +351,16 @@ pub async fn list_payments(
 #[derive(Deserialize, ToSchema)]
 pub struct AdjustmentIn {
     /// Minor units, positive.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000i64, example = 10000)]
     pub amount: i64,
+    #[schema(pattern = "^[A-Z]{3}$", example = "RUB")]
     pub currency: String,
     /// Why (kept on the ledger entry).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        example = "compensation for the outage"
+    )]
     pub reason: String,
 }
 

@@ -29,12 +29,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Deserialize, ToSchema)]
 pub struct OpenTicketIn {
+    #[schema(min_length = 1, max_length = 200, example = "Payment missing")]
     pub subject: String,
+    #[schema(
+        min_length = 1,
+        max_length = 10000,
+        example = "I paid yesterday and see no credit."
+    )]
     pub text: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct MessageIn {
+    #[schema(
+        min_length = 1,
+        max_length = 10000,
+        example = "Thank you, it works now."
+    )]
     pub text: String,
 }
 

@@ -57,9 +57,14 @@ const RESERVED_HEADERS: &[&str] = &[
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointIn {
+    #[schema(min_length = 1, max_length = 200, example = "CRM")]
     pub name: String,
     /// `https://…` (or `http://`); internal addresses are refused unless
     /// allowed by configuration.
+    #[schema(
+        max_length = 2000,
+        example = "https://crm.example.com/hooks/switchboard"
+    )]
     pub url: String,
     /// Event types with `*` suffix wildcards, e.g. `["ticket.*",
     /// "payment.completed"]`; `["*"]` for everything (the default).
@@ -215,7 +220,7 @@ pub struct TestOut {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct StatsOut {
+pub struct WebhookStatsOut {
     pub overall: CountsOut,
     pub endpoints: Vec<EndpointStatsOut>,
 }
@@ -799,7 +804,7 @@ fn counts_out(counts: &store::Counts) -> CountsOut {
 }
 
 /// Delivery figures per endpoint and overall.
-#[utoipa::path(tag = "webhooks", responses((status = 200, body = StatsOut), (status = 401), (status = 403)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", responses((status = 200, body = WebhookStatsOut), (status = 401), (status = 403)), security(("bearer" = []), ("api_key" = [])))]
 #[get("/webhooks/stats")]
 #[tracing::instrument(skip_all)]
 pub async fn stats(
@@ -810,7 +815,7 @@ pub async fn stats(
     let counts = store::counts(&state.db, now_ms() - 86_400_000).await?;
     let (endpoints, _) = store::list_endpoints(&state.db, None, 10_000, 0).await?;
     let empty = store::Counts::default();
-    Ok(HttpResponse::Ok().json(StatsOut {
+    Ok(HttpResponse::Ok().json(WebhookStatsOut {
         overall: counts.get(&None).map(counts_out).unwrap_or_default(),
         endpoints: endpoints
             .iter()

@@ -30,3 +30,57 @@ both_backends! {
         app.stop().await;
     }
 }
+
+/// What generated clients rely on: one `operationId` per operation, one name
+/// per schema, every error with the problem body, and the statuses every
+/// route can answer at the edge.
+#[test]
+fn the_document_is_exact() {
+    let spec: serde_json::Value = serde_json::from_str(&switchboard::docs::openapi_json()).unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(ids.insert(id.to_owned()), "operationId {id} is used twice");
+            let responses = operation["responses"].as_object().unwrap();
+            for status in ["500", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} does not document {status}"
+                );
+            }
+            if operation.get("requestBody").is_some() {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} does not document {status}"
+                    );
+                }
+            }
+            if path.contains('{') {
+                assert!(
+                    responses.contains_key("404"),
+                    "{method} {path} does not document 404"
+                );
+            }
+            for (status, response) in responses {
+                if status.as_str() >= "400" {
+                    assert_eq!(
+                        response["content"]["application/problem+json"]["schema"]["$ref"],
+                        "#/components/schemas/ProblemBody",
+                        "{method} {path} {status} has no problem body"
+                    );
+                }
+            }
+        }
+    }
+    // The dashboard's figures and the webhooks' are two schemas.
+    let stats = &spec["paths"]["/api/v1/admin/stats"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"]["$ref"];
+    let webhook_stats = &spec["paths"]["/api/v1/admin/webhooks/stats"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"]["$ref"];
+    assert_ne!(stats, webhook_stats);
+    assert_eq!(webhook_stats, "#/components/schemas/WebhookStatsOut");
+}
