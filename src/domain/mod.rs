@@ -25,6 +25,7 @@
 //! never fails another. Every failure rolls back explicitly.
 
 mod catalogue;
+mod remembered;
 mod runner;
 mod work;
 

@@ -1,6 +1,7 @@
 //! The command runner: queues commands ([`crate::batch`]), and works each
-//! group: load, decide in arrival order, one atomic append, the commands'
-//! other writes, commit.
+//! group: load (or recall what the group before left, [`Remembered`]),
+//! decide in arrival order, one atomic append, the commands' other writes,
+//! commit.
 
 use std::{any::Any, collections::HashMap, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -9,12 +10,16 @@ use sea_orm::{DatabaseConnection, DatabaseExecutor, DbErr};
 
 use super::{
     Command, CommandError,
+    remembered::Remembered,
     work::{Decided, Slot, Target, Work},
 };
 use crate::{
     batch::{self, Batch, Gather},
     db::{Backend, WriteTxn},
-    events::{Actor, Append, AppendError, EventStore, ExpectedVersion, RecordedEvent, StreamName},
+    events::{
+        Actor, Append, AppendError, EventStore, ExpectedVersion, RecordedEvent, StreamName,
+        store::stream_versions,
+    },
 };
 
 /// Commands in one group, at most.
@@ -40,6 +45,7 @@ pub struct Done<O> {
 pub struct Commands {
     store: EventStore,
     gather: Arc<Gather<Group>>,
+    remembered: Option<Arc<Remembered>>,
 }
 
 impl Commands {
@@ -51,6 +57,16 @@ impl Commands {
         Self {
             store,
             gather: Arc::new(Gather::new(MAX_GROUP, runners)),
+            remembered: Some(Arc::new(Remembered::new())),
+        }
+    }
+
+    /// A runner that reads every aggregate from the database each time
+    /// (what remembering states must be equal to).
+    pub fn reading_every_time(store: EventStore) -> Self {
+        Self {
+            remembered: None,
+            ..Self::new(store)
         }
     }
 
@@ -89,9 +105,7 @@ impl Commands {
                 Err(e) => answers.push(Some(Err(e))),
             }
         }
-        let group = Group {
-            store: self.store.clone(),
-        };
+        let group = self.group();
         let mut queued = self.gather.submit_all(&group, jobs).await.into_iter();
         answers
             .into_iter()
@@ -110,11 +124,16 @@ impl Commands {
         command: C,
         actor: Actor,
     ) -> Result<Done<C::Output>, CommandError<C::Error>> {
-        let group = Group {
-            store: self.store.clone(),
-        };
+        let group = self.group();
         let job: Box<dyn Job> = Box::new(Typed::new(command, actor));
         downcast::<C>(self.gather.submit(&group, job).await)
+    }
+
+    fn group(&self) -> Group {
+        Group {
+            store: self.store.clone(),
+            remembered: self.remembered.clone(),
+        }
     }
 }
 
@@ -147,6 +166,7 @@ fn interrupted<E>(e: batch::Interrupted) -> CommandError<E> {
 #[derive(Clone)]
 struct Group {
     store: EventStore,
+    remembered: Option<Arc<Remembered>>,
 }
 
 impl Batch for Group {
@@ -159,7 +179,7 @@ impl Batch for Group {
     }
 
     async fn run(&self, jobs: Vec<Box<dyn Job>>) -> Vec<Box<dyn Any + Send>> {
-        settle(&self.store, jobs).await
+        settle(&self.store, self.remembered.as_deref(), jobs).await
     }
 }
 
@@ -356,12 +376,16 @@ enum Attempt {
 
 /// Works one group; an answer per command, in order.
 #[tracing::instrument(name = "command_group", skip_all, fields(commands = jobs.len()))]
-async fn settle(store: &EventStore, mut jobs: Vec<Box<dyn Job>>) -> Vec<Box<dyn Any + Send>> {
+async fn settle(
+    store: &EventStore,
+    remembered: Option<&Remembered>,
+    mut jobs: Vec<Box<dyn Job>>,
+) -> Vec<Box<dyn Any + Send>> {
     let mut conflicts = 0;
     let mut prepared_again = false;
     loop {
         // After a lost race the snapshots are checked against their streams.
-        match attempt(store, &mut jobs, conflicts > 0).await {
+        match attempt(store, remembered, &mut jobs, conflicts > 0).await {
             Attempt::Written(events) => {
                 return jobs
                     .into_iter()
@@ -398,7 +422,7 @@ async fn settle(store: &EventStore, mut jobs: Vec<Box<dyn Job>>) -> Vec<Box<dyn 
             Attempt::Conflict(_) | Attempt::Failed(_) => {
                 let mut answers = Vec::with_capacity(jobs.len());
                 for job in jobs {
-                    answers.extend(Box::pin(settle(store, vec![job])).await);
+                    answers.extend(Box::pin(settle(store, remembered, vec![job])).await);
                 }
                 return answers;
             }
@@ -422,7 +446,43 @@ fn finish_all(jobs: Vec<Box<dyn Job>>, failure: AppendError) -> Vec<Box<dyn Any 
 /// Where each command's events went: (append, place in it).
 type Places = Vec<Vec<(usize, usize)>>;
 
-async fn attempt(store: &EventStore, jobs: &mut [Box<dyn Job>], verify: bool) -> Attempt {
+async fn attempt(
+    store: &EventStore,
+    remembered: Option<&Remembered>,
+    jobs: &mut [Box<dyn Job>],
+    verify: bool,
+) -> Attempt {
+    let streams: Vec<StreamName> = jobs
+        .iter()
+        .flat_map(|job| job.targets().iter().map(|t| t.stream.clone()))
+        .collect();
+    // After a lost race nothing remembered is trusted.
+    let recalled = match remembered {
+        Some(remembered) if !verify => remembered.recall(&streams),
+        _ => Vec::new(),
+    };
+    let recalled_streams: Vec<StreamName> = recalled.iter().map(|(s, _)| s.clone()).collect();
+    let mut slots: HashMap<StreamName, Slot> = recalled.into_iter().collect();
+    let outcome = attempt_with(store, &mut slots, &recalled_streams, jobs, verify).await;
+    if let Some(remembered) = remembered {
+        match &outcome {
+            Attempt::Written(_) => remembered.keep(slots),
+            Attempt::Conflict(_) | Attempt::Failed(_) => remembered.forget(&streams),
+        }
+    }
+    outcome
+}
+
+/// One attempt, deciding on `slots` (what was remembered, the `recalled`
+/// streams, and the rest loaded); they are left as the group left them, at
+/// their new versions when it wrote.
+async fn attempt_with(
+    store: &EventStore,
+    slots: &mut HashMap<StreamName, Slot>,
+    recalled: &[StreamName],
+    jobs: &mut [Box<dyn Job>],
+    verify: bool,
+) -> Attempt {
     // SQLite: the write lock from the read on (writes go one at a time
     // there anyway). PostgreSQL: the aggregates are read before any
     // transaction; every append is checked against the version read.
@@ -434,18 +494,60 @@ async fn attempt(store: &EventStore, jobs: &mut [Box<dyn Job>], verify: bool) ->
         Backend::Postgres => None,
     };
     let loaded = match &txn {
-        Some(txn) => load(store, &DatabaseExecutor::Transaction(txn), jobs, verify).await,
+        Some(txn) => {
+            load(
+                store,
+                &DatabaseExecutor::Transaction(txn),
+                jobs,
+                slots,
+                verify,
+            )
+            .await
+        }
         None => {
             let conn = DatabaseExecutor::Connection(store.db().conn());
-            load(store, &conn, jobs, verify).await
+            load(store, &conn, jobs, slots, verify).await
         }
     };
-    let mut slots = match loaded {
-        Ok(slots) => slots,
-        Err(e) => return fail(txn, e).await,
-    };
-    let (appends, places) = decide(&mut slots, jobs);
+    if let Err(e) = loaded {
+        return fail(txn, e).await;
+    }
+    let (appends, places) = decide(slots, jobs);
     let lengths: Vec<usize> = appends.iter().map(|a| a.events.len()).collect();
+    let grown: Vec<(StreamName, usize)> = appends
+        .iter()
+        .map(|a| (a.stream.clone(), a.events.len()))
+        .collect();
+    // A remembered state no append checks (what was decided on it was a
+    // refusal, or changed nothing) is checked here: either could be wrong
+    // on a state another instance has moved on from.
+    let unchecked: Vec<StreamName> = recalled
+        .iter()
+        .filter(|stream| !grown.iter().any(|(s, _)| s == *stream))
+        .cloned()
+        .collect();
+    if !unchecked.is_empty() {
+        let current = match &txn {
+            Some(txn) => stream_versions(&**txn, &unchecked).await,
+            None => stream_versions(store.db().conn(), &unchecked).await,
+        };
+        let current = match current {
+            Ok(current) => current,
+            Err(e) => return fail(txn, unavailable_or_db(e)).await,
+        };
+        let stale = unchecked.iter().find(|stream| {
+            let remembered = slots.get(*stream).map(|slot| slot.version);
+            remembered != Some(current.get(*stream).copied().unwrap_or(0))
+        });
+        if let Some(stream) = stale {
+            if let Some(txn) = txn {
+                let _ = txn.rollback().await;
+            }
+            return Attempt::Conflict(AppendError::Conflict(format!(
+                "{stream} moved on since it was remembered"
+            )));
+        }
+    }
     let writes = jobs.iter().any(|job| job.writes());
     if appends.is_empty() && !writes {
         if let Some(txn) = txn {
@@ -476,7 +578,14 @@ async fn attempt(store: &EventStore, jobs: &mut [Box<dyn Job>], verify: bool) ->
         }
     };
     match written {
-        Ok(written) => Attempt::Written(split(&written, &lengths, &places)),
+        Ok(written) => {
+            for (stream, events) in grown {
+                if let Some(slot) = slots.get_mut(&stream) {
+                    slot.version += u32::try_from(events).unwrap_or(u32::MAX);
+                }
+            }
+            Attempt::Written(split(&written, &lengths, &places))
+        }
         Err(e @ AppendError::Conflict(_)) => Attempt::Conflict(e),
         Err(e) => Attempt::Failed(e),
     }
@@ -497,17 +606,19 @@ fn unavailable_or_db(e: DbErr) -> AppendError {
     }
 }
 
-/// Every target of the group, loaded: those of one aggregate type together.
+/// Every target of the group not in `slots` yet, loaded into it: those of
+/// one aggregate type together.
 async fn load(
     store: &EventStore,
     conn: &DatabaseExecutor<'_>,
     jobs: &[Box<dyn Job>],
+    slots: &mut HashMap<StreamName, Slot>,
     verify: bool,
-) -> Result<HashMap<StreamName, Slot>, AppendError> {
+) -> Result<(), AppendError> {
     let mut by_type: Vec<(&Target, Vec<String>)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for target in jobs.iter().flat_map(|job| job.targets()) {
-        if !seen.insert(&target.stream) {
+        if slots.contains_key(&target.stream) || !seen.insert(&target.stream) {
             continue;
         }
         match by_type
@@ -518,7 +629,6 @@ async fn load(
             None => by_type.push((target, vec![target.id.clone()])),
         }
     }
-    let mut slots = HashMap::new();
     for (target, ids) in by_type {
         let loaded = (target.load)(store, conn, &ids, verify)
             .await
@@ -531,7 +641,7 @@ async fn load(
             slots.insert(stream, slot);
         }
     }
-    Ok(slots)
+    Ok(())
 }
 
 /// Decides every command in order; one append per stream, in the order

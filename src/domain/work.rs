@@ -100,6 +100,13 @@ impl Slot {
             version: loaded.version,
         }
     }
+
+    pub(super) fn copy(&self) -> Self {
+        Self {
+            state: self.state.clone_box(),
+            version: self.version,
+        }
+    }
 }
 
 /// One decided event, with the stream it goes to.
