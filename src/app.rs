@@ -74,6 +74,10 @@ impl Application {
             .await
             .context("cannot run database migrations")?;
         let store = EventStore::new(db.clone());
+        store
+            .identify()
+            .await
+            .context("cannot read the event log's id")?;
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let tailer = Tailer::start(

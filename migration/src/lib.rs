@@ -16,6 +16,7 @@ mod m20261126_000008_tickets_hot_updates;
 mod m20261201_000009_balances_version;
 mod m20261201_000010_email_token_passwords;
 mod m20261201_000011_refresh_successors;
+mod m20261201_000012_log_id;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000009_balances_version::Migration),
             Box::new(m20261201_000010_email_token_passwords::Migration),
             Box::new(m20261201_000011_refresh_successors::Migration),
+            Box::new(m20261201_000012_log_id::Migration),
         ]
     }
 }

@@ -185,6 +185,18 @@ impl Db {
             None => None,
         };
         let txn = self.conn.begin().await?;
+        if self.backend() == Backend::Postgres {
+            // Before the transaction has an id: the log's readers wait for
+            // the running transactions that hold this lock, and for no other
+            // (see `crate::events::store`).
+            if let Err(e) = txn
+                .execute_unprepared("LOCK TABLE events IN ROW EXCLUSIVE MODE")
+                .await
+            {
+                let _ = txn.rollback().await;
+                return Err(e);
+            }
+        }
         Ok(WriteTxn {
             txn,
             appended: AtomicBool::new(false),

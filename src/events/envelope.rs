@@ -157,19 +157,48 @@ impl NewEvent {
 ///
 /// On PostgreSQL the order is `(transaction id, position)`, which is the order
 /// in which events become visible; on SQLite the transaction part is always 0
-/// and the order is the position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// and the order is the position. A cursor also names the log it is from
+/// (a random id each database gets when it is created), so that one from
+/// another log (a database reset or replaced) is told apart instead of
+/// resumed from; it takes no part in the order or in equality. Cursors
+/// without it (`START`, and those written before logs had ids) fit any log.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Cursor {
     pub(crate) tx: u64,
     pub(crate) position: i64,
+    /// The log's id; 0: not known.
+    pub(crate) log: u32,
 }
 
 impl Cursor {
     /// Before the first event.
-    pub const START: Cursor = Cursor { tx: 0, position: 0 };
+    pub const START: Cursor = Cursor {
+        tx: 0,
+        position: 0,
+        log: 0,
+    };
 
     pub fn position(&self) -> i64 {
         self.position
+    }
+
+    /// Whether it is from a log other than `log` (as far as it says).
+    pub fn is_from_another_log(&self, log: u32) -> bool {
+        self.log != 0 && log != 0 && self.log != log
+    }
+}
+
+impl PartialEq for Cursor {
+    fn eq(&self, other: &Self) -> bool {
+        (self.tx, self.position) == (other.tx, other.position)
+    }
+}
+
+impl Eq for Cursor {}
+
+impl std::hash::Hash for Cursor {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.tx, self.position).hash(state);
     }
 }
 
@@ -187,7 +216,11 @@ impl PartialOrd for Cursor {
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.tx, self.position)
+        write!(f, "{}-{}", self.tx, self.position)?;
+        if self.log != 0 {
+            write!(f, "-{}", self.log)?;
+        }
+        Ok(())
     }
 }
 
@@ -199,13 +232,18 @@ impl FromStr for Cursor {
     type Err = CursorError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (tx, position) = s.split_once('-').ok_or(CursorError)?;
-        let tx = tx.parse().map_err(|_| CursorError)?;
-        let position: i64 = position.parse().map_err(|_| CursorError)?;
-        if position < 0 {
+        let mut parts = s.split('-');
+        let mut number = || parts.next().ok_or(CursorError);
+        let tx = number()?.parse().map_err(|_| CursorError)?;
+        let position: i64 = number()?.parse().map_err(|_| CursorError)?;
+        let log = match parts.next() {
+            None => 0,
+            Some(log) => log.parse().map_err(|_| CursorError)?,
+        };
+        if position < 0 || parts.next().is_some() {
             return Err(CursorError);
         }
-        Ok(Self { tx, position })
+        Ok(Self { tx, position, log })
     }
 }
 
@@ -276,14 +314,30 @@ mod tests {
         let a = Cursor {
             tx: 7,
             position: 90,
+            log: 41,
         };
-        let b = Cursor { tx: 8, position: 3 };
+        let b = Cursor {
+            tx: 8,
+            position: 3,
+            log: 41,
+        };
         assert!(a < b);
-        assert_eq!(a.to_string().parse::<Cursor>().unwrap(), a);
+        assert_eq!(a.to_string(), "7-90-41");
+        let back: Cursor = a.to_string().parse().unwrap();
+        assert_eq!((back, back.log), (a, 41));
+        // Without a log id (START, or written before logs had one).
+        let old: Cursor = "7-90".parse().unwrap();
+        assert_eq!((old, old.log), (a, 0));
+        assert!(!old.is_from_another_log(41));
+        assert!(!a.is_from_another_log(41));
+        assert!(a.is_from_another_log(42));
+        assert_eq!(Cursor::START.to_string(), "0-0");
         assert!("".parse::<Cursor>().is_err());
         assert!("7".parse::<Cursor>().is_err());
         assert!("x-1".parse::<Cursor>().is_err());
         assert!("1--1".parse::<Cursor>().is_err());
+        assert!("1-2-x".parse::<Cursor>().is_err());
+        assert!("1-2-3-4".parse::<Cursor>().is_err());
     }
 
     #[test]
@@ -305,6 +359,7 @@ mod tests {
             cursor: Cursor {
                 tx: 1,
                 position: 4812,
+                log: 7,
             },
             stream: StreamName::parse("ticket:1").unwrap(),
             version: 3,
@@ -318,7 +373,7 @@ mod tests {
         let json: Value = serde_json::from_str(&event.to_envelope_json()).unwrap();
         assert_eq!(json["type"], "ticket.message_added");
         assert_eq!(json["position"], 4812);
-        assert_eq!(json["cursor"], "1-4812");
+        assert_eq!(json["cursor"], "1-4812-7");
         assert_eq!(json["stream"], "ticket:1");
         assert_eq!(json["version"], 3);
         assert_eq!(json["timestamp"], "2026-11-21T10:30:00.123Z");

@@ -9,12 +9,22 @@
 //! commit in any order, so a reader polling `position > N` can see 7 before 6
 //! commits and never look back for 6. Every row records the id of the
 //! transaction that wrote it (`xid8`), and readers only read rows whose
-//! transaction id is below the oldest transaction still running
-//! (`pg_snapshot_xmin(pg_current_snapshot())`), ordered by
-//! `(transaction_id, position)`. Everything below that horizon has finished,
-//! and anything that commits later has a larger transaction id, so it sorts
-//! after whatever has been read: the cursor `(transaction_id, position)` never
-//! needs to look back. Writers take no lock.
+//! transaction id is below the log's horizon ([`pg_horizon!`]), ordered by
+//! `(transaction_id, position)`. Everything below the horizon that may have
+//! written to the log has finished, and anything that commits later has a
+//! larger transaction id, so it sorts after whatever has been read: the
+//! cursor `(transaction_id, position)` never needs to look back.
+//!
+//! The horizon is the oldest transaction still running *that can write to
+//! the log*, not the oldest in the cluster: a migration, a batch job or
+//! another application on the same server, in this database or another,
+//! holds nothing back. What can write to the log holds a lock on `events`
+//! taken before the transaction got its id: an append outside a transaction
+//! is one statement (its locks are taken before it writes anything), and
+//! every write transaction takes the lock first
+//! ([`crate::db::Db::begin_write`]; `ROW EXCLUSIVE`, which no writer's lock
+//! conflicts with). So a transaction in the statement's snapshot that is
+//! still running without that lock never wrote to the log and never will.
 //!
 //! On SQLite writes are serialized ([`crate::db::Db::begin_write`]), so the
 //! position order is the commit order and the cursor is the position.
@@ -23,6 +33,33 @@ use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
 };
+
+/// PostgreSQL: the log's horizon (see the module's documentation), as an
+/// `xid8` expression evaluated once per statement: the oldest transaction
+/// in the statement's snapshot that either holds the lock on `events` or has
+/// ended since the snapshot was taken (what it wrote is not in the snapshot),
+/// else the snapshot's next transaction id. `pg_locks` is read once: the
+/// fast-path relation locks before the transaction locks, so a transaction
+/// seen running was seen with its lock on `events` if it had one.
+macro_rules! pg_horizon {
+    () => {
+        "(WITH locks AS MATERIALIZED ( \
+             SELECT locktype, mode, granted, database, relation, transactionid, virtualtransaction \
+             FROM pg_locks), \
+         elsewhere AS ( \
+             SELECT t.transactionid FROM locks t \
+             WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted \
+               AND NOT EXISTS (SELECT 1 FROM locks e \
+                   WHERE e.locktype = 'relation' AND e.granted \
+                     AND e.virtualtransaction = t.virtualtransaction \
+                     AND e.relation = 'events'::regclass \
+                     AND e.database = (SELECT oid FROM pg_database WHERE datname = current_database()))) \
+         SELECT COALESCE(min(x), pg_snapshot_xmax(pg_current_snapshot())) \
+         FROM pg_snapshot_xip(pg_current_snapshot()) AS x \
+         WHERE x::xid NOT IN (SELECT transactionid FROM elsewhere))"
+    };
+}
+pub(crate) use pg_horizon;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -167,6 +204,7 @@ pub struct EventStore {
     /// PostgreSQL: appends on their own that arrive together share one
     /// statement.
     writes: Arc<Gather<Writer>>,
+    log: LogId,
 }
 
 /// Writes appends that stand on their own (PostgreSQL, read models fused):
@@ -177,6 +215,18 @@ pub struct EventStore {
 struct Writer {
     db: Db,
     projections: Projections,
+    log: LogId,
+}
+
+/// The log's id ([`Cursor`]), read once at start ([`EventStore::identify`]);
+/// 0 until then.
+#[derive(Clone, Default)]
+struct LogId(Arc<std::sync::OnceLock<u32>>);
+
+impl LogId {
+    fn get(&self) -> u32 {
+        self.0.get().copied().unwrap_or(0)
+    }
 }
 
 /// Statements on their own at once, at most (each on a connection).
@@ -191,13 +241,16 @@ impl EventStore {
     /// With the given read model implementations (the plain ones, to check
     /// the faster ones against them).
     pub fn with_projections(db: Db, projections: Projections) -> Self {
+        let log = LogId::default();
         Self {
             writer: Writer {
                 db: db.clone(),
                 projections,
+                log: log.clone(),
             },
             db,
             projections,
+            log,
             // Callers are the command runner's tasks, never cancelled
             // midway: an append that finds the writers idle is written by
             // its caller at once.
@@ -207,6 +260,37 @@ impl EventStore {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Reads the log's id (the migrations give each database one), which
+    /// the cursors handed out from then on carry.
+    pub async fn identify(&self) -> Result<(), DbErr> {
+        let row = self
+            .db
+            .conn()
+            .query_one_raw(Statement::from_string(
+                self.db.database_backend(),
+                "SELECT value FROM settings WHERE key = 'log_id'",
+            ))
+            .await?;
+        let id = match row {
+            Some(row) => row
+                .try_get::<String>("", "value")?
+                .parse()
+                .map_err(|e| corrupt("log id", e))?,
+            None => {
+                return Err(DbErr::Custom(
+                    "the log has no id: run the migrations".into(),
+                ));
+            }
+        };
+        let _ = self.log.0.set(id);
+        Ok(())
+    }
+
+    /// The log's id (0 before [`EventStore::identify`]).
+    pub fn log_id(&self) -> u32 {
+        self.log.get()
     }
 
     pub fn projections(&self) -> &Projections {
@@ -287,7 +371,7 @@ impl EventStore {
             .await
             // Nothing is committed without the caller.
             .map_err(|e| refused(e, events))?;
-        if !fill_cursors(events, &written) {
+        if !fill_cursors(events, &written, self.log.get()) {
             // All or none: the version check held every row back.
             return Err(conflict(events));
         }
@@ -352,7 +436,9 @@ impl EventStore {
                 values,
             ))
             .await?;
-        rows.iter().map(|row| decode(backend, row)).collect()
+        rows.iter()
+            .map(|row| decode(backend, self.log.get(), row))
+            .collect()
     }
 
     /// The events with these ids (any order; missing ids are skipped).
@@ -390,7 +476,9 @@ impl EventStore {
                 values,
             ))
             .await?;
-        rows.iter().map(|row| decode(backend, row)).collect()
+        rows.iter()
+            .map(|row| decode(backend, self.log.get(), row))
+            .collect()
     }
 
     /// A client's cursor in this backend's terms: SQLite orders by position
@@ -399,10 +487,7 @@ impl EventStore {
     pub fn normalize(&self, cursor: Cursor) -> Cursor {
         match self.db.backend() {
             Backend::Postgres => cursor,
-            Backend::Sqlite => Cursor {
-                tx: 0,
-                position: cursor.position,
-            },
+            Backend::Sqlite => Cursor { tx: 0, ..cursor },
         }
     }
 
@@ -436,7 +521,7 @@ impl EventStore {
                 let position = bind(after.position.into());
                 vec![
                     format!("(transaction_id, position) > ({tx}::text::xid8, {position})"),
-                    "transaction_id < pg_snapshot_xmin(pg_current_snapshot())".to_owned(),
+                    concat!("transaction_id < ", pg_horizon!()).to_owned(),
                 ]
             }
             Backend::Sqlite => vec![format!("position > {}", bind(after.position.into()))],
@@ -474,7 +559,7 @@ impl EventStore {
         let rows = self.db.conn().query_all_raw(statement).await?;
         let events = rows
             .iter()
-            .map(|row| decode(backend, row))
+            .map(|row| decode(backend, self.log.get(), row))
             .collect::<Result<Vec<_>, _>>()?;
         let next = events.last().map_or(after, |e| e.cursor);
         let pending = backend == Backend::Postgres
@@ -496,10 +581,13 @@ impl EventStore {
                 sea_orm::DatabaseBackend::Postgres,
                 // Ordered, so the index is walked from the cursor on (see
                 // `has_unreadable_after`).
-                "SELECT COUNT(*)::bigint AS n FROM (SELECT 1 FROM events \
-                   WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-                     AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                   ORDER BY transaction_id, position LIMIT $3) AS t",
+                concat!(
+                    "SELECT COUNT(*)::bigint AS n FROM (SELECT 1 FROM events \
+                       WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+                         AND transaction_id < ",
+                    pg_horizon!(),
+                    " ORDER BY transaction_id, position LIMIT $3) AS t"
+                ),
                 [
                     DbValue::from(after.tx.to_string()),
                     DbValue::from(after.position),
@@ -555,9 +643,12 @@ impl EventStore {
         let backend = self.db.backend();
         let sql = match backend {
             Backend::Postgres => {
-                "SELECT transaction_id::text AS tx, position FROM events \
-                 WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                 ORDER BY transaction_id DESC, position DESC LIMIT 1"
+                concat!(
+                    "SELECT transaction_id::text AS tx, position FROM events \
+                     WHERE transaction_id < ",
+                    pg_horizon!(),
+                    " ORDER BY transaction_id DESC, position DESC LIMIT 1"
+                )
             }
             Backend::Sqlite => "SELECT position FROM events ORDER BY position DESC LIMIT 1",
         };
@@ -574,7 +665,11 @@ impl EventStore {
             Backend::Postgres => parse_tx(&row)?,
             Backend::Sqlite => 0,
         };
-        Ok(Cursor { tx, position })
+        Ok(Cursor {
+            tx,
+            position,
+            log: self.log.get(),
+        })
     }
 }
 
@@ -696,7 +791,7 @@ impl Writer {
                 .iter()
                 .map(|n| {
                     let mut events = calls[*n].take().unwrap_or_default();
-                    if fill_cursors(&mut events, &written) {
+                    if fill_cursors(&mut events, &written, self.log.get()) {
                         Ok(events)
                     } else {
                         let e = conflict(&events);
@@ -709,15 +804,20 @@ impl Writer {
     }
 }
 
-/// Sets positions and cursors from what the statement returned; `false` if
-/// the events were not written (their version check failed).
-fn fill_cursors(events: &mut [RecordedEvent], written: &HashMap<EventId, Cursor>) -> bool {
+/// Sets positions and cursors (of log `log`) from what the statement
+/// returned; `false` if the events were not written (their version check
+/// failed).
+fn fill_cursors(
+    events: &mut [RecordedEvent],
+    written: &HashMap<EventId, Cursor>,
+    log: u32,
+) -> bool {
     if !events.iter().all(|e| written.contains_key(&e.id)) {
         return false;
     }
     for event in events.iter_mut() {
         if let Some(cursor) = written.get(&event.id) {
-            event.cursor = *cursor;
+            event.cursor = Cursor { log, ..*cursor };
             event.position = cursor.position;
         }
     }
@@ -1060,7 +1160,14 @@ async fn insert(
                 (id.parse().map_err(|e| corrupt("id", e))?, 0)
             }
         };
-        written.insert(EventId::from_uuid(id), Cursor { tx, position });
+        written.insert(
+            EventId::from_uuid(id),
+            Cursor {
+                tx,
+                position,
+                log: 0,
+            },
+        );
     }
     Ok(written)
 }
@@ -1084,7 +1191,7 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> DbErr {
     DbErr::Custom(format!("event log row has an unreadable {what}: {e}"))
 }
 
-fn decode(backend: Backend, row: &QueryResult) -> Result<RecordedEvent, DbErr> {
+fn decode(backend: Backend, log: u32, row: &QueryResult) -> Result<RecordedEvent, DbErr> {
     let position: i64 = row.try_get("", "position")?;
     let stream: String = row.try_get("", "stream")?;
     let version: i32 = row.try_get("", "version")?;
@@ -1116,7 +1223,7 @@ fn decode(backend: Backend, row: &QueryResult) -> Result<RecordedEvent, DbErr> {
     Ok(RecordedEvent {
         id: EventId::from_uuid(id),
         position,
-        cursor: Cursor { tx, position },
+        cursor: Cursor { tx, position, log },
         stream: StreamName::parse(&stream).map_err(|e| corrupt("stream", e))?,
         version: u32::try_from(version).map_err(|e| corrupt("version", e))?,
         event_type: EventType::parse(&event_type).map_err(|e| corrupt("type", e))?,

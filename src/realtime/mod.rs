@@ -12,20 +12,15 @@ mod metrics;
 pub mod session;
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
-use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 pub use self::hub::Hub;
-use self::{hub::Viewer, session::Connection};
+use self::session::{Connection, FeedKind};
 use crate::{
     app::AppState,
-    auth::{
-        Permission, api_keys,
-        extractors::{authenticate_admin, authenticate_user, credential},
-        tokens::Audience as TokenAudience,
-    },
+    auth::extractors::credential,
     error::{ApiError, Problem},
     events::{Cursor, TypeFilter},
 };
@@ -45,6 +40,8 @@ pub struct FeedQuery {
     /// The access token (or API key), for clients that cannot set the
     /// `Authorization` header (browsers). Never logged.
     pub token: Option<String>,
+    /// The same as `token` (the older cabinet API's name). Never logged.
+    pub api_key: Option<String>,
     /// Replay every event after this cursor, then continue live.
     pub cursor: Option<String>,
     /// Comma-separated type filters with `*` suffix wildcards, e.g.
@@ -55,7 +52,9 @@ pub struct FeedQuery {
 /// The admin event feed (WebSocket). Admin JWT, or an API key with
 /// `events:read`; each event is sent only if the caller may read it through
 /// the admin API (`user.*` needs `users:read`, `ticket.*` `tickets:read`,
-/// money `ledger:read`, `webhook.*` `webhooks:manage`).
+/// money `ledger:read`, `webhook.*` `webhooks:manage`). A caller that may
+/// read none of them is refused (403 naming the permissions); the
+/// connection message lists the families it may see (`visible`).
 #[utoipa::path(tag = "realtime", params(FeedQuery), responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 400), (status = 401), (status = 403), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[get("/ws")]
 #[tracing::instrument(skip_all)]
@@ -66,19 +65,10 @@ pub async fn admin_feed(
     query: web::Query<FeedQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let credential = credential_of(&req, &query)?;
-    let admin = authenticate_admin(&state, &credential).await?;
-    admin.require(Permission::EventsRead)?;
-    let expires_at = if credential.starts_with(api_keys::PREFIX) {
-        None
-    } else {
-        expiry(&state, &credential, TokenAudience::Admin)
-    };
+    let signed_in = session::authenticate(&state, FeedKind::Admin, &credential).await?;
     let connection = Connection {
-        viewer: Viewer::Admin {
-            permissions: admin.permissions,
-        },
+        signed_in,
         credential: SecretString::from(credential),
-        expires_at,
         cursor: cursor_of(&query)?,
         types: types_of(&query)?,
     };
@@ -97,10 +87,9 @@ pub async fn cabinet_feed(
     query: web::Query<FeedQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let credential = credential_of(&req, &query)?;
-    let user = authenticate_user(&state, &credential).await?;
+    let signed_in = session::authenticate(&state, FeedKind::Cabinet, &credential).await?;
     let connection = Connection {
-        viewer: Viewer::User { id: user.id },
-        expires_at: expiry(&state, &credential, TokenAudience::Cabinet),
+        signed_in,
         credential: SecretString::from(credential),
         cursor: cursor_of(&query)?,
         types: types_of(&query)?,
@@ -109,21 +98,16 @@ pub async fn cabinet_feed(
 }
 
 fn credential_of(req: &HttpRequest, query: &FeedQuery) -> Result<String, ApiError> {
+    let given = |value: &Option<String>| value.clone().filter(|t| !t.trim().is_empty());
     credential(req)
-        .or_else(|| query.token.clone().filter(|t| !t.trim().is_empty()))
+        .or_else(|| given(&query.token))
+        .or_else(|| given(&query.api_key))
         .ok_or_else(|| {
             Problem::unauthorized(
                 "send `Authorization: Bearer <token>`, or `?token=<token>` where headers cannot be set",
             )
             .into()
         })
-}
-
-fn expiry(state: &AppState, token: &str, audience: TokenAudience) -> Option<DateTime<Utc>> {
-    state
-        .jwt
-        .verify(token, audience)
-        .and_then(|claims| DateTime::from_timestamp(claims.exp, 0))
 }
 
 fn cursor_of(query: &FeedQuery) -> Result<Option<Cursor>, ApiError> {

@@ -1,8 +1,10 @@
 //! One WebSocket connection: the protocol of DESIGN.md ("WebSocket").
 //!
 //! Server → client: the connection message, event envelopes, `pong`,
-//! `subscribed`, `resync_required`, `error`. Client → server: `ping`,
-//! `subscribe`. Close codes: 4001 (token expired or revoked), 4008 (slow
+//! `subscribed`, `authenticated`, `resync_required`, `error`. Client →
+//! server: `ping`, `subscribe`, `auth` (a fresh token for the same
+//! principal, which extends the connection past the old one's expiry).
+//! Close codes: 4001 (token expired or revoked), 4008 (slow
 //! consumer), 1001 (idle for too long, or the server is stopping), 1011
 //! (the log could not be read), 1002 (a protocol error from the client),
 //! 1007 (text that is not UTF-8).
@@ -46,10 +48,13 @@ use crate::{
     app::AppState,
     auth::{
         Permission,
-        extractors::{authenticate_admin, authenticate_user},
+        extractors::{AdminPrincipal, authenticate_admin, authenticate_user},
+        tokens::Audience,
     },
-    error::ApiError,
+    error::{ApiError, Problem},
     events::{Cursor, TypeFilter},
+    ids::{AdminId, ApiKeyId, UserId},
+    realtime::audience::permission_for,
 };
 
 /// Largest message a client may send (they are small JSON commands).
@@ -60,13 +65,116 @@ const MAX_FRAME_HEADER: usize = 14;
 /// message is given back.
 const KEEP_INBOUND: usize = 4 * 1024;
 
-/// An authenticated connection about to start.
-pub struct Connection {
+/// Which feed a connection is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedKind {
+    /// `GET /ws`: admins and API keys.
+    Admin,
+    /// `GET /api/v1/cabinet/ws`: a cabinet user.
+    Cabinet,
+}
+
+/// Who a connection is for; a fresh token must name the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    Admin(AdminId),
+    ApiKey(ApiKeyId),
+    User(UserId),
+}
+
+/// A checked credential: whose it is, what they may see, until when.
+pub struct SignedIn {
+    pub principal: Principal,
     pub viewer: Viewer,
-    /// Kept to re-check the session while connected (logout, block, revoke).
-    pub credential: SecretString,
     /// When the access token expires (API keys do not).
     pub expires_at: Option<DateTime<Utc>>,
+    /// The event families the viewer may see (`ticket.*`, …).
+    pub visible: Vec<String>,
+}
+
+/// Checks `credential` for a feed: a 401 or 403 problem otherwise. An
+/// admin who may read no event family at all is refused, naming the
+/// permissions that would show some.
+pub async fn authenticate(
+    state: &AppState,
+    feed: FeedKind,
+    credential: &str,
+) -> Result<SignedIn, ApiError> {
+    match feed {
+        FeedKind::Admin => {
+            let admin = authenticate_admin(state, credential).await?;
+            admin.require(Permission::EventsRead)?;
+            let families = families();
+            let visible: Vec<String> = families
+                .iter()
+                .filter(|family| admin.permissions.contains(&permission_for(family)))
+                .map(|family| format!("{family}.*"))
+                .collect();
+            if visible.is_empty() {
+                let needed: std::collections::BTreeSet<String> = families
+                    .iter()
+                    .map(|family| format!("`{}`", permission_for(family)))
+                    .collect();
+                return Err(Problem::forbidden(format!(
+                    "this feed would show nothing: reading events needs one of {} besides `events:read`",
+                    needed.into_iter().collect::<Vec<_>>().join(", ")
+                ))
+                .into());
+            }
+            let (principal, expires_at) = match &admin.principal {
+                AdminPrincipal::Admin { id, .. } => (
+                    Principal::Admin(*id),
+                    expiry(state, credential, Audience::Admin),
+                ),
+                AdminPrincipal::ApiKey { id, .. } => (Principal::ApiKey(*id), None),
+            };
+            Ok(SignedIn {
+                principal,
+                viewer: Viewer::Admin {
+                    permissions: admin.permissions,
+                },
+                expires_at,
+                visible,
+            })
+        }
+        FeedKind::Cabinet => {
+            let user = authenticate_user(state, credential).await?;
+            Ok(SignedIn {
+                principal: Principal::User(user.id),
+                viewer: Viewer::User { id: user.id },
+                expires_at: expiry(state, credential, Audience::Cabinet),
+                visible: families()
+                    .iter()
+                    .map(|family| format!("{family}.*"))
+                    .collect(),
+            })
+        }
+    }
+}
+
+/// The event families of the catalogue (`ticket`, `payment`, …), sorted.
+fn families() -> Vec<&'static str> {
+    let mut families: Vec<&'static str> = crate::domain::catalogue()
+        .into_iter()
+        .filter_map(|name| name.split('.').next())
+        .collect();
+    families.sort_unstable();
+    families.dedup();
+    families
+}
+
+fn expiry(state: &AppState, token: &str, audience: Audience) -> Option<DateTime<Utc>> {
+    state
+        .jwt
+        .verify(token, audience)
+        .and_then(|claims| DateTime::from_timestamp(claims.exp, 0))
+}
+
+/// An authenticated connection about to start.
+pub struct Connection {
+    pub signed_in: SignedIn,
+    /// Kept to re-check the session while connected (logout, block, revoke).
+    pub credential: SecretString,
     /// `?cursor=`: replay from here.
     pub cursor: Option<Cursor>,
     /// `?types=`: the initial filter.
@@ -77,6 +185,9 @@ pub struct Connection {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientMessage {
     Ping,
+    Auth {
+        token: String,
+    },
     Subscribe {
         #[serde(default)]
         types: Option<Vec<String>>,
@@ -135,6 +246,7 @@ struct Live {
     feed_name: &'static str,
     _connected: metrics::Connected,
     sent: ::metrics::Counter,
+    principal: Principal,
     credential: SecretString,
     /// The client's frames: what arrived and is not parsed yet.
     payload: Payload,
@@ -157,14 +269,20 @@ struct Live {
 
 impl Live {
     fn start(state: Arc<AppState>, payload: Payload, connection: Connection) -> Self {
-        let feed_name = connection.viewer.feed_name();
+        let Connection {
+            signed_in,
+            credential,
+            cursor,
+            types,
+        } = connection;
+        let feed_name = signed_in.viewer.feed_name();
         let span = tracing::debug_span!("ws_session", feed = feed_name);
         let config = state.config.realtime.clone();
         let feed = Feed::new(
             &state.hub,
             Interest {
-                viewer: connection.viewer,
-                types: connection.types,
+                viewer: signed_in.viewer,
+                types,
             },
         );
         let head = feed.cursor();
@@ -173,10 +291,7 @@ impl Live {
             .read()
             .map(|i| i.types.to_strings())
             .unwrap_or_default();
-        let expiry = connection.expires_at.map(|at| {
-            let left = (at - Utc::now()).to_std().unwrap_or_default();
-            Box::pin(tokio::time::sleep(left))
-        });
+        let expiry = signed_in.expires_at.map(sleep_until_expiry);
         let mut ping =
             tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -186,14 +301,15 @@ impl Live {
             feed_name,
             _connected: metrics::Connected::new(feed_name),
             sent: metrics::sent(feed_name),
-            credential: connection.credential,
+            principal: signed_in.principal,
+            credential,
             payload,
             inbound: BytesMut::new(),
             codec: Codec::new().max_size(MAX_CLIENT_MESSAGE),
             fragments: None,
             out: BytesMut::new(),
             closing: false,
-            start_from: connection.cursor,
+            start_from: cursor,
             last_heard: Instant::now(),
             ping,
             idle_timeout: config.idle_timeout,
@@ -204,9 +320,11 @@ impl Live {
             "type": "connection",
             "status": "connected",
             "message": format!("connected to the {feed_name} event feed"),
-            "cursor": connection.cursor.unwrap_or(head),
+            "cursor": cursor.unwrap_or(head),
             "head": head,
             "types": types,
+            "visible": signed_in.visible,
+            "expires_at": signed_in.expires_at,
         });
         live.push_json(&greeting);
         tracing::debug!(parent: &live.span, "connected");
@@ -347,10 +465,16 @@ impl Live {
                 Ok(())
             }
             Ok(ClientMessage::Subscribe { types, cursor }) => self.subscribe(types, cursor).await,
+            Ok(ClientMessage::Auth { token }) => {
+                self.reauthenticate(SecretString::from(token)).await;
+                Ok(())
+            }
             Err(e) => {
                 self.error(
                     "invalid_message",
-                    &format!("expected {{\"type\":\"ping\"}} or {{\"type\":\"subscribe\",…}}: {e}"),
+                    &format!(
+                        "expected {{\"type\":\"ping\"}}, {{\"type\":\"subscribe\",…}} or {{\"type\":\"auth\",\"token\":…}}: {e}"
+                    ),
                 );
                 Ok(())
             }
@@ -401,30 +525,51 @@ impl Live {
         }
     }
 
-    /// Replays after `cursor`, or tells the client to resync when that is
-    /// more than the replay limit.
+    /// Replays after `cursor`, or tells the client to resync: when that is
+    /// more than the replay limit, or the cursor is not one this log can
+    /// continue from (another log's, or ahead of this one's head).
     async fn resume(&mut self, cursor: Cursor) -> Result<(), Stop> {
+        let store = &self.state.store;
+        if cursor.is_from_another_log(store.log_id()) {
+            self.resync(
+                "this cursor is from another event log (the database was reset or replaced): reload the state through the API",
+            );
+            return Ok(());
+        }
         let limit = self.state.config.realtime.replay_limit;
-        let behind = match self.state.store.count_after(cursor, limit + 1).await {
-            Ok(behind) => behind,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot count the events to replay");
-                return Err(Stop::Close(1011, "cannot read the event log; reconnect"));
-            }
-        };
+        let (head, behind) =
+            match tokio::try_join!(store.head(), store.count_after(cursor, limit + 1)) {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot count the events to replay");
+                    return Err(Stop::Close(1011, "cannot read the event log; reconnect"));
+                }
+            };
+        if store.normalize(cursor) > head {
+            self.resync(
+                "this cursor is ahead of the event log (the database was reset or restored): reload the state through the API",
+            );
+            return Ok(());
+        }
         if behind > limit {
-            self.feed.skip_to_head();
-            self.push_json(&json!({
-                    "type": "resync_required",
-                    "message": format!(
-                        "more than {limit} events happened since that cursor: reload the state through the API; live events continue from `cursor`"
-                    ),
-                "cursor": self.feed.cursor(),
-            }));
+            self.resync(&format!(
+                "more than {limit} events happened since that cursor: reload the state through the API"
+            ));
             return Ok(());
         }
         self.feed.rewind(cursor);
         Ok(())
+    }
+
+    /// The client must reload its state: live events continue from the
+    /// head, whose cursor the message carries.
+    fn resync(&mut self, why: &str) {
+        self.feed.skip_to_head();
+        self.push_json(&json!({
+            "type": "resync_required",
+            "message": format!("{why}; live events continue from `cursor`"),
+            "cursor": self.feed.cursor(),
+        }));
     }
 
     async fn on_ping_tick(&mut self) -> Result<(), Stop> {
@@ -435,33 +580,24 @@ impl Live {
         self.recheck().await
     }
 
+    fn kind(&self) -> Option<FeedKind> {
+        let interest = self.feed.interest().read().ok()?;
+        Some(match interest.viewer {
+            Viewer::Admin { .. } => FeedKind::Admin,
+            Viewer::User { .. } => FeedKind::Cabinet,
+        })
+    }
+
     /// The session may have ended (logout, password change, blocked user,
     /// revoked key) or the admin's role changed since the upgrade.
     async fn recheck(&mut self) -> Result<(), Stop> {
-        let credential = self.credential.expose_secret();
-        let viewer = self.feed.interest().read().map(|i| i.viewer.clone());
-        let Ok(viewer) = viewer else {
+        let Some(kind) = self.kind() else {
             return Ok(());
         };
-        let outcome = match viewer {
-            Viewer::Admin { .. } => {
-                authenticate_admin(&self.state, credential)
-                    .await
-                    .and_then(|admin| {
-                        admin.require(Permission::EventsRead)?;
-                        Ok(Viewer::Admin {
-                            permissions: admin.permissions,
-                        })
-                    })
-            }
-            Viewer::User { .. } => authenticate_user(&self.state, credential)
-                .await
-                .map(|user| Viewer::User { id: user.id }),
-        };
-        match outcome {
-            Ok(viewer) => {
+        match authenticate(&self.state, kind, self.credential.expose_secret()).await {
+            Ok(signed_in) => {
                 if let Ok(mut interest) = self.feed.interest().write() {
-                    interest.viewer = viewer;
+                    interest.viewer = signed_in.viewer;
                 }
                 Ok(())
             }
@@ -474,9 +610,58 @@ impl Live {
         }
     }
 
+    /// `{"type":"auth"}`: a fresh token of the same principal replaces the
+    /// connection's, and its expiry the old one's. Anything else is an
+    /// error message; the connection goes on as it was.
+    async fn reauthenticate(&mut self, token: SecretString) {
+        let Some(kind) = self.kind() else {
+            return;
+        };
+        let signed_in = match authenticate(&self.state, kind, token.expose_secret()).await {
+            Ok(signed_in) => signed_in,
+            Err(ApiError::Problem(problem)) => {
+                self.error(
+                    "invalid_token",
+                    problem.detail.as_deref().unwrap_or(problem.title),
+                );
+                return;
+            }
+            Err(ApiError::Internal(e)) => {
+                tracing::warn!(error = %e, "cannot check a live feed's new token");
+                self.error(
+                    "unavailable",
+                    "the token could not be checked now; try again",
+                );
+                return;
+            }
+        };
+        if signed_in.principal != self.principal {
+            self.error(
+                "another_principal",
+                "the token is someone else's: a connection keeps its principal; reconnect to change it",
+            );
+            return;
+        }
+        self.credential = token;
+        self.expiry = signed_in.expires_at.map(sleep_until_expiry);
+        if let Ok(mut interest) = self.feed.interest().write() {
+            interest.viewer = signed_in.viewer;
+        }
+        self.push_json(&json!({
+            "type": "authenticated",
+            "expires_at": signed_in.expires_at,
+            "visible": signed_in.visible,
+        }));
+    }
+
     fn error(&mut self, code: &str, message: &str) {
         self.push_json(&json!({"type": "error", "code": code, "message": message}));
     }
+}
+
+fn sleep_until_expiry(at: DateTime<Utc>) -> Pin<Box<Sleep>> {
+    let left = (at - Utc::now()).to_std().unwrap_or_default();
+    Box::pin(tokio::time::sleep(left))
 }
 
 async fn sleep_until_some(sleep: Option<&mut Pin<Box<Sleep>>>) {

@@ -430,17 +430,20 @@ pub async fn claim(
         Backend::Postgres => &[
             // Each ordered endpoint's first pending delivery, found through
             // the index and computed once (MATERIALIZED); only if it is below
-            // the transaction horizon: an event that commits later has a
-            // larger transaction id, so it can never turn out to come before
-            // one already delivered.
-            "WITH h AS MATERIALIZED ( \
+            // the log's horizon: an event that commits later has a larger
+            // transaction id, so it can never turn out to come before one
+            // already delivered.
+            concat!(
+                "WITH h AS MATERIALIZED ( \
                  SELECT e.id AS endpoint_id, head.event_id FROM webhook_endpoints e \
                  CROSS JOIN LATERAL ( \
                      SELECT d2.event_id, d2.event_tx FROM webhook_deliveries d2 \
                      WHERE d2.endpoint_id = e.id AND d2.status = 'pending' \
                      ORDER BY d2.event_tx, d2.event_position LIMIT 1) head \
                  WHERE e.enabled AND e.ordered \
-                   AND head.event_tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint), \
+                   AND head.event_tx < ",
+                crate::events::store::pg_horizon!(),
+                "::text::bigint), \
              ordered AS ( \
                  UPDATE webhook_deliveries d \
                  SET lease_token = $1, lease_until_ms = $2 + $3, attempts = d.attempts + 1 \
@@ -460,7 +463,8 @@ pub async fn claim(
                        FOR UPDATE OF d2 SKIP LOCKED) c \
                  WHERE d.endpoint_id = c.endpoint_id AND d.event_id = c.event_id \
                  RETURNING d.endpoint_id, d.event_id, d.attempts) \
-             SELECT * FROM ordered UNION ALL SELECT * FROM unordered",
+             SELECT * FROM ordered UNION ALL SELECT * FROM unordered"
+            ),
         ],
         Backend::Sqlite => &[
             "UPDATE webhook_deliveries \

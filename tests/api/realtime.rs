@@ -78,7 +78,7 @@ both_backends! {
         let viewer = app.admin_with_role("v@example.com", Role::Viewer).await;
         let user = cabinet_user(&app, 1).await;
         let key_without: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "k1", "scopes": ["users:read"]})).await.json().await.unwrap();
-        let key_with: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "k2", "scopes": ["events:read"]})).await.json().await.unwrap();
+        let key_with: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "k2", "scopes": ["events:read", "users:read"]})).await.json().await.unwrap();
         let key_without = key_without["secret"].as_str().unwrap();
         let key_with = key_with["secret"].as_str().unwrap();
 
@@ -93,6 +93,11 @@ both_backends! {
         assert!(app.ws("/ws", Some(&viewer.access_token)).await.is_ok(), "a viewer");
         let by_query = format!("/ws?token={}", owner.access_token);
         assert!(app.ws(&by_query, None).await.is_ok(), "the token as a query parameter");
+        // `api_key`, as dashboards written for the older cabinet API send it.
+        let by_api_key = format!("/ws?api_key={key_with}");
+        assert!(app.ws(&by_api_key, None).await.is_ok(), "a key as `api_key`");
+        assert_eq!(app.ws(&format!("/ws?api_key={key_without}"), None).await.err(), Some(403));
+        assert_eq!(app.ws("/ws?api_key=sbk_forged", None).await.err(), Some(401));
 
         // The cabinet feed.
         let path = "/api/v1/cabinet/ws";
@@ -118,6 +123,7 @@ both_backends! {
         let logs = captured_logs();
         assert!(!logs.contains(&owner.access_token), "an admin token was logged");
         assert!(!logs.contains(&user.access_token), "a cabinet token was logged");
+        assert!(!logs.contains(key_with), "an API key was logged");
         app.stop().await;
     }
 }
@@ -710,6 +716,150 @@ both_backends! {
         assert_eq!(metrics.status().as_u16(), 200);
         let text = metrics.text().await.unwrap();
         assert!(text.contains("switchboard_ws_clients{feed=\"cabinet\"}"), "{text}");
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_cursor_this_log_cannot_continue_from_asks_the_client_to_resync(db) {
+        // After the database was reset (or replaced), an old cursor names
+        // another log, or lies ahead of this one: never silence.
+        let app = TestApp::spawn(&db).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        append_load(&app, "load:a", 3, 1, "x").await;
+        let head = app.state.store.head().await.unwrap();
+        crate::helpers::wait_until(|| async { app.state.hub.head() >= head }).await;
+        let log = app.state.store.log_id();
+        assert_ne!(log, 0, "the log has an id");
+        assert!(head.to_string().ends_with(&format!("-{log}")), "cursors carry it: {head}");
+        let other_log = if log == 1 { 2 } else { log - 1 };
+        for what in ["another log's", "ahead", "ahead, without an id"] {
+            // Made from the head as it is now: events appended since are after it.
+            let head = app.state.store.head().await.unwrap().to_string();
+            let [tx, position]: [u64; 2] = head.split('-').take(2).map(|n| n.parse().unwrap()).collect::<Vec<_>>().try_into().unwrap();
+            let cursor = &match what {
+                "another log's" => format!("{tx}-{position}-{other_log}"),
+                "ahead" => format!("{}-{}-{log}", tx + 1_000_000, position + 1000),
+                _ => format!("{}-{}", tx + 1_000_000, position + 1000),
+            };
+            let mut ws = app.ws(&format!("/ws?cursor={cursor}"), Some(&owner.access_token)).await.unwrap();
+            ws.next_json().await;
+            let resync = ws.next_json().await;
+            assert_eq!(resync["type"], "resync_required", "{what}: {resync}");
+            // Live events continue after it.
+            append_load(&app, "load:b", 1, 1, "live").await;
+            assert_eq!(ws.next_event().await["stream"], "load:b", "{what}");
+            // The same by a subscribe message.
+            let mut ws = app.ws("/ws", Some(&owner.access_token)).await.unwrap();
+            ws.next_json().await;
+            ws.send_json(json!({"type": "subscribe", "cursor": cursor})).await;
+            assert_eq!(ws.next_json().await["type"], "subscribed");
+            assert_eq!(ws.next_json().await["type"], "resync_required", "{what}, subscribed");
+            // The event browser refuses it.
+            let page = app.get_with(&format!("/api/v1/admin/events?cursor={cursor}"), &owner.access_token).await;
+            crate::helpers::assert_problem(page, 422, "invalid_field").await;
+        }
+        // A cursor of this log still resumes, with or without its id.
+        let first = app.state.store.read_all("0-0".parse().unwrap(), 1).await.unwrap().next;
+        let without_id = first.to_string().rsplit_once('-').unwrap().0.to_owned();
+        for cursor in [first.to_string(), without_id] {
+            let mut ws = app.ws(&format!("/ws?cursor={cursor}"), Some(&owner.access_token)).await.unwrap();
+            ws.next_json().await;
+            let replayed = ws.next_event().await;
+            assert_ne!(replayed["type"], "resync_required");
+            assert_eq!(replayed["stream"], "load:a", "{cursor}");
+        }
+        app.stop().await;
+    }
+}
+
+/// `owner`'s token with its expiry `seconds` from now.
+fn expiring_in(token: &str, seconds: i64) -> String {
+    let mut claims = claims_of(token);
+    claims["exp"] = json!(chrono::Utc::now().timestamp() + seconds);
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+both_backends! {
+    async fn a_fresh_token_sent_in_band_keeps_the_feed_open_past_the_old_ones_expiry(db) {
+        let app = TestApp::spawn(&db).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let other = app.admin_with_role("a@example.com", Role::Admin).await;
+        let mut ws = app.ws("/ws", Some(&expiring_in(&owner.access_token, 3))).await.unwrap();
+        let hello = ws.next_json().await;
+        assert!(hello["expires_at"].is_string(), "{hello}");
+        // Someone else's token, or a forged one, changes nothing.
+        ws.send_json(json!({"type": "auth", "token": other.access_token})).await;
+        let refused = ws.next_json().await;
+        assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("error"), Some("another_principal")));
+        ws.send_json(json!({"type": "auth", "token": "eyJforged"})).await;
+        let refused = ws.next_json().await;
+        assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("error"), Some("invalid_token")));
+        // The same admin's fresh token: the connection outlives the old one.
+        let fresh = expiring_in(&owner.access_token, 600);
+        ws.send_json(json!({"type": "auth", "token": fresh})).await;
+        let accepted = ws.next_json().await;
+        assert_eq!(accepted["type"], "authenticated", "{accepted}");
+        assert!(accepted["visible"].as_array().unwrap().iter().any(|f| f == "ticket.*"));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        append_load(&app, "load:after", 1, 1, "still here").await;
+        assert_eq!(ws.next_event().await["stream"], "load:after");
+
+        // Without one, it still ends when the token does.
+        let mut ws = app.ws("/ws", Some(&expiring_in(&owner.access_token, 2))).await.unwrap();
+        assert_eq!(ws.until_closed().await.0, WsEnd::Closed(4001));
+
+        // The cabinet feed alike, for its own user only.
+        let user = cabinet_user(&app, 41).await;
+        let stranger = cabinet_user(&app, 42).await;
+        let mut ws = app.ws("/api/v1/cabinet/ws", Some(&user.access_token)).await.unwrap();
+        ws.next_json().await;
+        ws.send_json(json!({"type": "auth", "token": stranger.access_token})).await;
+        assert_eq!(ws.next_json().await["code"], "another_principal");
+        ws.send_json(json!({"type": "auth", "token": owner.access_token})).await;
+        assert_eq!(ws.next_json().await["code"], "invalid_token", "an admin token on the cabinet feed");
+        ws.send_json(json!({"type": "auth", "token": expiring_in(&user.access_token, 600)})).await;
+        assert_eq!(ws.next_json().await["type"], "authenticated");
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_key_that_may_read_no_event_family_is_refused_and_the_greeting_lists_what_one_may_see(db) {
+        let app = TestApp::spawn(&db).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let key = |scopes: Value| {
+            let app = &app;
+            let token = owner.access_token.clone();
+            async move {
+                let key: Value = app.post("/api/v1/admin/api-keys", Some(&token), json!({"name": "k", "scopes": scopes})).await.json().await.unwrap();
+                key["secret"].as_str().unwrap().to_owned()
+            }
+        };
+        let blind = key(json!(["events:read"])).await;
+        assert_eq!(app.ws("/ws", Some(&blind)).await.err(), Some(403));
+        // The same refusal, read as the problem it is (authentication comes before the upgrade).
+        let refused = app.request(reqwest::Method::GET, "/ws", Some(&blind), None).await;
+        assert_eq!(refused.status().as_u16(), 403);
+        let problem: Value = refused.json().await.unwrap();
+        assert!(problem["detail"].as_str().unwrap().contains("`tickets:read`"), "{problem}");
+
+        let tickets_only = key(json!(["events:read", "tickets:read"])).await;
+        let mut ws = app.ws("/ws", Some(&tickets_only)).await.unwrap();
+        let hello = ws.next_json().await;
+        assert_eq!(hello["visible"], json!(["ticket.*"]));
+        assert!(hello["expires_at"].is_null(), "keys do not expire");
+
+        let mut ws = app.ws("/ws", Some(&owner.access_token)).await.unwrap();
+        let visible = ws.next_json().await["visible"].clone();
+        for family in ["payment.*", "ticket.*", "user.*", "webhook.*"] {
+            assert!(visible.as_array().unwrap().iter().any(|f| f == family), "the owner sees {family}: {visible}");
+        }
         app.stop().await;
     }
 }

@@ -310,3 +310,135 @@ async fn an_event_appended_on_one_instance_reaches_the_other_within_100ms() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Postgres: a transaction that cannot write to the log holds nothing back.
+/// Strangers' write transactions left open for 30 s, one in another
+/// database of the same server and one in this database on a table of its
+/// own, delay neither a live subscriber nor a read of the log.
+#[cfg(postgres_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_open_transaction_does_not_hold_back_the_log() {
+    use std::time::Instant;
+
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    use switchboard::{db::Db, events::Cursor};
+
+    use crate::helpers::{Kind, TestDb};
+
+    let db = TestDb::new(Kind::Postgres).await;
+    let elsewhere = TestDb::new(Kind::Postgres).await;
+    let mut config = test_config(db.config.clone());
+    // Delivery must come from the wake-up on commit, not from a poll.
+    config.tailer_poll_interval = Duration::from_secs(600);
+    let app = TestApp::spawn_with(config).await;
+    let store = &app.state.store;
+    let mut sub = app.state.tailer.subscribe();
+    // Both strangers' transactions stay open for 30 s while the log moves on.
+    let mut strangers = Vec::new();
+    for config in [&elsewhere.config, &db.config] {
+        let stranger = Db::connect(config).await.unwrap();
+        let txn = stranger.conn().begin().await.unwrap();
+        txn.execute_unprepared("CREATE TABLE IF NOT EXISTS strangers_rows (n int)")
+            .await
+            .unwrap();
+        txn.execute_unprepared("INSERT INTO strangers_rows VALUES (1)")
+            .await
+            .unwrap();
+        strangers.push((stranger, txn));
+    }
+    let opened = Instant::now();
+    let mut version = 0u32;
+    while opened.elapsed() < Duration::from_secs(30) {
+        let expected = if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(version)
+        };
+        let started = Instant::now();
+        let written = store
+            .append(
+                vec![Append::new(
+                    stream("note:horizon"),
+                    expected,
+                    vec![event("note.added", json!({"v": version}))],
+                )],
+                None,
+            )
+            .await
+            .unwrap();
+        version += 1;
+        let received = next_within(&mut sub, Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        assert_eq!(*received, written[0]);
+        let open_for = opened.elapsed();
+        assert!(
+            took < Duration::from_millis(100),
+            "with strangers' transactions open for {open_for:?} the event took {took:?} to reach the subscriber"
+        );
+        let page = store.read_all(Cursor::START, 1000).await.unwrap();
+        assert_eq!(page.events.last(), Some(&written[0]));
+        assert!(!page.pending, "the log is held back after {open_for:?}");
+        assert_eq!(store.head().await.unwrap(), written[0].cursor);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(version >= 10, "{version} appends in 30 s");
+    for (_, txn) in strangers {
+        txn.rollback().await.unwrap();
+    }
+    app.stop().await;
+}
+
+/// Postgres: the service's own write transaction holds the log back from
+/// its start, even when it had its id before it appended (else an event
+/// committed meanwhile by someone else would be read first, and the
+/// transaction's own, sorting before it, never).
+#[cfg(postgres_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_transaction_that_had_its_id_before_appending_still_holds_the_log() {
+    use sea_orm::ConnectionTrait;
+    use switchboard::events::Cursor;
+
+    use crate::helpers::{Kind, TestDb};
+
+    let db = TestDb::new(Kind::Postgres).await;
+    let app = TestApp::spawn(&db).await;
+    let store = &app.state.store;
+    let slow = app.state.db.begin_write().await.unwrap();
+    // An id now, as any first write of the transaction would give it.
+    slow.execute_unprepared("SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    let b = store
+        .append(
+            vec![Append::new(
+                stream("note:b"),
+                ExpectedVersion::NoStream,
+                vec![event("note.created", json!({}))],
+            )],
+            None,
+        )
+        .await
+        .unwrap();
+    let page = store.read_all(Cursor::START, 100).await.unwrap();
+    assert!(
+        page.events.is_empty(),
+        "read past a transaction that may still append"
+    );
+    assert!(page.pending);
+    let a = store
+        .append(
+            vec![Append::new(
+                stream("note:a"),
+                ExpectedVersion::NoStream,
+                vec![event("note.created", json!({}))],
+            )],
+            Some(&slow),
+        )
+        .await
+        .unwrap();
+    slow.commit().await.unwrap();
+    let log = crate::event_store::read_whole_log(store, 2).await;
+    let ids: Vec<_> = log.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![a[0].id, b[0].id]);
+    app.stop().await;
+}
