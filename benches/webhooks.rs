@@ -79,7 +79,7 @@ async fn run(admin_url: &str, duration: Duration) {
     let receiver_handle = receiver.handle();
     tokio::spawn(receiver);
 
-    let config = support::service_config(&url, |name| match name {
+    let mut config = support::service_config(&url, |name| match name {
         "SWITCHBOARD_WEBHOOK_ENCRYPTION_KEY" => {
             Some("bench-key-bench-key-bench-key-bench-key".to_owned())
         }
@@ -88,6 +88,7 @@ async fn run(admin_url: &str, duration: Duration) {
         name if name.starts_with("SWITCHBOARD_WEBHOOK_") => std::env::var(name).ok(),
         _ => None,
     });
+    config.webhooks.extra_event_types = vec!["bench.tick".to_owned()];
     let concurrency = config.webhooks.concurrency;
     let app = Application::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());

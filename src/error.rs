@@ -5,6 +5,7 @@ use actix_web::{
     HttpRequest, HttpResponse, ResponseError,
     error::{JsonPayloadError, PathError, QueryPayloadError},
     http::{StatusCode, header},
+    web,
 };
 use sea_orm::{DbErr, RuntimeErr, SqlErr};
 use serde::Serialize;
@@ -290,6 +291,29 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
             .detail(err.to_string()),
     };
     ApiError::from(problem).into()
+}
+
+/// A JSON body that may be left out altogether: `None` when the request
+/// has no body; a body that is there is read as [`web::Json`] reads it,
+/// its errors included (so a misspelled field is a 422, not the default).
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for OptionalJson<T> {
+    type Error = actix_web::Error;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let headers = req.headers();
+        let no_body = !headers.contains_key(header::TRANSFER_ENCODING)
+            && headers
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|length| length.as_bytes() == b"0");
+        if no_body {
+            return Box::pin(std::future::ready(Ok(Self(None))));
+        }
+        let json = web::Json::<T>::from_request(req, payload);
+        Box::pin(async move { Ok(Self(Some(json.await?.into_inner()))) })
+    }
 }
 
 pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {

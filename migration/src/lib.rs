@@ -17,6 +17,8 @@ mod m20261201_000009_balances_version;
 mod m20261201_000010_email_token_passwords;
 mod m20261201_000011_refresh_successors;
 mod m20261201_000012_log_id;
+mod m20261201_000013_webhook_legacy_options;
+mod m20261201_000014_webhook_lease_owners;
 
 pub struct Migrator;
 
@@ -36,6 +38,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000010_email_token_passwords::Migration),
             Box::new(m20261201_000011_refresh_successors::Migration),
             Box::new(m20261201_000012_log_id::Migration),
+            Box::new(m20261201_000013_webhook_legacy_options::Migration),
+            Box::new(m20261201_000014_webhook_lease_owners::Migration),
         ]
     }
 }

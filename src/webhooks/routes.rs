@@ -16,12 +16,12 @@ use uuid::Uuid;
 
 use super::{
     signing::new_secret,
-    store::{self, EndpointRow, now_ms},
+    store::{self, BodyShape, EndpointRow, now_ms},
 };
 use crate::{
     app::AppState,
     auth::{CurrentAdmin, Permission},
-    error::{ApiError, Problem},
+    error::{ApiError, OptionalJson, Problem},
     events::{Cursor, EventType, RecordedEvent, StreamName, TypeFilter},
     ids::{EventId, WebhookEndpointId},
     validate,
@@ -79,6 +79,25 @@ pub struct EndpointIn {
     /// ones until it succeeds or runs out of attempts.
     #[serde(default)]
     pub ordered: Option<bool>,
+    /// One type, as the older cabinet API took it: the same as
+    /// `event_types` with one element (give one or the other).
+    #[serde(default)]
+    #[schema(example = "payment.completed")]
+    pub event_type: Option<String>,
+    /// A secret of the receiver's choosing, as the older cabinet API took
+    /// it: `X-Webhook-Signature` is computed with it as it is. The
+    /// Standard Webhooks signature still uses a generated `whsec_` secret.
+    #[serde(default)]
+    #[schema(min_length = 8, max_length = 512)]
+    pub secret: Option<String>,
+    /// The request body: the event envelope (the default) or, for
+    /// receivers written against the older cabinet API, the bare payload.
+    #[serde(default)]
+    pub body: Option<BodyShape>,
+    /// The same as `enabled` on a change; an endpoint starts enabled
+    /// unless this is `false`.
+    #[serde(default)]
+    pub is_active: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -87,11 +106,20 @@ pub struct EndpointPatch {
     pub name: Option<String>,
     pub url: Option<String>,
     pub event_types: Option<Vec<String>>,
+    /// One type (the older cabinet API's field): `event_types` of one.
+    pub event_type: Option<String>,
     /// An empty string removes it.
     pub description: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     pub ordered: Option<bool>,
     pub enabled: Option<bool>,
+    /// The older cabinet API's name for `enabled`.
+    pub is_active: Option<bool>,
+    /// Replaces the receiver-chosen secret of `X-Webhook-Signature`; an
+    /// empty string goes back to signing it with the `whsec_` secret.
+    #[schema(max_length = 512)]
+    pub secret: Option<String>,
+    pub body: Option<BodyShape>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -104,6 +132,9 @@ pub struct EndpointOut {
     pub headers: BTreeMap<String, String>,
     pub ordered: bool,
     pub enabled: bool,
+    /// `X-Webhook-Signature` is signed with a secret the receiver chose.
+    pub custom_legacy_secret: bool,
+    pub body: BodyShape,
     /// Why it was disabled (by an admin, a `410 Gone`, or days of failures).
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<DateTime<Utc>>,
@@ -205,6 +236,8 @@ pub struct DeliveryOut {
 #[derive(Serialize, ToSchema)]
 pub struct DeliveryPageOut {
     pub items: Vec<DeliveryOut>,
+    /// Deliveries matching the query, on every page.
+    pub total: u64,
     pub limit: u32,
     pub offset: u64,
 }
@@ -271,6 +304,8 @@ fn out(row: &EndpointRow) -> EndpointOut {
         headers: row.headers.clone(),
         ordered: row.ordered,
         enabled: row.enabled,
+        custom_legacy_secret: row.legacy_secret.is_some(),
+        body: row.body,
         disabled_reason: row.disabled_reason.clone(),
         disabled_at: row.disabled_at_ms.map(time),
         failing_since: row.failing_since_ms.map(time),
@@ -308,7 +343,10 @@ async fn checked_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
     Ok(url.to_string())
 }
 
-fn checked_types(raw: &[String]) -> Result<(Vec<String>, TypeFilter), ApiError> {
+/// A filter of types the log can hold: each exact type in the catalogue,
+/// each prefix matching at least one of its types (a misspelled filter
+/// would never match anything, silently).
+fn checked_types(state: &AppState, raw: &[String]) -> Result<(Vec<String>, TypeFilter), ApiError> {
     if raw.is_empty() {
         return Err(Problem::invalid_field(
             "event_types",
@@ -318,7 +356,65 @@ fn checked_types(raw: &[String]) -> Result<(Vec<String>, TypeFilter), ApiError> 
     }
     let filter = TypeFilter::parse(raw.iter().map(String::as_str))
         .map_err(|e| Problem::invalid_field("event_types", e.to_string()))?;
+    let mut known = crate::domain::catalogue();
+    known.extend(
+        state
+            .config
+            .webhooks
+            .extra_event_types
+            .iter()
+            .map(String::as_str),
+    );
+    if let Some(unknown) = filter
+        .patterns()
+        .iter()
+        .find(|p| !known.iter().any(|t| p.matches(t)))
+    {
+        known.sort_unstable();
+        return Err(Problem::invalid_field(
+            "event_types",
+            format!(
+                "`{unknown}` matches no event type; the types are {}, and `*` matches every one",
+                known
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .into());
+    }
     Ok((filter.to_strings(), filter))
+}
+
+/// `event_types`, or the older API's `event_type` (one of them), or `*`.
+fn types_given(
+    many: Option<Vec<String>>,
+    one: Option<String>,
+) -> Result<Option<Vec<String>>, ApiError> {
+    match (many, one) {
+        (Some(_), Some(_)) => Err(Problem::invalid_field(
+            "event_type",
+            "give `event_types` or `event_type`, not both",
+        )
+        .into()),
+        (Some(many), None) => Ok(Some(many)),
+        (None, Some(one)) => Ok(Some(vec![one])),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A receiver-chosen secret, kept exactly as given.
+fn checked_legacy_secret(raw: &str) -> Result<SecretString, ApiError> {
+    let length = raw.chars().count();
+    if !(8..=512).contains(&length) || raw.chars().any(char::is_control) {
+        return Err(Problem::invalid_field(
+            "secret",
+            "8 to 512 characters, none of them a control character",
+        )
+        .into());
+    }
+    Ok(SecretString::from(raw.to_owned()))
 }
 
 fn checked_headers(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
@@ -391,10 +487,17 @@ pub async fn create(
     let body = body.into_inner();
     let name = validate::text("name", &body.name, 200)?;
     let url = checked_url(&state, &body.url).await?;
+    let types = types_given(body.event_types, body.event_type)?;
     let (event_types, filter) =
-        checked_types(&body.event_types.unwrap_or_else(|| vec!["*".to_owned()]))?;
+        checked_types(&state, &types.unwrap_or_else(|| vec!["*".to_owned()]))?;
     let headers = checked_headers(body.headers.unwrap_or_default())?;
     let description = checked_description(body.description)?;
+    let secrets = state.webhooks.sender.secrets();
+    let legacy_secret = match &body.secret {
+        Some(raw) => Some(secrets.seal(&checked_legacy_secret(raw)?)),
+        None => None,
+    };
+    let enabled = body.is_active.unwrap_or(true);
     let secret = new_secret();
     let now = now_ms();
     let row = EndpointRow {
@@ -405,16 +508,18 @@ pub async fn create(
         event_types,
         headers,
         ordered: body.ordered.unwrap_or(false),
-        enabled: true,
-        disabled_reason: None,
-        disabled_at_ms: None,
-        secret: state.webhooks.sender.secrets().seal(&secret),
+        enabled,
+        disabled_reason: (!enabled).then(|| "created disabled".to_owned()),
+        disabled_at_ms: (!enabled).then_some(now),
+        secret: secrets.seal(&secret),
         previous_secret: None,
         previous_secret_until_ms: None,
         failing_since_ms: None,
         created_by: caller.actor().id.unwrap_or_default(),
         created_at_ms: now,
         updated_at_ms: now,
+        legacy_secret,
+        body: body.body.unwrap_or_default(),
     };
     store::insert_endpoint(&state.db, &row, filter.patterns()).await?;
     tracing::info!(endpoint = %row.id, "webhook endpoint created");
@@ -479,8 +584,8 @@ pub async fn edit(
         row.url = checked_url(&state, url).await?;
     }
     let mut filter = None;
-    if let Some(types) = &body.event_types {
-        let (strings, parsed) = checked_types(types)?;
+    if let Some(types) = types_given(body.event_types, body.event_type)? {
+        let (strings, parsed) = checked_types(&state, &types)?;
         row.event_types = strings;
         filter = Some(parsed);
     }
@@ -493,8 +598,28 @@ pub async fn edit(
     if let Some(ordered) = body.ordered {
         row.ordered = ordered;
     }
-    if let Some(enabled) = body.enabled {
+    if let (Some(enabled), Some(is_active)) = (body.enabled, body.is_active)
+        && enabled != is_active
+    {
+        return Err(Problem::invalid_field("is_active", "contradicts `enabled`").into());
+    }
+    if let Some(enabled) = body.enabled.or(body.is_active) {
         set_enabled(&mut row, enabled);
+    }
+    match body.secret.as_deref() {
+        Some("") => row.legacy_secret = None,
+        Some(raw) => {
+            let sealed = state
+                .webhooks
+                .sender
+                .secrets()
+                .seal(&checked_legacy_secret(raw)?);
+            row.legacy_secret = Some(sealed);
+        }
+        None => {}
+    }
+    if let Some(shape) = body.body {
+        row.body = shape;
     }
     row.updated_at_ms = now_ms();
     store::update_endpoint(&state.db, &row, filter.as_ref().map(TypeFilter::patterns)).await?;
@@ -609,18 +734,18 @@ pub async fn reveal_secret(
 
 /// Replaces the secret; the old one keeps signing (as a second
 /// `webhook-signature`) for the grace period.
-#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), request_body = RotateIn, responses((status = 200, body = SecretOut), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), request_body(content = Option<RotateIn>, description = "May be left out: the configured grace period applies."), responses((status = 200, body = SecretOut), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/webhooks/{id}/rotate-secret")]
 #[tracing::instrument(skip_all)]
 pub async fn rotate_secret(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
     id: web::Path<WebhookEndpointId>,
-    body: Option<web::Json<RotateIn>>,
+    body: OptionalJson<RotateIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::WebhooksManage)?;
     let mut row = find(&state, *id).await?;
-    let grace_ms = match body.and_then(|b| b.grace_seconds) {
+    let grace_ms = match body.0.and_then(|b| b.grace_seconds) {
         Some(seconds) if seconds > 7 * 86_400 => {
             return Err(Problem::invalid_field("grace_seconds", "at most 7 days").into());
         }
@@ -697,7 +822,7 @@ pub async fn deliveries(
         );
     }
     let (limit, offset) = limits(query.limit, query.offset)?;
-    let rows =
+    let (rows, total) =
         store::list_deliveries(&state.db, row.id, query.status.as_deref(), limit, offset).await?;
     let items = rows
         .into_iter()
@@ -727,6 +852,7 @@ pub async fn deliveries(
         .collect();
     Ok(HttpResponse::Ok().json(DeliveryPageOut {
         items,
+        total,
         limit,
         offset,
     }))

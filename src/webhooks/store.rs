@@ -37,6 +37,42 @@ pub struct EndpointRow {
     pub created_by: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// A secret the receiver chose (sealed), signing `X-Webhook-Signature`
+    /// instead of `secret`: endpoints made through the older cabinet API.
+    pub legacy_secret: Option<String>,
+    /// What a request's body is.
+    pub body: BodyShape,
+}
+
+/// The body of an endpoint's requests.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyShape {
+    /// The event envelope (DESIGN.md).
+    #[default]
+    Envelope,
+    /// The event's payload alone, as receivers written against the older
+    /// cabinet API read it (the type is in `X-Webhook-Event`).
+    Payload,
+}
+
+impl BodyShape {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Envelope => "envelope",
+            Self::Payload => "payload",
+        }
+    }
 }
 
 /// A delivery claimed by a worker.
@@ -161,7 +197,7 @@ fn get_u16(row: &QueryResult, column: &str) -> Result<Option<u16>, DbErr> {
 
 const ENDPOINT_COLUMNS: &str = "id, name, url, description, event_types, headers, ordered, enabled, \
      disabled_reason, disabled_at_ms, secret, previous_secret, previous_secret_until_ms, \
-     failing_since_ms, created_by, created_at_ms, updated_at_ms";
+     failing_since_ms, created_by, created_at_ms, updated_at_ms, legacy_secret, body";
 
 fn decode_endpoint(backend: Backend, row: &QueryResult) -> Result<EndpointRow, DbErr> {
     let event_types = get_json(backend, row, "event_types")?;
@@ -184,6 +220,11 @@ fn decode_endpoint(backend: Backend, row: &QueryResult) -> Result<EndpointRow, D
         created_by: row.try_get("", "created_by")?,
         created_at_ms: row.try_get("", "created_at_ms")?,
         updated_at_ms: row.try_get("", "updated_at_ms")?,
+        legacy_secret: row.try_get("", "legacy_secret")?,
+        body: match row.try_get::<String>("", "body")?.as_str() {
+            "payload" => BodyShape::Payload,
+            _ => BodyShape::Envelope,
+        },
     })
 }
 
@@ -207,6 +248,8 @@ fn endpoint_values(backend: Backend, row: &EndpointRow) -> Vec<DbValue> {
         row.created_by.clone().into(),
         row.created_at_ms.into(),
         row.updated_at_ms.into(),
+        row.legacy_secret.clone().into(),
+        row.body.as_str().into(),
     ]
 }
 
@@ -258,7 +301,7 @@ pub async fn insert_endpoint(
         db,
         &format!(
             "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ),
         endpoint_values(backend, row),
     ))
@@ -282,8 +325,8 @@ pub async fn update_endpoint(
             "UPDATE webhook_endpoints SET name = $2, url = $3, description = $4, event_types = $5, \
              headers = $6, ordered = $7, enabled = $8, disabled_reason = $9, disabled_at_ms = $10, \
              secret = $11, previous_secret = $12, previous_secret_until_ms = $13, \
-             failing_since_ms = $14, created_by = $15, created_at_ms = $16, updated_at_ms = $17 \
-             WHERE id = $1",
+             failing_since_ms = $14, created_by = $15, created_at_ms = $16, updated_at_ms = $17, \
+             legacy_secret = $18, body = $19 WHERE id = $1",
             endpoint_values(backend, row),
         ))
         .await?;
@@ -406,10 +449,12 @@ pub async fn delete_endpoint(db: &Db, id: WebhookEndpointId) -> Result<bool, DbE
 
 /// Claims due deliveries for `lease_token` until `now + lease`: up to
 /// `limit` of unordered endpoints, and for each ordered endpoint its first
-/// undelivered event in log order (if due and not leased).
+/// undelivered event in log order (if due and not leased). The leases name
+/// `owner`, the instance taking them, when it has one.
 pub async fn claim(
     db: &Db,
     lease_token: Uuid,
+    owner: Option<i64>,
     now: i64,
     lease_ms: i64,
     limit: u32,
@@ -420,6 +465,7 @@ pub async fn claim(
         now.into(),
         lease_ms.into(),
         i64::from(limit).into(),
+        owner.into(),
     ];
     let statements: &[&str] = match backend {
         // One round trip: ordered heads and any due unordered deliveries.
@@ -446,7 +492,7 @@ pub async fn claim(
                 "::text::bigint), \
              ordered AS ( \
                  UPDATE webhook_deliveries d \
-                 SET lease_token = $1, lease_until_ms = $2 + $3, attempts = d.attempts + 1 \
+                 SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = d.attempts + 1 \
                  FROM h \
                  WHERE d.endpoint_id = h.endpoint_id AND d.event_id = h.event_id \
                    AND d.status = 'pending' AND d.next_attempt_at_ms <= $2 \
@@ -454,7 +500,7 @@ pub async fn claim(
                  RETURNING d.endpoint_id, d.event_id, d.attempts), \
              unordered AS ( \
                  UPDATE webhook_deliveries d \
-                 SET lease_token = $1, lease_until_ms = $2 + $3, attempts = d.attempts + 1 \
+                 SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = d.attempts + 1 \
                  FROM (SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
                        JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND NOT e.ordered \
                        WHERE d2.status = 'pending' AND d2.next_attempt_at_ms + 0 <= $2 \
@@ -468,7 +514,7 @@ pub async fn claim(
         ],
         Backend::Sqlite => &[
             "UPDATE webhook_deliveries \
-             SET lease_token = $1, lease_until_ms = $2 + $3, attempts = attempts + 1 \
+             SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = attempts + 1 \
              WHERE (endpoint_id, event_id) IN ( \
                  SELECT e.id, (SELECT d2.event_id FROM webhook_deliveries d2 \
                                WHERE d2.endpoint_id = e.id AND d2.status = 'pending' \
@@ -478,7 +524,7 @@ pub async fn claim(
                AND $4 > 0 \
              RETURNING endpoint_id, event_id, attempts",
             "UPDATE webhook_deliveries \
-             SET lease_token = $1, lease_until_ms = $2 + $3, attempts = attempts + 1 \
+             SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = attempts + 1 \
              WHERE (endpoint_id, event_id) IN ( \
                  SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
                  JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled = 1 AND e.ordered = 0 \
@@ -760,7 +806,7 @@ pub async fn list_deliveries(
     status: Option<&str>,
     limit: u32,
     offset: u64,
-) -> Result<Vec<DeliveryRow>, DbErr> {
+) -> Result<(Vec<DeliveryRow>, u64), DbErr> {
     let backend = db.backend();
     let mut values = vec![uuid_value(backend, endpoint.as_uuid())];
     let mut condition = String::new();
@@ -768,6 +814,19 @@ pub async fn list_deliveries(
         values.push(status.into());
         condition = " AND status = $2".to_owned();
     }
+    let total = db
+        .conn()
+        .query_one_raw(statement(
+            db,
+            &format!(
+                "SELECT COUNT(*) AS n FROM webhook_deliveries WHERE endpoint_id = $1{condition}"
+            ),
+            values.clone(),
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "n"))
+        .transpose()?
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0));
     let n = values.len();
     values.push(i64::from(limit).into());
     values.push(i64::try_from(offset).unwrap_or(i64::MAX).into());
@@ -805,7 +864,7 @@ pub async fn list_deliveries(
         });
     }
     if deliveries.is_empty() {
-        return Ok(deliveries);
+        return Ok((deliveries, total));
     }
     let mut values = vec![uuid_value(backend, endpoint.as_uuid())];
     let placeholders: Vec<String> = deliveries
@@ -843,7 +902,7 @@ pub async fn list_deliveries(
             });
         }
     }
-    Ok(deliveries)
+    Ok((deliveries, total))
 }
 
 /// Counts per endpoint (and, under `None`, for all of them).
@@ -967,6 +1026,61 @@ pub async fn next_due(db: &Db) -> Result<Option<i64>, DbErr> {
 /// empty (a bitmap scan and a sort of every due row per claim instead of
 /// reading the first few in index order) until autovacuum gets to it, which
 /// can take a minute.
+/// PostgreSQL: the advisory lock class that instances holding leases lock
+/// their number in (`pg_advisory_lock(LEASE_LOCK_CLASS, owner)`).
+pub const LEASE_LOCK_CLASS: i32 = 0x5742_4b31;
+
+/// Lists `owner` among the instances that may hold leases (once it holds
+/// its lock).
+pub async fn register_owner(db: &Db, owner: i64) -> Result<(), DbErr> {
+    db.write_once(async |conn| {
+        conn.execute_raw(statement(
+            db,
+            "INSERT INTO webhook_workers (owner, started_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (owner) DO NOTHING",
+            vec![owner.into(), now_ms().into()],
+        ))
+        .await
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Frees the leases of instances that are gone, before they run out: on
+/// PostgreSQL those of every listed instance whose advisory lock is no
+/// longer held (its session ended with its process), on SQLite (one
+/// instance, called as it starts) every lease. The attempt they counted was
+/// never recorded, so it is not counted. Returns how many were freed.
+pub async fn reclaim_abandoned(db: &Db) -> Result<u64, DbErr> {
+    let text = match db.backend() {
+        Backend::Postgres => {
+            "WITH gone AS ( \
+                 DELETE FROM webhook_workers w \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_locks l \
+                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                       AND l.classid::bigint = $1 AND l.objid::bigint = w.owner) \
+                 RETURNING w.owner) \
+             UPDATE webhook_deliveries d \
+             SET lease_token = NULL, lease_until_ms = NULL, lease_owner = NULL, \
+                 attempts = d.attempts - 1 \
+             FROM gone \
+             WHERE d.status = 'pending' AND d.lease_token IS NOT NULL AND d.lease_owner = gone.owner"
+        }
+        Backend::Sqlite => {
+            "UPDATE webhook_deliveries \
+             SET lease_token = NULL, lease_until_ms = NULL, lease_owner = NULL, \
+                 attempts = attempts - 1 \
+             WHERE status = 'pending' AND lease_token IS NOT NULL AND $1 IS NOT NULL"
+        }
+    };
+    let values = vec![i64::from(LEASE_LOCK_CLASS).into()];
+    let result = db
+        .write_once(async |conn| conn.execute_raw(statement(db, text, values)).await)
+        .await?;
+    Ok(result.rows_affected())
+}
+
 pub async fn refresh_statistics(db: &Db) -> Result<(), DbErr> {
     if db.backend() == Backend::Postgres {
         db.conn()

@@ -24,7 +24,7 @@ use super::domain::{Endpoint, EndpointCommand, EndpointError};
 use super::{
     signing::{SecretBox, legacy_signature, signature_header},
     ssrf::{AddressPolicy, GuardedResolver},
-    store::{self, AttemptRecord, Claimed, EndpointRow, NextStep, Outcome, now_ms},
+    store::{self, AttemptRecord, BodyShape, Claimed, EndpointRow, NextStep, Outcome, now_ms},
 };
 use crate::{
     batch::{Batch, Gather},
@@ -132,7 +132,14 @@ impl Sender {
             (Some(sealed), Some(until)) if until > now_ms() => self.secrets.open(sealed).ok(),
             _ => None,
         };
-        let body = event.to_envelope_json().into_bytes();
+        let legacy = match &endpoint.legacy_secret {
+            Some(sealed) => Some(self.secrets.open(sealed).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let body = match endpoint.body {
+            BodyShape::Envelope => event.to_envelope_json().into_bytes(),
+            BodyShape::Payload => event.payload.to_string().into_bytes(),
+        };
         let id = event.id.to_string();
         let timestamp = chrono::Utc::now().timestamp();
         let mut secrets = vec![current.expose_secret()];
@@ -156,7 +163,7 @@ impl Sender {
             .header("x-webhook-id", &id)
             .header(
                 "x-webhook-signature",
-                legacy_signature(current.expose_secret(), &body),
+                legacy_signature(legacy.as_ref().unwrap_or(&current).expose_secret(), &body),
             );
         let mut response = request.body(body).send().await.map_err(describe)?;
         let status = response.status().as_u16();
@@ -283,6 +290,67 @@ pub struct WebhookWorker {
     pub recorder: Recorder,
 }
 
+/// PostgreSQL: this instance's hold on the leases it takes. A session-level
+/// advisory lock on a connection of its own, held while the process lives,
+/// says it is alive; the leases it stamps with its number are freed by any
+/// instance once the lock is gone (the process died, its session ended)
+/// rather than when they run out. Without the lock (its connection broke
+/// and could not be opened again yet) leases carry no owner and are freed
+/// only when they run out.
+struct LeaseOwner {
+    number: i64,
+    connection: Option<sea_orm::sqlx::PgConnection>,
+}
+
+impl LeaseOwner {
+    fn new() -> Self {
+        Self {
+            number: i64::from(rand::rng().random_range(1..=i32::MAX)),
+            connection: None,
+        }
+    }
+
+    /// Holds the lock (taking it again if its connection broke); the
+    /// number leases are stamped with while it is held.
+    async fn keep(&mut self, db: &Db) -> Option<i64> {
+        use sea_orm::sqlx::{self, Connection};
+        let pool = db.postgres_pool()?;
+        if let Some(connection) = &mut self.connection
+            && connection.ping().await.is_ok()
+        {
+            return Some(self.number);
+        }
+        self.connection = None;
+        let taken: Result<_, sqlx::Error> = async {
+            let mut connection = pool.acquire().await?.detach();
+            sqlx::query("SELECT pg_advisory_lock($1, $2)")
+                .bind(store::LEASE_LOCK_CLASS)
+                .bind(i32::try_from(self.number).unwrap_or(i32::MAX))
+                .execute(&mut connection)
+                .await?;
+            Ok(connection)
+        }
+        .await;
+        match taken {
+            Ok(connection) => {
+                if let Err(e) = store::register_owner(db, self.number).await {
+                    tracing::warn!(error = %e, "cannot list this instance among the lease holders");
+                    return None;
+                }
+                self.connection = Some(connection);
+                Some(self.number)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take this instance's lease lock");
+                None
+            }
+        }
+    }
+}
+
+/// How often leases of instances that are gone are looked for.
+const RECLAIM_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Claims between two refreshes of the queue's statistics, at least.
 const ANALYZE_AFTER_CLAIMS: usize = 2000;
 /// Time between two refreshes of the queue's statistics, at least.
@@ -310,12 +378,27 @@ impl WebhookWorker {
         let mut last_analyze = Instant::now();
         let mut analyzing = tokio::spawn(async {});
         let mut last_due_check = Instant::now() - Duration::from_secs(1);
+        let mut owner = LeaseOwner::new();
+        let mut held = owner.keep(&self.db).await;
+        let shared = self.db.postgres_pool().is_some();
+        if !shared {
+            self.reclaim().await;
+        }
+        let mut last_reclaim = Instant::now() - RECLAIM_INTERVAL;
         'work: loop {
+            if shared && last_reclaim.elapsed() >= RECLAIM_INTERVAL {
+                last_reclaim = Instant::now();
+                held = owner.keep(&self.db).await;
+                self.reclaim().await;
+            }
             while in_flight.try_join_next().is_some() {}
             self.published.borrow_and_update();
             let free = permits.available_permits();
             if free > 0 && (!backlog || free >= min_batch || in_flight.is_empty()) {
-                match self.claim_and_send(free, &permits, &mut in_flight).await {
+                match self
+                    .claim_and_send(held, free, &permits, &mut in_flight)
+                    .await
+                {
                     Ok(n) => {
                         backlog = n >= free;
                         claimed_since_analyze += n;
@@ -387,6 +470,22 @@ impl WebhookWorker {
         tracing::info!("webhook worker stopped");
     }
 
+    /// Frees the leases of instances that are gone (on SQLite, once: the
+    /// instance before this one left them).
+    async fn reclaim(&self) {
+        match store::reclaim_abandoned(&self.db).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(
+                    deliveries = n,
+                    "took back the leases of an instance that is gone"
+                );
+                self.wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for abandoned webhook leases"),
+        }
+    }
+
     /// How long to sleep before a claim could take something (2 s at
     /// most, which is also how soon a lost lease is noticed).
     async fn until_next_due(&self) -> Duration {
@@ -410,6 +509,7 @@ impl WebhookWorker {
     /// many were claimed.
     async fn claim_and_send(
         &self,
+        owner: Option<i64>,
         free: usize,
         permits: &Arc<Semaphore>,
         in_flight: &mut JoinSet<bool>,
@@ -419,6 +519,7 @@ impl WebhookWorker {
         let claimed = store::claim(
             &self.db,
             token,
+            owner,
             now_ms(),
             lease_ms,
             u32::try_from(free).unwrap_or(u32::MAX),

@@ -176,6 +176,8 @@ pub fn test_config(database: DatabaseConfig) -> Config {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.http_workers = 1;
     config.shutdown_timeout = Duration::from_secs(5);
+    // The tests' own events (appended straight to the store).
+    config.webhooks.extra_event_types = vec!["load.tick".to_owned()];
     config
 }
 

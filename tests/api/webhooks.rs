@@ -33,8 +33,10 @@ impl Received {
         serde_json::from_slice(&self.body).unwrap()
     }
 
+    /// The `webhook-id` header: the event's id (also in the envelope, but
+    /// not in a bare payload).
     pub fn event_id(&self) -> String {
-        self.json()["id"].as_str().unwrap().to_owned()
+        self.headers["webhook-id"].clone()
     }
 }
 
@@ -77,19 +79,12 @@ impl Receiver {
                             .collect(),
                         body: body.to_vec(),
                     };
-                    let id = serde_json::from_slice::<Value>(&request.body)
-                        .ok()
-                        .and_then(|v| v["id"].as_str().map(str::to_owned));
+                    let id = request.headers.get("webhook-id");
                     let nth = {
                         let mut seen = seen.lock().unwrap();
                         let nth = seen
                             .iter()
-                            .filter(|r| {
-                                serde_json::from_slice::<Value>(&r.body)
-                                    .ok()
-                                    .and_then(|v| v["id"].as_str().map(str::to_owned))
-                                    == id
-                            })
+                            .filter(|r| r.headers.get("webhook-id") == id)
                             .count();
                         seen.push(request.clone());
                         nth
@@ -881,4 +876,169 @@ async fn the_standard_webhooks_reference_library_accepts_our_signatures() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("7 of 7 samples as expected"), "{stdout}");
+}
+
+both_backends! {
+    async fn a_rotation_with_a_body_it_cannot_read_is_refused_and_rotates_nothing(db) {
+        let app = TestApp::spawn_with(webhook_config(&db, "0s")).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let endpoint = create_endpoint(&app, &owner.access_token, json!({"name": "r", "url": "http://127.0.0.1:9/"})).await;
+        let id = endpoint["id"].as_str().unwrap();
+        let path = format!("/api/v1/admin/webhooks/{id}/rotate-secret");
+        let raw = |body: &'static str| {
+            app.client
+                .post(format!("{}{path}", app.address))
+                .bearer_auth(&owner.access_token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+        let refusals = [
+            ("{", 400, "malformed_json"),
+            (r#"{"grace_seconds": "0"}"#, 422, "invalid_body"),
+            (r#"{"grace_seconds": -1}"#, 422, "invalid_body"),
+            (r#"{"grace_second": 0}"#, 422, "invalid_body"),
+            (r#""0""#, 422, "invalid_body"),
+        ];
+        for (body, status, code) in refusals {
+            let response = raw(body).await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{body}");
+            let problem = assert_problem(response, status, code).await;
+            assert!(problem["detail"].is_string(), "{body}: {problem}");
+        }
+        let shown: Value = app.get_with(&format!("/api/v1/admin/webhooks/{id}/secret"), &owner.access_token).await.json().await.unwrap();
+        assert_eq!(shown["secret"], endpoint["secret"], "nothing was rotated");
+        assert!(shown["previous_secret_valid_until"].is_null());
+
+        // No body at all: the configured grace period.
+        let rotated = app.request(reqwest::Method::POST, &path, Some(&owner.access_token), None).await;
+        assert_eq!(rotated.status().as_u16(), 200);
+        let rotated: Value = rotated.json().await.unwrap();
+        assert_ne!(rotated["secret"], endpoint["secret"]);
+        let until = chrono::DateTime::parse_from_rfc3339(rotated["previous_secret_valid_until"].as_str().unwrap()).unwrap();
+        let hours = (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_minutes() as f64 / 60.0;
+        assert!((23.9..=24.0).contains(&hours), "{hours} h of grace");
+        // An explicit 0 retires the old secret at once.
+        let retired: Value = raw(r#"{"grace_seconds": 0}"#).await.unwrap().json().await.unwrap();
+        assert!(retired["previous_secret_valid_until"].is_null(), "{retired}");
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_type_filter_matching_no_event_type_is_refused_naming_the_valid_ones(db) {
+        let app = TestApp::spawn_with(webhook_config(&db, "0s")).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        for types in [json!(["tikcet.created"]), json!(["tikcet.*"]), json!(["ticket.created", "payment.complete"]), json!(["paymentx*"])] {
+            let response = app.post("/api/v1/admin/webhooks", Some(&owner.access_token), json!({"name": "x", "url": "http://127.0.0.1:9/", "event_types": types})).await;
+            let problem = assert_problem(response, 422, "invalid_field").await;
+            assert_eq!(problem["field"], "event_types", "{types}");
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(detail.contains("`ticket.created`") && detail.contains("`payment.completed`"), "lists the valid types: {detail}");
+        }
+        for types in [json!(["*"]), json!(["ticket.*", "payment.completed"]), json!(["ticket*"]), json!(["webhook.endpoint_disabled"])] {
+            let response = app.post("/api/v1/admin/webhooks", Some(&owner.access_token), json!({"name": "x", "url": "http://127.0.0.1:9/", "event_types": types})).await;
+            assert_eq!(response.status().as_u16(), 201, "{types}");
+        }
+        let endpoint = create_endpoint(&app, &owner.access_token, json!({"name": "y", "url": "http://127.0.0.1:9/", "event_types": ["user.*"]})).await;
+        let path = format!("/api/v1/admin/webhooks/{}", endpoint["id"].as_str().unwrap());
+        let patched = app.request(reqwest::Method::PATCH, &path, Some(&owner.access_token), Some(json!({"event_types": ["usr.*"]}))).await;
+        assert_problem(patched, 422, "invalid_field").await;
+        let kept: Value = app.get_with(&path, &owner.access_token).await.json().await.unwrap();
+        assert_eq!(kept["event_types"], json!(["user.*"]));
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn the_deliveries_list_says_how_many_there_are(db) {
+        let receiver = Receiver::ok().await;
+        let app = TestApp::spawn_with(webhook_config(&db, "0s")).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let endpoint = create_endpoint(&app, &owner.access_token, json!({"name": "r", "url": receiver.url(), "event_types": ["load.*"]})).await;
+        let path = format!("/api/v1/admin/webhooks/{}/deliveries", endpoint["id"].as_str().unwrap());
+        append(&app, "load:a", 3).await;
+        receiver.wait_for_events(3).await;
+        crate::helpers::wait_until(|| async {
+            let page: Value = app.get_with(&format!("{path}?status=delivered"), &owner.access_token).await.json().await.unwrap();
+            page["total"] == 3
+        })
+        .await;
+        let page: Value = app.get_with(&format!("{path}?limit=2"), &owner.access_token).await.json().await.unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 2);
+        assert_eq!(page["total"], 3);
+        let page: Value = app.get_with(&format!("{path}?limit=2&offset=2"), &owner.access_token).await.json().await.unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 1);
+        assert_eq!(page["total"], 3);
+        let failed: Value = app.get_with(&format!("{path}?status=failed"), &owner.access_token).await.json().await.unwrap();
+        assert_eq!(failed["total"], 0);
+        app.stop().await;
+        receiver.stop().await;
+    }
+}
+
+both_backends! {
+    async fn an_endpoint_made_with_the_older_cabinet_apis_body_signs_with_its_own_secret(db) {
+        let receiver = Receiver::ok().await;
+        let app = TestApp::spawn_with(webhook_config(&db, "0s")).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let chosen = "my-crm-shared-secret";
+        let endpoint = create_endpoint(&app, &owner.access_token, json!({
+            "name": "crm", "url": receiver.url(), "event_type": "load.tick",
+            "secret": chosen, "description": "made by an older client"
+        })).await;
+        assert_eq!(endpoint["event_types"], json!(["load.tick"]));
+        assert_eq!(endpoint["custom_legacy_secret"], true);
+        assert_eq!(endpoint["body"], "envelope");
+        let standard = endpoint["secret"].as_str().unwrap().to_owned();
+        assert!(standard.starts_with("whsec_"));
+        append(&app, "load:a", 1).await;
+        receiver.wait_for_events(1).await;
+        let request = &receiver.received()[0];
+        assert!(verify_legacy(chosen, &request.headers, &request.body), "X-Webhook-Signature with the chosen secret");
+        assert!(!verify_legacy(&standard, &request.headers, &request.body));
+        assert!(verify_standard(&standard, &request.headers, &request.body));
+        assert_eq!(request.json()["type"], "load.tick");
+        // The chosen secret is sealed at rest too.
+        let rows: Vec<String> = {
+            use sea_orm::{ConnectionTrait, Statement};
+            app.state.db.conn().query_all_raw(Statement::from_string(app.state.db.database_backend(), "SELECT legacy_secret FROM webhook_endpoints")).await.unwrap()
+                .iter().map(|r| r.try_get::<String>("", "legacy_secret").unwrap()).collect()
+        };
+        assert!(rows.iter().all(|r| !r.contains(chosen)), "{rows:?}");
+
+        // The bare payload, for receivers that read only that; `is_active`.
+        let path = format!("/api/v1/admin/webhooks/{}", endpoint["id"].as_str().unwrap());
+        let patched: Value = app.request(Method::PATCH, &path, Some(&owner.access_token), Some(json!({"body": "payload"}))).await.json().await.unwrap();
+        assert_eq!(patched["body"], "payload");
+        append(&app, "load:a", 1).await;
+        receiver.wait_for_events(2).await;
+        let request = &receiver.received()[1];
+        assert_eq!(request.json(), json!({"i": 0}), "the payload alone");
+        assert_eq!(request.headers["x-webhook-event"], "load.tick");
+        assert!(verify_legacy(chosen, &request.headers, &request.body));
+        assert!(verify_standard(&standard, &request.headers, &request.body));
+        let off: Value = app.request(Method::PATCH, &path, Some(&owner.access_token), Some(json!({"is_active": false}))).await.json().await.unwrap();
+        assert_eq!(off["enabled"], false);
+        let contradiction = app.request(Method::PATCH, &path, Some(&owner.access_token), Some(json!({"is_active": true, "enabled": false}))).await;
+        assert_problem(contradiction, 422, "invalid_field").await;
+        // Back to the whsec_ secret for both signatures.
+        let back: Value = app.request(Method::PATCH, &path, Some(&owner.access_token), Some(json!({"secret": "", "is_active": true}))).await.json().await.unwrap();
+        assert_eq!(back["custom_legacy_secret"], false);
+        assert_eq!(back["enabled"], true);
+
+        for (body, field) in [
+            (json!({"name": "x", "url": receiver.url(), "event_type": "load.tick", "event_types": ["load.tick"]}), "event_type"),
+            (json!({"name": "x", "url": receiver.url(), "secret": "short"}), "secret"),
+            (json!({"name": "x", "url": receiver.url(), "event_type": "lod.tick"}), "event_types"),
+        ] {
+            let response = app.post("/api/v1/admin/webhooks", Some(&owner.access_token), body.clone()).await;
+            let problem = assert_problem(response, 422, "invalid_field").await;
+            assert_eq!(problem["field"], field, "{body}");
+        }
+        let created_off = create_endpoint(&app, &owner.access_token, json!({"name": "off", "url": receiver.url(), "is_active": false})).await;
+        assert_eq!(created_off["enabled"], false);
+        app.stop().await;
+        receiver.stop().await;
+    }
 }
