@@ -136,6 +136,12 @@ impl Application {
             }
             .run(shutdown.clone()),
         );
+        tasks.spawn(crate::webhooks::backfill::run(
+            db.clone(),
+            store.clone(),
+            webhooks.wake.clone(),
+            shutdown.clone(),
+        ));
 
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -19,6 +19,7 @@ mod m20261201_000011_refresh_successors;
 mod m20261201_000012_log_id;
 mod m20261201_000013_webhook_legacy_options;
 mod m20261201_000014_webhook_lease_owners;
+mod m20261201_000015_webhook_backfills;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000012_log_id::Migration),
             Box::new(m20261201_000013_webhook_legacy_options::Migration),
             Box::new(m20261201_000014_webhook_lease_owners::Migration),
+            Box::new(m20261201_000015_webhook_backfills::Migration),
         ]
     }
 }

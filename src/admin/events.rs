@@ -59,19 +59,10 @@ pub async fn browse(
             .parse::<Cursor>()
             .map_err(|e| Problem::invalid_field("cursor", e.to_string()))?,
     };
-    if cursor.is_from_another_log(state.store.log_id()) {
-        return Err(Problem::invalid_field(
-            "cursor",
-            "this cursor is from another event log (the database was reset or replaced): start again without one",
-        )
-        .into());
-    }
-    if state.store.normalize(cursor) > state.store.head().await? {
-        return Err(Problem::invalid_field(
-            "cursor",
-            "this cursor is ahead of the event log (the database was reset or restored): start again without one",
-        )
-        .into());
+    if let Some(why) = state.store.cannot_continue_from(cursor).await? {
+        return Err(
+            Problem::invalid_field("cursor", format!("{why}: start again without one")).into(),
+        );
     }
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > 500 {

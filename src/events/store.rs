@@ -484,6 +484,26 @@ impl EventStore {
     /// A client's cursor in this backend's terms: SQLite orders by position
     /// alone, so a transaction part (from a cursor minted elsewhere) is
     /// dropped rather than allowed to make every event compare below it.
+    /// Why this log cannot continue from `cursor`, if it cannot: the
+    /// cursor names another log, or lies ahead of the head (the database
+    /// was reset, replaced or restored since the cursor was handed out).
+    pub async fn cannot_continue_from(
+        &self,
+        cursor: Cursor,
+    ) -> Result<Option<&'static str>, DbErr> {
+        if cursor.is_from_another_log(self.log_id()) {
+            return Ok(Some(
+                "this cursor is from another event log (the database was reset or replaced)",
+            ));
+        }
+        if self.normalize(cursor) > self.head().await? {
+            return Ok(Some(
+                "this cursor is ahead of the event log (the database was reset or restored)",
+            ));
+        }
+        Ok(None)
+    }
+
     pub fn normalize(&self, cursor: Cursor) -> Cursor {
         match self.db.backend() {
             Backend::Postgres => cursor,

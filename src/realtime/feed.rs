@@ -5,10 +5,17 @@
 //! starts after. Replay reads the log from the client's cursor up to at
 //! least that head; queued frames at or before what was replayed are
 //! skipped by cursor. A queue that overflows while the client is still
-//! catching up only means reading more of the log; once the client has
-//! caught up, it means the client is too slow.
+//! catching up only means reading more of the log. So does an overflow the
+//! client is there to see: one noticed within [`READING`] of it, as a client
+//! that is reading notices a burst larger than its queue (the tailer
+//! released a backlog at once). One noticed later means the connection was
+//! not reading (its socket was full): the client is too slow, and is told
+//! so (4008) when its connection comes back to the feed.
 
-use std::sync::{Arc, RwLock};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use sea_orm::DbErr;
 
@@ -20,6 +27,10 @@ use crate::events::{
 
 /// Events read from the log per query while replaying.
 const REPLAY_BATCH: u32 = 500;
+
+/// An overflow noticed within this long was noticed by a client that was
+/// reading.
+pub const READING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
@@ -85,11 +96,12 @@ impl Feed {
     /// Cancel-safe: nothing is lost if the future is dropped early.
     pub async fn next(&mut self) -> Result<Arc<Frame>, FeedError> {
         loop {
-            if self.registration.mailbox.lagged() {
-                if !self.catching_up {
+            if let Some(ago) = self.registration.mailbox.lagged_for() {
+                if !self.catching_up && ago > READING {
                     return Err(FeedError::Overflow);
                 }
-                // Frames were dropped while replaying: the log has them.
+                // Frames were dropped while replaying, or in a burst the
+                // client was reading through: the log has them.
                 self.registration.mailbox.clear_lagged();
                 self.catch_up.fell_behind(self.hub.head());
             }

@@ -4,9 +4,9 @@
 //!
 //! Every client has a bounded queue. The hub fills the queues of the clients
 //! whose viewer and type filter match, and never waits: a client whose
-//! queue is full has overflowed (its mailbox says it lagged, and it is
-//! closed with 4008), and nobody else is slowed down. Clients that do not
-//! want an event are not even woken for it.
+//! queue is full has overflowed (its mailbox says when it lagged; see
+//! [`super::feed`] for what comes of it), and nobody else is slowed down.
+//! Clients that do not want an event are not even woken for it.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -16,6 +16,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Poll, Waker},
+    time::{Duration, Instant},
 };
 
 use bytestring::ByteString;
@@ -97,8 +98,8 @@ struct Queue {
     frames: VecDeque<Arc<Frame>>,
     /// The connection waiting for a frame.
     waker: Option<Waker>,
-    /// A frame did not fit.
-    lagged: bool,
+    /// When a frame did not fit.
+    lagged: Option<Instant>,
     /// The hub has stopped: no frame will come.
     closed: bool,
 }
@@ -108,7 +109,7 @@ pub enum Received {
     /// A frame, and whether it was the last one queued (and nothing was
     /// dropped): the client has caught up with the live feed.
     Frame(Arc<Frame>, bool),
-    /// A frame did not fit (see [`Mailbox::lagged`]).
+    /// A frame did not fit (see [`Mailbox::lagged_for`]).
     Lagged,
     /// The hub has stopped.
     Closed,
@@ -121,20 +122,21 @@ impl Mailbox {
     /// Queues `frame`, or marks the client lagged when its queue is full.
     ///
     /// Once lagged, the queue is emptied and takes nothing more until the
-    /// connection has seen the flag: a client that caught up and lagged is
-    /// closed (the frames would never be sent), and one still catching up
-    /// reads the log up to the hub's head, which covers every frame dropped
-    /// here. So a client that stops reading holds no frames.
+    /// connection has seen the flag: a client that was not reading is
+    /// closed (the frames would never be sent), and one still catching up,
+    /// or reading when the queue overflowed, reads the log up to the hub's
+    /// head, which covers every frame dropped here. So a client that stops
+    /// reading holds no frames.
     fn offer(&self, frame: &Arc<Frame>, capacity: usize) {
         let waker = {
             let Ok(mut queue) = self.queue.lock() else {
                 return;
             };
-            if queue.lagged {
+            if queue.lagged.is_some() {
                 return;
             }
             if queue.frames.len() >= capacity {
-                queue.lagged = true;
+                queue.lagged = Some(Instant::now());
                 queue.frames = VecDeque::new();
             } else {
                 queue.frames.push_back(frame.clone());
@@ -163,7 +165,7 @@ impl Mailbox {
             let Ok(mut queue) = self.queue.lock() else {
                 return Poll::Ready(Received::Closed);
             };
-            if queue.lagged {
+            if queue.lagged.is_some() {
                 return Poll::Ready(Received::Lagged);
             }
             if let Some(frame) = queue.frames.pop_front() {
@@ -185,14 +187,19 @@ impl Mailbox {
         .await
     }
 
-    /// Whether a frame was dropped because the queue was full.
-    pub fn lagged(&self) -> bool {
-        self.queue.lock().is_ok_and(|queue| queue.lagged)
+    /// How long ago a frame was dropped because the queue was full, if one
+    /// was.
+    pub fn lagged_for(&self) -> Option<Duration> {
+        self.queue
+            .lock()
+            .ok()
+            .and_then(|queue| queue.lagged)
+            .map(|at| at.elapsed())
     }
 
     pub fn clear_lagged(&self) {
         if let Ok(mut queue) = self.queue.lock() {
-            queue.lagged = false;
+            queue.lagged = None;
         }
     }
 }

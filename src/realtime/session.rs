@@ -530,25 +530,19 @@ impl Live {
     /// continue from (another log's, or ahead of this one's head).
     async fn resume(&mut self, cursor: Cursor) -> Result<(), Stop> {
         let store = &self.state.store;
-        if cursor.is_from_another_log(store.log_id()) {
-            self.resync(
-                "this cursor is from another event log (the database was reset or replaced): reload the state through the API",
-            );
-            return Ok(());
-        }
         let limit = self.state.config.realtime.replay_limit;
-        let (head, behind) =
-            match tokio::try_join!(store.head(), store.count_after(cursor, limit + 1)) {
-                Ok(read) => read,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot count the events to replay");
-                    return Err(Stop::Close(1011, "cannot read the event log; reconnect"));
-                }
-            };
-        if store.normalize(cursor) > head {
-            self.resync(
-                "this cursor is ahead of the event log (the database was reset or restored): reload the state through the API",
-            );
+        let (cannot, behind) = match tokio::try_join!(
+            store.cannot_continue_from(cursor),
+            store.count_after(cursor, limit + 1)
+        ) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the events to replay");
+                return Err(Stop::Close(1011, "cannot read the event log; reconnect"));
+            }
+        };
+        if let Some(why) = cannot {
+            self.resync(&format!("{why}: reload the state through the API"));
             return Ok(());
         }
         if behind > limit {

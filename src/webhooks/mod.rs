@@ -3,6 +3,7 @@
 //! schedule, observable and replayable. The wire format is DESIGN.md's
 //! "Webhooks".
 
+pub mod backfill;
 pub mod domain;
 pub mod routes;
 pub mod signing;

@@ -41,7 +41,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(send_test)
         .service(deliveries)
         .service(resend)
-        .service(recover);
+        .service(recover)
+        .service(start_backfill)
+        .service(view_backfill)
+        .service(cancel_backfill);
 }
 
 /// Headers an endpoint may not set: the ones the signature depends on.
@@ -200,6 +203,48 @@ pub struct RecoverIn {
     pub since: DateTime<Utc>,
     /// …until this one (default: now).
     pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillIn {
+    /// Events that occurred at or after this time…
+    pub since: Option<DateTime<Utc>>,
+    /// …and/or that come after this cursor (from the live feed, the event
+    /// browser or an envelope). At least one of the two.
+    #[schema(example = "4810-4812-1912098701")]
+    pub after: Option<String>,
+    /// Deliveries queued per second, at most (default 50).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub rate: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BackfillOut {
+    /// `running`, `completed` or `cancelled`.
+    pub status: String,
+    pub since: Option<DateTime<Utc>>,
+    /// Where it started, how far it has read, and where it ends (the head
+    /// when it started; later events are queued as they are appended).
+    pub start: String,
+    pub cursor: String,
+    pub until: String,
+    /// How far it has read from `start` to `until`, from 0 to 1.
+    pub progress: f64,
+    /// Events read, and deliveries queued (those the endpoint already had
+    /// are not queued again).
+    pub scanned: u64,
+    pub enqueued: u64,
+    /// Queued deliveries withdrawn unsent by a cancel.
+    pub withdrawn: u64,
+    /// What became of the queued deliveries so far.
+    pub pending: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub rate: u32,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -953,4 +998,167 @@ pub async fn stats(
             })
             .collect(),
     }))
+}
+
+/// Backfills a webhook's default rate (deliveries queued per second).
+const BACKFILL_RATE: u32 = 50;
+
+async fn backfill_out(state: &AppState, row: &store::BackfillRow) -> Result<BackfillOut, ApiError> {
+    let counts = store::backfill_counts(&state.db, row.endpoint_id).await?;
+    let span = (row.target.position() - row.start.position()).max(0);
+    let read = (row.cursor.position() - row.start.position()).clamp(0, span);
+    let progress = if row.status == "completed" || span == 0 {
+        1.0
+    } else {
+        read as f64 / span as f64
+    };
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(BackfillOut {
+        status: row.status.clone(),
+        since: row.since_ms.map(time),
+        start: row.start.to_string(),
+        cursor: row.cursor.to_string(),
+        until: row.target.to_string(),
+        progress,
+        scanned: count(row.scanned),
+        enqueued: count(row.enqueued),
+        withdrawn: count(row.withdrawn),
+        pending: counts.pending,
+        delivered: counts.delivered,
+        failed: counts.failed,
+        rate: u32::try_from(row.rate).unwrap_or(u32::MAX),
+        started_at: time(row.created_at_ms),
+        updated_at: time(row.updated_at_ms),
+        finished_at: row.finished_at_ms.map(time),
+    })
+}
+
+fn no_backfill() -> ApiError {
+    Problem::not_found()
+        .detail("this endpoint has no backfill")
+        .into()
+}
+
+/// Queues events already in the log for the endpoint, from a time or a
+/// cursor anywhere in the log, through its filter, up to the head as it is
+/// now, a little at a time (at most `rate` a second, and never more than
+/// 100 waiting), so its live deliveries are not held up.
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), request_body = BackfillIn, responses((status = 202, body = BackfillOut), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409, description = "a backfill of this endpoint is running (`backfill_running`)"), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[post("/webhooks/{id}/backfill")]
+#[tracing::instrument(skip_all)]
+pub async fn start_backfill(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<WebhookEndpointId>,
+    body: web::Json<BackfillIn>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let endpoint = find(&state, *id).await?;
+    let body = body.into_inner();
+    let now = now_ms();
+    let since_ms = body.since.map(|since| since.timestamp_millis());
+    if since_ms.is_some_and(|since| since > now) {
+        return Err(Problem::invalid_field("since", "is in the future").into());
+    }
+    let start = match &body.after {
+        Some(raw) => {
+            let cursor: Cursor = raw.parse().map_err(|_| {
+                Problem::invalid_field(
+                    "after",
+                    "is not a cursor: pass one back exactly as the server sent it",
+                )
+            })?;
+            if let Some(why) = state.store.cannot_continue_from(cursor).await? {
+                return Err(Problem::invalid_field("after", why).into());
+            }
+            cursor
+        }
+        None if since_ms.is_some() => Cursor::START,
+        None => {
+            return Err(Problem::invalid_field(
+                "since",
+                "give `since` (a time), `after` (a cursor) or both",
+            )
+            .into());
+        }
+    };
+    let rate = body.rate.unwrap_or(BACKFILL_RATE);
+    if !(1..=1000).contains(&rate) {
+        return Err(Problem::invalid_field("rate", "from 1 to 1000 a second").into());
+    }
+    let row = store::BackfillRow {
+        endpoint_id: endpoint.id,
+        status: "running".to_owned(),
+        since_ms,
+        start,
+        cursor: start,
+        target: state.store.head().await?,
+        scanned: 0,
+        enqueued: 0,
+        withdrawn: 0,
+        rate: i64::from(rate),
+        created_by: caller.actor().id.unwrap_or_default(),
+        created_at_ms: now,
+        updated_at_ms: now,
+        finished_at_ms: None,
+    };
+    if !store::start_backfill(&state.db, &row).await? {
+        return Err(Problem::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "backfill_running",
+            "A backfill is running",
+        )
+        .detail("this endpoint's backfill is still running: cancel it first")
+        .into());
+    }
+    tracing::info!(endpoint = %endpoint.id, start = %row.start, until = %row.target, rate, "webhook backfill started");
+    Ok(HttpResponse::Accepted().json(backfill_out(&state, &row).await?))
+}
+
+/// The endpoint's latest backfill and how far it has come.
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), responses((status = 200, body = BackfillOut), (status = 401), (status = 403), (status = 404)), security(("bearer" = []), ("api_key" = [])))]
+#[get("/webhooks/{id}/backfill")]
+#[tracing::instrument(skip_all)]
+pub async fn view_backfill(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<WebhookEndpointId>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let endpoint = find(&state, *id).await?;
+    let row = store::get_backfill(&state.db, endpoint.id)
+        .await?
+        .ok_or_else(no_backfill)?;
+    Ok(HttpResponse::Ok().json(backfill_out(&state, &row).await?))
+}
+
+/// Cancels the endpoint's running backfill: nothing more is queued, and
+/// what it queued that is not being sent yet is withdrawn.
+#[utoipa::path(tag = "webhooks", params(("id" = Uuid, Path)), responses((status = 200, body = BackfillOut), (status = 401), (status = 403), (status = 404), (status = 409, description = "the backfill has already ended (`backfill_ended`)")), security(("bearer" = []), ("api_key" = [])))]
+#[post("/webhooks/{id}/backfill/cancel")]
+#[tracing::instrument(skip_all)]
+pub async fn cancel_backfill(
+    state: web::Data<AppState>,
+    caller: CurrentAdmin,
+    id: web::Path<WebhookEndpointId>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::WebhooksManage)?;
+    let endpoint = find(&state, *id).await?;
+    if !store::cancel_backfill(&state.db, endpoint.id).await? {
+        store::get_backfill(&state.db, endpoint.id)
+            .await?
+            .ok_or_else(no_backfill)?;
+        return Err(Problem::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "backfill_ended",
+            "The backfill has ended",
+        )
+        .detail("this endpoint's latest backfill is not running")
+        .into());
+    }
+    let row = store::get_backfill(&state.db, endpoint.id)
+        .await?
+        .ok_or_else(no_backfill)?;
+    tracing::info!(endpoint = %endpoint.id, withdrawn = row.withdrawn, "webhook backfill cancelled");
+    Ok(HttpResponse::Ok().json(backfill_out(&state, &row).await?))
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     db::{Backend, Db},
-    events::TypePattern,
+    events::{Cursor, TypePattern},
     ids::{EventId, WebhookEndpointId},
 };
 
@@ -1102,4 +1102,296 @@ pub async fn prune_bodies(db: &Db, before: i64) -> Result<u64, DbErr> {
         .write_once(async |conn| conn.execute_raw(stmt).await)
         .await?;
     Ok(result.rows_affected())
+}
+
+/// The latest backfill of an endpoint: events already in the log queued
+/// for it, from `start` (and, with `since_ms`, only those that occurred
+/// since) up to `target`, the head when it started.
+#[derive(Debug, Clone)]
+pub struct BackfillRow {
+    pub endpoint_id: WebhookEndpointId,
+    /// `running`, `completed` or `cancelled`.
+    pub status: String,
+    pub since_ms: Option<i64>,
+    pub start: Cursor,
+    /// How far it has read.
+    pub cursor: Cursor,
+    pub target: Cursor,
+    /// Events read, and deliveries queued (and withdrawn by a cancel).
+    pub scanned: i64,
+    pub enqueued: i64,
+    pub withdrawn: i64,
+    /// Deliveries queued per second, at most.
+    pub rate: i64,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+const BACKFILL_COLUMNS: &str = "endpoint_id, status, since_ms, start_cursor, cursor, target, \
+     scanned, enqueued, withdrawn, rate, created_by, created_at_ms, updated_at_ms, finished_at_ms";
+
+fn decode_backfill(backend: Backend, row: &QueryResult) -> Result<BackfillRow, DbErr> {
+    let cursor = |column: &str| -> Result<Cursor, DbErr> {
+        row.try_get::<String>("", column)?
+            .parse()
+            .map_err(|_| DbErr::Custom(format!("a backfill's {column} is not a cursor")))
+    };
+    Ok(BackfillRow {
+        endpoint_id: WebhookEndpointId::from_uuid(get_uuid(backend, row, "endpoint_id")?),
+        status: row.try_get("", "status")?,
+        since_ms: row.try_get("", "since_ms")?,
+        start: cursor("start_cursor")?,
+        cursor: cursor("cursor")?,
+        target: cursor("target")?,
+        scanned: row.try_get("", "scanned")?,
+        enqueued: row.try_get("", "enqueued")?,
+        withdrawn: row.try_get("", "withdrawn")?,
+        rate: row.try_get("", "rate")?,
+        created_by: row.try_get("", "created_by")?,
+        created_at_ms: row.try_get("", "created_at_ms")?,
+        updated_at_ms: row.try_get("", "updated_at_ms")?,
+        finished_at_ms: row.try_get("", "finished_at_ms")?,
+    })
+}
+
+/// Starts `row` as the endpoint's backfill, unless one is running (false).
+/// The deliveries an earlier backfill queued stop counting as backfilled.
+pub async fn start_backfill(db: &Db, row: &BackfillRow) -> Result<bool, DbErr> {
+    let backend = db.backend();
+    let id = uuid_value(backend, row.endpoint_id.as_uuid());
+    let txn = db.begin_write().await?;
+    let started = txn
+        .execute_raw(statement(
+            db,
+            &format!(
+                "INSERT INTO webhook_backfills ({BACKFILL_COLUMNS}) \
+                 VALUES ($1, 'running', $2, $3, $3, $4, 0, 0, 0, $5, $6, $7, $7, NULL) \
+                 ON CONFLICT (endpoint_id) DO UPDATE SET status = 'running', since_ms = $2, \
+                   start_cursor = $3, cursor = $3, target = $4, scanned = 0, enqueued = 0, \
+                   withdrawn = 0, rate = $5, created_by = $6, created_at_ms = $7, \
+                   updated_at_ms = $7, finished_at_ms = NULL \
+                 WHERE webhook_backfills.status <> 'running'"
+            ),
+            vec![
+                id.clone(),
+                row.since_ms.into(),
+                row.start.to_string().into(),
+                row.target.to_string().into(),
+                row.rate.into(),
+                row.created_by.clone().into(),
+                row.created_at_ms.into(),
+            ],
+        ))
+        .await?
+        .rows_affected()
+        > 0;
+    if !started {
+        txn.rollback().await?;
+        return Ok(false);
+    }
+    txn.execute_raw(statement(
+        db,
+        "UPDATE webhook_deliveries SET backfilled = false WHERE endpoint_id = $1 AND backfilled",
+        vec![id],
+    ))
+    .await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+pub async fn get_backfill(
+    db: &Db,
+    endpoint: WebhookEndpointId,
+) -> Result<Option<BackfillRow>, DbErr> {
+    let backend = db.backend();
+    let row = db
+        .conn()
+        .query_one_raw(statement(
+            db,
+            &format!("SELECT {BACKFILL_COLUMNS} FROM webhook_backfills WHERE endpoint_id = $1"),
+            vec![uuid_value(backend, endpoint.as_uuid())],
+        ))
+        .await?;
+    row.map(|row| decode_backfill(backend, &row)).transpose()
+}
+
+pub async fn running_backfills(db: &Db) -> Result<Vec<BackfillRow>, DbErr> {
+    let backend = db.backend();
+    let rows = db
+        .conn()
+        .query_all_raw(statement(
+            db,
+            &format!("SELECT {BACKFILL_COLUMNS} FROM webhook_backfills WHERE status = 'running'"),
+            vec![],
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| decode_backfill(backend, row))
+        .collect()
+}
+
+/// The endpoint's deliveries queued by its latest backfill, by status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackfillCounts {
+    pub pending: u64,
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+pub async fn backfill_counts(
+    db: &Db,
+    endpoint: WebhookEndpointId,
+) -> Result<BackfillCounts, DbErr> {
+    let rows = db
+        .conn()
+        .query_all_raw(statement(
+            db,
+            "SELECT status, COUNT(*) AS n FROM webhook_deliveries \
+             WHERE endpoint_id = $1 AND backfilled GROUP BY status",
+            vec![uuid_value(db.backend(), endpoint.as_uuid())],
+        ))
+        .await?;
+    let mut counts = BackfillCounts::default();
+    for row in &rows {
+        let n = u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0);
+        match row.try_get::<String>("", "status")?.as_str() {
+            "pending" => counts.pending = n,
+            "delivered" => counts.delivered = n,
+            _ => counts.failed = n,
+        }
+    }
+    Ok(counts)
+}
+
+/// One event a backfill queues.
+#[derive(Debug, Clone)]
+pub struct Backfilled {
+    pub event_id: EventId,
+    pub event_type: String,
+    pub cursor: Cursor,
+}
+
+/// Moves a running backfill on from `from` (the cursor it was read at) to
+/// `to`, queueing `events` (those the endpoint already has are left as
+/// they are), and ends it when `done`. False, with nothing written, when
+/// it was moved on or cancelled meanwhile (by another instance).
+pub async fn advance_backfill(
+    db: &Db,
+    endpoint: WebhookEndpointId,
+    from: Cursor,
+    to: Cursor,
+    scanned: i64,
+    events: &[Backfilled],
+    done: bool,
+) -> Result<bool, DbErr> {
+    let backend = db.backend();
+    let id = uuid_value(backend, endpoint.as_uuid());
+    let now = now_ms();
+    let txn = db.begin_write().await?;
+    let mut enqueued = 0u64;
+    for chunk in events.chunks(100) {
+        let mut values = vec![id.clone(), now.into()];
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|event| {
+                let tx = match backend {
+                    Backend::Postgres => i64::try_from(event.cursor.tx).unwrap_or(i64::MAX),
+                    Backend::Sqlite => 0,
+                };
+                values.push(uuid_value(backend, event.event_id.as_uuid()));
+                values.push(event.event_type.clone().into());
+                values.push(tx.into());
+                values.push(event.cursor.position.into());
+                let n = values.len();
+                format!(
+                    "($1, ${}, ${}, ${}, ${}, 'pending', $2, $2, true)",
+                    n - 3,
+                    n - 2,
+                    n - 1,
+                    n
+                )
+            })
+            .collect();
+        enqueued += txn
+            .execute_raw(statement(
+                db,
+                &format!(
+                    "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, event_tx, \
+                     event_position, status, next_attempt_at_ms, created_at_ms, backfilled) \
+                     VALUES {} ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+                    rows.join(", ")
+                ),
+                values,
+            ))
+            .await?
+            .rows_affected();
+    }
+    let moved = txn
+        .execute_raw(statement(
+            db,
+            "UPDATE webhook_backfills SET cursor = $2, scanned = scanned + $3, \
+               enqueued = enqueued + $4, updated_at_ms = $5, \
+               status = CASE WHEN $6 THEN 'completed' ELSE status END, \
+               finished_at_ms = CASE WHEN $6 THEN $5 ELSE NULL END \
+             WHERE endpoint_id = $1 AND status = 'running' AND cursor = $7",
+            vec![
+                id,
+                to.to_string().into(),
+                scanned.into(),
+                i64::try_from(enqueued).unwrap_or(i64::MAX).into(),
+                now.into(),
+                done.into(),
+                from.to_string().into(),
+            ],
+        ))
+        .await?
+        .rows_affected()
+        > 0;
+    if moved {
+        txn.commit().await?;
+    } else {
+        txn.rollback().await?;
+    }
+    Ok(moved)
+}
+
+/// Cancels the endpoint's running backfill, withdrawing what it queued that
+/// is not being sent yet; false if none was running.
+pub async fn cancel_backfill(db: &Db, endpoint: WebhookEndpointId) -> Result<bool, DbErr> {
+    let id = uuid_value(db.backend(), endpoint.as_uuid());
+    let now = now_ms();
+    let txn = db.begin_write().await?;
+    let cancelled = txn
+        .execute_raw(statement(
+            db,
+            "UPDATE webhook_backfills SET status = 'cancelled', updated_at_ms = $2, \
+               finished_at_ms = $2 WHERE endpoint_id = $1 AND status = 'running'",
+            vec![id.clone(), now.into()],
+        ))
+        .await?
+        .rows_affected()
+        > 0;
+    if !cancelled {
+        txn.rollback().await?;
+        return Ok(false);
+    }
+    let withdrawn = txn
+        .execute_raw(statement(
+            db,
+            "DELETE FROM webhook_deliveries WHERE endpoint_id = $1 AND backfilled \
+               AND status = 'pending' AND attempts = 0 AND lease_token IS NULL",
+            vec![id.clone()],
+        ))
+        .await?
+        .rows_affected();
+    txn.execute_raw(statement(
+        db,
+        "UPDATE webhook_backfills SET withdrawn = $2 WHERE endpoint_id = $1",
+        vec![id, i64::try_from(withdrawn).unwrap_or(i64::MAX).into()],
+    ))
+    .await?;
+    txn.commit().await?;
+    Ok(true)
 }

@@ -481,6 +481,9 @@ both_backends! {
         // stalled client never reads again until the end of the test).
         assert!(last_received.saturating_duration_since(appended) < Duration::from_secs(5));
 
+        // It has not read for longer than a reading client takes to come
+        // back for its events.
+        tokio::time::sleep(switchboard::realtime::feed::READING + Duration::from_millis(500)).await;
         let (end, events) = slow.until_closed().await;
         assert_eq!(end, WsEnd::Closed(4008));
         assert!(events.len() < EVENTS, "it was cut off before the end");
@@ -860,6 +863,38 @@ both_backends! {
         for family in ["payment.*", "ticket.*", "user.*", "webhook.*"] {
             assert!(visible.as_array().unwrap().iter().any(|f| f == family), "the owner sees {family}: {visible}");
         }
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_client_that_is_reading_catches_a_burst_larger_than_its_queue_up_from_the_log(db) {
+        // The tailer hands the hub a backlog at once (here: one append of
+        // 300 events): more than the queue holds, faster than any client
+        // reads. A client that is reading is not cut off for it.
+        let mut config = test_config(db.config.clone());
+        config.realtime.queue = 64;
+        let app = TestApp::spawn_with(config).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let mut ws = app.ws("/ws", Some(&owner.access_token)).await.unwrap();
+        ws.next_json().await;
+        // Live: caught up with the feed.
+        append_load(&app, "load:burst", 1, 1, "x").await;
+        let mut positions = vec![ws.next_event().await["position"].as_i64().unwrap()];
+        for _ in 0..3 {
+            append_load(&app, "load:burst", 300, 300, "x").await;
+            for _ in 0..300 {
+                match ws.next_message().await {
+                    Ok(message) if message.get("position").is_some() => positions.push(message["position"].as_i64().unwrap()),
+                    Ok(message) => panic!("not an event: {message}"),
+                    Err(end) => panic!("a reading client was cut off ({end:?}) after {} events", positions.len()),
+                }
+            }
+        }
+        assert_eq!(positions.len(), 901);
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "in log order, each once");
+        let log = log_ids_after(&app, "0-0", 901).await;
+        assert_eq!(log.len(), 901);
         app.stop().await;
     }
 }

@@ -546,6 +546,9 @@ both_backends! {
             (Method::GET, format!("/api/v1/admin/webhooks/{id}/deliveries"), None, 200),
             (Method::POST, format!("/api/v1/admin/webhooks/{id}/deliveries/{event}/resend"), None, 404),
             (Method::POST, format!("/api/v1/admin/webhooks/{id}/recover"), Some(json!({"since": "2026-01-01T00:00:00Z"})), 200),
+            (Method::GET, format!("/api/v1/admin/webhooks/{id}/backfill"), None, 404),
+            (Method::POST, format!("/api/v1/admin/webhooks/{id}/backfill/cancel"), None, 404),
+            (Method::POST, format!("/api/v1/admin/webhooks/{id}/backfill"), Some(json!({"since": "2026-01-01T00:00:00Z"})), 202),
         ];
         for (method, path, body, through) in &routes {
             let label = format!("{method} {path}");
@@ -1038,6 +1041,328 @@ both_backends! {
         }
         let created_off = create_endpoint(&app, &owner.access_token, json!({"name": "off", "url": receiver.url(), "is_active": false})).await;
         assert_eq!(created_off["enabled"], false);
+        app.stop().await;
+        receiver.stop().await;
+    }
+}
+
+/// Runs `sql` on the test database.
+async fn execute(app: &TestApp, sql: String) {
+    use sea_orm::{ConnectionTrait, Statement};
+    app.state
+        .db
+        .conn()
+        .execute_raw(Statement::from_string(app.state.db.database_backend(), sql))
+        .await
+        .unwrap();
+}
+
+/// An endpoint whose first attempt fails (nothing listens on its port)
+/// and whose next one is an hour away: a pending delivery nobody claims.
+async fn waiting_endpoint(app: &TestApp, token: &str, name: &str) -> Value {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    create_endpoint(app, token, json!({"name": name, "url": format!("http://127.0.0.1:{port}/hook"), "event_types": ["load.*"]})).await
+}
+
+/// Makes the pending delivery of endpoint `name` look claimed by instance
+/// `owner` for the next ten minutes, and due.
+async fn lease_as_if_claimed_by(app: &TestApp, name: &str, owner: i64) {
+    let now = chrono::Utc::now().timestamp_millis();
+    execute(app, format!(
+        "UPDATE webhook_deliveries SET lease_token = event_id, lease_until_ms = {}, lease_owner = {owner}, \
+         next_attempt_at_ms = {now}, attempts = attempts + 1 \
+         WHERE status = 'pending' AND endpoint_id = (SELECT id FROM webhook_endpoints WHERE name = '{name}')",
+        now + 600_000
+    )).await;
+}
+
+/// Postgres: a lease whose instance is gone (its advisory lock is not held)
+/// is taken back within seconds, not when it runs out; one whose instance
+/// lives is left alone until that instance is gone too.
+#[cfg(postgres_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leases_of_an_instance_that_is_gone_are_taken_back_at_once() {
+    use sea_orm::sqlx::{self, Connection};
+
+    let db = TestDb::new(crate::helpers::Kind::Postgres).await;
+    let app = TestApp::spawn_with(webhook_config(&db, "0s,1h")).await;
+    let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+    let dead = waiting_endpoint(&app, &owner.access_token, "dead").await;
+    let alive = waiting_endpoint(&app, &owner.access_token, "alive").await;
+    append(&app, "load:a", 1).await;
+    for endpoint in [&dead, &alive] {
+        let path = format!(
+            "/api/v1/admin/webhooks/{}/deliveries",
+            endpoint["id"].as_str().unwrap()
+        );
+        wait_until(|| async {
+            let d: Value = app
+                .get_with(&path, &owner.access_token)
+                .await
+                .json()
+                .await
+                .unwrap();
+            d["items"][0]["attempt_log"]
+                .as_array()
+                .is_some_and(|log| log.len() == 1)
+        })
+        .await;
+    }
+    // Another instance that lives: it holds its lock on a session of its own.
+    let switchboard::config::DatabaseConfig::Postgres { url, .. } = &db.config else {
+        unreachable!()
+    };
+    let mut living = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1, 77)")
+        .bind(switchboard::webhooks::store::LEASE_LOCK_CLASS)
+        .execute(&mut living)
+        .await
+        .unwrap();
+    execute(
+        &app,
+        "INSERT INTO webhook_workers (owner, started_at_ms) VALUES (76, 0), (77, 0)".to_owned(),
+    )
+    .await;
+    lease_as_if_claimed_by(&app, "dead", 76).await;
+    lease_as_if_claimed_by(&app, "alive", 77).await;
+
+    let to_dead = Receiver::ok().await;
+    let to_alive = Receiver::ok().await;
+    for (endpoint, receiver) in [(&dead, &to_dead), (&alive, &to_alive)] {
+        let path = format!(
+            "/api/v1/admin/webhooks/{}",
+            endpoint["id"].as_str().unwrap()
+        );
+        let patched = app
+            .request(
+                Method::PATCH,
+                &path,
+                Some(&owner.access_token),
+                Some(json!({"url": receiver.url()})),
+            )
+            .await;
+        assert_eq!(patched.status().as_u16(), 200);
+    }
+    let started = std::time::Instant::now();
+    to_dead.wait_for_events(1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "taken back after {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        to_alive.received().is_empty(),
+        "a living instance's lease was taken"
+    );
+
+    // The attempt the dead instance never recorded is not counted.
+    let path = format!(
+        "/api/v1/admin/webhooks/{}/deliveries",
+        dead["id"].as_str().unwrap()
+    );
+    wait_until(|| async {
+        let d: Value = app
+            .get_with(&format!("{path}?status=delivered"), &owner.access_token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        d["total"] == 1
+    })
+    .await;
+    let d: Value = app
+        .get_with(&path, &owner.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["items"][0]["attempts"], 2, "{d}");
+    assert_eq!(d["items"][0]["attempt_log"].as_array().unwrap().len(), 2);
+
+    // The other instance ends: its lease goes too.
+    living.close().await.unwrap();
+    to_alive.wait_for_events(1).await;
+    app.stop().await;
+    to_dead.stop().await;
+    to_alive.stop().await;
+}
+
+both_backends! {
+    async fn a_lease_left_by_the_instance_before_is_taken_back_as_the_next_one_starts(db) {
+        let receiver = Receiver::ok().await;
+        let config = webhook_config(&db, "0s,1h");
+        let app = TestApp::spawn_with(config.clone()).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let endpoint = waiting_endpoint(&app, &owner.access_token, "left").await;
+        append(&app, "load:a", 1).await;
+        let path = format!("/api/v1/admin/webhooks/{}", endpoint["id"].as_str().unwrap());
+        wait_until(|| async {
+            let d: Value = app.get_with(&format!("{path}/deliveries"), &owner.access_token).await.json().await.unwrap();
+            d["items"][0]["attempt_log"].as_array().is_some_and(|log| log.len() == 1)
+        })
+        .await;
+        app.request(Method::PATCH, &path, Some(&owner.access_token), Some(json!({"url": receiver.url()}))).await;
+        // As an instance that dies with the delivery in flight leaves it
+        // (on PostgreSQL, an instance listed but holding no lock).
+        execute(&app, "INSERT INTO webhook_workers (owner, started_at_ms) VALUES (91, 0)".to_owned()).await;
+        lease_as_if_claimed_by(&app, "left", 91).await;
+        app.stop().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(receiver.received().is_empty());
+
+        let started = std::time::Instant::now();
+        let next = TestApp::spawn_with(config).await;
+        receiver.wait_for_events(1).await;
+        assert!(started.elapsed() < Duration::from_secs(10), "taken back after {:?}", started.elapsed());
+        next.stop().await;
+        receiver.stop().await;
+    }
+}
+
+/// Appends `n` events of type `event_type` to `stream`.
+async fn append_typed(app: &TestApp, stream: &str, event_type: &str, n: usize) {
+    let stream = StreamName::parse(stream).unwrap();
+    let version = app.state.store.stream_version(&stream).await.unwrap();
+    let expected = if version == 0 {
+        ExpectedVersion::NoStream
+    } else {
+        ExpectedVersion::Exact(version)
+    };
+    let events = (0..n)
+        .map(|i| {
+            NewEvent::new(
+                EventType::parse(event_type).unwrap(),
+                json!({"i": i}),
+                Actor::system(),
+            )
+        })
+        .collect();
+    app.state
+        .store
+        .append(vec![Append::new(stream, expected, events)], None)
+        .await
+        .unwrap();
+}
+
+async fn backfill_of(app: &TestApp, token: &str, id: &str) -> Value {
+    app.get_with(&format!("/api/v1/admin/webhooks/{id}/backfill"), token)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+both_backends! {
+    async fn a_new_endpoint_is_backfilled_from_the_log_once_through_its_filter(db) {
+        let receiver = Receiver::ok().await;
+        let app = TestApp::spawn_with(webhook_config(&db, "0s")).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let token = owner.access_token.clone();
+        // History from before the endpoint existed, mixed with another type.
+        for round in 0..3 {
+            append_typed(&app, &format!("load:old{round}"), "load.tick", 10).await;
+            append_typed(&app, &format!("note:old{round}"), "note.added", 5).await;
+        }
+        let history = load_ids_in_log_order(&app).await;
+        assert_eq!(history.len(), 30);
+        let endpoint = create_endpoint(&app, &token, json!({"name": "new", "url": receiver.url(), "event_types": ["load.tick"]})).await;
+        let id = endpoint["id"].as_str().unwrap().to_owned();
+        append_typed(&app, "load:live", "load.tick", 2).await;
+        receiver.wait_for_events(2).await;
+
+        let path = format!("/api/v1/admin/webhooks/{id}/backfill");
+        let started = app.post(&path, Some(&token), json!({"since": "2020-01-01T00:00:00Z", "rate": 1000})).await;
+        assert_eq!(started.status().as_u16(), 202);
+        let started: Value = started.json().await.unwrap();
+        assert_eq!(started["status"], "running");
+        assert_eq!(started["until"], app.state.store.head().await.unwrap().to_string());
+        let again = app.post(&path, Some(&token), json!({"since": "2020-01-01T00:00:00Z"})).await;
+        assert_problem(again, 409, "backfill_running").await;
+        wait_until(|| async { backfill_of(&app, &token, &id).await["delivered"] == 30 }).await;
+        let done = backfill_of(&app, &token, &id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["progress"], 1.0);
+        assert_eq!(done["enqueued"], 30, "the live ones were not queued again: {done}");
+        assert!(done["finished_at"].is_string());
+        receiver.wait_for_events(32).await;
+        let ids = receiver.event_ids();
+        assert_eq!(ids.len(), 32, "each event once");
+        let mut got: Vec<String> = ids.clone();
+        got.sort();
+        let mut expected = load_ids_in_log_order(&app).await;
+        expected.sort();
+        assert_eq!(got, expected, "every load.tick, no note.added");
+
+        // From a cursor: only what came after it, and nothing twice.
+        let page = app.state.store.read_all(switchboard::events::Cursor::START, 15).await.unwrap();
+        let after = page.events.last().unwrap().cursor.to_string();
+        let again: Value = app.post(&path, Some(&token), json!({"after": after})).await.json().await.unwrap();
+        assert_eq!(again["start"], after);
+        wait_until(|| async { backfill_of(&app, &token, &id).await["status"] == "completed" }).await;
+        let again = backfill_of(&app, &token, &id).await;
+        assert_eq!(again["enqueued"], 0, "{again}");
+        assert!(again["scanned"].as_u64().unwrap() >= 20, "{again}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(receiver.event_ids().len(), 32);
+        let cancel = app.post(&format!("{path}/cancel"), Some(&token), json!({})).await;
+        assert_problem(cancel, 409, "backfill_ended").await;
+
+        // Bad input.
+        for (body, field) in [
+            (json!({}), "since"),
+            (json!({"after": "not-a-cursor"}), "after"),
+            (json!({"after": format!("{}-{}", u32::MAX, i64::MAX)}), "after"),
+            (json!({"since": "2999-01-01T00:00:00Z"}), "since"),
+            (json!({"since": "2020-01-01T00:00:00Z", "rate": 0}), "rate"),
+        ] {
+            let problem = assert_problem(app.post(&path, Some(&token), body.clone()).await, 422, "invalid_field").await;
+            assert_eq!(problem["field"], field, "{body}");
+        }
+        app.stop().await;
+        receiver.stop().await;
+    }
+}
+
+both_backends! {
+    async fn a_cancelled_backfill_queues_nothing_more_and_withdraws_what_waits(db) {
+        // A receiver that holds each request a while: what was queued waits.
+        let receiver = Receiver::start(Arc::new(|_, _| {
+            std::thread::sleep(Duration::from_millis(300));
+            (200, vec![])
+        }))
+        .await;
+        let mut config = webhook_config(&db, "0s");
+        config.webhooks.concurrency = 1;
+        let app = TestApp::spawn_with(config).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let token = owner.access_token.clone();
+        append_typed(&app, "load:old", "load.tick", 200).await;
+        let endpoint = create_endpoint(&app, &token, json!({"name": "new", "url": receiver.url(), "event_types": ["load.*"]})).await;
+        let id = endpoint["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v1/admin/webhooks/{id}/backfill");
+        app.post(&path, Some(&token), json!({"since": "2020-01-01T00:00:00Z", "rate": 20})).await;
+        wait_until(|| async { backfill_of(&app, &token, &id).await["enqueued"].as_u64().unwrap() >= 20 }).await;
+        let cancelled = app.post(&format!("{path}/cancel"), Some(&token), json!({})).await;
+        assert_eq!(cancelled.status().as_u16(), 200);
+        let cancelled: Value = cancelled.json().await.unwrap();
+        assert_eq!(cancelled["status"], "cancelled");
+        let enqueued = cancelled["enqueued"].as_u64().unwrap();
+        assert!(enqueued < 200, "paced: {cancelled}");
+        assert!(cancelled["withdrawn"].as_u64().unwrap() > 0, "{cancelled}");
+        // What was being sent finishes; nothing else comes.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = backfill_of(&app, &token, &id).await;
+        assert_eq!(now["enqueued"], enqueued, "nothing more queued");
+        assert_eq!(now["pending"], 0, "{now}");
+        let sent = now["delivered"].as_u64().unwrap() + now["failed"].as_u64().unwrap();
+        assert_eq!(sent + now["withdrawn"].as_u64().unwrap(), enqueued, "{now}");
+        let received = receiver.event_ids().len() as u64;
+        assert_eq!(received, sent);
         app.stop().await;
         receiver.stop().await;
     }
