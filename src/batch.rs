@@ -30,6 +30,12 @@ pub trait Batch: Clone + Send + Sync + 'static {
         Vec::new()
     }
 
+    /// How much of a batch's `max` an item takes (1 unless said: `max`
+    /// counts items). An item heavier than `max` makes a batch alone.
+    fn weight(_item: &Self::Item) -> usize {
+        1
+    }
+
     /// Works one batch: an answer per item, in order. An item left without
     /// an answer (fewer answers than items) hears [`Interrupted`].
     fn run(&self, items: Vec<Self::Item>) -> impl Future<Output = Vec<Self::Answer>> + Send;
@@ -61,6 +67,8 @@ pub struct Gather<B: Batch> {
 
 struct State<B: Batch> {
     queue: VecDeque<Waiting<B>>,
+    /// The weight of what is queued.
+    queued: usize,
     runners: usize,
     /// Keys held by running batches.
     busy: HashSet<B::Key>,
@@ -69,6 +77,7 @@ struct State<B: Batch> {
 struct Waiting<B: Batch> {
     item: B::Item,
     keys: Vec<B::Key>,
+    weight: usize,
     reply: oneshot::Sender<Result<B::Answer, Interrupted>>,
 }
 
@@ -81,6 +90,7 @@ impl<B: Batch> Gather<B> {
         Self {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                queued: 0,
                 runners: 0,
                 busy: HashSet::new(),
             }),
@@ -130,8 +140,15 @@ impl<B: Batch> Gather<B> {
             let mut state = self.lock();
             for item in items {
                 let keys = B::keys(&item);
+                let weight = B::weight(&item);
                 let (reply, answer) = oneshot::channel();
-                state.queue.push_back(Waiting { item, keys, reply });
+                state.queued += weight;
+                state.queue.push_back(Waiting {
+                    item,
+                    keys,
+                    weight,
+                    reply,
+                });
                 answers.push(answer);
             }
             if self.inline && state.runners == 0 {
@@ -140,8 +157,7 @@ impl<B: Batch> Gather<B> {
             } else {
                 let mut starts = 0;
                 while state.runners == 0
-                    || (state.runners < self.runners
-                        && state.queue.len() > state.runners * self.max)
+                    || (state.runners < self.runners && state.queued > state.runners * self.max)
                 {
                     state.runners += 1;
                     starts += 1;
@@ -224,15 +240,21 @@ async fn work_one<B: Batch>(runner: &mut Runner<B>, batch: &B) -> bool {
     true
 }
 
-/// Up to `max` queued items in arrival order, leaving those with a key a
-/// running batch holds, and every later one sharing a key with an item
-/// left (so items of one key never overtake each other).
+/// Queued items in arrival order up to a weight of `max` (at least one),
+/// leaving those with a key a running batch holds, and every later one
+/// sharing a key with an item left (so items of one key never overtake
+/// each other). Nothing after the first item that does not fit is taken.
 fn take<B: Batch>(state: &mut State<B>, max: usize) -> Vec<Waiting<B>> {
     let mut blocked = state.busy.clone();
     let mut taken = Vec::new();
+    let mut weight = 0;
+    let mut full = false;
     let mut left = VecDeque::new();
     while let Some(waiting) = state.queue.pop_front() {
-        if taken.len() < max && !waiting.keys.iter().any(|k| blocked.contains(k)) {
+        full = full || (!taken.is_empty() && weight + waiting.weight > max);
+        if !full && !waiting.keys.iter().any(|k| blocked.contains(k)) {
+            weight += waiting.weight;
+            state.queued -= waiting.weight;
             taken.push(waiting);
         } else {
             blocked.extend(waiting.keys.iter().cloned());
@@ -265,6 +287,7 @@ impl<B: Batch> Drop for Runner<B> {
         }
         state.runners -= 1;
         if state.runners == 0 {
+            state.queued = 0;
             for waiting in state.queue.drain(..) {
                 let _ = waiting.reply.send(Err(Interrupted::NotRun));
             }
@@ -341,6 +364,7 @@ mod tests {
     fn an_item_whose_key_is_busy_waits_and_holds_back_later_items_of_its_keys() {
         let mut state: State<Recording> = State {
             queue: VecDeque::new(),
+            queued: 3,
             runners: 1,
             busy: HashSet::from(['x']),
         };
@@ -351,6 +375,7 @@ mod tests {
             state.queue.push_back(Waiting {
                 item: item(n, keys[0]),
                 keys,
+                weight: 1,
                 reply,
             });
         }
@@ -359,5 +384,39 @@ mod tests {
         assert_eq!(taken, vec![3]);
         let left: Vec<u32> = state.queue.iter().map(|w| w.item.n).collect();
         assert_eq!(left, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_batch_takes_items_up_to_its_weight_in_order_and_a_heavy_one_alone() {
+        let mut state: State<Recording> = State {
+            queue: VecDeque::new(),
+            queued: 0,
+            runners: 1,
+            busy: HashSet::new(),
+        };
+        let mut answers = Vec::new();
+        for (n, weight) in [(1, 150), (2, 100), (3, 30), (4, 500), (5, 10)] {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            state.queued += weight;
+            state.queue.push_back(Waiting {
+                item: item(n, char::from(b'a' + n as u8)),
+                keys: vec![],
+                weight,
+                reply,
+            });
+        }
+        let mut batches = Vec::new();
+        while !state.queue.is_empty() {
+            batches.push(
+                take(&mut state, 200)
+                    .iter()
+                    .map(|w| w.item.n)
+                    .collect::<Vec<u32>>(),
+            );
+        }
+        // 3 would fit beside 1 but never overtakes 2.
+        assert_eq!(batches, vec![vec![1], vec![2, 3], vec![4], vec![5]]);
+        assert_eq!(state.queued, 0);
     }
 }

@@ -232,6 +232,12 @@ impl LogId {
 /// Statements on their own at once, at most (each on a connection).
 const WRITERS: usize = 4;
 
+/// Events gathered into one statement, at most. Appends beyond it wait for
+/// the next statement, or, once more than that many events wait for each
+/// writer at work, for another writer: many large appends at once go as
+/// statements side by side rather than as one very large one.
+const STATEMENT_EVENTS: usize = 200;
+
 impl EventStore {
     /// With the read models' fastest implementations.
     pub fn new(db: Db) -> Self {
@@ -254,7 +260,7 @@ impl EventStore {
             // Callers are the command runner's tasks, never cancelled
             // midway: an append that finds the writers idle is written by
             // its caller at once.
-            writes: Arc::new(Gather::new(MAX_BATCH, WRITERS).inline()),
+            writes: Arc::new(Gather::new(STATEMENT_EVENTS, WRITERS).inline()),
         }
     }
 
@@ -702,6 +708,10 @@ impl Batch for Writer {
     type Item = Vec<RecordedEvent>;
     type Answer = Result<Vec<RecordedEvent>, AppendError>;
     type Key = ();
+
+    fn weight(call: &Vec<RecordedEvent>) -> usize {
+        call.len()
+    }
 
     async fn run(&self, calls: Vec<Vec<RecordedEvent>>) -> Vec<Self::Answer> {
         let mut calls: Vec<Option<Vec<RecordedEvent>>> = calls.into_iter().map(Some).collect();
