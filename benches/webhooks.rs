@@ -1,7 +1,16 @@
-//! Webhook deliveries to a local receiver: 10 endpoints subscribed to every
-//! event, events appended at 50/s and 200/s (each is 10 deliveries), then as
-//! fast as they can be appended (saturation). Reports deliveries/s and the
-//! latency from the start of the append to the receiver having the request.
+//! Webhook deliveries, measured twice.
+//!
+//! Over HTTP, as a user sees it: provider payment callbacks
+//! (`POST /api/v1/admin/payments`, spread over 20 users) at 50/s and 200/s,
+//! then from 32 senders as fast as they are answered (saturation), with 10
+//! endpoints taking `payment.completed`, received in another process (this
+//! program run again as the receiver). Reports deliveries/s and the latency
+//! from the callback being sent to the receiver having the delivery (wall
+//! clock, one machine).
+//!
+//! In-process: the same shape with events appended to the store directly
+//! (every event to each of 10 endpoints) and the receiver in this process:
+//! what the delivery path costs without the HTTP intake.
 //!
 //! ```sh
 //! cargo bench --bench webhooks
@@ -18,8 +27,11 @@ mod support;
 use support::{drop_database, fresh_database, psql};
 
 use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -38,7 +50,14 @@ struct Clock {
     received: Mutex<Vec<(u64, Instant)>>,
 }
 
+/// Set in the environment of this program run again as the receiver.
+const RECEIVER_MODE: &str = "BENCH_WEBHOOK_RECEIVER";
+
 fn main() {
+    if std::env::var_os(RECEIVER_MODE).is_some() {
+        receiver_process();
+        return;
+    }
     let admin_url = support::admin_url();
     let seconds = support::seconds();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -130,6 +149,8 @@ async fn run(admin_url: &str, duration: Duration) {
         assert_eq!(response.status().as_u16(), 201);
     }
 
+    let over_http = over_http(&base, &http, &token).await;
+
     let mut rows = Vec::new();
     let mut next_seq = 0u64;
     for rate in [50u64, 200] {
@@ -148,13 +169,24 @@ async fn run(admin_url: &str, duration: Duration) {
     let version = psql(&url, "SHOW server_version");
 
     println!(
-        "{ENDPOINTS} endpoints, every event to each; {}s per rate; worker concurrency {concurrency}; PostgreSQL {}",
+        "{ENDPOINTS} endpoints; {}s per phase; worker concurrency {concurrency}; PostgreSQL {}",
         duration.as_secs(),
         version.trim()
     );
     println!();
     println!(
-        "| load | events | deliveries | deliveries/s | append→receipt p50 ms | p95 ms | p99 ms | max ms |"
+        "| over HTTP: payment callbacks, 20 users, receiver in another process | callbacks | deliveries | deliveries/s | callback→receipt p50 ms | p95 ms | p99 ms | max ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, r) in over_http {
+        println!(
+            "| {label} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            r.events, r.deliveries, r.per_second, r.p50, r.p95, r.p99, r.max
+        );
+    }
+    println!();
+    println!(
+        "| in-process: appends to the store, every event to each endpoint | events | deliveries | deliveries/s | append→receipt p50 ms | p95 ms | p99 ms | max ms |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (label, r) in rows {
@@ -265,5 +297,252 @@ async fn measure(
         p95: pct(0.95),
         p99: pct(0.99),
         max: *latencies.last().unwrap(),
+    }
+}
+
+// Over HTTP.
+
+/// Wall-clock microseconds: the receiver is another process.
+fn now_us() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros(),
+    )
+    .unwrap()
+}
+
+/// The receiver: answers every delivery with 204 and notes, per run, how
+/// long after the callback was sent it arrived (the callback's external id
+/// is `run:sent_at_us:n`). `GET /runs/{run}` answers what it noted.
+fn receiver_process() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let runs: Arc<Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
+        let noted = runs.clone();
+        let server = HttpServer::new(move || {
+            let noted = noted.clone();
+            let read = noted.clone();
+            App::new()
+                .route(
+                    "/runs/{run}",
+                    web::get().to(move |run: web::Path<String>| {
+                        let read = read.clone();
+                        async move {
+                            let latencies = read.lock().unwrap().get(run.as_str()).cloned();
+                            HttpResponse::Ok().json(latencies.unwrap_or_default())
+                        }
+                    }),
+                )
+                .default_service(web::to(move |body: web::Bytes| {
+                    let noted = noted.clone();
+                    async move {
+                        let at = now_us();
+                        if let Ok(event) = serde_json::from_slice::<Value>(&body)
+                            && let Some(id) = event["payload"]["external_id"].as_str()
+                            && let [run, sent, _] = id.split(':').collect::<Vec<_>>()[..]
+                            && let Ok(sent) = sent.parse::<u64>()
+                        {
+                            noted
+                                .lock()
+                                .unwrap()
+                                .entry(run.to_owned())
+                                .or_default()
+                                .push(at.saturating_sub(sent));
+                        }
+                        HttpResponse::NoContent().finish()
+                    }
+                }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        println!("{}", server.addrs()[0].port());
+        server.run().await.unwrap();
+    });
+}
+
+/// Payment callbacks over HTTP, delivered to a receiver in another process.
+async fn over_http(base: &str, http: &reqwest::Client, token: &str) -> Vec<(String, Measured)> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(RECEIVER_MODE, "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let receiver = format!("http://127.0.0.1:{}", line.trim());
+    for n in 0..ENDPOINTS {
+        let response = http
+            .post(format!("{base}/api/v1/admin/webhooks"))
+            .bearer_auth(token)
+            .json(&json!({
+                "name": format!("payments {n}"),
+                "url": format!("{receiver}/hook/{n}"),
+                "event_types": ["payment.completed"],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+    }
+    let mut users = Vec::new();
+    for n in 0..20 {
+        let tokens: Value = http
+            .post(format!("{base}/api/v1/cabinet/auth/telegram/mini-app"))
+            .json(&json!({"init_data": support::init_data(7000 + n)}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let me: Value = http
+            .get(format!("{base}/api/v1/cabinet/me"))
+            .bearer_auth(tokens["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        users.push(me["id"].as_str().unwrap().to_owned());
+    }
+    let sender = Sender {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap(),
+        base: base.to_owned(),
+        token: token.to_owned(),
+        users: Arc::new(users),
+        receiver,
+    };
+    let duration = Duration::from_secs(support::seconds());
+    // Warm-up: connections and caches, not measured.
+    sender.phase(Load::Rate(20), Duration::from_secs(2)).await;
+    let mut rows = Vec::new();
+    for rate in [50u64, 200] {
+        rows.push((format!("{rate} callbacks/s"), sender.phase(Load::Rate(rate), duration).await));
+    }
+    rows.push(("saturation, 32 senders".to_owned(), sender.phase(Load::Senders(32), duration).await));
+    let _ = child.kill();
+    let _ = child.wait();
+    rows
+}
+
+enum Load {
+    /// Callbacks sent on schedule, whatever the answers.
+    Rate(u64),
+    /// Senders each sending the next callback when the last is answered.
+    Senders(usize),
+}
+
+#[derive(Clone)]
+struct Sender {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    users: Arc<Vec<String>>,
+    receiver: String,
+}
+
+impl Sender {
+    /// One callback: a completed provider payment for the `n`th user in
+    /// turn, its external id carrying the run and the time it was sent.
+    async fn callback(&self, run: &str, n: usize) -> bool {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/admin/payments", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({
+                "user_id": self.users[n % self.users.len()],
+                "amount": 1000,
+                "currency": "RUB",
+                "provider": "bench",
+                "external_id": format!("{run}:{}:{n}", now_us()),
+                "status": "completed",
+            }))
+            .send()
+            .await;
+        response.is_ok_and(|r| r.status().as_u16() == 201)
+    }
+
+    async fn phase(&self, load: Load, duration: Duration) -> Measured {
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        match load {
+            Load::Rate(rate) => {
+                let total = (rate * duration.as_secs()) as usize;
+                let begin = tokio::time::Instant::now();
+                for n in 0..total {
+                    tokio::time::sleep_until(begin + Duration::from_secs_f64(n as f64 / rate as f64)).await;
+                    let (sender, run) = (self.clone(), run.clone());
+                    tasks.spawn(async move { usize::from(sender.callback(&run, n).await) });
+                }
+            }
+            Load::Senders(senders) => {
+                let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                for _ in 0..senders {
+                    let (sender, run, next) = (self.clone(), run.clone(), next.clone());
+                    tasks.spawn(async move {
+                        let mut accepted = 0;
+                        while start.elapsed() < duration {
+                            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            accepted += usize::from(sender.callback(&run, n).await);
+                        }
+                        accepted
+                    });
+                }
+            }
+        }
+        let mut accepted = 0;
+        while let Some(n) = tasks.join_next().await {
+            accepted += n.unwrap();
+        }
+        let expected = accepted * ENDPOINTS;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut latencies: Vec<u64>;
+        loop {
+            latencies = self
+                .http
+                .get(format!("{}/runs/{run}", self.receiver))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if latencies.len() >= expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {expected} deliveries arrived",
+                latencies.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        latencies.sort_unstable();
+        let ms = |us: u64| us as f64 / 1000.0;
+        let pct = |q: f64| ms(latencies[((latencies.len() as f64 - 1.0) * q).round() as usize]);
+        Measured {
+            events: accepted as u64,
+            deliveries: latencies.len(),
+            per_second: latencies.len() as f64 / elapsed,
+            p50: pct(0.5),
+            p95: pct(0.95),
+            p99: pct(0.99),
+            max: ms(*latencies.last().unwrap()),
+        }
     }
 }
