@@ -430,9 +430,15 @@ async fn over_http(base: &str, http: &reqwest::Client, token: &str) -> Vec<(Stri
     sender.phase(Load::Rate(20), Duration::from_secs(2)).await;
     let mut rows = Vec::new();
     for rate in [50u64, 200] {
-        rows.push((format!("{rate} callbacks/s"), sender.phase(Load::Rate(rate), duration).await));
+        rows.push((
+            format!("{rate} callbacks/s"),
+            sender.phase(Load::Rate(rate), duration).await,
+        ));
     }
-    rows.push(("saturation, 32 senders".to_owned(), sender.phase(Load::Senders(32), duration).await));
+    rows.push((
+        "saturation, 32 senders".to_owned(),
+        sender.phase(Load::Senders(32), duration).await,
+    ));
     let _ = child.kill();
     let _ = child.wait();
     rows
@@ -484,7 +490,10 @@ impl Sender {
                 let total = (rate * duration.as_secs()) as usize;
                 let begin = tokio::time::Instant::now();
                 for n in 0..total {
-                    tokio::time::sleep_until(begin + Duration::from_secs_f64(n as f64 / rate as f64)).await;
+                    tokio::time::sleep_until(
+                        begin + Duration::from_secs_f64(n as f64 / rate as f64),
+                    )
+                    .await;
                     let (sender, run) = (self.clone(), run.clone());
                     tasks.spawn(async move { usize::from(sender.callback(&run, n).await) });
                 }
