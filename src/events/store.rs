@@ -26,6 +26,14 @@
 //! conflicts with). So a transaction in the statement's snapshot that is
 //! still running without that lock never wrote to the log and never will.
 //!
+//! What that rests on: everything that writes to `events` takes the lock
+//! before its transaction has an id. A session that already has one and
+//! then inserts into `events` by hand (psql, a hand-written data migration)
+//! is not waited for; it must `LOCK TABLE events IN ROW EXCLUSIVE MODE`
+//! first. Prepared transactions (two-phase commit, off by default) are not
+//! accounted for: while one is being prepared its locks move between
+//! owners.
+//!
 //! On SQLite writes are serialized ([`crate::db::Db::begin_write`]), so the
 //! position order is the commit order and the cursor is the position.
 
@@ -487,12 +495,13 @@ impl EventStore {
             .collect()
     }
 
-    /// A client's cursor in this backend's terms: SQLite orders by position
-    /// alone, so a transaction part (from a cursor minted elsewhere) is
-    /// dropped rather than allowed to make every event compare below it.
     /// Why this log cannot continue from `cursor`, if it cannot: the
-    /// cursor names another log, or lies ahead of the head (the database
-    /// was reset, replaced or restored since the cursor was handed out).
+    /// cursor names another log, or lies ahead of every event written (the
+    /// database was reset, replaced or restored since the cursor was handed
+    /// out). A cursor past the readable head but not past the last event
+    /// written (one from a webhook's envelope, while an older transaction
+    /// still runs) is one the log continues from once that event is
+    /// readable.
     pub async fn cannot_continue_from(
         &self,
         cursor: Cursor,
@@ -502,7 +511,7 @@ impl EventStore {
                 "this cursor is from another event log (the database was reset or replaced)",
             ));
         }
-        if self.normalize(cursor) > self.head().await? {
+        if self.normalize(cursor) > self.last(false).await? {
             return Ok(Some(
                 "this cursor is ahead of the event log (the database was reset or restored)",
             ));
@@ -510,6 +519,9 @@ impl EventStore {
         Ok(None)
     }
 
+    /// A client's cursor in this backend's terms: SQLite orders by position
+    /// alone, so a transaction part (from a cursor minted elsewhere) is
+    /// dropped rather than allowed to make every event compare below it.
     pub fn normalize(&self, cursor: Cursor) -> Cursor {
         match self.db.backend() {
             Backend::Postgres => cursor,
@@ -666,15 +678,26 @@ impl EventStore {
 
     /// The cursor of the last readable event (where a live feed starts).
     pub async fn head(&self) -> Result<Cursor, DbErr> {
+        self.last(true).await
+    }
+
+    /// The cursor of the last event readable now (`readable`), or of the
+    /// last written, readable or not yet (on PostgreSQL, past the horizon:
+    /// a transaction before it still runs).
+    async fn last(&self, readable: bool) -> Result<Cursor, DbErr> {
         let backend = self.db.backend();
         let sql = match backend {
-            Backend::Postgres => {
+            Backend::Postgres if readable => {
                 concat!(
                     "SELECT transaction_id::text AS tx, position FROM events \
                      WHERE transaction_id < ",
                     pg_horizon!(),
                     " ORDER BY transaction_id DESC, position DESC LIMIT 1"
                 )
+            }
+            Backend::Postgres => {
+                "SELECT transaction_id::text AS tx, position FROM events \
+                 ORDER BY transaction_id DESC, position DESC LIMIT 1"
             }
             Backend::Sqlite => "SELECT position FROM events ORDER BY position DESC LIMIT 1",
         };

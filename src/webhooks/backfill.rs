@@ -3,11 +3,13 @@
 //! endpoint's filter, up to the head as it was when the backfill started
 //! (what came after is queued as it is appended).
 //!
-//! Paced: every second each running backfill queues at most its rate, and
+//! Paced: each running backfill queues at most its rate a second, and
 //! nothing while [`WINDOW`] of its deliveries wait, so the live deliveries
 //! of the endpoint never queue behind more than that. Any instance may move
-//! a backfill on; a step that finds it moved on or cancelled meanwhile is
-//! dropped. Cancelling withdraws what it queued that is not being sent yet.
+//! a backfill on, once a second whichever instance it is: a step is skipped
+//! when the backfill moved less than a second ago, and dropped when it
+//! finds the backfill moved on or cancelled meanwhile. Cancelling withdraws
+//! what it queued that is not being sent yet.
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,6 +28,9 @@ pub const WINDOW: i64 = 100;
 /// Events read per step, at most (a filter may match few of them).
 const SCAN_LIMIT: i64 = 20_000;
 const TICK: Duration = Duration::from_secs(1);
+/// A backfill moves on this long after its last step, at the soonest (a
+/// little under the tick, which drifts).
+const STEP_EVERY_MS: i64 = 900;
 
 /// Moves every running backfill on, once a second, until `shutdown`.
 pub async fn run(db: Db, store: EventStore, wake: Arc<Notify>, shutdown: CancellationToken) {
@@ -57,6 +62,9 @@ pub async fn run(db: Db, store: EventStore, wake: Arc<Notify>, shutdown: Cancell
 
 /// Queues the next part of `backfill`; returns how many were queued.
 async fn step(db: &Db, log: &EventStore, backfill: &BackfillRow) -> Result<usize, DbErr> {
+    if store::now_ms() - backfill.updated_at_ms < STEP_EVERY_MS {
+        return Ok(0);
+    }
     let Some(endpoint) = store::get_endpoint(db, backfill.endpoint_id).await? else {
         return Ok(0);
     };
@@ -66,8 +74,10 @@ async fn step(db: &Db, log: &EventStore, backfill: &BackfillRow) -> Result<usize
     if budget == 0 {
         return Ok(0);
     }
-    let filter = TypeFilter::parse(endpoint.event_types.iter().map(String::as_str))
-        .unwrap_or_else(|_| TypeFilter::all());
+    let Ok(filter) = TypeFilter::parse(endpoint.event_types.iter().map(String::as_str)) else {
+        tracing::warn!(endpoint = %endpoint.id, "a backfilled endpoint's filter does not parse");
+        return Ok(0);
+    };
     let target = log.normalize(backfill.target);
     let mut cursor = backfill.cursor;
     let mut scanned = 0i64;
@@ -104,16 +114,7 @@ async fn step(db: &Db, log: &EventStore, backfill: &BackfillRow) -> Result<usize
         done = log.normalize(cursor) >= target;
     }
     done |= log.normalize(cursor) >= target;
-    let moved = store::advance_backfill(
-        db,
-        endpoint.id,
-        backfill.cursor,
-        cursor,
-        scanned,
-        &picked,
-        done,
-    )
-    .await?;
+    let moved = store::advance_backfill(db, backfill, cursor, scanned, &picked, done).await?;
     if !moved {
         return Ok(0);
     }

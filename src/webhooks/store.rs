@@ -1273,21 +1273,20 @@ pub struct Backfilled {
     pub cursor: Cursor,
 }
 
-/// Moves a running backfill on from `from` (the cursor it was read at) to
-/// `to`, queueing `events` (those the endpoint already has are left as
-/// they are), and ends it when `done`. False, with nothing written, when
-/// it was moved on or cancelled meanwhile (by another instance).
+/// Moves a running backfill on from `from` (as it was read) to `to`,
+/// queueing `events` (those the endpoint already has are left as they
+/// are), and ends it when `done`. False, with nothing written, when it was
+/// moved on or cancelled meanwhile (by another instance).
 pub async fn advance_backfill(
     db: &Db,
-    endpoint: WebhookEndpointId,
-    from: Cursor,
+    from: &BackfillRow,
     to: Cursor,
     scanned: i64,
     events: &[Backfilled],
     done: bool,
 ) -> Result<bool, DbErr> {
     let backend = db.backend();
-    let id = uuid_value(backend, endpoint.as_uuid());
+    let id = uuid_value(backend, from.endpoint_id.as_uuid());
     let now = now_ms();
     let txn = db.begin_write().await?;
     let mut enqueued = 0u64;
@@ -1335,7 +1334,8 @@ pub async fn advance_backfill(
                enqueued = enqueued + $4, updated_at_ms = $5, \
                status = CASE WHEN $6 THEN 'completed' ELSE status END, \
                finished_at_ms = CASE WHEN $6 THEN $5 ELSE NULL END \
-             WHERE endpoint_id = $1 AND status = 'running' AND cursor = $7",
+             WHERE endpoint_id = $1 AND status = 'running' AND cursor = $7 \
+               AND updated_at_ms = $8",
             vec![
                 id,
                 to.to_string().into(),
@@ -1343,7 +1343,8 @@ pub async fn advance_backfill(
                 i64::try_from(enqueued).unwrap_or(i64::MAX).into(),
                 now.into(),
                 done.into(),
-                from.to_string().into(),
+                from.cursor.to_string().into(),
+                from.updated_at_ms.into(),
             ],
         ))
         .await?

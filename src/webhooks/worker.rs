@@ -293,58 +293,76 @@ pub struct WebhookWorker {
 /// PostgreSQL: this instance's hold on the leases it takes. A session-level
 /// advisory lock on a connection of its own, held while the process lives,
 /// says it is alive; the leases it stamps with its number are freed by any
-/// instance once the lock is gone (the process died, its session ended)
-/// rather than when they run out. Without the lock (its connection broke
-/// and could not be opened again yet) leases carry no owner and are freed
-/// only when they run out.
+/// instance once the lock is gone (the process died, or its session ended)
+/// rather than when they run out. Its connection is checked before claims
+/// at most every [`RECLAIM_INTERVAL`]; when it broke, claims carry no owner
+/// (freed only when they run out) until a lock is taken again, under a new
+/// number, so a reclaim that saw the old one gone frees none of the new
+/// leases. An instance whose session ended while it lived counts as gone:
+/// what it had in flight may be sent again by another (at most its
+/// concurrency, as after a crash).
 struct LeaseOwner {
     number: i64,
     connection: Option<sea_orm::sqlx::PgConnection>,
 }
 
+/// How long a check or a taking of the lock may take.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl LeaseOwner {
     fn new() -> Self {
         Self {
-            number: i64::from(rand::rng().random_range(1..=i32::MAX)),
+            number: 0,
             connection: None,
         }
     }
 
-    /// Holds the lock (taking it again if its connection broke); the
-    /// number leases are stamped with while it is held.
+    /// Holds the lock (taking one again, under a new number, if its
+    /// connection broke); the number leases are stamped with while it is
+    /// held.
     async fn keep(&mut self, db: &Db) -> Option<i64> {
         use sea_orm::sqlx::{self, Connection};
         let pool = db.postgres_pool()?;
         if let Some(connection) = &mut self.connection
-            && connection.ping().await.is_ok()
+            && matches!(
+                tokio::time::timeout(LOCK_TIMEOUT, connection.ping()).await,
+                Ok(Ok(()))
+            )
         {
             return Some(self.number);
         }
         self.connection = None;
-        let taken: Result<_, sqlx::Error> = async {
+        let number = rand::rng().random_range(1..=i32::MAX);
+        let taken = tokio::time::timeout(LOCK_TIMEOUT, async {
             let mut connection = pool.acquire().await?.detach();
-            sqlx::query("SELECT pg_advisory_lock($1, $2)")
+            let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, $2)")
                 .bind(store::LEASE_LOCK_CLASS)
-                .bind(i32::try_from(self.number).unwrap_or(i32::MAX))
-                .execute(&mut connection)
+                .bind(number)
+                .fetch_one(&mut connection)
                 .await?;
-            Ok(connection)
-        }
+            Ok::<_, sqlx::Error>(locked.then_some(connection))
+        })
         .await;
-        match taken {
-            Ok(connection) => {
-                if let Err(e) = store::register_owner(db, self.number).await {
-                    tracing::warn!(error = %e, "cannot list this instance among the lease holders");
-                    return None;
-                }
-                self.connection = Some(connection);
-                Some(self.number)
-            }
-            Err(e) => {
+        let connection = match taken {
+            Ok(Ok(Some(connection))) => connection,
+            // Another instance drew the same number: another one next time.
+            Ok(Ok(None)) => return None,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot take this instance's lease lock");
-                None
+                return None;
             }
+            Err(_) => {
+                tracing::warn!("taking this instance's lease lock timed out");
+                return None;
+            }
+        };
+        if let Err(e) = store::register_owner(db, i64::from(number)).await {
+            tracing::warn!(error = %e, "cannot list this instance among the lease holders");
+            return None;
         }
+        self.number = i64::from(number);
+        self.connection = Some(connection);
+        Some(self.number)
     }
 }
 

@@ -442,3 +442,54 @@ async fn a_write_transaction_that_had_its_id_before_appending_still_holds_the_lo
     assert_eq!(ids, vec![a[0].id, b[0].id]);
     app.stop().await;
 }
+
+/// Postgres: a cursor past the readable head (a webhook envelope's, while
+/// an older transaction still runs) is one the log continues from, not one
+/// of another log or of a reset database.
+#[cfg(postgres_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_past_the_readable_head_is_not_taken_for_a_reset_log() {
+    use sea_orm::ConnectionTrait;
+
+    use crate::helpers::{Kind, TestDb};
+
+    let db = TestDb::new(Kind::Postgres).await;
+    let app = TestApp::spawn(&db).await;
+    let store = &app.state.store;
+    let slow = app.state.db.begin_write().await.unwrap();
+    slow.execute_unprepared("SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    let written = store
+        .append(
+            vec![Append::new(
+                stream("note:past"),
+                ExpectedVersion::NoStream,
+                vec![event("note.created", json!({}))],
+            )],
+            None,
+        )
+        .await
+        .unwrap();
+    let cursor = written[0].cursor;
+    assert!(
+        cursor > store.head().await.unwrap(),
+        "past the readable head"
+    );
+    assert_eq!(store.cannot_continue_from(cursor).await.unwrap(), None);
+    let mut beyond = cursor.to_string();
+    beyond.replace_range(
+        ..beyond.find('-').unwrap(),
+        &(u64::from(u32::MAX) * 4).to_string(),
+    );
+    assert!(
+        store
+            .cannot_continue_from(beyond.parse().unwrap())
+            .await
+            .unwrap()
+            .is_some(),
+        "{beyond} is past every event written"
+    );
+    slow.rollback().await.unwrap();
+    app.stop().await;
+}
