@@ -1367,3 +1367,40 @@ both_backends! {
         receiver.stop().await;
     }
 }
+
+/// Postgres: two instances move one backfill on together at its rate, not
+/// at twice it.
+#[cfg(postgres_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_backfill_at_the_backfills_rate_together() {
+    let db = TestDb::new(crate::helpers::Kind::Postgres).await;
+    // Deliveries wait (nothing listens): what was queued is what was paced.
+    let config = webhook_config(&db, "0s,1h");
+    let a = TestApp::spawn_with(config.clone()).await;
+    let b = TestApp::spawn_with(config).await;
+    let owner = a.admin_with_role("o@example.com", Role::Owner).await;
+    append_typed(&a, "load:old", "load.tick", 300).await;
+    let endpoint = waiting_endpoint(&a, &owner.access_token, "paced").await;
+    let id = endpoint["id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let response = a
+        .post(
+            &format!("/api/v1/admin/webhooks/{id}/backfill"),
+            Some(&owner.access_token),
+            json!({"since": "2020-01-01T00:00:00Z", "rate": 10}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 202);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let progress = backfill_of(&b, &owner.access_token, &id).await;
+    let enqueued = progress["enqueued"].as_u64().unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    // At 10 a second, one step a second at most, whichever instance.
+    assert!(enqueued >= 10, "it moved: {progress}");
+    assert!(
+        enqueued as f64 <= 10.0 * (seconds / 0.9 + 1.0),
+        "{enqueued} queued in {seconds:.1} s: {progress}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
