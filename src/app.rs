@@ -49,6 +49,8 @@ pub struct AppState {
     /// Publishes every event to the live WebSocket feeds.
     pub hub: Hub,
     pub webhooks: WebhookState,
+    /// Wakes the Telegram update processor after the webhook stored one.
+    pub telegram_wake: Arc<Notify>,
     /// Cancelled when the server starts stopping: long-lived connections
     /// (WebSocket feeds) end then instead of holding up the shutdown.
     pub closing: CancellationToken,
@@ -143,6 +145,14 @@ impl Application {
             shutdown.clone(),
         ));
 
+        let telegram_wake = Arc::new(Notify::new());
+        tasks.spawn(crate::telegram::intake::run(
+            db.clone(),
+            commands.clone(),
+            telegram_wake.clone(),
+            shutdown.clone(),
+        ));
+
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let port = listener.local_addr()?.port();
@@ -160,6 +170,7 @@ impl Application {
             mail_wake,
             hub,
             webhooks,
+            telegram_wake,
             closing,
         });
         let server = serve(listener, state.clone())?;
@@ -274,6 +285,7 @@ fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> 
             .configure(admin::configure)
             .configure(cabinet::configure)
             .configure(docs::configure)
+            .configure(crate::telegram::configure)
             .default_service(web::to(error::not_found))
             .wrap(actix_web::middleware::from_fn(crate::validate::nul::refuse))
             // Inner to TracingLogger, which puts the request id in place.

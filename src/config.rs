@@ -153,6 +153,9 @@ pub struct TelegramConfig {
     pub auth_max_age: Duration,
     /// Ed25519 key to check the Mini App `signature` field with (hex).
     pub mini_app_public_key: Option<[u8; 32]>,
+    /// The secret Telegram sends with every update to the webhook
+    /// (`X-Telegram-Bot-Api-Secret-Token`); without it the webhook is off.
+    pub webhook_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -379,6 +382,9 @@ impl Config {
                 86_400u64,
             )?),
             mini_app_public_key,
+            webhook_secret: get("SWITCHBOARD_TELEGRAM_WEBHOOK_SECRET")
+                .filter(|secret| !secret.is_empty())
+                .map(SecretString::from),
         };
 
         let smtp_tls = match get("SWITCHBOARD_SMTP_TLS").as_deref() {

@@ -25,6 +25,7 @@ pub mod prometheus;
 pub mod realtime;
 pub mod referrals;
 pub mod subscriptions;
+pub mod telegram;
 pub mod telemetry;
 pub mod tickets;
 pub mod users;

@@ -20,6 +20,7 @@ mod m20261201_000012_log_id;
 mod m20261201_000013_webhook_legacy_options;
 mod m20261201_000014_webhook_lease_owners;
 mod m20261201_000015_webhook_backfills;
+mod m20261201_000016_telegram_updates;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000013_webhook_legacy_options::Migration),
             Box::new(m20261201_000014_webhook_lease_owners::Migration),
             Box::new(m20261201_000015_webhook_backfills::Migration),
+            Box::new(m20261201_000016_telegram_updates::Migration),
         ]
     }
 }

@@ -6,6 +6,7 @@ use crate::{
     ledger::domain::{BalanceEvent, PaymentEvent},
     referrals::ReferralEvent,
     subscriptions::domain::SubscriptionEvent,
+    telegram::TelegramEvent,
     tickets::domain::TicketEvent,
     users::domain::UserEvent,
     webhooks::EndpointEvent,
@@ -21,6 +22,7 @@ pub fn catalogue() -> Vec<&'static str> {
         SubscriptionEvent::TYPES,
         ReferralEvent::TYPES,
         EndpointEvent::TYPES,
+        TelegramEvent::TYPES,
     ]
     .concat()
 }
@@ -58,6 +60,7 @@ mod tests {
         listed::<SubscriptionEvent>();
         listed::<ReferralEvent>();
         listed::<EndpointEvent>();
+        listed::<TelegramEvent>();
     }
 
     #[test]

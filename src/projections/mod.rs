@@ -101,6 +101,7 @@ pub const PROJECTION_FREE: &[&str] = &[
     "referral.registered",
     "referral.reward_granted",
     "webhook.endpoint_disabled",
+    "telegram.update_received",
 ];
 
 static BY_TYPE: LazyLock<HashMap<&'static str, usize>> = LazyLock::new(|| {

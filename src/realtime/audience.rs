@@ -7,7 +7,7 @@
 //!   referrer's rewards.
 //! - An admin (or API key) sees an event when it holds `events:read` and the
 //!   permission that reads the same facts through the admin API: `user.*`
-//!   needs `users:read`, `ticket.*` `tickets:read`, `payment.*`,
+//!   needs `users:read`, `ticket.*` and `telegram.*` `tickets:read`, `payment.*`,
 //!   `transaction.*`, `subscription.*` and `referral.*` `ledger:read`,
 //!   `broadcast.*` `telegram:send`, `webhook.*` `webhooks:manage`. So a
 //!   support operator sees users and tickets but no money, and a viewer sees
@@ -55,7 +55,7 @@ impl Audience {
 pub fn permission_for(category: &str) -> Permission {
     match category {
         "user" => Permission::UsersRead,
-        "ticket" => Permission::TicketsRead,
+        "ticket" | "telegram" => Permission::TicketsRead,
         "payment" | "transaction" | "subscription" | "referral" => Permission::LedgerRead,
         "broadcast" => Permission::TelegramSend,
         "webhook" => Permission::WebhooksManage,

@@ -21,6 +21,7 @@ mod startup;
 mod subscriptions;
 mod tailer;
 mod telegram_auth;
+mod telegram_intake;
 mod telegram_signing;
 mod tickets;
 mod users_admin;
