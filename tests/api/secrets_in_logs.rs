@@ -15,6 +15,8 @@ both_backends! {
         sink.configure(&mut config);
         config.mail.smtp_password = Some(secrecy::SecretString::from("smtp-password-123"));
         config.mail.smtp_username = Some("mailer".to_owned());
+        config.telegram.webhook_secret = Some(secrecy::SecretString::from("telegram-webhook-secret-4a3b"));
+        config.webhooks.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
         let app = TestApp::spawn_with(config).await;
 
         let password = "admin-password-9f8e7d";
@@ -36,6 +38,20 @@ both_backends! {
         app.post("/api/v1/auth/refresh", None, json!({"refresh_token": tokens.refresh_token})).await;
         app.post("/api/v1/auth/login", None, json!({"email": ["x"], "password": "bad-body-password-77"})).await;
         app.get(&format!("/api/v1/admin/me?{key_secret}")).await;
+        // The Telegram webhook's secret, right and wrong; a key as
+        // `?api_key=` on the feed; a webhook secret of the receiver's choosing.
+        for secret in ["telegram-webhook-secret-4a3b", "wrong-telegram-secret-9z8y"] {
+            app.client
+                .post(format!("{}/telegram/webhook", app.address))
+                .header("X-Telegram-Bot-Api-Secret-Token", secret)
+                .header("content-type", "application/json")
+                .body(r#"{"update_id": 1}"#)
+                .send()
+                .await
+                .unwrap();
+        }
+        let _ = app.ws(&format!("/ws?api_key={key_secret}"), None).await;
+        app.post("/api/v1/admin/webhooks", Some(&refreshed.access_token), json!({"name": "old", "url": "http://127.0.0.1:9/hook", "secret": "receiver-chosen-secret-6f5e"})).await;
         let init_data = crate::telegram_auth::fresh_init_data(31337, "leet");
         app.post("/api/v1/cabinet/auth/telegram/mini-app", None, json!({"init_data": init_data})).await;
         app.stop().await;
@@ -58,6 +74,9 @@ both_backends! {
             ("JWT secret", JWT_SECRET),
             ("SMTP password", "smtp-password-123"),
             ("password in a bad body", "bad-body-password-77"),
+            ("Telegram webhook secret", "telegram-webhook-secret-4a3b"),
+            ("wrong Telegram webhook secret", "wrong-telegram-secret-9z8y"),
+            ("receiver-chosen webhook secret", "receiver-chosen-secret-6f5e"),
         ] {
             assert!(!logs.contains(secret), "the {what} appears in the logs");
         }
