@@ -134,20 +134,8 @@ async fn run(admin_url: &str, duration: Duration) {
         .await
         .unwrap();
     let token = login["access_token"].as_str().unwrap().to_owned();
-    for n in 0..ENDPOINTS {
-        let response = http
-            .post(format!("{base}/api/v1/admin/webhooks"))
-            .bearer_auth(&token)
-            .json(&json!({
-                "name": format!("receiver {n}"),
-                "url": format!("http://127.0.0.1:{receiver_port}/hook/{n}"),
-                "event_types": ["bench.*"],
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-    }
+    let receiver = format!("http://127.0.0.1:{receiver_port}");
+    create_endpoints(&http, &base, &token, &receiver, "bench.*").await;
 
     let over_http = over_http(&base, &http, &token).await;
 
@@ -197,6 +185,30 @@ async fn run(admin_url: &str, duration: Duration) {
     }
 
     drop_database(admin_url, db_name);
+}
+
+/// [`ENDPOINTS`] endpoints taking `event_type`, at `receiver`'s `/hook/{n}`.
+async fn create_endpoints(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    receiver: &str,
+    event_type: &str,
+) {
+    for n in 0..ENDPOINTS {
+        let response = http
+            .post(format!("{base}/api/v1/admin/webhooks"))
+            .bearer_auth(token)
+            .json(&json!({
+                "name": format!("{event_type} {n}"),
+                "url": format!("{receiver}/hook/{n}"),
+                "event_types": [event_type],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+    }
 }
 
 struct Measured {
@@ -379,20 +391,7 @@ async fn over_http(base: &str, http: &reqwest::Client, token: &str) -> Vec<(Stri
         .read_line(&mut line)
         .unwrap();
     let receiver = format!("http://127.0.0.1:{}", line.trim());
-    for n in 0..ENDPOINTS {
-        let response = http
-            .post(format!("{base}/api/v1/admin/webhooks"))
-            .bearer_auth(token)
-            .json(&json!({
-                "name": format!("payments {n}"),
-                "url": format!("{receiver}/hook/{n}"),
-                "event_types": ["payment.completed"],
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-    }
+    create_endpoints(http, base, token, &receiver, "payment.completed").await;
     let mut users = Vec::new();
     for n in 0..20 {
         let tokens: Value = http

@@ -159,6 +159,16 @@ impl Db {
         self.backend
     }
 
+    /// A statement written with PostgreSQL's `$n` placeholders, for this
+    /// database (`?n` on SQLite).
+    pub fn statement(&self, text: &str, values: Vec<sea_orm::Value>) -> sea_orm::Statement {
+        sea_orm::Statement::from_sql_and_values(
+            self.database_backend(),
+            placeholders(self.backend, text),
+            values,
+        )
+    }
+
     /// The sea-orm connection, for reads.
     pub fn conn(&self) -> &DatabaseConnection {
         &self.conn
@@ -340,5 +350,14 @@ impl Deref for WriteTxn {
 
     fn deref(&self) -> &Self::Target {
         &self.txn
+    }
+}
+
+/// SQL written with PostgreSQL's `$n` placeholders, for `backend` (`?n` on
+/// SQLite).
+pub fn placeholders(backend: Backend, text: &str) -> String {
+    match backend {
+        Backend::Postgres => text.to_owned(),
+        Backend::Sqlite => text.replace('$', "?"),
     }
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::domain::{Update, UpdateCommand, UpdateError};
 use crate::{
     app::AppState,
-    db::{Backend, Db, WriteTxn},
+    db::{Db, WriteTxn},
     domain::{Command, CommandError, Commands, Target, Work},
     error::{ApiError, Problem},
     events::{Actor, ActorKind, RecordedEvent},
@@ -42,11 +42,7 @@ fn now_ms() -> i64 {
 }
 
 fn statement(db: &Db, text: &str, values: Vec<DbValue>) -> Statement {
-    let text = match db.backend() {
-        Backend::Postgres => text.to_owned(),
-        Backend::Sqlite => text.replace('$', "?"),
-    };
-    Statement::from_sql_and_values(db.database_backend(), text, values)
+    db.statement(text, values)
 }
 
 /// Whether `given` is `secret`, in time that does not depend on where they

@@ -142,16 +142,8 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// `$n` → `?n` for SQLite.
-fn sql(backend: Backend, text: &str) -> String {
-    match backend {
-        Backend::Postgres => text.to_owned(),
-        Backend::Sqlite => text.replace('$', "?"),
-    }
-}
-
 fn statement(db: &Db, text: &str, values: Vec<DbValue>) -> Statement {
-    Statement::from_sql_and_values(db.database_backend(), sql(db.backend(), text), values)
+    db.statement(text, values)
 }
 
 fn uuid_value(backend: Backend, id: Uuid) -> DbValue {
@@ -736,7 +728,7 @@ pub async fn disable(
     let now = now_ms();
     let stmt = Statement::from_sql_and_values(
         conn.get_database_backend(),
-        sql(
+        crate::db::placeholders(
             backend,
             "UPDATE webhook_endpoints SET enabled = $2, disabled_reason = $3, disabled_at_ms = $4, \
              updated_at_ms = $4 WHERE id = $1 AND enabled = $5",
