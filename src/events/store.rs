@@ -375,12 +375,29 @@ impl EventStore {
         if self.db.backend() != Backend::Postgres {
             return None;
         }
+        // Keys are locked before the append, in its transaction.
+        if !self.projections.ordering_keys(events).ok()?.is_empty() {
+            return None;
+        }
         self.projections.fused(events, FUSED_FIRST_PARAMETER)
     }
 
     /// Writes `events` in `txn`, with their read models.
     async fn write(&self, events: &mut [RecordedEvent], txn: &WriteTxn) -> Result<(), AppendError> {
         let backend = self.db.backend();
+        if backend == Backend::Postgres {
+            // Before the transaction writes anything (and so before it has
+            // the transaction id the log orders it by).
+            for key in self.projections.ordering_keys(events)? {
+                txn.execute_raw(Statement::from_sql_and_values(
+                    sea_orm::DatabaseBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock($1, $2)",
+                    [DbValue::from(ORDERING_LOCK_CLASS), DbValue::from(key)],
+                ))
+                .await
+                .map_err(unavailable_or_db)?;
+            }
+        }
         let written = insert(&**txn, backend, &[&*events], None)
             .await
             // Nothing is committed without the caller.
@@ -1005,6 +1022,9 @@ fn prepare(appends: Vec<Append>) -> Result<Vec<RecordedEvent>, AppendError> {
 /// The parameter a fused read model's SQL starts at: [`insert`] takes the
 /// eight before it.
 const FUSED_FIRST_PARAMETER: usize = 9;
+
+/// PostgreSQL: the advisory lock class of [`Projections::ordering_keys`].
+const ORDERING_LOCK_CLASS: i32 = 0x4f52_4431;
 
 /// `?1, ?2, …` or `$1, $2, …`.
 fn placeholders(backend: Backend, n: usize) -> String {

@@ -85,6 +85,17 @@ pub trait Projection: Sync {
     ) -> Result<Option<Fused>, DecodeError> {
         Ok(None)
     }
+
+    /// Keys that order `event` after other writers' (PostgreSQL): what in
+    /// this read model another transaction can make valid for it by
+    /// committing (one open ticket per user: closing one lets another
+    /// open). A transaction appending such an event takes a lock on each of
+    /// its keys before it writes anything, so it comes after the writer it
+    /// waited for in the log, as it did in fact, and a replay of the log in
+    /// its order meets the states the writes met. Empty for most events.
+    fn ordering_keys(&self, _event: &RecordedEvent) -> Result<Vec<i32>, DecodeError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Every read model, in the order they take a batch of events: a read model
@@ -186,6 +197,19 @@ impl Projections {
             all.values.extend(fused.values);
         }
         Some(all)
+    }
+
+    /// The [`Projection::ordering_keys`] of `events`, sorted, each once.
+    pub fn ordering_keys(&self, events: &[RecordedEvent]) -> Result<Vec<i32>, DecodeError> {
+        let mut keys = Vec::new();
+        for event in events {
+            if let Some(&n) = BY_TYPE.get(event.event_type.as_str()) {
+                keys.extend(REGISTRY[n].ordering_keys(event)?);
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
     }
 
     /// Applies `events` (just appended, in this order) to every read model.

@@ -9,7 +9,7 @@ use sea_orm::{
     sea_query::{ArrayType, Expr, ExprTrait},
 };
 
-use super::domain::TicketEvent;
+use super::domain::{Status, TicketEvent};
 use crate::{
     db::entities::{ticket, ticket_message},
     domain::DomainEvent,
@@ -70,6 +70,32 @@ impl Projection for Tickets {
     fn fused(&self, events: &[&RecordedEvent], first: usize) -> Result<Option<Fused>, DecodeError> {
         fused_messages(events, first)
     }
+
+    /// A ticket that opens, closes or reopens changes which ticket of its
+    /// user is the open one (`tickets_one_open_per_user`): such events of
+    /// one user are ordered by the user.
+    fn ordering_keys(&self, event: &RecordedEvent) -> Result<Vec<i32>, DecodeError> {
+        let user = match TicketEvent::from_recorded(event)? {
+            TicketEvent::Created { user_id, .. } => Some(user_id),
+            TicketEvent::StatusChanged {
+                user_id,
+                old_status,
+                new_status,
+                ..
+            } if (old_status == Status::Closed) != (new_status == Status::Closed) => Some(user_id),
+            _ => None,
+        };
+        Ok(user.map(|user| fold_key(user.as_uuid())).into_iter().collect())
+    }
+}
+
+/// A uuid folded into an advisory lock key (two users sharing one only
+/// wait for each other).
+fn fold_key(id: uuid::Uuid) -> i32 {
+    let bytes = id.into_bytes();
+    bytes.chunks_exact(4).fold(0_i32, |key, chunk| {
+        key ^ i32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]])
+    })
 }
 
 async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(), ProjectionError> {
