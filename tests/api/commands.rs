@@ -280,6 +280,7 @@ fn command(ids: Ids, n: usize, op: &Op) -> Any {
                     language_code: None,
                     referral_code: Some(UserCreated::referral_code_for(user_id)),
                     referred_by: referrer.filter(|r| *r != user).map(|r| ids.user(r)),
+                    telegram_chat_id: None,
                 },
             })
         }
@@ -674,4 +675,95 @@ both_backends! {
         assert_eq!(tickets["total"], 0);
         app.stop().await;
     }
+}
+
+/// A ticket that opens while another of its user's tickets is being closed
+/// waits for the close before it has a transaction id, so the log orders it
+/// after the close (as it happened) and a replay in log order opens it
+/// without breaking the one-open-ticket key.
+#[cfg(postgres_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_opening_behind_its_users_closing_one_comes_after_it_in_the_log() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let commands = runner(&db.config, true).await;
+    let store = commands.store().clone();
+    let actor = || Actor::new(ActorKind::Admin, "scenario");
+    let user = UserId::new();
+    let open = move |ticket: TicketId| {
+        Decide::<Ticket>::new(
+            ticket,
+            TicketCommand::Open {
+                ticket_id: ticket,
+                user_id: user,
+                subject: "s".into(),
+                text: "t".into(),
+                message_id: MessageId::new(),
+                channel: Channel::Cabinet,
+            },
+        )
+    };
+    let first = TicketId::new();
+    commands.run(open(first), actor()).await.unwrap();
+    // The close, written and not committed yet.
+    let txn = store.db().begin_write().await.unwrap();
+    let close = switchboard::events::Append::new(
+        <Ticket as switchboard::domain::Aggregate>::stream(first),
+        switchboard::events::ExpectedVersion::at(2),
+        vec![switchboard::domain::DomainEvent::to_new_event(
+            &switchboard::tickets::domain::TicketEvent::StatusChanged {
+                ticket_id: first,
+                user_id: user,
+                old_status: Status::Open,
+                new_status: Status::Closed,
+            },
+            actor(),
+        )],
+    );
+    store.append(vec![close], Some(&txn)).await.unwrap();
+    let second = TicketId::new();
+    let opening = {
+        let commands = commands.clone();
+        tokio::spawn(async move { commands.run(open(second), actor()).await.map(|_| ()) })
+    };
+    // The opening waits, and holds no transaction id while it does.
+    let conn = store.db().conn();
+    let mut waiting = None;
+    for _ in 0..100 {
+        let row = conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT backend_xid IS NULL AS no_xid FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            ))
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            waiting = Some(row.try_get::<bool>("", "no_xid").unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(waiting, Some(true), "the opening waits without a transaction id");
+    assert!(!opening.is_finished());
+    txn.commit().await.unwrap();
+    opening.await.unwrap().unwrap();
+    let types: Vec<(String, String)> = store
+        .read_all(switchboard::events::Cursor::START, 100)
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| (e.stream.as_str().to_owned(), e.event_type.as_str().to_owned()))
+        .collect();
+    let closed = types
+        .iter()
+        .position(|(_, t)| t == "ticket.status_changed")
+        .unwrap();
+    let reopened = types
+        .iter()
+        .rposition(|(s, t)| t == "ticket.created" && s == <Ticket as switchboard::domain::Aggregate>::stream(second).as_str())
+        .unwrap();
+    assert!(closed < reopened, "{types:?}");
+    let replay = EventStore::with_projections(store.db().clone(), Projections::plain());
+    switchboard::projections::rebuild::rebuild(&replay).await.unwrap();
 }
