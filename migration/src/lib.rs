@@ -21,6 +21,7 @@ mod m20261201_000013_webhook_legacy_options;
 mod m20261201_000014_webhook_lease_owners;
 mod m20261201_000015_webhook_backfills;
 mod m20261201_000016_telegram_updates;
+mod m20261201_000017_telegram_chats;
 
 pub struct Migrator;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000014_webhook_lease_owners::Migration),
             Box::new(m20261201_000015_webhook_backfills::Migration),
             Box::new(m20261201_000016_telegram_updates::Migration),
+            Box::new(m20261201_000017_telegram_chats::Migration),
         ]
     }
 }

@@ -43,6 +43,11 @@ pub struct UserOut {
     pub status: String,
     /// The code this user shares to refer others.
     pub referral_code: Option<String>,
+    /// The bot can write to this user: their private chat is known and
+    /// they have not blocked the bot.
+    pub telegram_reachable: bool,
+    /// The user blocked the bot.
+    pub bot_blocked: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -59,6 +64,8 @@ impl From<user::Model> for UserOut {
             email_verified: u.email_verified,
             status: u.status,
             referral_code: u.referral_code,
+            telegram_reachable: u.telegram_chat_id.is_some() && !u.bot_blocked,
+            bot_blocked: u.bot_blocked,
             created_at: u.created_at,
         }
     }

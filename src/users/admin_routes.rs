@@ -160,6 +160,7 @@ pub async fn edit(
         first_name: field("first_name", &body.first_name, 128)?,
         last_name: field("last_name", &body.last_name, 128)?,
         language_code: field("language_code", &body.language_code, 16)?,
+        telegram_chat_id: None,
     };
     state
         .commands

@@ -49,6 +49,9 @@ pub struct UserCreated {
     /// Who referred this user, if anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referred_by: Option<UserId>,
+    /// The user's private chat with the bot, when they came through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telegram_chat_id: Option<i64>,
 }
 
 impl UserCreated {
@@ -71,6 +74,9 @@ pub struct UserUpdated {
     pub last_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language_code: Option<String>,
+    /// The user's private chat with the bot, once they wrote to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telegram_chat_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +92,11 @@ pub enum UserEvent {
     Blocked { user_id: UserId, reason: String },
     #[serde(rename = "user.unblocked")]
     Unblocked { user_id: UserId },
+    /// The user blocked the bot (Telegram said so, or refused a send).
+    #[serde(rename = "user.bot_blocked")]
+    BotBlocked { user_id: UserId },
+    #[serde(rename = "user.bot_unblocked")]
+    BotUnblocked { user_id: UserId },
 }
 
 impl DomainEvent for UserEvent {
@@ -95,6 +106,8 @@ impl DomainEvent for UserEvent {
         "user.email_verified",
         "user.blocked",
         "user.unblocked",
+        "user.bot_blocked",
+        "user.bot_unblocked",
     ];
 }
 
@@ -107,6 +120,16 @@ pub struct UserState {
     pub email_verified: bool,
     pub profile: TelegramProfile,
     pub blocked: bool,
+    /// The private chat the bot can write to, once known.
+    pub chat_id: Option<i64>,
+    pub bot_blocked: bool,
+}
+
+impl UserState {
+    /// Whether the bot can write to the user.
+    pub fn reachable(&self) -> Option<i64> {
+        self.chat_id.filter(|_| !self.bot_blocked)
+    }
 }
 
 impl Aggregate for UserState {
@@ -126,6 +149,7 @@ impl Aggregate for UserState {
                 if self.profile.language_code.is_none() {
                     self.profile.language_code = created.language_code.clone();
                 }
+                self.chat_id = created.telegram_chat_id;
             }
             UserEvent::Updated(updated) => {
                 let p = &mut self.profile;
@@ -139,10 +163,15 @@ impl Aggregate for UserState {
                         field.clone_from(value);
                     }
                 }
+                if updated.telegram_chat_id.is_some() {
+                    self.chat_id = updated.telegram_chat_id;
+                }
             }
             UserEvent::EmailVerified { .. } => self.email_verified = true,
             UserEvent::Blocked { .. } => self.blocked = true,
             UserEvent::Unblocked { .. } => self.blocked = false,
+            UserEvent::BotBlocked { .. } => self.bot_blocked = true,
+            UserEvent::BotUnblocked { .. } => self.bot_blocked = false,
         }
     }
 
@@ -163,6 +192,10 @@ pub enum UserCommand {
         reason: String,
     },
     Unblock,
+    /// The user's private chat became known: recorded if it was not.
+    LinkChat(i64),
+    /// Telegram says the user blocked the bot, or allowed it again.
+    SetBotBlocked(bool),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -221,6 +254,7 @@ fn decide(state: &UserState, command: UserCommand) -> Result<Vec<UserEvent>, Use
                 first_name: changed(&profile.first_name, &old.first_name),
                 last_name: changed(&profile.last_name, &old.last_name),
                 language_code: changed(&profile.language_code, &old.language_code),
+                telegram_chat_id: None,
             };
             if update
                 == (UserUpdated {
@@ -254,6 +288,7 @@ fn decide(state: &UserState, command: UserCommand) -> Result<Vec<UserEvent>, Use
                 first_name: changed(&update.first_name, &old.first_name),
                 last_name: changed(&update.last_name, &old.last_name),
                 language_code: changed(&update.language_code, &old.language_code),
+                telegram_chat_id: None,
             };
             if update
                 == (UserUpdated {
@@ -277,6 +312,22 @@ fn decide(state: &UserState, command: UserCommand) -> Result<Vec<UserEvent>, Use
             vec![UserEvent::Unblocked { user_id: user }]
         } else {
             Vec::new()
+        }),
+        UserCommand::LinkChat(chat_id) => Ok(if state.chat_id == Some(chat_id) {
+            Vec::new()
+        } else {
+            vec![UserEvent::Updated(UserUpdated {
+                user_id: user,
+                telegram_chat_id: Some(chat_id),
+                ..Default::default()
+            })]
+        }),
+        UserCommand::SetBotBlocked(blocked) => Ok(if state.bot_blocked == blocked {
+            Vec::new()
+        } else if blocked {
+            vec![UserEvent::BotBlocked { user_id: user }]
+        } else {
+            vec![UserEvent::BotUnblocked { user_id: user }]
         }),
     }
 }
@@ -307,6 +358,7 @@ mod tests {
             language_code: None,
             referral_code: None,
             referred_by: None,
+            telegram_chat_id: None,
         }
     }
 
@@ -430,6 +482,36 @@ mod tests {
         assert_eq!(
             blocked[0].to_new_event(Actor::system()).event_type.as_str(),
             "user.blocked"
+        );
+    }
+
+    #[test]
+    fn a_chat_is_linked_once_and_the_bot_blocked_and_unblocked_once_each() {
+        let user = UserId::new();
+        let mut state = given::<UserState>(&[UserEvent::Created(created(user, Source::MiniApp))]);
+        assert_eq!(state.reachable(), None);
+        let linked = decide_on(&state, UserCommand::LinkChat(42)).unwrap();
+        assert_eq!(
+            linked,
+            vec![UserEvent::Updated(UserUpdated {
+                user_id: user,
+                telegram_chat_id: Some(42),
+                ..Default::default()
+            })]
+        );
+        state.apply(&linked[0]);
+        assert_eq!(state.reachable(), Some(42));
+        assert!(decide_on(&state, UserCommand::LinkChat(42)).unwrap().is_empty());
+        let blocked = decide_on(&state, UserCommand::SetBotBlocked(true)).unwrap();
+        assert_eq!(blocked, vec![UserEvent::BotBlocked { user_id: user }]);
+        state.apply(&blocked[0]);
+        assert_eq!(state.reachable(), None);
+        assert!(decide_on(&state, UserCommand::SetBotBlocked(true)).unwrap().is_empty());
+        let unblocked = decide_on(&state, UserCommand::SetBotBlocked(false)).unwrap();
+        assert_eq!(unblocked, vec![UserEvent::BotUnblocked { user_id: user }]);
+        assert_eq!(
+            unblocked[0].to_new_event(Actor::system()).event_type.as_str(),
+            "user.bot_unblocked"
         );
     }
 

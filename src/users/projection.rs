@@ -62,6 +62,8 @@ async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(),
                 version: Set(version),
                 referral_code: Set(created.referral_code),
                 referred_by: Set(created.referred_by.map(|r| r.to_string())),
+                telegram_chat_id: Set(created.telegram_chat_id),
+                bot_blocked: Set(false),
             }
             .insert(conn)
             .await?;
@@ -86,6 +88,9 @@ async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(),
             if let Some(v) = updated.language_code {
                 row.language_code = Set(Some(v));
             }
+            if let Some(v) = updated.telegram_chat_id {
+                row.telegram_chat_id = Set(Some(v));
+            }
             row.updated_at = Set(event.occurred_at);
             row.version = Set(version);
             row.update(conn).await?;
@@ -100,6 +105,20 @@ async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(),
             };
             let mut row: user::ActiveModel = row.into();
             row.status = Set(if blocked { "blocked" } else { "active" }.to_owned());
+            row.updated_at = Set(event.occurred_at);
+            row.version = Set(version);
+            row.update(conn).await?;
+        }
+        UserEvent::BotBlocked { user_id } | UserEvent::BotUnblocked { user_id } => {
+            let blocked = matches!(user_event, UserEvent::BotBlocked { .. });
+            let Some(row) = user::Entity::find_by_id(user_id.as_uuid())
+                .one(conn)
+                .await?
+            else {
+                return Ok(());
+            };
+            let mut row: user::ActiveModel = row.into();
+            row.bot_blocked = Set(blocked);
             row.updated_at = Set(event.occurred_at);
             row.version = Set(version);
             row.update(conn).await?;

@@ -25,6 +25,10 @@ pub struct Model {
     pub referral_code: Option<String>,
     /// The referrer's user id (text: it is only ever compared and shown).
     pub referred_by: Option<String>,
+    /// The private chat the bot writes to, once the user wrote to it.
+    pub telegram_chat_id: Option<i64>,
+    /// The user blocked the bot.
+    pub bot_blocked: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
