@@ -149,6 +149,7 @@ impl Application {
         tasks.spawn(crate::telegram::intake::run(
             db.clone(),
             commands.clone(),
+            config.telegram.support,
             telegram_wake.clone(),
             shutdown.clone(),
         ));

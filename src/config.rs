@@ -146,6 +146,9 @@ pub struct AuthConfig {
     pub rate_per_account: u32,
 }
 
+/// Telegram's own Bot API server.
+pub const TELEGRAM_API_URL: &str = "https://api.telegram.org";
+
 #[derive(Debug, Clone)]
 pub struct TelegramConfig {
     pub bot_token: Option<SecretString>,
@@ -156,6 +159,13 @@ pub struct TelegramConfig {
     /// The secret Telegram sends with every update to the webhook
     /// (`X-Telegram-Bot-Api-Secret-Token`); without it the webhook is off.
     pub webhook_secret: Option<SecretString>,
+    /// The Bot API server (Telegram's, or a local one).
+    pub api_url: url::Url,
+    /// Messages per second the bot sends across all chats and instances
+    /// (0: no overall limit; the per-chat limits still hold).
+    pub rate: u32,
+    /// Private messages go to the user's ticket (else they are only events).
+    pub support: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -385,6 +395,30 @@ impl Config {
             webhook_secret: get("SWITCHBOARD_TELEGRAM_WEBHOOK_SECRET")
                 .filter(|secret| !secret.is_empty())
                 .map(SecretString::from),
+            api_url: match get("SWITCHBOARD_TELEGRAM_API_URL") {
+                None => url::Url::parse(TELEGRAM_API_URL)
+                    .map_err(|e| invalid("SWITCHBOARD_TELEGRAM_API_URL", e.to_string()))?,
+                Some(given) => url::Url::parse(given.trim_end_matches('/'))
+                    .ok()
+                    .filter(|url| matches!(url.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        invalid(
+                            "SWITCHBOARD_TELEGRAM_API_URL",
+                            "expected an http(s) URL, e.g. https://api.telegram.org",
+                        )
+                    })?,
+            },
+            rate: parse_or(&get, "SWITCHBOARD_TELEGRAM_RATE", 30u32)?,
+            support: match get("SWITCHBOARD_TELEGRAM_SUPPORT").as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(invalid(
+                        "SWITCHBOARD_TELEGRAM_SUPPORT",
+                        format!("expected `on` or `off`, got `{other}`"),
+                    ));
+                }
+            },
         };
 
         let smtp_tls = match get("SWITCHBOARD_SMTP_TLS").as_deref() {

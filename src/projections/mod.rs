@@ -112,6 +112,7 @@ pub const PROJECTION_FREE: &[&str] = &[
     "referral.registered",
     "referral.reward_granted",
     "webhook.endpoint_disabled",
+    "telegram.message_received",
     "telegram.update_received",
 ];
 

@@ -1,26 +1,71 @@
 //! A Telegram update as an aggregate: recorded in the log once, whatever
-//! Telegram sends again.
+//! Telegram sends again, as what it means (a private message) or raw.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{Aggregate, DomainError, DomainEvent, Refusal};
+use crate::{
+    domain::{Aggregate, DomainError, DomainEvent, Refusal},
+    ids::UserId,
+};
+
+/// A file a user sent, as Telegram names it (fetch it with `getFile`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Media {
+    /// `photo`, `document`, `audio`, `voice`, `video`, `video_note`,
+    /// `animation` or `sticker`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub file_id: String,
+    pub file_unique_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<u32>,
+}
+
+/// A private message a user sent the bot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageReceived {
+    pub update_id: i64,
+    /// The user it is from, as Switchboard knows them.
+    pub user_id: UserId,
+    pub chat_id: i64,
+    pub message_id: i32,
+    /// Telegram's `User` the message is from.
+    pub from: Value,
+    /// Unix seconds, as Telegram dates it.
+    pub date: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    /// Telegram's `MessageEntity` list of the text or the caption.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entities: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<Media>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to_message_id: Option<i32>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload")]
 pub enum TelegramEvent {
-    /// An update the bot received, as Telegram sent it.
+    #[serde(rename = "telegram.message_received")]
+    MessageReceived(MessageReceived),
+    /// Any other update, as Telegram sent it.
     #[serde(rename = "telegram.update_received")]
     UpdateReceived { update_id: i64, update: Value },
 }
 
 impl DomainEvent for TelegramEvent {
-    const TYPES: &'static [&'static str] = &["telegram.update_received"];
+    const TYPES: &'static [&'static str] =
+        &["telegram.message_received", "telegram.update_received"];
 }
 
 #[derive(Debug, Clone)]
 pub enum UpdateCommand {
-    Record { update_id: i64, update: Value },
+    /// Records the update as this event.
+    Record(TelegramEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,11 +101,11 @@ impl Aggregate for Update {
     }
 
     fn decide(&self, command: UpdateCommand) -> Result<Vec<TelegramEvent>, UpdateError> {
-        let UpdateCommand::Record { update_id, update } = command;
+        let UpdateCommand::Record(event) = command;
         if self.recorded {
             return Err(UpdateError::AlreadyRecorded);
         }
-        Ok(vec![TelegramEvent::UpdateReceived { update_id, update }])
+        Ok(vec![event])
     }
 }
 
@@ -73,9 +118,11 @@ mod tests {
     #[test]
     fn an_update_is_recorded_once() {
         let mut update = Update::default();
-        let record = || UpdateCommand::Record {
-            update_id: 7,
-            update: json!({"update_id": 7}),
+        let record = || {
+            UpdateCommand::Record(TelegramEvent::UpdateReceived {
+                update_id: 7,
+                update: json!({"update_id": 7}),
+            })
         };
         let events = update.decide(record()).unwrap();
         assert_eq!(events.len(), 1);

@@ -10,7 +10,9 @@
 use std::{sync::Arc, time::Duration};
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, post, web};
-use sea_orm::{ConnectionTrait, DbErr, Statement, Value as DbValue};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Statement, Value as DbValue,
+};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -18,13 +20,24 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::domain::{Update, UpdateCommand, UpdateError};
+use super::{
+    domain::{TelegramEvent, Update, UpdateCommand, UpdateError},
+    updates::{self, Incoming},
+};
 use crate::{
     app::AppState,
-    db::{Db, WriteTxn},
-    domain::{Command, CommandError, Commands, Target, Work},
+    db::{Db, WriteTxn, entities::ticket},
+    domain::{Command, CommandError, Commands, DomainError, Refusal, Target, Work},
     error::{ApiError, Problem},
     events::{Actor, ActorKind, RecordedEvent},
+    ids::{MessageId, TicketId, UserId},
+    referrals::{self, ReferralError, Referrals},
+    tickets::domain::{Channel, Status, Ticket, TicketCommand, TicketError},
+    users::{
+        UserCommand, UserError, UserState,
+        domain::{Source, UserCreated},
+        service::find_by_telegram_id,
+    },
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -81,17 +94,14 @@ pub async fn webhook(
         Problem::new(StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON")
             .detail(e.to_string())
     })?;
-    let Some(update_id) = update
-        .get("update_id")
-        .and_then(Value::as_i64)
-        .filter(|id| *id >= 0)
-    else {
+    let update_id = update.get("update_id").and_then(Value::as_i64);
+    let Some(update_id) = update_id.filter(|_| updates::is_update(&update)) else {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
             "Invalid request body",
         )
-        .detail("an update is an object with a non-negative integer `update_id`")
+        .detail("not a Bot API Update: an object with an `update_id` (0 to 4294967295)")
         .into());
     };
     let stored = store(&state.db, update_id, &update).await?;
@@ -144,33 +154,221 @@ async fn mark_processed(conn: &impl ConnectionTrait, db: &Db, update_id: i64) ->
     Ok(())
 }
 
-/// Records one stored update in the log and marks it processed, together.
-struct RecordUpdate {
-    db: Db,
-    update_id: i64,
-    update: Value,
+/// Why an update's command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Update(#[from] UpdateError),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Ticket(#[from] TicketError),
+    #[error(transparent)]
+    Referral(#[from] ReferralError),
 }
 
-impl Command for RecordUpdate {
+impl DomainError for IntakeError {
+    fn refusal(&self) -> Refusal {
+        match self {
+            Self::Update(e) => e.refusal(),
+            Self::User(e) => e.refusal(),
+            Self::Ticket(e) => e.refusal(),
+            Self::Referral(e) => e.refusal(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Update(e) => e.code(),
+            Self::User(e) => e.code(),
+            Self::Ticket(e) => e.code(),
+            Self::Referral(e) => e.code(),
+        }
+    }
+}
+
+/// Records one stored update in the log as what it means, and marks it
+/// processed, together: a private message is `telegram.message_received`
+/// (its user created on first contact, their chat recorded) and, with
+/// support on, a message in the user's open ticket; a user blocking or
+/// allowing the bot is `user.bot_blocked` / `user.bot_unblocked`; anything
+/// else is `telegram.update_received`, raw.
+struct ProcessUpdate {
+    db: Db,
+    update_id: i64,
+    raw: Value,
+    incoming: Incoming,
+    support: bool,
+    /// Looked up: the user the update is from, if Switchboard knows them.
+    user: Option<UserId>,
+    /// The id a new user gets.
+    new_user: UserId,
+    referrer: Option<UserId>,
+    /// Looked up: the user's open ticket.
+    open_ticket: Option<TicketId>,
+    /// The id a new ticket gets.
+    new_ticket: TicketId,
+}
+
+impl ProcessUpdate {
+    fn new(db: Db, update_id: i64, raw: Value, incoming: Incoming, support: bool) -> Self {
+        Self {
+            db,
+            update_id,
+            raw,
+            incoming,
+            support,
+            user: None,
+            new_user: UserId::new(),
+            referrer: None,
+            open_ticket: None,
+            new_ticket: TicketId::new(),
+        }
+    }
+
+    /// The message goes to a ticket.
+    fn to_ticket(&self) -> bool {
+        matches!(&self.incoming, Incoming::Message(m)
+            if self.support && !m.command && !m.ticket_text.is_empty())
+    }
+}
+
+impl Command for ProcessUpdate {
     type Output = ();
-    type Error = UpdateError;
+    type Error = IntakeError;
 
     fn writes(&self) -> bool {
         true
     }
 
-    fn targets(&self) -> Vec<Target> {
-        vec![Target::of::<Update>(self.update_id)]
+    async fn prepare(
+        &mut self,
+        conn: &sea_orm::DatabaseConnection,
+    ) -> Result<(), CommandError<IntakeError>> {
+        let telegram_id = match &self.incoming {
+            Incoming::Message(m) => m.profile.telegram_id,
+            Incoming::BotBlocked { telegram_id, .. } => *telegram_id,
+            Incoming::Other => return Ok(()),
+        };
+        self.user = find_by_telegram_id(conn, telegram_id)
+            .await?
+            .map(|row| UserId::from_uuid(row.id));
+        self.referrer = match (&self.incoming, self.user) {
+            (Incoming::Message(m), None) => {
+                let code = m.start.as_ref().and_then(Option::as_deref);
+                referrals::referrer(conn, code).await?
+            }
+            _ => None,
+        };
+        self.open_ticket = match self.user {
+            Some(user) if self.to_ticket() => ticket::Entity::find()
+                .filter(ticket::Column::UserId.eq(user.as_uuid()))
+                .filter(ticket::Column::Status.ne(Status::Closed.as_str()))
+                .one(conn)
+                .await?
+                .map(|row| TicketId::from_uuid(row.id)),
+            _ => None,
+        };
+        Ok(())
     }
 
-    fn decide(&self, work: &mut Work<'_>) -> Result<(), UpdateError> {
-        work.execute::<Update>(
-            self.update_id,
-            UpdateCommand::Record {
-                update_id: self.update_id,
-                update: self.update.clone(),
-            },
-        )?;
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![Target::of::<Update>(self.update_id)];
+        match &self.incoming {
+            Incoming::Message(_) => {
+                targets.push(Target::of::<UserState>(self.user.unwrap_or(self.new_user)));
+                targets.extend(self.referrer.map(Target::of::<Referrals>));
+                if self.to_ticket() {
+                    targets.extend(self.open_ticket.map(Target::of::<Ticket>));
+                    targets.push(Target::of::<Ticket>(self.new_ticket));
+                }
+            }
+            Incoming::BotBlocked { .. } => {
+                targets.extend(self.user.map(Target::of::<UserState>));
+            }
+            Incoming::Other => {}
+        }
+        targets
+    }
+
+    fn decide(&self, work: &mut Work<'_>) -> Result<(), IntakeError> {
+        let raw = || TelegramEvent::UpdateReceived {
+            update_id: self.update_id,
+            update: self.raw.clone(),
+        };
+        match &self.incoming {
+            Incoming::Message(message) => {
+                let user = self.user.unwrap_or(self.new_user);
+                work.execute::<Update>(
+                    self.update_id,
+                    UpdateCommand::Record(TelegramEvent::MessageReceived(message.event(user))),
+                )?;
+                if self.user.is_none() {
+                    let created = UserCreated {
+                        user_id: user,
+                        source: Source::Telegram,
+                        telegram: Some(message.profile.clone()),
+                        email: None,
+                        language_code: message.profile.language_code.clone(),
+                        referral_code: Some(UserCreated::referral_code_for(user)),
+                        referred_by: self.referrer,
+                        telegram_chat_id: Some(message.chat_id),
+                    };
+                    work.execute::<UserState>(user, UserCommand::Register(created))?;
+                    if let Some(referrer) = self.referrer {
+                        referrals::register(work, referrer, user)?;
+                    }
+                } else {
+                    work.execute::<UserState>(user, UserCommand::LinkChat(message.chat_id))?;
+                }
+                // An update from a user an admin blocked opens no ticket.
+                if !self.to_ticket() || work.state::<UserState>(user).blocked {
+                    return Ok(());
+                }
+                let by_user = Actor::new(ActorKind::User, user);
+                let text = message.ticket_text.clone();
+                let open = self
+                    .open_ticket
+                    .filter(|t| !matches!(work.state::<Ticket>(t).status, None | Some(Status::Closed)));
+                match open {
+                    Some(ticket) => {
+                        work.execute_as::<Ticket>(
+                            by_user,
+                            ticket,
+                            TicketCommand::AddUserMessage {
+                                user_id: user,
+                                message_id: MessageId::new(),
+                                text,
+                                channel: Channel::Telegram,
+                            },
+                        )?;
+                    }
+                    None => {
+                        work.execute_as::<Ticket>(
+                            by_user,
+                            self.new_ticket,
+                            TicketCommand::Open {
+                                ticket_id: self.new_ticket,
+                                user_id: user,
+                                subject: subject_of(&text),
+                                text,
+                                message_id: MessageId::new(),
+                                channel: Channel::Telegram,
+                            },
+                        )?;
+                    }
+                }
+            }
+            Incoming::BotBlocked { blocked, .. } => {
+                work.execute::<Update>(self.update_id, UpdateCommand::Record(raw()))?;
+                if let Some(user) = self.user {
+                    work.execute::<UserState>(user, UserCommand::SetBotBlocked(*blocked))?;
+                }
+            }
+            Incoming::Other => {
+                work.execute::<Update>(self.update_id, UpdateCommand::Record(raw()))?;
+            }
+        }
         Ok(())
     }
 
@@ -179,22 +377,43 @@ impl Command for RecordUpdate {
         txn: &WriteTxn,
         _output: &mut (),
         _events: &[RecordedEvent],
-    ) -> Result<(), CommandError<UpdateError>> {
+    ) -> Result<(), CommandError<IntakeError>> {
         mark_processed(&**txn, &self.db, self.update_id).await?;
         Ok(())
+    }
+}
+
+/// A ticket's subject from its first message: the first line, shortened.
+fn subject_of(text: &str) -> String {
+    const MAX: usize = 80;
+    let line = text.lines().next().unwrap_or_default().trim();
+    let mut subject: String = line.chars().take(MAX).collect();
+    if line.chars().count() > MAX {
+        subject.push('…');
+    }
+    if subject.is_empty() {
+        "Telegram".to_owned()
+    } else {
+        subject
     }
 }
 
 /// Records stored updates in the log as they arrive (woken by the webhook;
 /// every second too, for what another instance stored or a crash left),
 /// until `shutdown`.
-pub async fn run(db: Db, commands: Commands, wake: Arc<Notify>, shutdown: CancellationToken) {
+pub async fn run(
+    db: Db,
+    commands: Commands,
+    support: bool,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     loop {
         match waiting(&db).await {
             Ok(updates) => {
                 let full = updates.len() as i64 == BATCH;
                 for (update_id, body) in updates {
-                    record(&db, &commands, update_id, &body).await;
+                    record(&db, &commands, support, update_id, &body).await;
                 }
                 if full {
                     continue;
@@ -210,27 +429,26 @@ pub async fn run(db: Db, commands: Commands, wake: Arc<Notify>, shutdown: Cancel
     }
 }
 
-async fn record(db: &Db, commands: &Commands, update_id: i64, body: &str) {
-    let Ok(update) = serde_json::from_str::<Value>(body) else {
-        // Stored only once it parsed; nothing else writes the table.
+async fn record(db: &Db, commands: &Commands, support: bool, update_id: i64, body: &str) {
+    let read = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|raw| Some((updates::read(&raw)?.1, raw)));
+    let Some((incoming, raw)) = read else {
+        // Stored only once it was read; nothing else writes the table.
         tracing::error!(
             update_id,
-            "a stored Telegram update is not JSON; left unprocessed"
+            "a stored Telegram update cannot be read; left unprocessed"
         );
         return;
     };
-    let command = RecordUpdate {
-        db: db.clone(),
-        update_id,
-        update,
-    };
+    let command = ProcessUpdate::new(db.clone(), update_id, raw, incoming, support);
     match commands
         .run(command, Actor::new(ActorKind::Telegram, "telegram"))
         .await
     {
         Ok(_) => {}
         // Recorded before a crash kept it from being marked.
-        Err(CommandError::Domain(UpdateError::AlreadyRecorded)) => {
+        Err(CommandError::Domain(IntakeError::Update(UpdateError::AlreadyRecorded))) => {
             let marked = db
                 .write_once(async |conn| mark_processed(conn, db, update_id).await)
                 .await;
