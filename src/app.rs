@@ -49,8 +49,7 @@ pub struct AppState {
     /// Publishes every event to the live WebSocket feeds.
     pub hub: Hub,
     pub webhooks: WebhookState,
-    /// Wakes the Telegram update processor after the webhook stored one.
-    pub telegram_wake: Arc<Notify>,
+    pub telegram: crate::telegram::Signals,
     /// Cancelled when the server starts stopping: long-lived connections
     /// (WebSocket feeds) end then instead of holding up the shutdown.
     pub closing: CancellationToken,
@@ -145,14 +144,33 @@ impl Application {
             shutdown.clone(),
         ));
 
-        let telegram_wake = Arc::new(Notify::new());
+        let telegram = crate::telegram::Signals::default();
         tasks.spawn(crate::telegram::intake::run(
             db.clone(),
             commands.clone(),
             config.telegram.support,
-            telegram_wake.clone(),
+            telegram.updates.clone(),
             shutdown.clone(),
         ));
+        match &config.telegram.bot_token {
+            Some(token) => {
+                let sender = crate::telegram::sender::Sender {
+                    db: db.clone(),
+                    commands: commands.clone(),
+                    api: crate::telegram::bot_api::BotApi::new(
+                        config.telegram.api_url.clone(),
+                        token.clone(),
+                    )?,
+                    limits: config.telegram.limits,
+                    wake: telegram.sends.clone(),
+                    ended: telegram.ended.clone(),
+                };
+                tasks.spawn(sender.run(shutdown.clone()));
+            }
+            None => tracing::info!(
+                "no SWITCHBOARD_TELEGRAM_BOT_TOKEN: Telegram sends wait in the outbox"
+            ),
+        }
 
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -171,7 +189,7 @@ impl Application {
             mail_wake,
             hub,
             webhooks,
-            telegram_wake,
+            telegram,
             closing,
         });
         let server = serve(listener, state.clone())?;

@@ -161,9 +161,10 @@ pub struct TelegramConfig {
     pub webhook_secret: Option<SecretString>,
     /// The Bot API server (Telegram's, or a local one).
     pub api_url: url::Url,
-    /// Messages per second the bot sends across all chats and instances
-    /// (0: no overall limit; the per-chat limits still hold).
-    pub rate: u32,
+    /// Telegram's limits the sender keeps across every instance: the
+    /// overall rate from `SWITCHBOARD_TELEGRAM_RATE` (messages per second,
+    /// 0: none), one a second per private chat, twenty a minute per group.
+    pub limits: crate::telegram::outbox::Limits,
     /// Private messages go to the user's ticket (else they are only events).
     pub support: bool,
 }
@@ -408,7 +409,11 @@ impl Config {
                         )
                     })?,
             },
-            rate: parse_or(&get, "SWITCHBOARD_TELEGRAM_RATE", 30u32)?,
+            limits: crate::telegram::outbox::Limits::telegram(parse_or(
+                &get,
+                "SWITCHBOARD_TELEGRAM_RATE",
+                30u32,
+            )?),
             support: match get("SWITCHBOARD_TELEGRAM_SUPPORT").as_deref() {
                 None | Some("on") => true,
                 Some("off") => false,

@@ -22,6 +22,7 @@ mod m20261201_000014_webhook_lease_owners;
 mod m20261201_000015_webhook_backfills;
 mod m20261201_000016_telegram_updates;
 mod m20261201_000017_telegram_chats;
+mod m20261201_000018_telegram_sends;
 
 pub struct Migrator;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000015_webhook_backfills::Migration),
             Box::new(m20261201_000016_telegram_updates::Migration),
             Box::new(m20261201_000017_telegram_chats::Migration),
+            Box::new(m20261201_000018_telegram_sends::Migration),
         ]
     }
 }

@@ -27,7 +27,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(crate::ledger::routes::configure_admin)
             .configure(crate::users::admin_routes::configure)
             .configure(crate::subscriptions::routes::configure_admin)
-            .configure(crate::webhooks::configure),
+            .configure(crate::webhooks::configure)
+            .configure(crate::telegram::routes::configure_admin),
     );
 }
 

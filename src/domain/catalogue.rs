@@ -6,7 +6,7 @@ use crate::{
     ledger::domain::{BalanceEvent, PaymentEvent},
     referrals::ReferralEvent,
     subscriptions::domain::SubscriptionEvent,
-    telegram::TelegramEvent,
+    telegram::{TelegramEvent, send::SendEvent},
     tickets::domain::TicketEvent,
     users::domain::UserEvent,
     webhooks::EndpointEvent,
@@ -23,6 +23,7 @@ pub fn catalogue() -> Vec<&'static str> {
         ReferralEvent::TYPES,
         EndpointEvent::TYPES,
         TelegramEvent::TYPES,
+        SendEvent::TYPES,
     ]
     .concat()
 }
@@ -61,6 +62,7 @@ mod tests {
         listed::<ReferralEvent>();
         listed::<EndpointEvent>();
         listed::<TelegramEvent>();
+        listed::<SendEvent>();
     }
 
     #[test]

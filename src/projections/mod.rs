@@ -114,6 +114,8 @@ pub const PROJECTION_FREE: &[&str] = &[
     "webhook.endpoint_disabled",
     "telegram.message_received",
     "telegram.update_received",
+    "telegram.message_sent",
+    "telegram.send_failed",
 ];
 
 static BY_TYPE: LazyLock<HashMap<&'static str, usize>> = LazyLock::new(|| {

@@ -106,7 +106,7 @@ pub async fn webhook(
     };
     let stored = store(&state.db, update_id, &update).await?;
     if stored {
-        state.telegram_wake.notify_one();
+        state.telegram.updates.notify_one();
     } else {
         tracing::debug!(update_id, "a Telegram update arrived again");
     }

@@ -1,10 +1,39 @@
 //! The Telegram bridge: updates from the bot's webhook are stored before
 //! Telegram is answered, then recorded in the log once each as what they
 //! mean ([`updates`]): private messages, their users and tickets, users
-//! blocking the bot, and everything else raw.
+//! blocking the bot, and everything else raw. Sends go through an outbox
+//! written with the command that causes them ([`outbox`]) and a sender
+//! that keeps every instance together within Telegram's limits
+//! ([`sender`]).
 
+pub mod bot_api;
 pub mod domain;
 pub mod intake;
+pub mod outbox;
+pub mod routes;
+pub mod send;
+pub mod sender;
 pub mod updates;
 
-pub use self::{domain::TelegramEvent, intake::configure};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+pub use self::domain::TelegramEvent;
+
+/// The Telegram routes outside the admin API: the webhook and the sender API.
+pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+    intake::configure(cfg);
+    routes::configure_api(cfg);
+}
+
+/// What wakes the Telegram workers, and what they tell.
+#[derive(Clone, Default)]
+pub struct Signals {
+    /// The webhook stored an update.
+    pub updates: Arc<Notify>,
+    /// A send was queued.
+    pub sends: Arc<Notify>,
+    /// A send ended (callers waiting for one listen).
+    pub ended: Arc<Notify>,
+}

@@ -8,14 +8,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    cabinet_routes::MessageIn,
     domain::{Channel, Priority, Status, Ticket, TicketCommand},
     queries::{self, MessageAddedOut, PageIn, Side, TicketDetailOut, TicketFilter, TicketPageOut},
 };
 use crate::{
     app::AppState,
     auth::{CurrentAdmin, Permission},
-    db::entities::{admin, ticket},
+    db::entities::{admin, ticket, user},
     domain::Decide,
     error::{ApiError, Problem},
     ids::{AdminId, MessageId, TicketId},
@@ -99,33 +98,179 @@ pub async fn view(
     Ok(HttpResponse::Ok().json(out))
 }
 
+#[derive(Deserialize, ToSchema)]
+pub struct ReplyIn {
+    #[schema(min_length = 1, max_length = 10000, example = "We found your payment.")]
+    pub text: String,
+    /// A photo or document sent to the user's Telegram chat with the reply
+    /// (the text is its caption unless `caption` is given).
+    pub media: Option<MediaIn>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MediaIn {
+    #[serde(rename = "type")]
+    pub kind: MediaKind,
+    /// A Telegram file id (of a file the bot has seen) …
+    pub file_id: Option<String>,
+    /// … or an http(s) URL Telegram fetches it from.
+    pub url: Option<String>,
+    #[schema(max_length = 1024)]
+    pub caption: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Photo,
+    Document,
+}
+
+/// The Bot API call that delivers a reply to a chat.
+fn delivery(chat_id: i64, text: &str, media: Option<&MediaIn>) -> Result<(&'static str, serde_json::Value), ApiError> {
+    let Some(media) = media else {
+        return Ok(("sendMessage", serde_json::json!({"chat_id": chat_id, "text": text})));
+    };
+    let file = match (&media.file_id, &media.url) {
+        (Some(id), None) => validate::text("media.file_id", id, 256)?,
+        (None, Some(url)) => {
+            let parsed = url::Url::parse(url).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
+            parsed
+                .ok_or_else(|| ApiError::from(Problem::invalid_field("media.url", "an http(s) URL")))?
+                .to_string()
+        }
+        _ => {
+            return Err(Problem::invalid_field("media", "exactly one of `file_id` and `url`").into());
+        }
+    };
+    let caption = match &media.caption {
+        Some(caption) => validate::text("media.caption", caption, 1024)?,
+        None => text.chars().take(1024).collect(),
+    };
+    Ok(match media.kind {
+        MediaKind::Photo => ("sendPhoto", serde_json::json!({"chat_id": chat_id, "photo": file, "caption": caption})),
+        MediaKind::Document => ("sendDocument", serde_json::json!({"chat_id": chat_id, "document": file, "caption": caption})),
+    })
+}
+
+/// An operator's reply, and its delivery to the user's Telegram chat when
+/// the bot can write to them (an outbox row in the same transaction).
+struct Reply {
+    db: crate::db::Db,
+    ticket: TicketId,
+    admin_id: String,
+    message_id: MessageId,
+    text: String,
+    /// A photo or document delivered with it.
+    media: Option<MediaIn>,
+    /// Looked up: the ticket's user and their chat, if the bot can write to them.
+    chat: Option<(crate::ids::UserId, i64)>,
+    send_id: Uuid,
+}
+
+impl crate::domain::Command for Reply {
+    type Output = (Ticket, Option<Uuid>);
+    type Error = crate::tickets::domain::TicketError;
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    async fn prepare(
+        &mut self,
+        conn: &sea_orm::DatabaseConnection,
+    ) -> Result<(), crate::domain::CommandError<Self::Error>> {
+        let Some(ticket) = ticket::Entity::find_by_id(self.ticket.as_uuid()).one(conn).await? else {
+            return Ok(());
+        };
+        self.chat = user::Entity::find_by_id(ticket.user_id)
+            .one(conn)
+            .await?
+            .filter(|u| !u.bot_blocked)
+            .and_then(|u| Some((crate::ids::UserId::from_uuid(u.id), u.telegram_chat_id?)));
+        Ok(())
+    }
+
+    fn targets(&self) -> Vec<crate::domain::Target> {
+        vec![crate::domain::Target::of::<Ticket>(self.ticket)]
+    }
+
+    fn decide(
+        &self,
+        work: &mut crate::domain::Work<'_>,
+    ) -> Result<Self::Output, Self::Error> {
+        let before = work.state::<Ticket>(self.ticket);
+        work.execute::<Ticket>(
+            self.ticket,
+            TicketCommand::Reply {
+                admin_id: self.admin_id.clone(),
+                message_id: self.message_id,
+                text: self.text.clone(),
+                channel: Channel::Admin,
+            },
+        )?;
+        Ok((before, self.chat.map(|_| self.send_id)))
+    }
+
+    async fn write(
+        &self,
+        txn: &crate::db::WriteTxn,
+        _output: &mut Self::Output,
+        _events: &[crate::events::RecordedEvent],
+    ) -> Result<(), crate::domain::CommandError<Self::Error>> {
+        let Some((user, chat_id)) = self.chat else {
+            return Ok(());
+        };
+        let (method, params) = delivery(chat_id, &self.text, self.media.as_ref())
+            .map_err(|e| crate::domain::CommandError::Internal(anyhow::anyhow!("{e}")))?;
+        let mut send = crate::telegram::outbox::NewSend::new(chat_id, method, params, "ticket_reply");
+        send.id = self.send_id;
+        send.user_id = Some(user);
+        send.reference = Some(self.message_id.to_string());
+        crate::telegram::outbox::enqueue(&**txn, &self.db, &send).await?;
+        Ok(())
+    }
+}
+
 /// An operator's reply (the ticket becomes `answered`; 409 `ticket_closed`
-/// if it is closed).
-#[utoipa::path(tag = "tickets", params(("id" = Uuid, Path)), request_body = MessageIn, responses((status = 201, body = MessageAddedOut), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+/// if it is closed). When the bot can write to the ticket's user, the reply
+/// is also sent to their Telegram chat (with `media`, as a photo or a
+/// document), within Telegram's limits.
+#[utoipa::path(tag = "tickets", params(("id" = Uuid, Path)), request_body = ReplyIn, responses((status = 201, body = MessageAddedOut), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/tickets/{id}/messages")]
 #[tracing::instrument(skip_all)]
 pub async fn reply(
     state: web::Data<AppState>,
     caller: CurrentAdmin,
     id: web::Path<TicketId>,
-    body: web::Json<MessageIn>,
+    body: web::Json<ReplyIn>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::TicketsReply)?;
+    let body = body.into_inner();
     let text = validate::text("text", &body.text, 10_000)?;
+    // Checked before anything is written (the chat does not matter here).
+    delivery(0, &text, body.media.as_ref())?;
     let author = caller.actor().id.unwrap_or_default();
-    let reply = Decide::<Ticket>::new(
-        *id,
-        TicketCommand::Reply {
-            admin_id: author,
-            message_id: MessageId::new(),
-            text,
-            channel: Channel::Admin,
-        },
-    );
+    let reply = Reply {
+        db: state.db.clone(),
+        ticket: *id,
+        admin_id: author,
+        message_id: MessageId::new(),
+        text,
+        media: body.media,
+        chat: None,
+        send_id: Uuid::now_v7(),
+    };
     let done = state.commands.run(reply, caller.actor()).await?;
-    let before = done.output.status.map_or("", |s| s.as_str());
-    let out = MessageAddedOut::from_events(&done.events, before, Side::Operator)
+    let (before, send) = done.output;
+    if send.is_some() {
+        state.telegram.sends.notify_one();
+    }
+    let before = before.status.map_or("", |s| s.as_str());
+    let mut out = MessageAddedOut::from_events(&done.events, before, Side::Operator)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message event was appended")))?;
+    out.telegram_send_id = send;
     Ok(HttpResponse::Created().json(out))
 }
 

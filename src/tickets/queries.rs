@@ -95,6 +95,11 @@ pub struct MessageAddedOut {
     pub ticket_id: Uuid,
     pub status: String,
     pub message: MessageOut,
+    /// An operator's reply to a user the bot can write to: the Telegram
+    /// send that delivers it to their chat (`GET
+    /// /api/v1/admin/telegram/sends?chat_id=` shows how it went).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telegram_send_id: Option<Uuid>,
 }
 
 impl MessageAddedOut {
@@ -141,6 +146,7 @@ impl MessageAddedOut {
             ticket_id: ticket_id.as_uuid(),
             status,
             message,
+            telegram_send_id: None,
         })
     }
 }

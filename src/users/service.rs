@@ -76,3 +76,14 @@ pub async fn find_by_email(
         .one(conn)
         .await
 }
+
+/// The user whose private chat with the bot is `chat_id`.
+pub async fn find_by_telegram_chat(
+    conn: &impl ConnectionTrait,
+    chat_id: i64,
+) -> Result<Option<user::Model>, DbErr> {
+    user::Entity::find()
+        .filter(user::Column::TelegramChatId.eq(chat_id))
+        .one(conn)
+        .await
+}

@@ -1,0 +1,466 @@
+//! The Telegram outbox (`telegram_sends`): a row per Bot API send, written
+//! in the transaction of the command that causes it, and the pacing that
+//! keeps every instance together within Telegram's limits
+//! (`telegram_pacing`): at most the configured rate overall, one message a
+//! second to a private chat, twenty a minute to a group.
+//!
+//! A claim is one short transaction that holds the `overall` pacing row
+//! (the instances take turns on it): it finds the oldest due send whose
+//! chat's turn has come, marks it `sending` under a lease, and moves the
+//! overall and the chat's next turn on. The call to Telegram is made after
+//! the claim committed; its outcome is recorded by a command.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DbErr, QueryResult, Value as DbValue};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::send::Status;
+use crate::{
+    db::{Backend, Db},
+    ids::UserId,
+};
+
+/// A send to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewSend {
+    pub id: Uuid,
+    pub chat_id: i64,
+    pub method: String,
+    /// The Bot API parameters (`chat_id` included).
+    pub params: Value,
+    pub user_id: Option<UserId>,
+    pub origin: &'static str,
+    pub reference: Option<String>,
+}
+
+impl NewSend {
+    pub fn new(chat_id: i64, method: &str, params: Value, origin: &'static str) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            chat_id,
+            method: method.to_owned(),
+            params,
+            user_id: None,
+            origin,
+            reference: None,
+        }
+    }
+}
+
+/// A send as the outbox holds it.
+#[derive(Debug, Clone)]
+pub struct SendRow {
+    pub id: String,
+    pub chat_id: i64,
+    pub method: String,
+    pub params: Value,
+    pub status: Status,
+    pub user_id: Option<UserId>,
+    pub origin: String,
+    pub reference: Option<String>,
+    pub attempts: i32,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+const COLUMNS: &str = "id, chat_id, method, params, status, user_id, origin, reference, attempts, \
+                       result, error, created_at_ms, updated_at_ms";
+
+fn read_row(row: &QueryResult) -> Result<SendRow, DbErr> {
+    let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
+    let status: String = row.try_get("", "status")?;
+    Ok(SendRow {
+        id: row.try_get("", "id")?,
+        chat_id: row.try_get("", "chat_id")?,
+        method: row.try_get("", "method")?,
+        params: json(row.try_get("", "params")?).unwrap_or(Value::Null),
+        status: Status::parse(&status).unwrap_or(Status::Unknown),
+        user_id: row
+            .try_get::<Option<String>>("", "user_id")?
+            .and_then(|u| u.parse().ok()),
+        origin: row.try_get("", "origin")?,
+        reference: row.try_get("", "reference")?,
+        attempts: row.try_get("", "attempts")?,
+        result: json(row.try_get("", "result")?),
+        error: row.try_get("", "error")?,
+        created_at_ms: row.try_get("", "created_at_ms")?,
+        updated_at_ms: row.try_get("", "updated_at_ms")?,
+    })
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Writes `send` as queued, through `conn` (the causing command's
+/// transaction).
+pub async fn enqueue(conn: &impl ConnectionTrait, db: &Db, send: &NewSend) -> Result<(), DbErr> {
+    let now = now_ms();
+    conn.execute_raw(db.statement(
+        "INSERT INTO telegram_sends (id, chat_id, method, params, status, user_id, origin, \
+         reference, attempts, due_at_ms, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, 0, $8, $8, $8)",
+        vec![
+            send.id.to_string().into(),
+            send.chat_id.into(),
+            send.method.clone().into(),
+            send.params.to_string().into(),
+            send.user_id.map(|u| u.to_string()).into(),
+            send.origin.into(),
+            send.reference.clone().into(),
+            now.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// One send.
+pub async fn get(db: &Db, id: &str) -> Result<Option<SendRow>, DbErr> {
+    let row = db
+        .conn()
+        .query_one_raw(db.statement(
+            &format!("SELECT {COLUMNS} FROM telegram_sends WHERE id = $1"),
+            vec![id.to_owned().into()],
+        ))
+        .await?;
+    row.as_ref().map(read_row).transpose()
+}
+
+/// Sends, newest first, with optional filters; and how many match.
+pub async fn list(
+    db: &Db,
+    status: Option<Status>,
+    chat_id: Option<i64>,
+    limit: u64,
+    offset: u64,
+) -> Result<(Vec<SendRow>, i64), DbErr> {
+    let mut conditions = Vec::new();
+    let mut values: Vec<DbValue> = Vec::new();
+    if let Some(status) = status {
+        values.push(status.as_str().into());
+        conditions.push(format!("status = ${}", values.len()));
+    }
+    if let Some(chat_id) = chat_id {
+        values.push(chat_id.into());
+        conditions.push(format!("chat_id = ${}", values.len()));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let total = db
+        .conn()
+        .query_one_raw(db.statement(
+            &format!("SELECT COUNT(*) AS n FROM telegram_sends {filter}"),
+            values.clone(),
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    let n = values.len();
+    values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+    values.push(i64::try_from(offset).unwrap_or(i64::MAX).into());
+    let rows = db
+        .conn()
+        .query_all_raw(db.statement(
+            &format!(
+                "SELECT {COLUMNS} FROM telegram_sends {filter} \
+                 ORDER BY created_at_ms DESC, id DESC LIMIT ${} OFFSET ${}",
+                n + 1,
+                n + 2
+            ),
+            values,
+        ))
+        .await?;
+    let rows = rows.iter().map(read_row).collect::<Result<_, _>>()?;
+    Ok((rows, total))
+}
+
+/// Telegram's limits, as the pacer keeps them.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Between two sends overall (`None`: no overall limit).
+    pub overall: Option<Duration>,
+    /// Between two sends to one private chat.
+    pub private_chat: Duration,
+    /// Between two sends to one group.
+    pub group: Duration,
+}
+
+impl Limits {
+    /// Telegram's: `rate` a second overall (0: none), one a second per
+    /// private chat, twenty a minute per group.
+    pub fn telegram(rate: u32) -> Self {
+        Self {
+            overall: (rate > 0).then(|| Duration::from_secs(1) / rate),
+            private_chat: Duration::from_secs(1),
+            group: Duration::from_secs(3),
+        }
+    }
+
+    fn chat(&self, chat_id: i64) -> i64 {
+        let interval = if chat_id < 0 {
+            self.group
+        } else {
+            self.private_chat
+        };
+        millis(interval)
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What a claim came to.
+#[derive(Debug)]
+pub enum Claim {
+    /// This send is the caller's to make (it is `sending` now).
+    Send(SendRow),
+    /// This send's user blocked the bot: it is not to be made.
+    Blocked(SendRow),
+    /// Sends are waiting for their turn: claim again after this long.
+    Wait(Duration),
+    /// Nothing is queued.
+    Idle,
+}
+
+/// How long a claimed send may take before it counts as lost.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+/// Claims the next send whose turn has come, if any.
+pub async fn claim(db: &Db, limits: &Limits) -> Result<Claim, DbErr> {
+    let txn = db.begin_write().await?;
+    let claimed = claim_in(&*txn, db, limits).await;
+    match &claimed {
+        Ok(Claim::Send(_) | Claim::Blocked(_)) => txn.commit().await?,
+        _ => {
+            let _ = txn.rollback().await;
+        }
+    }
+    claimed
+}
+
+async fn claim_in(
+    txn: &impl ConnectionTrait,
+    db: &Db,
+    limits: &Limits,
+) -> Result<Claim, DbErr> {
+    let now = now_ms();
+    let lock = match db.backend() {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let overall: i64 = txn
+        .query_one_raw(db.statement(
+            &format!("SELECT next_at_ms FROM telegram_pacing WHERE scope = 'overall'{lock}"),
+            vec![],
+        ))
+        .await?
+        .map(|row| row.try_get("", "next_at_ms"))
+        .transpose()?
+        .unwrap_or(0);
+    if limits.overall.is_some() && overall > now {
+        return Ok(Claim::Wait(Duration::from_millis(
+            u64::try_from(overall - now).unwrap_or(0),
+        )));
+    }
+    let scope = match db.backend() {
+        Backend::Postgres => "'chat:' || s.chat_id::text",
+        Backend::Sqlite => "'chat:' || s.chat_id",
+    };
+    let next = txn
+        .query_one_raw(db.statement(
+            &format!(
+                "SELECT {COLUMNS}, \
+                 COALESCE((SELECT u.bot_blocked FROM users u WHERE u.telegram_chat_id = s.chat_id \
+                           LIMIT 1), false) AS blocked \
+                 FROM telegram_sends s \
+                 WHERE s.status = 'queued' AND s.due_at_ms <= $1 \
+                   AND NOT EXISTS (SELECT 1 FROM telegram_pacing p \
+                                   WHERE p.scope = {scope} AND p.next_at_ms > $1) \
+                 ORDER BY s.due_at_ms, s.created_at_ms LIMIT 1"
+            ),
+            vec![now.into()],
+        ))
+        .await?;
+    let Some(next) = next else {
+        let waiting = txn
+            .query_one_raw(db.statement(
+                "SELECT 1 AS one FROM telegram_sends WHERE status = 'queued' LIMIT 1",
+                vec![],
+            ))
+            .await?;
+        return Ok(match waiting {
+            Some(_) => Claim::Wait(Duration::from_millis(25)),
+            None => Claim::Idle,
+        });
+    };
+    let mut send = read_row(&next)?;
+    let blocked: bool = next.try_get("", "blocked")?;
+    if blocked {
+        txn.execute_raw(db.statement(
+            "UPDATE telegram_sends SET status = 'sending', lease_until_ms = $2, \
+             updated_at_ms = $3 WHERE id = $1",
+            vec![
+                send.id.clone().into(),
+                (now + millis(LEASE)).into(),
+                now.into(),
+            ],
+        ))
+        .await?;
+        return Ok(Claim::Blocked(send));
+    }
+    txn.execute_raw(db.statement(
+        "UPDATE telegram_sends SET status = 'sending', attempts = attempts + 1, \
+         lease_until_ms = $2, updated_at_ms = $3 WHERE id = $1",
+        vec![
+            send.id.clone().into(),
+            (now + millis(LEASE)).into(),
+            now.into(),
+        ],
+    ))
+    .await?;
+    send.attempts += 1;
+    set_pace(
+        txn,
+        db,
+        &format!("chat:{}", send.chat_id),
+        now + limits.chat(send.chat_id),
+    )
+    .await?;
+    if let Some(interval) = limits.overall {
+        // On the schedule the turns keep (a claim a little late does not
+        // push every later one back), never saving up turns while idle.
+        let interval = millis(interval);
+        let next = overall.max(now - interval) + interval;
+        set_pace(txn, db, "overall", next).await?;
+    }
+    Ok(Claim::Send(send))
+}
+
+async fn set_pace(
+    conn: &impl ConnectionTrait,
+    db: &Db,
+    scope: &str,
+    next_at_ms: i64,
+) -> Result<(), DbErr> {
+    conn.execute_raw(db.statement(
+        "INSERT INTO telegram_pacing (scope, next_at_ms) VALUES ($1, $2) \
+         ON CONFLICT (scope) DO UPDATE SET next_at_ms = excluded.next_at_ms",
+        vec![scope.to_owned().into(), next_at_ms.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Telegram said 429 for `send`: it waits `retry_after`, and so does its
+/// chat; when the chat before that one to be limited was another and
+/// recent, the whole sender waits too (Telegram limits the bot, not one
+/// chat). The attempt is not counted.
+pub async fn retry_after(db: &Db, send: &SendRow, wait: Duration) -> Result<(), DbErr> {
+    let now = now_ms();
+    let until = now + millis(wait);
+    let txn = db.begin_write().await?;
+    let done = async {
+        requeue_in(&*txn, db, &send.id, until, false).await?;
+        set_pace(&*txn, db, &format!("chat:{}", send.chat_id), until).await?;
+        let recent = now - 10_000;
+        txn.execute_raw(db.statement(
+            "UPDATE telegram_pacing SET \
+             next_at_ms = CASE WHEN limited_chat IS NOT NULL AND limited_chat <> $1 \
+                               AND limited_at_ms > $2 AND next_at_ms < $3 \
+                          THEN $3 ELSE next_at_ms END, \
+             limited_chat = $1, limited_at_ms = $4 \
+             WHERE scope = 'overall'",
+            vec![send.chat_id.into(), recent.into(), until.into(), now.into()],
+        ))
+        .await?;
+        Ok::<(), DbErr>(())
+    }
+    .await;
+    match done {
+        Ok(()) => txn.commit().await,
+        Err(e) => {
+            let _ = txn.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// `send` goes back in the queue, due at `due_at_ms`.
+pub async fn requeue(db: &Db, id: &str, due_at_ms: i64) -> Result<(), DbErr> {
+    db.write_once(async |conn| requeue_in(conn, db, id, due_at_ms, true).await)
+        .await
+}
+
+async fn requeue_in(
+    conn: &impl ConnectionTrait,
+    db: &Db,
+    id: &str,
+    due_at_ms: i64,
+    counted: bool,
+) -> Result<(), DbErr> {
+    let attempts = if counted {
+        "attempts"
+    } else {
+        "attempts - 1"
+    };
+    conn.execute_raw(db.statement(
+        &format!(
+            "UPDATE telegram_sends SET status = 'queued', due_at_ms = $2, lease_until_ms = NULL, \
+             attempts = {attempts}, updated_at_ms = $3 WHERE id = $1 AND status = 'sending'"
+        ),
+        vec![id.to_owned().into(), due_at_ms.into(), now_ms().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Records how `id` ended, through `conn` (its outcome event's
+/// transaction).
+pub async fn finish(
+    conn: &impl ConnectionTrait,
+    db: &Db,
+    id: &str,
+    status: Status,
+    result: Option<&Value>,
+    error: Option<&str>,
+) -> Result<(), DbErr> {
+    conn.execute_raw(db.statement(
+        "UPDATE telegram_sends SET status = $2, result = $3, error = $4, lease_until_ms = NULL, \
+         updated_at_ms = $5 WHERE id = $1",
+        vec![
+            id.to_owned().into(),
+            status.as_str().into(),
+            result.map(Value::to_string).into(),
+            error.map(str::to_owned).into(),
+            now_ms().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Sends whose lease ran out while `sending` (their instance stopped
+/// during the call): they may have reached Telegram.
+pub async fn lost(db: &Db) -> Result<Vec<SendRow>, DbErr> {
+    let rows = db
+        .conn()
+        .query_all_raw(db.statement(
+            &format!(
+                "SELECT {COLUMNS} FROM telegram_sends \
+                 WHERE status = 'sending' AND lease_until_ms < $1 LIMIT 100"
+            ),
+            vec![now_ms().into()],
+        ))
+        .await?;
+    rows.iter().map(read_row).collect()
+}

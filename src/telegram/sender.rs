@@ -1,0 +1,305 @@
+//! The sender: claims sends from the outbox in their turn
+//! ([`outbox::claim`]), calls the Bot API, and records each outcome once
+//! (`telegram.message_sent` / `telegram.send_failed`, the row's status in
+//! the same transaction). A 429 waits its `retry_after`; a 5xx or a
+//! request that never reached Telegram is tried again with backoff; an
+//! answer that was lost is `unknown` and never sent again; a 403 from a
+//! user who blocked the bot records `user.bot_blocked`, and that user is
+//! sent nothing more until they allow the bot again.
+
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::DbErr;
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    bot_api::{Answer, BotApi},
+    outbox::{self, Claim, Limits, SendRow},
+    send::{Send, SendError, SendEvent, SendOf, Status},
+};
+use crate::{
+    db::{Db, WriteTxn},
+    domain::{Command, CommandError, Commands, DomainError, Refusal, Target, Work},
+    events::{Actor, RecordedEvent},
+    ids::UserId,
+    users::{UserCommand, UserError, UserState},
+};
+
+/// Attempts at a send Telegram could not take (5xx) or never got.
+const MAX_ATTEMPTS: i32 = 5;
+
+/// Calls in flight per instance, at most.
+const IN_FLIGHT: usize = 32;
+
+/// Why an outcome's command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutcomeError {
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error(transparent)]
+    User(#[from] UserError),
+}
+
+impl DomainError for OutcomeError {
+    fn refusal(&self) -> Refusal {
+        match self {
+            Self::Send(e) => e.refusal(),
+            Self::User(e) => e.refusal(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Send(e) => e.code(),
+            Self::User(e) => e.code(),
+        }
+    }
+}
+
+/// How a send ended, for its outcome command.
+#[derive(Debug, Clone)]
+pub enum Ended {
+    Sent(Value),
+    Failed {
+        error: String,
+        code: Option<u16>,
+        /// The user blocked the bot.
+        blocked: bool,
+    },
+    Unknown(String),
+}
+
+/// Records a send's outcome (its event, and its row's status with it).
+pub struct RecordOutcome {
+    db: Db,
+    send: SendRow,
+    ended: Ended,
+}
+
+impl RecordOutcome {
+    pub fn new(db: Db, send: SendRow, ended: Ended) -> Self {
+        Self { db, send, ended }
+    }
+
+    fn blocked_user(&self) -> Option<UserId> {
+        match self.ended {
+            Ended::Failed { blocked: true, .. } => self.send.user_id,
+            _ => None,
+        }
+    }
+}
+
+impl Command for RecordOutcome {
+    type Output = ();
+    type Error = OutcomeError;
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![Target::of::<Send>(&self.send.id)];
+        targets.extend(self.blocked_user().map(Target::of::<UserState>));
+        targets
+    }
+
+    fn decide(&self, work: &mut Work<'_>) -> Result<(), OutcomeError> {
+        let send = SendOf {
+            send_id: self.send.id.clone(),
+            chat_id: self.send.chat_id,
+            method: self.send.method.clone(),
+            user_id: self.send.user_id,
+            origin: self.send.origin.clone(),
+            reference: self.send.reference.clone(),
+        };
+        let event = match &self.ended {
+            Ended::Sent(result) => SendEvent::Sent {
+                send,
+                message_id: result.get("message_id").and_then(Value::as_i64),
+            },
+            Ended::Failed { error, code, .. } => SendEvent::Failed {
+                send,
+                status: Status::Failed,
+                error: error.clone(),
+                error_code: *code,
+            },
+            Ended::Unknown(error) => SendEvent::Failed {
+                send,
+                status: Status::Unknown,
+                error: error.clone(),
+                error_code: None,
+            },
+        };
+        work.execute::<Send>(&self.send.id, event)?;
+        if let Some(user) = self.blocked_user()
+            && work.state::<UserState>(user).id.is_some()
+        {
+            work.execute::<UserState>(user, UserCommand::SetBotBlocked(true))?;
+        }
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        txn: &WriteTxn,
+        _output: &mut (),
+        _events: &[RecordedEvent],
+    ) -> Result<(), CommandError<OutcomeError>> {
+        let (status, result, error) = match &self.ended {
+            Ended::Sent(result) => (Status::Sent, Some(result), None),
+            Ended::Failed { error, .. } => (Status::Failed, None, Some(error.as_str())),
+            Ended::Unknown(error) => (Status::Unknown, None, Some(error.as_str())),
+        };
+        outbox::finish(&**txn, &self.db, &self.send.id, status, result, error).await?;
+        Ok(())
+    }
+}
+
+/// The sender of one instance.
+pub struct Sender {
+    pub db: Db,
+    pub commands: Commands,
+    pub api: BotApi,
+    pub limits: Limits,
+    /// Woken when a send is queued.
+    pub wake: Arc<Notify>,
+    /// Told when a send ended (waiting API callers listen).
+    pub ended: Arc<Notify>,
+}
+
+impl Sender {
+    /// Sends until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut last_lost_check = tokio::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            if last_lost_check.elapsed() > Duration::from_secs(5) {
+                last_lost_check = tokio::time::Instant::now();
+                this.record_lost().await;
+            }
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            let pause = match outbox::claim(&this.db, &this.limits).await {
+                Ok(Claim::Send(send)) => {
+                    let sender = this.clone();
+                    tokio::spawn(async move {
+                        sender.send(send).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
+                Ok(Claim::Blocked(send)) => {
+                    let ended = Ended::Failed {
+                        error: "the user blocked the bot".into(),
+                        code: None,
+                        blocked: false,
+                    };
+                    this.record(send, ended).await;
+                    continue;
+                }
+                Ok(Claim::Wait(wait)) => Some(wait),
+                Ok(Claim::Idle) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim a Telegram send");
+                    Some(Duration::from_secs(1))
+                }
+            };
+            drop(permit);
+            let pause = pause.unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = this.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn send(&self, send: SendRow) {
+        let answer = self.api.call(&send.method, &send.params).await;
+        let retry = |attempts: i32| {
+            // 1 s, 2 s, 4 s, 8 s.
+            let wait = 1_000_i64 << (attempts - 1).clamp(0, 10);
+            outbox::now_ms() + wait
+        };
+        let ended = match answer {
+            Answer::Done(result) => Ended::Sent(result),
+            Answer::RetryAfter(seconds) => {
+                tracing::warn!(chat_id = send.chat_id, seconds, "Telegram asked to wait (429)");
+                let wait = Duration::from_secs(seconds);
+                if let Err(e) = outbox::retry_after(&self.db, &send, wait).await {
+                    tracing::warn!(error = %e, "cannot put a Telegram send back in the queue");
+                }
+                return;
+            }
+            Answer::Refused {
+                code,
+                description,
+                blocked,
+            } => Ended::Failed {
+                error: description,
+                code: Some(code),
+                blocked,
+            },
+            Answer::Unavailable { code, description } if send.attempts < MAX_ATTEMPTS => {
+                tracing::warn!(code, %description, attempts = send.attempts, "Telegram could not take a send; it is tried again");
+                self.requeue(&send, retry(send.attempts)).await;
+                return;
+            }
+            Answer::NotReached(error) if send.attempts < MAX_ATTEMPTS => {
+                tracing::warn!(%error, attempts = send.attempts, "a send did not reach Telegram; it is tried again");
+                self.requeue(&send, retry(send.attempts)).await;
+                return;
+            }
+            Answer::Unavailable { code, description } => Ended::Failed {
+                error: description,
+                code: Some(code),
+                blocked: false,
+            },
+            Answer::NotReached(error) => Ended::Failed {
+                error,
+                code: None,
+                blocked: false,
+            },
+            Answer::Lost(error) => Ended::Unknown(error),
+        };
+        self.record(send, ended).await;
+    }
+
+    async fn requeue(&self, send: &SendRow, due_at_ms: i64) {
+        if let Err(e) = outbox::requeue(&self.db, &send.id, due_at_ms).await {
+            tracing::warn!(error = %e, "cannot put a Telegram send back in the queue");
+        }
+    }
+
+    async fn record(&self, send: SendRow, ended: Ended) {
+        let id = send.id.clone();
+        let command = RecordOutcome::new(self.db.clone(), send, ended);
+        match self.commands.run(command, Actor::system()).await {
+            Ok(_) | Err(CommandError::Domain(OutcomeError::Send(SendError::AlreadyRecorded))) => {}
+            Err(e) => tracing::warn!(send = %id, error = %e, "cannot record a Telegram send's outcome"),
+        }
+        self.ended.notify_waiters();
+    }
+
+    /// Sends whose instance stopped during the call: `unknown`.
+    async fn record_lost(&self) {
+        let lost = match outbox::lost(&self.db).await {
+            Ok(lost) => lost,
+            Err(e) => return warn_lost(&e),
+        };
+        for send in lost {
+            let ended = Ended::Unknown(
+                "the instance sending it stopped before Telegram's answer was recorded".into(),
+            );
+            self.record(send, ended).await;
+        }
+    }
+}
+
+fn warn_lost(e: &DbErr) {
+    tracing::warn!(error = %e, "cannot look for lost Telegram sends");
+}
