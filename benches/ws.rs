@@ -248,6 +248,8 @@ impl Server {
             .env("SWITCHBOARD_LISTEN", addr.to_string())
             .env("SWITCHBOARD_JWT_SECRET", JWT_SECRET)
             .env("SWITCHBOARD_TELEGRAM_BOT_TOKEN", BOT_TOKEN)
+            // Never Telegram's own: nothing listens there.
+            .env("SWITCHBOARD_TELEGRAM_API_URL", "http://127.0.0.1:9")
             .env("SWITCHBOARD_AUTH_RATE_PER_IP", "100000")
             .env("SWITCHBOARD_AUTH_RATE_PER_ACCOUNT", "100000")
             .env("SWITCHBOARD_LOG", "warn")

@@ -125,6 +125,8 @@ def main():
         "SWITCHBOARD_JWT_SECRET": "contract-check-secret-0123456789abcdef",
         "SWITCHBOARD_WEBHOOK_ENCRYPTION_KEY": "contract-check-encryption-key-0123456789",
         "SWITCHBOARD_TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+        # Never Telegram's own: nothing listens there.
+        "SWITCHBOARD_TELEGRAM_API_URL": "http://127.0.0.1:9",
         "SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
         "SWITCHBOARD_AUTH_RATE_PER_IP": "100000",
         "SWITCHBOARD_AUTH_RATE_PER_ACCOUNT": "100000",

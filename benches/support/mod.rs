@@ -86,6 +86,8 @@ pub fn service_config(url: &str, extra: impl Fn(&str) -> Option<String>) -> Conf
     let mut config = Config::from_lookup(|name| {
         extra(name).or_else(|| match name {
             "SWITCHBOARD_TELEGRAM_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
+            // Never Telegram's own: nothing listens there.
+            "SWITCHBOARD_TELEGRAM_API_URL" => Some("http://127.0.0.1:9".to_owned()),
             "SWITCHBOARD_JWT_SECRET" => Some("bench-secret-bench-secret-bench-secret-0".to_owned()),
             "SWITCHBOARD_LOG" => Some("warn".to_owned()),
             _ => None,

@@ -166,6 +166,7 @@ mod tests {
 
     #[test]
     fn the_method_url_follows_the_api_url() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let api = |base: &str| {
             BotApi::new(url::Url::parse(base).unwrap(), SecretString::from("1:abc")).unwrap()
         };

@@ -163,10 +163,16 @@ pub use crate::telegram_signing::BOT_TOKEN;
 
 /// A configuration for tests: port 0, one HTTP worker, known secrets,
 /// generous rate limits (the rate-limit test sets its own).
+/// Where the tests' Bot API is unless a test starts a fake one: nothing
+/// listens there (port 9, discard), so no send ever leaves the machine.
+pub const CLOSED_BOT_API: &str = "http://127.0.0.1:9";
+
 pub fn test_config(database: DatabaseConfig) -> Config {
     let mut config = Config::from_lookup(|name| match name {
         "SWITCHBOARD_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
         "SWITCHBOARD_TELEGRAM_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
+        // Never Telegram's own: a closed port unless a test starts a fake.
+        "SWITCHBOARD_TELEGRAM_API_URL" => Some(CLOSED_BOT_API.to_owned()),
         "SWITCHBOARD_AUTH_RATE_PER_IP" => Some("10000".to_owned()),
         "SWITCHBOARD_AUTH_RATE_PER_ACCOUNT" => Some("10000".to_owned()),
         _ => None,
