@@ -160,6 +160,7 @@ impl Application {
                     api: crate::telegram::bot_api::BotApi::new(
                         config.telegram.api_url.clone(),
                         token.clone(),
+                        config.telegram.api_timeout,
                     )?,
                     limits: config.telegram.limits,
                     wake: telegram.sends.clone(),

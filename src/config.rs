@@ -165,6 +165,8 @@ pub struct TelegramConfig {
     /// overall rate from `SWITCHBOARD_TELEGRAM_RATE` (messages per second,
     /// 0: none), one a second per private chat, twenty a minute per group.
     pub limits: crate::telegram::outbox::Limits,
+    /// How long a Bot API call may take before its answer counts as lost.
+    pub api_timeout: Duration,
     /// Private messages go to the user's ticket (else they are only events).
     pub support: bool,
 }
@@ -413,6 +415,11 @@ impl Config {
                 &get,
                 "SWITCHBOARD_TELEGRAM_RATE",
                 30u32,
+            )?),
+            api_timeout: Duration::from_secs(parse_or(
+                &get,
+                "SWITCHBOARD_TELEGRAM_TIMEOUT_SECS",
+                15u64,
             )?),
             support: match get("SWITCHBOARD_TELEGRAM_SUPPORT").as_deref() {
                 None | Some("on") => true,

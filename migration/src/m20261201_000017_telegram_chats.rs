@@ -30,12 +30,7 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for column in ["telegram_chat_id", "bot_blocked"] {
             manager
-                .alter_table(
-                    Table::alter()
-                        .table("users")
-                        .drop_column(column)
-                        .to_owned(),
-                )
+                .alter_table(Table::alter().table("users").drop_column(column).to_owned())
                 .await?;
         }
         Ok(())

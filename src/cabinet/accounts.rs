@@ -272,7 +272,7 @@ impl Command for TelegramSignIn {
                 language_code: None,
                 referral_code: Some(UserCreated::referral_code_for(self.new_id)),
                 referred_by: self.referrer,
-            telegram_chat_id: None,
+                telegram_chat_id: None,
             },
         )?;
         Ok(SignedIn {
@@ -386,7 +386,7 @@ impl Command for RegisterByEmail {
                 language_code: Some(self.mailing.language.clone()),
                 referral_code: Some(UserCreated::referral_code_for(self.new_id)),
                 referred_by: self.referrer,
-            telegram_chat_id: None,
+                telegram_chat_id: None,
             },
         )?;
         Ok(Some(self.new_id))

@@ -10,9 +10,6 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use teloxide_core::ApiError;
 
-/// How long a call may take before its answer counts as lost.
-const TIMEOUT: Duration = Duration::from_secs(15);
-
 /// What a call came to.
 #[derive(Debug)]
 pub enum Answer {
@@ -46,9 +43,11 @@ pub struct BotApi {
 }
 
 impl BotApi {
-    pub fn new(base: url::Url, token: SecretString) -> anyhow::Result<Self> {
+    /// The bot `token`'s API at `base`; a call's answer that takes longer
+    /// than `timeout` counts as lost.
+    pub fn new(base: url::Url, token: SecretString, timeout: Duration) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
+            .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
             .build()?;
         Ok(Self {
@@ -147,19 +146,39 @@ mod tests {
             Answer::Done(r) if r["message_id"] == 3
         ));
         assert!(matches!(
-            classify(429, json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 7", "parameters": {"retry_after": 7}})),
+            classify(
+                429,
+                json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 7", "parameters": {"retry_after": 7}})
+            ),
             Answer::RetryAfter(7)
         ));
         assert!(matches!(
-            classify(403, json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"})),
-            Answer::Refused { code: 403, blocked: true, .. }
+            classify(
+                403,
+                json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"})
+            ),
+            Answer::Refused {
+                code: 403,
+                blocked: true,
+                ..
+            }
         ));
         assert!(matches!(
-            classify(400, json!({"ok": false, "error_code": 400, "description": "Bad Request: chat not found"})),
-            Answer::Refused { code: 400, blocked: false, .. }
+            classify(
+                400,
+                json!({"ok": false, "error_code": 400, "description": "Bad Request: chat not found"})
+            ),
+            Answer::Refused {
+                code: 400,
+                blocked: false,
+                ..
+            }
         ));
         assert!(matches!(
-            classify(502, json!({"ok": false, "error_code": 502, "description": "Bad Gateway"})),
+            classify(
+                502,
+                json!({"ok": false, "error_code": 502, "description": "Bad Gateway"})
+            ),
             Answer::Unavailable { code: 502, .. }
         ));
     }
@@ -168,14 +187,23 @@ mod tests {
     fn the_method_url_follows_the_api_url() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let api = |base: &str| {
-            BotApi::new(url::Url::parse(base).unwrap(), SecretString::from("1:abc")).unwrap()
+            BotApi::new(
+                url::Url::parse(base).unwrap(),
+                SecretString::from("1:abc"),
+                Duration::from_secs(1),
+            )
+            .unwrap()
         };
         assert_eq!(
-            api("https://api.telegram.org").method_url("sendMessage").as_str(),
+            api("https://api.telegram.org")
+                .method_url("sendMessage")
+                .as_str(),
             "https://api.telegram.org/bot1:abc/sendMessage"
         );
         assert_eq!(
-            api("http://127.0.0.1:8081/tg/").method_url("getMe").as_str(),
+            api("http://127.0.0.1:8081/tg/")
+                .method_url("getMe")
+                .as_str(),
             "http://127.0.0.1:8081/tg/bot1:abc/getMe"
         );
     }

@@ -327,9 +327,9 @@ impl Command for ProcessUpdate {
                 }
                 let by_user = Actor::new(ActorKind::User, user);
                 let text = message.ticket_text.clone();
-                let open = self
-                    .open_ticket
-                    .filter(|t| !matches!(work.state::<Ticket>(t).status, None | Some(Status::Closed)));
+                let open = self.open_ticket.filter(|t| {
+                    !matches!(work.state::<Ticket>(t).status, None | Some(Status::Closed))
+                });
                 match open {
                     Some(ticket) => {
                         work.execute_as::<Ticket>(

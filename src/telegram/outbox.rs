@@ -248,11 +248,7 @@ pub async fn claim(db: &Db, limits: &Limits) -> Result<Claim, DbErr> {
     claimed
 }
 
-async fn claim_in(
-    txn: &impl ConnectionTrait,
-    db: &Db,
-    limits: &Limits,
-) -> Result<Claim, DbErr> {
+async fn claim_in(txn: &impl ConnectionTrait, db: &Db, limits: &Limits) -> Result<Claim, DbErr> {
     let now = now_ms();
     let lock = match db.backend() {
         Backend::Postgres => " FOR UPDATE",
@@ -286,7 +282,7 @@ async fn claim_in(
                  WHERE s.status = 'queued' AND s.due_at_ms <= $1 \
                    AND NOT EXISTS (SELECT 1 FROM telegram_pacing p \
                                    WHERE p.scope = {scope} AND p.next_at_ms > $1) \
-                 ORDER BY s.due_at_ms, s.created_at_ms LIMIT 1"
+                 ORDER BY s.due_at_ms, s.created_at_ms, s.id LIMIT 1"
             ),
             vec![now.into()],
         ))
@@ -408,11 +404,7 @@ async fn requeue_in(
     due_at_ms: i64,
     counted: bool,
 ) -> Result<(), DbErr> {
-    let attempts = if counted {
-        "attempts"
-    } else {
-        "attempts - 1"
-    };
+    let attempts = if counted { "attempts" } else { "attempts - 1" };
     conn.execute_raw(db.statement(
         &format!(
             "UPDATE telegram_sends SET status = 'queued', due_at_ms = $2, lease_until_ms = NULL, \

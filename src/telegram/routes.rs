@@ -23,12 +23,8 @@ use crate::{
 };
 
 pub fn configure_api(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/v1/telegram")
-            .service(view)
-            .service(send),
-    )
-    .service(send_legacy);
+    cfg.service(web::scope("/api/v1/telegram").service(view).service(send))
+        .service(send_legacy);
 }
 
 pub fn configure_admin(cfg: &mut web::ServiceConfig) {
@@ -295,12 +291,13 @@ pub async fn list(
     filter: web::Query<SendFilter>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::TicketsRead)?;
-    let status = match &filter.status {
-        None => None,
-        Some(text) => Some(Status::parse(text).ok_or_else(|| {
-            invalid("status", "one of queued, sending, sent, failed, unknown")
-        })?),
-    };
+    let status =
+        match &filter.status {
+            None => None,
+            Some(text) => Some(Status::parse(text).ok_or_else(|| {
+                invalid("status", "one of queued, sending, sent, failed, unknown")
+            })?),
+        };
     let limit = filter.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(invalid("limit", "1 to 200"));

@@ -228,7 +228,11 @@ impl Sender {
         let ended = match answer {
             Answer::Done(result) => Ended::Sent(result),
             Answer::RetryAfter(seconds) => {
-                tracing::warn!(chat_id = send.chat_id, seconds, "Telegram asked to wait (429)");
+                tracing::warn!(
+                    chat_id = send.chat_id,
+                    seconds,
+                    "Telegram asked to wait (429)"
+                );
                 let wait = Duration::from_secs(seconds);
                 if let Err(e) = outbox::retry_after(&self.db, &send, wait).await {
                     tracing::warn!(error = %e, "cannot put a Telegram send back in the queue");
@@ -280,7 +284,9 @@ impl Sender {
         let command = RecordOutcome::new(self.db.clone(), send, ended);
         match self.commands.run(command, Actor::system()).await {
             Ok(_) | Err(CommandError::Domain(OutcomeError::Send(SendError::AlreadyRecorded))) => {}
-            Err(e) => tracing::warn!(send = %id, error = %e, "cannot record a Telegram send's outcome"),
+            Err(e) => {
+                tracing::warn!(send = %id, error = %e, "cannot record a Telegram send's outcome")
+            }
         }
         self.ended.notify_waiters();
     }

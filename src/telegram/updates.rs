@@ -210,7 +210,9 @@ mod tests {
 
     #[test]
     fn a_private_text_message_is_a_message_with_its_entities() {
-        let raw = private(json!({"text": "hello", "entities": [{"type": "bold", "offset": 0, "length": 5}]}));
+        let raw = private(
+            json!({"text": "hello", "entities": [{"type": "bold", "offset": 0, "length": 5}]}),
+        );
         let Some((9, Incoming::Message(m))) = read(&raw) else {
             panic!("not a message: {raw}");
         };
@@ -279,7 +281,13 @@ mod tests {
         let kicked = change(member.clone(), banned.clone());
         assert!(matches!(
             read(&kicked),
-            Some((3, Incoming::BotBlocked { telegram_id: 42, blocked: true }))
+            Some((
+                3,
+                Incoming::BotBlocked {
+                    telegram_id: 42,
+                    blocked: true
+                }
+            ))
         ));
         let back = change(banned, member);
         assert!(matches!(

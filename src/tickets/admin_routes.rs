@@ -128,20 +128,33 @@ pub enum MediaKind {
 }
 
 /// The Bot API call that delivers a reply to a chat.
-fn delivery(chat_id: i64, text: &str, media: Option<&MediaIn>) -> Result<(&'static str, serde_json::Value), ApiError> {
+fn delivery(
+    chat_id: i64,
+    text: &str,
+    media: Option<&MediaIn>,
+) -> Result<(&'static str, serde_json::Value), ApiError> {
     let Some(media) = media else {
-        return Ok(("sendMessage", serde_json::json!({"chat_id": chat_id, "text": text})));
+        return Ok((
+            "sendMessage",
+            serde_json::json!({"chat_id": chat_id, "text": text}),
+        ));
     };
     let file = match (&media.file_id, &media.url) {
         (Some(id), None) => validate::text("media.file_id", id, 256)?,
         (None, Some(url)) => {
-            let parsed = url::Url::parse(url).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
+            let parsed = url::Url::parse(url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"));
             parsed
-                .ok_or_else(|| ApiError::from(Problem::invalid_field("media.url", "an http(s) URL")))?
+                .ok_or_else(|| {
+                    ApiError::from(Problem::invalid_field("media.url", "an http(s) URL"))
+                })?
                 .to_string()
         }
         _ => {
-            return Err(Problem::invalid_field("media", "exactly one of `file_id` and `url`").into());
+            return Err(
+                Problem::invalid_field("media", "exactly one of `file_id` and `url`").into(),
+            );
         }
     };
     let caption = match &media.caption {
@@ -149,8 +162,14 @@ fn delivery(chat_id: i64, text: &str, media: Option<&MediaIn>) -> Result<(&'stat
         None => text.chars().take(1024).collect(),
     };
     Ok(match media.kind {
-        MediaKind::Photo => ("sendPhoto", serde_json::json!({"chat_id": chat_id, "photo": file, "caption": caption})),
-        MediaKind::Document => ("sendDocument", serde_json::json!({"chat_id": chat_id, "document": file, "caption": caption})),
+        MediaKind::Photo => (
+            "sendPhoto",
+            serde_json::json!({"chat_id": chat_id, "photo": file, "caption": caption}),
+        ),
+        MediaKind::Document => (
+            "sendDocument",
+            serde_json::json!({"chat_id": chat_id, "document": file, "caption": caption}),
+        ),
     })
 }
 
@@ -181,7 +200,10 @@ impl crate::domain::Command for Reply {
         &mut self,
         conn: &sea_orm::DatabaseConnection,
     ) -> Result<(), crate::domain::CommandError<Self::Error>> {
-        let Some(ticket) = ticket::Entity::find_by_id(self.ticket.as_uuid()).one(conn).await? else {
+        let Some(ticket) = ticket::Entity::find_by_id(self.ticket.as_uuid())
+            .one(conn)
+            .await?
+        else {
             return Ok(());
         };
         self.chat = user::Entity::find_by_id(ticket.user_id)
@@ -196,10 +218,7 @@ impl crate::domain::Command for Reply {
         vec![crate::domain::Target::of::<Ticket>(self.ticket)]
     }
 
-    fn decide(
-        &self,
-        work: &mut crate::domain::Work<'_>,
-    ) -> Result<Self::Output, Self::Error> {
+    fn decide(&self, work: &mut crate::domain::Work<'_>) -> Result<Self::Output, Self::Error> {
         let before = work.state::<Ticket>(self.ticket);
         work.execute::<Ticket>(
             self.ticket,
@@ -224,7 +243,8 @@ impl crate::domain::Command for Reply {
         };
         let (method, params) = delivery(chat_id, &self.text, self.media.as_ref())
             .map_err(|e| crate::domain::CommandError::Internal(anyhow::anyhow!("{e}")))?;
-        let mut send = crate::telegram::outbox::NewSend::new(chat_id, method, params, "ticket_reply");
+        let mut send =
+            crate::telegram::outbox::NewSend::new(chat_id, method, params, "ticket_reply");
         send.id = self.send_id;
         send.user_id = Some(user);
         send.reference = Some(self.message_id.to_string());

@@ -85,7 +85,10 @@ impl Projection for Tickets {
             } if (old_status == Status::Closed) != (new_status == Status::Closed) => Some(user_id),
             _ => None,
         };
-        Ok(user.map(|user| fold_key(user.as_uuid())).into_iter().collect())
+        Ok(user
+            .map(|user| fold_key(user.as_uuid()))
+            .into_iter()
+            .collect())
     }
 }
 

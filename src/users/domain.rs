@@ -501,16 +501,27 @@ mod tests {
         );
         state.apply(&linked[0]);
         assert_eq!(state.reachable(), Some(42));
-        assert!(decide_on(&state, UserCommand::LinkChat(42)).unwrap().is_empty());
+        assert!(
+            decide_on(&state, UserCommand::LinkChat(42))
+                .unwrap()
+                .is_empty()
+        );
         let blocked = decide_on(&state, UserCommand::SetBotBlocked(true)).unwrap();
         assert_eq!(blocked, vec![UserEvent::BotBlocked { user_id: user }]);
         state.apply(&blocked[0]);
         assert_eq!(state.reachable(), None);
-        assert!(decide_on(&state, UserCommand::SetBotBlocked(true)).unwrap().is_empty());
+        assert!(
+            decide_on(&state, UserCommand::SetBotBlocked(true))
+                .unwrap()
+                .is_empty()
+        );
         let unblocked = decide_on(&state, UserCommand::SetBotBlocked(false)).unwrap();
         assert_eq!(unblocked, vec![UserEvent::BotUnblocked { user_id: user }]);
         assert_eq!(
-            unblocked[0].to_new_event(Actor::system()).event_type.as_str(),
+            unblocked[0]
+                .to_new_event(Actor::system())
+                .event_type
+                .as_str(),
             "user.bot_unblocked"
         );
     }

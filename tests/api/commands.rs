@@ -743,7 +743,11 @@ async fn a_ticket_opening_behind_its_users_closing_one_comes_after_it_in_the_log
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(waiting, Some(true), "the opening waits without a transaction id");
+    assert_eq!(
+        waiting,
+        Some(true),
+        "the opening waits without a transaction id"
+    );
     assert!(!opening.is_finished());
     txn.commit().await.unwrap();
     opening.await.unwrap().unwrap();
@@ -753,7 +757,12 @@ async fn a_ticket_opening_behind_its_users_closing_one_comes_after_it_in_the_log
         .unwrap()
         .events
         .iter()
-        .map(|e| (e.stream.as_str().to_owned(), e.event_type.as_str().to_owned()))
+        .map(|e| {
+            (
+                e.stream.as_str().to_owned(),
+                e.event_type.as_str().to_owned(),
+            )
+        })
         .collect();
     let closed = types
         .iter()
@@ -761,9 +770,14 @@ async fn a_ticket_opening_behind_its_users_closing_one_comes_after_it_in_the_log
         .unwrap();
     let reopened = types
         .iter()
-        .rposition(|(s, t)| t == "ticket.created" && s == <Ticket as switchboard::domain::Aggregate>::stream(second).as_str())
+        .rposition(|(s, t)| {
+            t == "ticket.created"
+                && s == <Ticket as switchboard::domain::Aggregate>::stream(second).as_str()
+        })
         .unwrap();
     assert!(closed < reopened, "{types:?}");
     let replay = EventStore::with_projections(store.db().clone(), Projections::plain());
-    switchboard::projections::rebuild::rebuild(&replay).await.unwrap();
+    switchboard::projections::rebuild::rebuild(&replay)
+        .await
+        .unwrap();
 }

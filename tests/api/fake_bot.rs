@@ -1,0 +1,179 @@
+//! A fake Bot API on loopback: records every call with its time and
+//! answers as told (ok, 429 with `retry_after`, 403, 5xx, or never).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+/// One call as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub params: Value,
+    pub at: Instant,
+    /// The path's token part (`bot<token>`).
+    pub token: String,
+}
+
+impl Call {
+    pub fn chat_id(&self) -> i64 {
+        self.params["chat_id"].as_i64().unwrap_or_default()
+    }
+}
+
+/// How the fake answers one call.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply {
+    Ok,
+    /// 429 with `retry_after` seconds.
+    RetryAfter(u64),
+    /// 403: the user blocked the bot.
+    Blocked,
+    /// 502.
+    Unavailable,
+    /// No answer until the caller gives up.
+    Hang,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    /// Answers for the next calls to a chat, in order (then `Ok`).
+    script: HashMap<i64, VecDeque<Reply>>,
+    next_message_id: i64,
+}
+
+pub struct FakeBot {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl FakeBot {
+    pub async fn start() -> Self {
+        let state: Arc<Mutex<State>> = Arc::default();
+        let shared = state.clone();
+        let server = HttpServer::new(move || {
+            let state = shared.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let state = state.clone();
+                async move { answer(&state, &req, &body).await }
+            }))
+        })
+        .workers(2)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            port,
+            state,
+            handle,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The next calls to `chat` get these answers, in order.
+    pub fn script(&self, chat: i64, replies: &[Reply]) {
+        let mut state = self.state.lock().unwrap();
+        state.script.entry(chat).or_default().extend(replies);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    pub async fn wait_for_calls(&self, count: usize) -> Vec<Call> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let calls = self.calls();
+            if calls.len() >= count {
+                return calls;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fake Bot API got {} calls of {count}",
+                calls.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpResponse {
+    let mut segments = req.path().trim_start_matches('/').splitn(2, '/');
+    let token = segments.next().unwrap_or_default().to_owned();
+    let method = segments.next().unwrap_or_default().to_owned();
+    let params: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let now = Instant::now();
+    let call = Call {
+        method: method.clone(),
+        params: params.clone(),
+        at: now,
+        token,
+    };
+    let chat = call.chat_id();
+    let (reply, message_id) = {
+        let mut state = state.lock().unwrap();
+        state.calls.push(call);
+        let scripted = state.script.get_mut(&chat).and_then(VecDeque::pop_front);
+        let reply = scripted.unwrap_or(Reply::Ok);
+        state.next_message_id += 1;
+        (reply, state.next_message_id)
+    };
+    let error = |status: u16, body: Value| {
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).json(body)
+    };
+    match reply {
+        Reply::Ok => {
+            let result = match method.as_str() {
+                "deleteMessage" => json!(true),
+                "getFile" => {
+                    json!({"file_id": params["file_id"], "file_unique_id": "u", "file_size": 5, "file_path": "photos/file_1.jpg"})
+                }
+                "getMe" => {
+                    json!({"id": 1, "is_bot": true, "first_name": "Bot", "username": "fake_bot"})
+                }
+                "setWebhook" | "deleteWebhook" => json!(true),
+                _ => json!({
+                    "message_id": message_id,
+                    "date": 1_764_590_000,
+                    "chat": {"id": chat, "type": if chat < 0 { "group" } else { "private" }},
+                    "text": params["text"],
+                }),
+            };
+            HttpResponse::Ok().json(json!({"ok": true, "result": result}))
+        }
+        Reply::RetryAfter(seconds) => error(
+            429,
+            json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {seconds}"), "parameters": {"retry_after": seconds}}),
+        ),
+        Reply::Blocked => error(
+            403,
+            json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}),
+        ),
+        Reply::Unavailable => error(
+            502,
+            json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}),
+        ),
+        Reply::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            HttpResponse::Ok().finish()
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Sends through the Bot API: operator replies delivered to the user's
+//! chat, the sender API, and Telegram's limits kept across instances, all
+//! against a fake Bot API on loopback.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard::{auth::Role, telegram::outbox::Limits};
+
+use crate::{
+    fake_bot::{FakeBot, Reply},
+    helpers::{TestApp, TestDb, assert_problem, both_backends, test_config, wait_until},
+};
+
+const SECRET: &str = "telegram-webhook-secret-0123456789";
+
+/// The app's configuration with the fake as its Bot API, the webhook on,
+/// and Telegram's limits scaled down so a test takes seconds.
+fn config(db: &TestDb, bot: &FakeBot) -> switchboard::config::Config {
+    let mut config = test_config(db.config.clone());
+    config.telegram.webhook_secret = Some(secrecy::SecretString::from(SECRET));
+    config.telegram.api_url = url::Url::parse(&bot.url()).unwrap();
+    config.telegram.api_timeout = Duration::from_secs(1);
+    config.telegram.limits = Limits {
+        overall: None,
+        private_chat: Duration::from_millis(100),
+        group: Duration::from_millis(300),
+    };
+    config.webhooks.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    config
+}
+
+/// A Telegram user writes `text` to the bot (update `update_id`).
+async fn user_writes(app: &TestApp, update_id: i64, from: i64, text: &str) {
+    let update = json!({"update_id": update_id, "message": {
+        "message_id": update_id, "date": 1_764_590_000,
+        "chat": {"id": from, "type": "private", "first_name": "Ann"},
+        "from": {"id": from, "is_bot": false, "first_name": "Ann"},
+        "text": text}});
+    let answer = app
+        .client
+        .post(format!("{}/telegram/webhook", app.address))
+        .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+}
+
+/// The user's open ticket, once their message made one.
+async fn ticket_of(app: &TestApp, token: &str, count: usize) -> Value {
+    let page = || async {
+        let page: Value = app
+            .get_with("/api/v1/admin/tickets", token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        page
+    };
+    wait_until(|| async {
+        page().await["items"]
+            .as_array()
+            .is_some_and(|items| items.len() >= count)
+    })
+    .await;
+    page().await["items"][0].clone()
+}
+
+async fn sends(app: &TestApp, token: &str, query: &str) -> Value {
+    app.get_with(&format!("/api/v1/admin/telegram/sends{query}"), token)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+fn logged_types(events: &[switchboard::events::RecordedEvent], prefix: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.event_type.as_str().starts_with(prefix))
+        .map(|e| json!({"type": e.event_type.as_str(), "payload": e.payload}))
+        .collect()
+}
+
+async fn log(app: &TestApp) -> Vec<switchboard::events::RecordedEvent> {
+    app.state
+        .store
+        .read_all(switchboard::events::Cursor::START, 10_000)
+        .await
+        .unwrap()
+        .events
+}
+
+both_backends! {
+    async fn a_user_writes_and_an_operators_reply_reaches_their_chat(db) {
+        let bot = FakeBot::start().await;
+        let app = TestApp::spawn_with(config(&db, &bot)).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let receiver = crate::webhooks::Receiver::ok().await;
+        let endpoint = app.post("/api/v1/admin/webhooks", Some(&owner.access_token), json!({"name": "bot", "url": receiver.url(), "event_types": ["telegram.message_received"]})).await;
+        assert_eq!(endpoint.status().as_u16(), 201);
+        user_writes(&app, 1, 4200, "Where is my payment?").await;
+        let ticket = ticket_of(&app, &owner.access_token, 1).await;
+        receiver.wait_for_events(1).await;
+        let delivered: Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
+        assert_eq!(delivered["type"], "telegram.message_received");
+        assert_eq!(delivered["payload"]["text"], "Where is my payment?");
+
+        let reply = app.post(&format!("/api/v1/admin/tickets/{}/messages", ticket["id"].as_str().unwrap()), Some(&owner.access_token), json!({"text": "Found it, credited."})).await;
+        assert_eq!(reply.status().as_u16(), 201);
+        let reply: Value = reply.json().await.unwrap();
+        let send_id = reply["telegram_send_id"].as_str().unwrap().to_owned();
+        let calls = bot.wait_for_calls(1).await;
+        assert_eq!(calls[0].method, "sendMessage");
+        assert_eq!(calls[0].params, json!({"chat_id": 4200, "text": "Found it, credited."}));
+        assert_eq!(calls[0].token, format!("bot{}", crate::helpers::BOT_TOKEN));
+        wait_until(|| async { sends(&app, &owner.access_token, "?status=sent").await["total"] == 1 }).await;
+        let page = sends(&app, &owner.access_token, "?chat_id=4200").await;
+        assert_eq!(page["items"][0]["id"], send_id.as_str());
+        assert_eq!(page["items"][0]["origin"], "ticket_reply");
+        assert_eq!(page["items"][0]["result"]["chat"]["id"], 4200);
+        let sent = logged_types(&log(&app).await, "telegram.message_sent");
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["payload"]["send_id"], send_id.as_str());
+        assert!(sent[0]["payload"]["message_id"].as_i64().is_some());
+
+        // A reply with a photo is sent as one; a bad media is a 422 and
+        // nothing is written.
+        let path = format!("/api/v1/admin/tickets/{}/messages", ticket["id"].as_str().unwrap());
+        for media in [json!({"type": "photo"}), json!({"type": "photo", "file_id": "a", "url": "https://x.test/p.jpg"}), json!({"type": "photo", "url": "ftp://x/y"}), json!({"type": "video", "file_id": "a"})] {
+            let answer = app.post(&path, Some(&owner.access_token), json!({"text": "see", "media": media})).await;
+            assert_eq!(answer.status().as_u16(), 422, "{media}");
+        }
+        let answer = app.post(&path, Some(&owner.access_token), json!({"text": "the receipt", "media": {"type": "photo", "file_id": "AgAD"}})).await;
+        assert_eq!(answer.status().as_u16(), 201);
+        let calls = bot.wait_for_calls(2).await;
+        assert_eq!(calls[1].method, "sendPhoto");
+        assert_eq!(calls[1].params, json!({"chat_id": 4200, "photo": "AgAD", "caption": "the receipt"}));
+        let messages = logged_types(&log(&app).await, "ticket.message_added");
+        assert_eq!(messages.len(), 3, "the user's and two replies");
+
+        // An operator's reply to a user the bot cannot write to (signed in
+        // by the Mini App, never wrote): no send.
+        let user = crate::tickets::cabinet_user(&app, 4300).await;
+        let opened = crate::tickets::open_ticket(&app, &user, "From the cabinet").await;
+        let answer: Value = app.post(&format!("/api/v1/admin/tickets/{}/messages", opened["id"].as_str().unwrap()), Some(&owner.access_token), json!({"text": "hi"})).await.json().await.unwrap();
+        assert!(answer.get("telegram_send_id").is_none(), "{answer}");
+        app.stop().await;
+        bot.stop().await;
+    }
+}
+
+both_backends! {
+    async fn telegram_429_5xx_403_and_lost_answers_are_handled_as_telegram_means_them(db) {
+        let bot = FakeBot::start().await;
+        let app = TestApp::spawn_with(config(&db, &bot)).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let key: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "sender", "scopes": ["telegram:send"]})).await.json().await.unwrap();
+        let key = key["secret"].as_str().unwrap().to_owned();
+        let send = |chat: i64, text: &str| {
+            let request = app.client.post(format!("{}/api/v1/telegram/sendMessage?wait=true", app.address)).header("X-API-Key", &key).json(&json!({"chat_id": chat, "text": text}));
+            async move {
+                let answer = request.send().await.unwrap();
+                (answer.status().as_u16(), answer.json::<Value>().await.unwrap())
+            }
+        };
+        // 429: sent again after retry_after, not before.
+        bot.script(10, &[Reply::RetryAfter(1)]);
+        let (status, body) = send(10, "a").await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("sent")), "{body}");
+        let calls: Vec<_> = bot.calls().into_iter().filter(|c| c.chat_id() == 10).collect();
+        assert_eq!(calls.len(), 2);
+        assert!(calls[1].at - calls[0].at >= Duration::from_millis(990), "{:?}", calls[1].at - calls[0].at);
+        // 5xx: tried again with backoff.
+        bot.script(11, &[Reply::Unavailable]);
+        let (status, body) = send(11, "b").await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("sent")), "{body}");
+        assert_eq!(body["attempts"], 2);
+        // A lost answer: unknown, and never sent again.
+        bot.script(12, &[Reply::Hang]);
+        let (status, body) = send(12, "c").await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("unknown")), "{body}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(bot.calls().iter().filter(|c| c.chat_id() == 12).count(), 1);
+        let failed = logged_types(&log(&app).await, "telegram.send_failed");
+        assert_eq!(failed[0]["payload"]["status"], "unknown");
+
+        // 403 from a user who blocked the bot: user.bot_blocked, and
+        // nothing more is sent to them until they allow it again.
+        user_writes(&app, 5, 13, "/start").await;
+        wait_until(|| async { !logged_types(&log(&app).await, "user.created").is_empty() }).await;
+        bot.script(13, &[Reply::Blocked]);
+        let (status, body) = send(13, "d").await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("failed")), "{body}");
+        assert_eq!(body["error"], "Forbidden: bot was blocked by the user");
+        let blocked = logged_types(&log(&app).await, "user.bot_blocked");
+        assert_eq!(blocked.len(), 1, "{blocked:?}");
+        let (status, body) = send(13, "e").await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("failed")), "{body}");
+        assert_eq!(body["error"], "the user blocked the bot");
+        assert_eq!(bot.calls().iter().filter(|c| c.chat_id() == 13).count(), 1, "no call after the block");
+        app.stop().await;
+        bot.stop().await;
+    }
+}
+
+both_backends! {
+    async fn the_sender_api_queues_each_method_with_its_parameters_and_checks_them(db) {
+        let bot = FakeBot::start().await;
+        let app = TestApp::spawn_with(config(&db, &bot)).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let key: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "sender", "scopes": ["telegram:send"]})).await.json().await.unwrap();
+        let key = key["secret"].as_str().unwrap().to_owned();
+        let reader: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "reader", "scopes": ["events:read"]})).await.json().await.unwrap();
+        let reader = reader["secret"].as_str().unwrap().to_owned();
+        let post = |path: &str, key: &str, body: Value| {
+            app.client.post(format!("{}{path}", app.address)).header("x-api-key", key).json(&body).send()
+        };
+        let calls = [
+            ("sendMessage", json!({"chat_id": 21, "text": "hi", "parse_mode": "HTML"})),
+            ("sendPhoto", json!({"chat_id": 22, "photo": "AgAD", "caption": "c"})),
+            ("sendDocument", json!({"chat_id": 23, "document": "https://files.test/a.pdf"})),
+            ("sendAudio", json!({"chat_id": 24, "audio": "CQAD"})),
+            ("sendVoice", json!({"chat_id": 25, "voice": "AwAD"})),
+            ("sendVideo", json!({"chat_id": 26, "video": "BAAD"})),
+            ("editMessageText", json!({"chat_id": 27, "message_id": 5, "text": "edited"})),
+            ("deleteMessage", json!({"chat_id": "28", "message_id": 6})),
+        ];
+        for (method, params) in &calls {
+            let answer = post(&format!("/api/v1/telegram/{method}"), &key, params.clone()).await.unwrap();
+            assert_eq!(answer.status().as_u16(), 202, "{method}");
+            let body: Value = answer.json().await.unwrap();
+            assert_eq!(body["status"], "queued");
+            assert!(body["id"].as_str().is_some());
+        }
+        let received = bot.wait_for_calls(calls.len()).await;
+        for (method, params) in &calls {
+            let call = received.iter().find(|c| &c.method == method).unwrap();
+            let mut expected = params.clone();
+            expected["chat_id"] = json!(expected["chat_id"].as_i64().unwrap_or(28));
+            assert_eq!(call.params, expected, "{method}");
+        }
+        // Waiting: Telegram's own result; then the send by its id.
+        let answer = post("/api_v1/sendMessage?wait=true", &key, json!({"chat_id": 29, "text": "old path"})).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!((body["status"].as_str(), body["result"]["text"].as_str()), (Some("sent"), Some("old path")), "{body}");
+        let view: Value = app.client.get(format!("{}/api/v1/telegram/sends/{}", app.address, body["id"].as_str().unwrap())).header("X-API-Key", &key).send().await.unwrap().json().await.unwrap();
+        assert_eq!(view["result"]["chat"]["id"], 29);
+        // Refusals: the scope, the method, the parameters.
+        assert_problem(post("/api/v1/telegram/sendMessage", &reader, json!({"chat_id": 1, "text": "x"})).await.unwrap(), 403, "forbidden").await;
+        let unauthenticated = app.client.post(format!("{}/api/v1/telegram/sendMessage", app.address)).json(&json!({"chat_id": 1, "text": "x"})).send().await.unwrap();
+        assert_problem(unauthenticated, 401, "unauthorized").await;
+        let answer = post("/api/v1/telegram/getUpdates", &key, json!({})).await.unwrap();
+        let problem = assert_problem(answer, 404, "not_found").await;
+        assert!(problem["detail"].as_str().unwrap().contains("sendMessage"), "{problem}");
+        for (method, body, field) in [
+            ("sendMessage", json!({"text": "x"}), "chat_id"),
+            ("sendMessage", json!({"chat_id": "@channel", "text": "x"}), "chat_id"),
+            ("sendMessage", json!({"chat_id": 1}), "text"),
+            ("sendMessage", json!({"chat_id": 1, "text": "x".repeat(4097)}), "text"),
+            ("sendPhoto", json!({"chat_id": 1, "photo": "file:///etc/passwd"}), "photo"),
+            ("deleteMessage", json!({"chat_id": 1, "message_id": "5"}), "message_id"),
+        ] {
+            let problem = assert_problem(post(&format!("/api/v1/telegram/{method}"), &key, body.clone()).await.unwrap(), 422, "invalid_field").await;
+            assert_eq!(problem["field"], field, "{body}");
+        }
+        assert_problem(post("/api/v1/telegram/sendMessage", &key, json!([1])).await.unwrap(), 422, "invalid_body").await;
+        let missing: Value = app.client.get(format!("{}/api/v1/telegram/sends/nope", app.address)).header("X-API-Key", &key).send().await.unwrap().json().await.unwrap();
+        assert_eq!(missing["code"], "not_found");
+        // The admin list needs tickets:read.
+        let page = app.client.get(format!("{}/api/v1/admin/telegram/sends", app.address)).header("X-API-Key", &key).send().await.unwrap();
+        assert_problem(page, 403, "forbidden").await;
+        let page = sends(&app, &owner.access_token, "?status=sent&limit=200").await;
+        assert_eq!(page["total"], 9, "{page}");
+        assert_problem(app.get_with("/api/v1/admin/telegram/sends?status=lost", &owner.access_token).await, 422, "invalid_field").await;
+        app.stop().await;
+        bot.stop().await;
+    }
+}
+
+/// Two instances send a backlog of 1,000 messages to different chats and
+/// 30 to one chat together: the fake sees the overall rate and each chat's interval kept
+/// (Telegram's limits scaled down: 200 a second, 100 ms per chat).
+#[cfg(postgres_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_together_keep_the_overall_and_per_chat_limits() {
+    let db = TestDb::new(crate::helpers::Kind::Postgres).await;
+    let bot = FakeBot::start().await;
+    let mut config = config(&db, &bot);
+    config.telegram.limits.overall = Some(Duration::from_millis(5));
+    // Queued before the instances start, as a backlog they share.
+    {
+        let db = switchboard::db::Db::connect(&db.config).await.unwrap();
+        db.migrate().await.unwrap();
+        let mut sends: Vec<(i64, usize)> = (0..30).map(|n| (7, n)).collect();
+        sends.extend((0..1000).map(|n| (1000 + n as i64, n)));
+        for (chat, n) in sends {
+            let send = switchboard::telegram::outbox::NewSend::new(
+                chat,
+                "sendMessage",
+                json!({"chat_id": chat, "text": format!("m{n}")}),
+                "api",
+            );
+            db.write_once(async |conn| {
+                switchboard::telegram::outbox::enqueue(conn, &db, &send).await
+            })
+            .await
+            .unwrap();
+        }
+        db.close().await;
+    }
+    let a = TestApp::spawn_with(config.clone()).await;
+    let b = TestApp::spawn_with(config).await;
+    let owner = a.admin_with_role("o@example.com", Role::Owner).await;
+    let calls = bot.wait_for_calls(1030).await;
+    let one_chat: Vec<_> = calls.iter().filter(|c| c.chat_id() == 7).collect();
+    assert_eq!(one_chat.len(), 30);
+    let texts: Vec<&str> = one_chat
+        .iter()
+        .map(|c| c.params["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        (0..30)
+            .map(|n| format!("m{n}"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        "one chat's messages in order"
+    );
+    for pair in one_chat.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        // Claimed 100 ms apart; the calls leave a few ms after the claim.
+        assert!(
+            gap >= Duration::from_millis(80),
+            "two sends to one chat {gap:?} apart"
+        );
+    }
+    // The overall rate: no second holds more than 200 (+5 %, the calls
+    // leave a few ms after their claims).
+    let mut times: Vec<_> = calls.iter().map(|c| c.at).collect();
+    times.sort();
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] > Duration::from_secs(1) {
+            start += 1;
+        }
+        assert!(
+            end - start < 210,
+            "{} sends within a second",
+            end - start + 1
+        );
+    }
+    let span = *times.last().unwrap() - times[0];
+    assert!(
+        span >= Duration::from_millis(4500),
+        "1,030 sends at 200/s took {span:?}"
+    );
+    let page = sends(&a, &owner.access_token, "?status=sent&limit=1").await;
+    assert_eq!(page["total"], 1030);
+    a.stop().await;
+    b.stop().await;
+    bot.stop().await;
+}
