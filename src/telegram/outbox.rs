@@ -249,7 +249,6 @@ pub async fn claim(db: &Db, limits: &Limits) -> Result<Claim, DbErr> {
 }
 
 async fn claim_in(txn: &impl ConnectionTrait, db: &Db, limits: &Limits) -> Result<Claim, DbErr> {
-    let now = now_ms();
     let lock = match db.backend() {
         Backend::Postgres => " FOR UPDATE",
         Backend::Sqlite => "",
@@ -263,6 +262,8 @@ async fn claim_in(txn: &impl ConnectionTrait, db: &Db, limits: &Limits) -> Resul
         .map(|row| row.try_get("", "next_at_ms"))
         .transpose()?
         .unwrap_or(0);
+    // Read once the turn is this claim's: another instance may have held it.
+    let now = now_ms();
     if limits.overall.is_some() && overall > now {
         return Ok(Claim::Wait(Duration::from_millis(
             u64::try_from(overall - now).unwrap_or(0),
