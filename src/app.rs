@@ -152,16 +152,21 @@ impl Application {
             telegram.updates.clone(),
             shutdown.clone(),
         ));
-        match &config.telegram.bot_token {
-            Some(token) => {
+        match crate::telegram::bot_api::BotApi::configured(&config.telegram)? {
+            Some(api) => {
+                if config.telegram.poll {
+                    tasks.spawn(crate::telegram::poll::run(
+                        db.clone(),
+                        api.clone(),
+                        crate::telegram::poll::long_poll(&config.telegram),
+                        telegram.updates.clone(),
+                        shutdown.clone(),
+                    ));
+                }
                 let sender = crate::telegram::sender::Sender {
                     db: db.clone(),
                     commands: commands.clone(),
-                    api: crate::telegram::bot_api::BotApi::new(
-                        config.telegram.api_url.clone(),
-                        token.clone(),
-                        config.telegram.api_timeout,
-                    )?,
+                    api,
                     limits: config.telegram.limits,
                     wake: telegram.sends.clone(),
                     ended: telegram.ended.clone(),
@@ -250,7 +255,7 @@ impl Application {
     }
 }
 
-/// TLS (outgoing webhooks, SMTP) uses rustls with *ring*, installed once
+/// TLS (outgoing webhooks, SMTP, the Bot API) uses rustls with *ring*, installed once
 /// per process before any HTTP client is built. Safe to call repeatedly.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

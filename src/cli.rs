@@ -69,3 +69,74 @@ pub async fn rebuild_projections(config: &Config) -> anyhow::Result<()> {
     db.close().await;
     Ok(())
 }
+
+/// `switchboard telegram set-webhook --url URL`: points the bot's updates at
+/// this service's `/telegram/webhook`, with the webhook secret (a new one,
+/// printed with how to configure it, when none is set).
+pub async fn set_telegram_webhook(config: &Config, url: &str) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    use teloxide_core::{payloads::SetWebhookSetters, requests::Requester};
+
+    let api = crate::telegram::bot_api::BotApi::configured(&config.telegram)?
+        .context("set SWITCHBOARD_TELEGRAM_BOT_TOKEN first")?;
+    let url = url::Url::parse(url).context("--url is not a URL")?;
+    if url.scheme() != "https" {
+        bail!("Telegram sends updates to https URLs only: {url}");
+    }
+    let (secret, generated) = match &config.telegram.webhook_secret {
+        Some(secret) => (secret.expose_secret().to_owned(), false),
+        None => (
+            crate::auth::tokens::random_token("")
+                .expose_secret()
+                .to_owned(),
+            true,
+        ),
+    };
+    api.typed()
+        .set_webhook(url.clone())
+        .secret_token(secret.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("Telegram refused setWebhook: {e}"))?;
+    println!("Telegram now sends the bot's updates to {url}");
+    if generated {
+        println!(
+            "The webhook's secret is new: start the service with\n  SWITCHBOARD_TELEGRAM_WEBHOOK_SECRET={secret}\n(until then the webhook answers 404 and Telegram retries)."
+        );
+    }
+    Ok(())
+}
+
+/// `switchboard telegram poll`: takes the bot's updates by long polling
+/// and records them, until interrupted (no webhook needed).
+pub async fn poll_telegram(config: &Config) -> anyhow::Result<()> {
+    let api = crate::telegram::bot_api::BotApi::configured(&config.telegram)?
+        .context("set SWITCHBOARD_TELEGRAM_BOT_TOKEN first")?;
+    let db = Db::connect(&config.database).await?;
+    db.migrate()
+        .await
+        .context("cannot run database migrations")?;
+    let store = crate::events::EventStore::new(db.clone());
+    store.identify().await?;
+    let commands = crate::domain::Commands::new(store);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let processor = tokio::spawn(crate::telegram::intake::run(
+        db.clone(),
+        commands,
+        config.telegram.support,
+        wake.clone(),
+        shutdown.clone(),
+    ));
+    let poller = tokio::spawn(crate::telegram::poll::run(
+        db.clone(),
+        api,
+        crate::telegram::poll::long_poll(&config.telegram),
+        wake,
+        shutdown.clone(),
+    ));
+    tokio::signal::ctrl_c().await?;
+    shutdown.cancel();
+    let _ = tokio::join!(processor, poller);
+    db.close().await;
+    Ok(())
+}

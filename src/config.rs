@@ -169,6 +169,9 @@ pub struct TelegramConfig {
     pub api_timeout: Duration,
     /// Private messages go to the user's ticket (else they are only events).
     pub support: bool,
+    /// `serve` also polls Telegram for updates (`SWITCHBOARD_TELEGRAM_MODE=poll`)
+    /// instead of only taking them at the webhook.
+    pub poll: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -421,6 +424,16 @@ impl Config {
                 "SWITCHBOARD_TELEGRAM_TIMEOUT_SECS",
                 15u64,
             )?),
+            poll: match get("SWITCHBOARD_TELEGRAM_MODE").as_deref() {
+                None | Some("webhook") => false,
+                Some("poll") => true,
+                Some(other) => {
+                    return Err(invalid(
+                        "SWITCHBOARD_TELEGRAM_MODE",
+                        format!("expected `webhook` or `poll`, got `{other}`"),
+                    ));
+                }
+            },
             support: match get("SWITCHBOARD_TELEGRAM_SUPPORT").as_deref() {
                 None | Some("on") => true,
                 Some("off") => false,

@@ -29,6 +29,25 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// The Telegram bot.
+    Telegram {
+        #[command(subcommand)]
+        command: TelegramCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TelegramCommand {
+    /// Point the bot's updates at this service's /telegram/webhook (with the
+    /// webhook secret; a new one is made and printed when none is set).
+    SetWebhook {
+        /// The public https URL of /telegram/webhook.
+        #[arg(long)]
+        url: String,
+    },
+    /// Take the bot's updates by long polling (getUpdates) and record them,
+    /// until interrupted: for deployments without a public URL.
+    Poll,
 }
 
 #[derive(Subcommand)]
@@ -92,6 +111,12 @@ fn main() -> ExitCode {
             Command::Projections {
                 command: ProjectionsCommand::Rebuild,
             } => cli::rebuild_projections(&config).await,
+            Command::Telegram {
+                command: TelegramCommand::SetWebhook { url },
+            } => cli::set_telegram_webhook(&config, &url).await,
+            Command::Telegram {
+                command: TelegramCommand::Poll,
+            } => cli::poll_telegram(&config).await,
         }
     });
     match result {

@@ -46,6 +46,7 @@ impl BotApi {
     /// The bot `token`'s API at `base`; a call's answer that takes longer
     /// than `timeout` counts as lost.
     pub fn new(base: url::Url, token: SecretString, timeout: Duration) -> anyhow::Result<Self> {
+        crate::app::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
@@ -55,6 +56,15 @@ impl BotApi {
             base,
             token,
         })
+    }
+
+    /// The configured bot's API (`None` without a token).
+    pub fn configured(config: &crate::config::TelegramConfig) -> anyhow::Result<Option<Self>> {
+        config
+            .bot_token
+            .as_ref()
+            .map(|token| Self::new(config.api_url.clone(), token.clone(), config.api_timeout))
+            .transpose()
     }
 
     /// The typed client for the Bot API's own calls, at the same URL.
@@ -185,7 +195,6 @@ mod tests {
 
     #[test]
     fn the_method_url_follows_the_api_url() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let api = |base: &str| {
             BotApi::new(
                 url::Url::parse(base).unwrap(),

@@ -114,7 +114,7 @@ pub async fn webhook(
 }
 
 /// Stores an update unless it is stored already (false then).
-async fn store(db: &Db, update_id: i64, update: &Value) -> Result<bool, DbErr> {
+pub(super) async fn store(db: &Db, update_id: i64, update: &Value) -> Result<bool, DbErr> {
     let stmt = statement(
         db,
         "INSERT INTO telegram_updates (update_id, body, received_at_ms) VALUES ($1, $2, $3) \

@@ -10,6 +10,7 @@ pub mod bot_api;
 pub mod domain;
 pub mod intake;
 pub mod outbox;
+pub mod poll;
 pub mod routes;
 pub mod send;
 pub mod sender;

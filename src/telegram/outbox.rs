@@ -33,6 +33,8 @@ pub struct NewSend {
     pub user_id: Option<UserId>,
     pub origin: &'static str,
     pub reference: Option<String>,
+    /// When it was queued.
+    pub created_at_ms: i64,
 }
 
 impl NewSend {
@@ -45,6 +47,7 @@ impl NewSend {
             user_id: None,
             origin,
             reference: None,
+            created_at_ms: now_ms(),
         }
     }
 }
@@ -99,7 +102,7 @@ pub fn now_ms() -> i64 {
 /// Writes `send` as queued, through `conn` (the causing command's
 /// transaction).
 pub async fn enqueue(conn: &impl ConnectionTrait, db: &Db, send: &NewSend) -> Result<(), DbErr> {
-    let now = now_ms();
+    let now = send.created_at_ms;
     conn.execute_raw(db.statement(
         "INSERT INTO telegram_sends (id, chat_id, method, params, status, user_id, origin, \
          reference, attempts, due_at_ms, created_at_ms, updated_at_ms) \

@@ -180,15 +180,32 @@ async fn queue(
         .await?;
     state.telegram.sends.notify_one();
     let id = queued.id.to_string();
-    let deadline = tokio::time::Instant::now() + if wait { WAIT } else { Duration::ZERO };
+    if !wait {
+        let now = queued.created_at_ms;
+        return Ok(HttpResponse::Accepted().json(SendOut::from(SendRow {
+            id,
+            chat_id,
+            method: queued.method,
+            params: Value::Null,
+            status: Status::Queued,
+            user_id: queued.user_id,
+            origin: queued.origin.to_owned(),
+            reference: None,
+            attempts: 0,
+            result: None,
+            error: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+        })));
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         // Registered before the look, so an end in between is not missed.
         let ended = state.telegram.ended.notified();
         let row = outbox::get(&state.db, &id)
             .await?
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a queued send is gone")))?;
-        let answered = !matches!(row.status, Status::Queued | Status::Sending);
-        if answered && wait {
+        if !matches!(row.status, Status::Queued | Status::Sending) {
             return Ok(HttpResponse::Ok().json(SendOut::from(row)));
         }
         if tokio::time::Instant::now() >= deadline {

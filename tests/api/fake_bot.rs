@@ -18,6 +18,8 @@ pub struct Call {
     pub at: Instant,
     /// The path's token part (`bot<token>`).
     pub token: String,
+    /// The body as sent (multipart for teloxide-core's file methods).
+    pub body: String,
 }
 
 impl Call {
@@ -45,6 +47,8 @@ struct State {
     calls: Vec<Call>,
     /// Answers for the next calls to a chat, in order (then `Ok`).
     script: HashMap<i64, VecDeque<Reply>>,
+    /// Updates `getUpdates` hands out until an offset confirms them.
+    updates: Vec<Value>,
     next_message_id: i64,
 }
 
@@ -90,6 +94,15 @@ impl FakeBot {
         state.script.entry(chat).or_default().extend(replies);
     }
 
+    /// Updates for `getUpdates` (kept until a call's `offset` confirms them).
+    pub fn queue_updates(&self, updates: &[Value]) {
+        self.state
+            .lock()
+            .unwrap()
+            .updates
+            .extend_from_slice(updates);
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.state.lock().unwrap().calls.clone()
     }
@@ -126,11 +139,15 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
         params: params.clone(),
         at: now,
         token,
+        body: String::from_utf8_lossy(body).into_owned(),
     };
     let chat = call.chat_id();
+    state.lock().unwrap().calls.push(call);
+    if method == "getUpdates" {
+        return updates(state, &params).await;
+    }
     let (reply, message_id) = {
         let mut state = state.lock().unwrap();
-        state.calls.push(call);
         let scripted = state.script.get_mut(&chat).and_then(VecDeque::pop_front);
         let reply = scripted.unwrap_or(Reply::Ok);
         state.next_message_id += 1;
@@ -141,15 +158,16 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
     };
     match reply {
         Reply::Ok => {
-            let result = match method.as_str() {
-                "deleteMessage" => json!(true),
-                "getFile" => {
+            // Telegram's method names are case-insensitive.
+            let result = match method.to_ascii_lowercase().as_str() {
+                "deletemessage" => json!(true),
+                "getfile" => {
                     json!({"file_id": params["file_id"], "file_unique_id": "u", "file_size": 5, "file_path": "photos/file_1.jpg"})
                 }
-                "getMe" => {
+                "getme" => {
                     json!({"id": 1, "is_bot": true, "first_name": "Bot", "username": "fake_bot"})
                 }
-                "setWebhook" | "deleteWebhook" => json!(true),
+                "setwebhook" | "deletewebhook" => json!(true),
                 _ => json!({
                     "message_id": message_id,
                     "date": 1_764_590_000,
@@ -176,4 +194,21 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
             HttpResponse::Ok().finish()
         }
     }
+}
+
+/// `getUpdates`: confirms what is below `offset`, hands out the rest, or
+/// after a while (a long poll, shortened) nothing.
+async fn updates(state: &Mutex<State>, params: &Value) -> HttpResponse {
+    let offset = params["offset"].as_i64().unwrap_or(0);
+    let pending = {
+        let mut state = state.lock().unwrap();
+        state
+            .updates
+            .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+        state.updates.clone()
+    };
+    if pending.is_empty() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    HttpResponse::Ok().json(json!({"ok": true, "result": pending}))
 }

@@ -282,8 +282,9 @@ both_backends! {
 }
 
 /// Two instances send a backlog of 1,000 messages to different chats and
-/// 30 to one chat together: the fake sees the overall rate and each chat's interval kept
-/// (Telegram's limits scaled down: 200 a second, 100 ms per chat).
+/// 12 to one chat together: the fake sees the overall rate and each chat's
+/// interval kept (Telegram's limits scaled down: 200 a second, 250 ms per
+/// chat).
 #[cfg(postgres_tests)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_together_keep_the_overall_and_per_chat_limits() {
@@ -291,11 +292,12 @@ async fn two_instances_together_keep_the_overall_and_per_chat_limits() {
     let bot = FakeBot::start().await;
     let mut config = config(&db, &bot);
     config.telegram.limits.overall = Some(Duration::from_millis(5));
+    config.telegram.limits.private_chat = Duration::from_millis(250);
     // Queued before the instances start, as a backlog they share.
     {
         let db = switchboard::db::Db::connect(&db.config).await.unwrap();
         db.migrate().await.unwrap();
-        let mut sends: Vec<(i64, usize)> = (0..30).map(|n| (7, n)).collect();
+        let mut sends: Vec<(i64, usize)> = (0..12).map(|n| (7, n)).collect();
         sends.extend((0..1000).map(|n| (1000 + n as i64, n)));
         for (chat, n) in sends {
             let send = switchboard::telegram::outbox::NewSend::new(
@@ -315,16 +317,16 @@ async fn two_instances_together_keep_the_overall_and_per_chat_limits() {
     let a = TestApp::spawn_with(config.clone()).await;
     let b = TestApp::spawn_with(config).await;
     let owner = a.admin_with_role("o@example.com", Role::Owner).await;
-    let calls = bot.wait_for_calls(1030).await;
+    let calls = bot.wait_for_calls(1012).await;
     let one_chat: Vec<_> = calls.iter().filter(|c| c.chat_id() == 7).collect();
-    assert_eq!(one_chat.len(), 30);
+    assert_eq!(one_chat.len(), 12);
     let texts: Vec<&str> = one_chat
         .iter()
         .map(|c| c.params["text"].as_str().unwrap())
         .collect();
     assert_eq!(
         texts,
-        (0..30)
+        (0..12)
             .map(|n| format!("m{n}"))
             .collect::<Vec<_>>()
             .iter()
@@ -358,11 +360,105 @@ async fn two_instances_together_keep_the_overall_and_per_chat_limits() {
     let span = *times.last().unwrap() - times[0];
     assert!(
         span >= Duration::from_millis(4500),
-        "1,030 sends at 200/s took {span:?}"
+        "1,012 sends at 200/s took {span:?}"
     );
     let page = sends(&a, &owner.access_token, "?status=sent&limit=1").await;
-    assert_eq!(page["total"], 1030);
+    assert_eq!(page["total"], 1012);
     a.stop().await;
     b.stop().await;
+    bot.stop().await;
+}
+
+both_backends! {
+    async fn in_poll_mode_updates_come_by_get_updates_and_are_confirmed_once_stored(db) {
+        let bot = FakeBot::start().await;
+        let mut config = config(&db, &bot);
+        config.telegram.webhook_secret = None;
+        config.telegram.poll = true;
+        let update = |id: i64, text: &str| json!({"update_id": id, "message": {
+            "message_id": id, "date": 1_764_590_000,
+            "chat": {"id": 900, "type": "private", "first_name": "Po"},
+            "from": {"id": 900, "is_bot": false, "first_name": "Po"}, "text": text}});
+        bot.queue_updates(&[update(70, "first"), update(71, "second")]);
+        let app = TestApp::spawn_with(config).await;
+        wait_until(|| async { logged_types(&log(&app).await, "telegram.message_received").len() == 2 }).await;
+        // The next call confirms both (offset 72), and they are not handed
+        // out or recorded again.
+        wait_until(|| async { bot.calls().iter().any(|c| c.method == "getUpdates" && c.params["offset"] == 72) }).await;
+        bot.queue_updates(&[update(72, "third")]);
+        wait_until(|| async { logged_types(&log(&app).await, "telegram.message_received").len() == 3 }).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let texts: Vec<Value> = logged_types(&log(&app).await, "telegram.message_received").iter().map(|e| e["payload"]["text"].clone()).collect();
+        assert_eq!(texts, vec![json!("first"), json!("second"), json!("third")]);
+        assert!(bot.calls().iter().all(|c| c.method != "getUpdates" || c.params["timeout"].as_u64().is_some()));
+        app.stop().await;
+        bot.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn set_webhook_registers_the_url_with_a_new_secret_and_says_how_to_configure_it() {
+    let bot = FakeBot::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+    let api = bot.url();
+    let run = move |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["telegram", "set-webhook", "--url", url])
+            .env("DATABASE_URL", &database)
+            .env(
+                "SWITCHBOARD_JWT_SECRET",
+                "set-webhook-test-secret-0123456789abcdef",
+            )
+            .env("SWITCHBOARD_TELEGRAM_BOT_TOKEN", crate::helpers::BOT_TOKEN)
+            .env("SWITCHBOARD_TELEGRAM_API_URL", &api)
+            .env_remove("SWITCHBOARD_TELEGRAM_WEBHOOK_SECRET")
+            .output()
+            .unwrap()
+    };
+    let refused = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run("http://bot.example/telegram/webhook")
+    })
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("https"));
+    let done = tokio::task::spawn_blocking(move || run("https://bot.example/telegram/webhook"))
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&done.stdout).into_owned();
+    assert!(
+        done.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let secret = out
+        .split("SWITCHBOARD_TELEGRAM_WEBHOOK_SECRET=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        secret.len() >= 32
+            && secret
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "{secret}"
+    );
+    let calls = bot.calls();
+    let call = calls
+        .iter()
+        .find(|c| c.method.eq_ignore_ascii_case("setWebhook"))
+        .unwrap();
+    assert!(
+        call.body.contains("https://bot.example/telegram/webhook"),
+        "{}",
+        call.body
+    );
+    assert!(
+        call.body.contains(&secret),
+        "the secret printed is the one registered"
+    );
     bot.stop().await;
 }
