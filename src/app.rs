@@ -49,7 +49,7 @@ pub struct AppState {
     /// Publishes every event to the live WebSocket feeds.
     pub hub: Hub,
     pub webhooks: WebhookState,
-    pub telegram: crate::telegram::Signals,
+    pub telegram: crate::telegram::Bridge,
     /// Cancelled when the server starts stopping: long-lived connections
     /// (WebSocket feeds) end then instead of holding up the shutdown.
     pub closing: CancellationToken,
@@ -100,10 +100,8 @@ impl Application {
             closing.clone(),
         );
 
-        let jwt = JwtKeys::new(
-            &auth::jwt_secret(&config, &db).await?,
-            config.auth.access_token_ttl,
-        );
+        let jwt_secret = auth::jwt_secret(&config, &db).await?;
+        let jwt = JwtKeys::new(&jwt_secret, config.auth.access_token_ttl);
         let templates = Arc::new(Templates::new(config.mail.templates_dir.clone()));
         let mail_wake = Arc::new(Notify::new());
         tasks.spawn(
@@ -144,15 +142,16 @@ impl Application {
             shutdown.clone(),
         ));
 
-        let telegram = crate::telegram::Signals::default();
+        let telegram = crate::telegram::Bridge::new(
+            crate::telegram::bot_api::BotApi::configured(&config.telegram)?,
+            crate::telegram::stars::payload_key(&jwt_secret),
+        );
         tasks.spawn(crate::telegram::intake::run(
-            db.clone(),
-            commands.clone(),
-            config.telegram.support,
+            crate::telegram::intake::Intake::new(&config, db.clone(), commands.clone(), &telegram),
             telegram.updates.clone(),
             shutdown.clone(),
         ));
-        match crate::telegram::bot_api::BotApi::configured(&config.telegram)? {
+        match telegram.api.clone() {
             Some(api) => {
                 if config.telegram.poll {
                     tasks.spawn(crate::telegram::poll::run(

@@ -119,11 +119,14 @@ pub async fn poll_telegram(config: &Config) -> anyhow::Result<()> {
     store.identify().await?;
     let commands = crate::domain::Commands::new(store);
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let jwt_secret = crate::auth::jwt_secret(config, &db).await?;
+    let bridge = crate::telegram::Bridge::new(
+        Some(api.clone()),
+        crate::telegram::stars::payload_key(&jwt_secret),
+    );
+    let wake = bridge.updates.clone();
     let processor = tokio::spawn(crate::telegram::intake::run(
-        db.clone(),
-        commands,
-        config.telegram.support,
+        crate::telegram::intake::Intake::new(config, db.clone(), commands, &bridge),
         wake.clone(),
         shutdown.clone(),
     ));

@@ -25,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(crate::ledger::routes::configure_cabinet)
             .configure(crate::subscriptions::routes::configure_cabinet)
             .configure(crate::referrals::configure_cabinet)
+            .configure(crate::telegram::stars::configure)
             .configure(crate::realtime::configure_cabinet)
             .service(me),
     );

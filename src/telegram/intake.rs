@@ -21,17 +21,26 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    bot_api::{Answer, BotApi},
     domain::{TelegramEvent, Update, UpdateCommand, UpdateError},
+    stars::Invoice,
     updates::{self, Incoming},
 };
 use crate::{
     app::AppState,
+    config::Plan,
     db::{Db, WriteTxn, entities::ticket},
     domain::{Command, CommandError, Commands, DomainError, Refusal, Target, Work},
     error::{ApiError, Problem},
     events::{Actor, ActorKind, RecordedEvent},
+    ids::TransactionId,
     ids::{MessageId, TicketId, UserId},
+    ledger::{
+        domain::{Amount, Currency, MoneyError},
+        service::{PaymentIn, RecordPayment, Recorded},
+    },
     referrals::{self, ReferralError, Referrals},
+    subscriptions::domain::{Buy, BuyError, PlanTerms},
     tickets::domain::{Channel, Status, Ticket, TicketCommand, TicketError},
     users::{
         UserCommand, UserError, UserState,
@@ -165,6 +174,10 @@ pub enum IntakeError {
     Ticket(#[from] TicketError),
     #[error(transparent)]
     Referral(#[from] ReferralError),
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    #[error(transparent)]
+    Buy(#[from] BuyError),
 }
 
 impl DomainError for IntakeError {
@@ -174,6 +187,8 @@ impl DomainError for IntakeError {
             Self::User(e) => e.refusal(),
             Self::Ticket(e) => e.refusal(),
             Self::Referral(e) => e.refusal(),
+            Self::Money(e) => e.refusal(),
+            Self::Buy(e) => e.refusal(),
         }
     }
 
@@ -183,6 +198,8 @@ impl DomainError for IntakeError {
             Self::User(e) => e.code(),
             Self::Ticket(e) => e.code(),
             Self::Referral(e) => e.code(),
+            Self::Money(e) => e.code(),
+            Self::Buy(e) => e.code(),
         }
     }
 }
@@ -193,6 +210,7 @@ impl DomainError for IntakeError {
 /// support on, a message in the user's open ticket; a user blocking or
 /// allowing the bot is `user.bot_blocked` / `user.bot_unblocked`; anything
 /// else is `telegram.update_received`, raw.
+#[derive(Clone)]
 struct ProcessUpdate {
     db: Db,
     update_id: i64,
@@ -248,7 +266,7 @@ impl Command for ProcessUpdate {
         let telegram_id = match &self.incoming {
             Incoming::Message(m) => m.profile.telegram_id,
             Incoming::BotBlocked { telegram_id, .. } => *telegram_id,
-            Incoming::Other => return Ok(()),
+            _ => return Ok(()),
         };
         self.user = find_by_telegram_id(conn, telegram_id)
             .await?
@@ -286,7 +304,7 @@ impl Command for ProcessUpdate {
             Incoming::BotBlocked { .. } => {
                 targets.extend(self.user.map(Target::of::<UserState>));
             }
-            Incoming::Other => {}
+            _ => {}
         }
         targets
     }
@@ -365,7 +383,7 @@ impl Command for ProcessUpdate {
                     work.execute::<UserState>(user, UserCommand::SetBotBlocked(*blocked))?;
                 }
             }
-            Incoming::Other => {
+            _ => {
                 work.execute::<Update>(self.update_id, UpdateCommand::Record(raw()))?;
             }
         }
@@ -380,6 +398,178 @@ impl Command for ProcessUpdate {
     ) -> Result<(), CommandError<IntakeError>> {
         mark_processed(&**txn, &self.db, self.update_id).await?;
         Ok(())
+    }
+}
+
+/// A Stars payment's update: the update recorded (raw), the payment
+/// completed and the balance credited, and the plan it was for bought from
+/// that balance, in one command; once per `telegram_payment_charge_id`.
+struct PayWithStars {
+    update: ProcessUpdate,
+    payment: RecordPayment,
+    buy: Option<Buy>,
+}
+
+impl Command for PayWithStars {
+    type Output = ();
+    type Error = IntakeError;
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    async fn prepare(
+        &mut self,
+        conn: &sea_orm::DatabaseConnection,
+    ) -> Result<(), CommandError<IntakeError>> {
+        self.payment
+            .prepare(conn)
+            .await
+            .map_err(|e| e.map_domain(IntakeError::Money))
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = self.update.targets();
+        targets.extend(self.payment.targets());
+        targets.extend(self.buy.iter().flat_map(Command::targets));
+        targets
+    }
+
+    fn decide(&self, work: &mut Work<'_>) -> Result<(), IntakeError> {
+        self.update.decide(work)?;
+        let recorded = self.payment.decide(work)?;
+        if recorded == Recorded::New
+            && let Some(buy) = &self.buy
+        {
+            buy.decide(work)?;
+        }
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        txn: &WriteTxn,
+        output: &mut (),
+        events: &[RecordedEvent],
+    ) -> Result<(), CommandError<IntakeError>> {
+        self.update.write(txn, output, events).await
+    }
+}
+
+/// What the update processor works with.
+#[derive(Clone)]
+pub struct Intake {
+    pub db: Db,
+    pub commands: Commands,
+    /// Private messages go to tickets.
+    pub support: bool,
+    /// Answers pre-checkout queries (none without a bot token).
+    pub api: Option<BotApi>,
+    /// Stars invoice payloads are signed with it.
+    pub payload_key: [u8; 32],
+    pub referral_percent: u32,
+    pub plans: Vec<Plan>,
+}
+
+impl Intake {
+    pub fn new(
+        config: &crate::config::Config,
+        db: Db,
+        commands: Commands,
+        bridge: &super::Bridge,
+    ) -> Self {
+        Self {
+            db,
+            commands,
+            support: config.telegram.support,
+            api: bridge.api.clone(),
+            payload_key: bridge.payload_key,
+            referral_percent: config.referral_percent,
+            plans: config.plans.clone(),
+        }
+    }
+
+    /// Answers a pre-checkout query: ok only for an invoice signed here,
+    /// still valid, for the amount asked.
+    async fn answer_pre_checkout(&self, query_id: &str, currency: &str, total: i64, payload: &str) {
+        let Some(api) = &self.api else {
+            return;
+        };
+        let refusal = match Invoice::verify(payload, &self.payload_key) {
+            Some(invoice) => invoice.refusal(currency, total, chrono::Utc::now()),
+            None => Some("This invoice was not issued by this bot."),
+        };
+        let mut params =
+            serde_json::json!({"pre_checkout_query_id": query_id, "ok": refusal.is_none()});
+        if let Some(reason) = refusal {
+            tracing::info!(reason, "a Stars pre-checkout is refused");
+            params["error_message"] = reason.into();
+        }
+        if let Answer::Done(_) = api.call("answerPreCheckoutQuery", &params).await {
+            return;
+        }
+        tracing::warn!("cannot answer a Stars pre-checkout query");
+    }
+
+    /// The command of a Stars payment's update.
+    fn stars_payment(
+        &self,
+        update: ProcessUpdate,
+        charge_id: &str,
+        currency: &str,
+        total: i64,
+        payload: &str,
+    ) -> Option<PayWithStars> {
+        let Some(invoice) = Invoice::verify(payload, &self.payload_key) else {
+            tracing::error!(
+                charge_id,
+                "a Stars payment's payload was not signed here; recorded only as an update"
+            );
+            return None;
+        };
+        let amount = Amount::parse(total).ok()?;
+        let currency = Currency::parse(currency).ok()?;
+        let payment = RecordPayment::new(
+            PaymentIn {
+                user_id: invoice.user,
+                amount,
+                currency: currency.clone(),
+                provider: "telegram_stars".into(),
+                external_id: charge_id.to_owned(),
+                failure: None,
+                description: Some("Telegram Stars".into()),
+            },
+            self.referral_percent,
+        );
+        // The plan, if it is still sold for what was paid.
+        let buy = invoice
+            .plan
+            .as_deref()
+            .and_then(|id| self.plans.iter().find(|p| p.id == id))
+            .filter(|plan| plan.price == total && plan.currency == currency.as_str())
+            .map(|plan| Buy {
+                user_id: invoice.user,
+                transaction_id: TransactionId::from_uuid(uuid::Uuid::new_v5(
+                    &uuid::Uuid::NAMESPACE_OID,
+                    format!("telegram_stars:{charge_id}:plan").as_bytes(),
+                )),
+                plan: PlanTerms {
+                    plan_id: plan.id.clone(),
+                    days: plan.days,
+                    price: plan.price,
+                    currency: plan.currency.clone(),
+                },
+                description: format!("{} ({} days)", plan.name, plan.days),
+                renewal: true,
+                now: chrono::Utc::now(),
+                amount,
+                currency: currency.clone(),
+            });
+        Some(PayWithStars {
+            update,
+            payment,
+            buy,
+        })
     }
 }
 
@@ -401,19 +591,14 @@ fn subject_of(text: &str) -> String {
 /// Records stored updates in the log as they arrive (woken by the webhook;
 /// every second too, for what another instance stored or a crash left),
 /// until `shutdown`.
-pub async fn run(
-    db: Db,
-    commands: Commands,
-    support: bool,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(intake: Intake, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let db = &intake.db;
     loop {
-        match waiting(&db).await {
+        match waiting(db).await {
             Ok(updates) => {
                 let full = updates.len() as i64 == BATCH;
                 for (update_id, body) in updates {
-                    record(&db, &commands, support, update_id, &body).await;
+                    record(&intake, update_id, &body).await;
                 }
                 if full {
                     continue;
@@ -429,7 +614,8 @@ pub async fn run(
     }
 }
 
-async fn record(db: &Db, commands: &Commands, support: bool, update_id: i64, body: &str) {
+async fn record(intake: &Intake, update_id: i64, body: &str) {
+    let (db, commands) = (&intake.db, &intake.commands);
     let read = serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|raw| Some((updates::read(&raw)?.1, raw)));
@@ -441,11 +627,37 @@ async fn record(db: &Db, commands: &Commands, support: bool, update_id: i64, bod
         );
         return;
     };
-    let command = ProcessUpdate::new(db.clone(), update_id, raw, incoming, support);
-    match commands
-        .run(command, Actor::new(ActorKind::Telegram, "telegram"))
-        .await
+    if let Incoming::PreCheckout {
+        query_id,
+        currency,
+        total,
+        payload,
+    } = &incoming
     {
+        // Before it is recorded: Telegram waits 10 s at most.
+        intake
+            .answer_pre_checkout(query_id, currency, *total, payload)
+            .await;
+    }
+    let paid = match &incoming {
+        Incoming::Paid {
+            charge_id,
+            currency,
+            total,
+            payload,
+            ..
+        } => Some((charge_id.clone(), currency.clone(), *total, payload.clone())),
+        _ => None,
+    };
+    let command = ProcessUpdate::new(db.clone(), update_id, raw, incoming, intake.support);
+    let actor = Actor::new(ActorKind::Telegram, "telegram");
+    let ran = match paid.and_then(|(charge, currency, total, payload)| {
+        intake.stars_payment(command.clone(), &charge, &currency, total, &payload)
+    }) {
+        Some(pay) => commands.run(pay, actor).await.map(|_| ()),
+        None => commands.run(command, actor).await.map(|_| ()),
+    };
+    match ran {
         Ok(_) => {}
         // Recorded before a crash kept it from being marked.
         Err(CommandError::Domain(IntakeError::Update(UpdateError::AlreadyRecorded))) => {

@@ -14,6 +14,7 @@ pub mod poll;
 pub mod routes;
 pub mod send;
 pub mod sender;
+pub mod stars;
 pub mod updates;
 
 use std::sync::Arc;
@@ -28,13 +29,29 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     routes::configure_api(cfg);
 }
 
-/// What wakes the Telegram workers, and what they tell.
-#[derive(Clone, Default)]
-pub struct Signals {
+/// The bridge as the routes and workers share it: the bot's API, the key
+/// Stars invoices are signed with, and what wakes the workers.
+#[derive(Clone)]
+pub struct Bridge {
+    /// `None` without a bot token.
+    pub api: Option<bot_api::BotApi>,
+    pub payload_key: [u8; 32],
     /// The webhook stored an update.
     pub updates: Arc<Notify>,
     /// A send was queued.
     pub sends: Arc<Notify>,
     /// A send ended (callers waiting for one listen).
     pub ended: Arc<Notify>,
+}
+
+impl Bridge {
+    pub fn new(api: Option<bot_api::BotApi>, payload_key: [u8; 32]) -> Self {
+        Self {
+            api,
+            payload_key,
+            updates: Arc::default(),
+            sends: Arc::default(),
+            ended: Arc::default(),
+        }
+    }
 }

@@ -16,6 +16,22 @@ pub enum Incoming {
     /// A person blocked the bot (`true`) or allowed it again, in their
     /// private chat (`my_chat_member`).
     BotBlocked { telegram_id: i64, blocked: bool },
+    /// Telegram asks whether a Stars payment may go ahead (answer within
+    /// 10 s).
+    PreCheckout {
+        query_id: String,
+        currency: String,
+        total: i64,
+        payload: String,
+    },
+    /// A Stars payment went through (`successful_payment`).
+    Paid {
+        telegram_id: i64,
+        charge_id: String,
+        currency: String,
+        total: i64,
+        payload: String,
+    },
     /// Anything else: recorded raw.
     Other,
 }
@@ -50,8 +66,23 @@ pub fn read(raw: &Value) -> Option<(i64, Incoming)> {
     let update = parse(raw)?;
     let update_id = i64::from(update.id.0);
     let incoming = match &update.kind {
-        UpdateKind::Message(message) => private_message(update_id, raw, message)
-            .map_or(Incoming::Other, |m| Incoming::Message(Box::new(m))),
+        UpdateKind::Message(message) => match message.successful_payment() {
+            Some(paid) => Incoming::Paid {
+                telegram_id: message.from.as_ref().map_or(0, telegram_id),
+                charge_id: paid.telegram_payment_charge_id.0.clone(),
+                currency: paid.currency.clone(),
+                total: i64::from(paid.total_amount),
+                payload: paid.invoice_payload.clone(),
+            },
+            None => private_message(update_id, raw, message)
+                .map_or(Incoming::Other, |m| Incoming::Message(Box::new(m))),
+        },
+        UpdateKind::PreCheckoutQuery(query) => Incoming::PreCheckout {
+            query_id: query.id.0.clone(),
+            currency: query.currency.clone(),
+            total: i64::from(query.total_amount),
+            payload: query.invoice_payload.clone(),
+        },
         UpdateKind::MyChatMember(change) if change.chat.is_private() && !change.from.is_bot => {
             let blocked = change.new_chat_member.kind.is_banned();
             let allowed = change.new_chat_member.kind.is_member();

@@ -167,7 +167,8 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
                 "getme" => {
                     json!({"id": 1, "is_bot": true, "first_name": "Bot", "username": "fake_bot"})
                 }
-                "setwebhook" | "deletewebhook" => json!(true),
+                "setwebhook" | "deletewebhook" | "answerprecheckoutquery" => json!(true),
+                "createinvoicelink" => json!(format!("https://t.me/$invoice{message_id}")),
                 _ => json!({
                     "message_id": message_id,
                     "date": 1_764_590_000,

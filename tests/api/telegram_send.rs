@@ -362,8 +362,11 @@ async fn two_instances_together_keep_the_overall_and_per_chat_limits() {
         span >= Duration::from_millis(4500),
         "1,012 sends at 200/s took {span:?}"
     );
-    let page = sends(&a, &owner.access_token, "?status=sent&limit=1").await;
-    assert_eq!(page["total"], 1012);
+    // Each outcome is recorded just after its call.
+    wait_until(|| async {
+        sends(&a, &owner.access_token, "?status=sent&limit=1").await["total"] == 1012
+    })
+    .await;
     a.stop().await;
     b.stop().await;
     bot.stop().await;
@@ -461,4 +464,100 @@ async fn set_webhook_registers_the_url_with_a_new_secret_and_says_how_to_configu
         "the secret printed is the one registered"
     );
     bot.stop().await;
+}
+
+/// A Telegram update of user `from` with `kind` (`pre_checkout_query`, or
+/// a `message` with `successful_payment`).
+async fn telegram_sends(app: &TestApp, update: Value) {
+    let answer = app
+        .client
+        .post(format!("{}/telegram/webhook", app.address))
+        .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+}
+
+fn pre_checkout(update_id: i64, from: i64, total: i64, payload: &str) -> Value {
+    json!({"update_id": update_id, "pre_checkout_query": {
+        "id": format!("q{update_id}"), "currency": "XTR", "total_amount": total, "invoice_payload": payload,
+        "from": {"id": from, "is_bot": false, "first_name": "Sy"}}})
+}
+
+fn paid(update_id: i64, from: i64, total: i64, payload: &str, charge: &str) -> Value {
+    json!({"update_id": update_id, "message": {
+        "message_id": update_id, "date": 1_764_590_000,
+        "chat": {"id": from, "type": "private", "first_name": "Sy"},
+        "from": {"id": from, "is_bot": false, "first_name": "Sy"},
+        "successful_payment": {"currency": "XTR", "total_amount": total, "invoice_payload": payload,
+            "telegram_payment_charge_id": charge, "provider_payment_charge_id": ""}}})
+}
+
+both_backends! {
+    async fn stars_invoices_are_checked_before_payment_and_credit_the_balance_once(db) {
+        let bot = FakeBot::start().await;
+        let mut config = config(&db, &bot);
+        config.plans.push(switchboard::config::Plan { id: "stars_month".into(), name: "Month".into(), days: 30, price: 100, currency: "XTR".into() });
+        let app = TestApp::spawn_with(config).await;
+        let user = crate::tickets::cabinet_user(&app, 950).await;
+        let invoice = |body: Value| app.post("/api/v1/cabinet/stars/invoice", Some(&user.access_token), body);
+        // Refusals first: nothing reaches Telegram.
+        for body in [json!({}), json!({"amount": 5, "plan_id": "stars_month"}), json!({"amount": 0}), json!({"amount": 100_001}), json!({"plan_id": "monthly"}), json!({"plan_id": "none"})] {
+            let answer = invoice(body.clone()).await;
+            assert_eq!(answer.status().as_u16(), 422, "{body}");
+        }
+        let anonymous = app.post("/api/v1/cabinet/stars/invoice", None, json!({"amount": 5})).await;
+        assert_problem(anonymous, 401, "unauthorized").await;
+        assert!(bot.calls().is_empty());
+
+        let answer = invoice(json!({"amount": 250})).await;
+        assert_eq!(answer.status().as_u16(), 201);
+        let out: Value = answer.json().await.unwrap();
+        assert!(out["invoice_link"].as_str().unwrap().starts_with("https://t.me/"), "{out}");
+        let call = bot.calls().into_iter().find(|c| c.method == "createInvoiceLink").unwrap();
+        assert_eq!(call.params["currency"], "XTR");
+        assert_eq!(call.params["prices"][0]["amount"], 250);
+        let payload = call.params["payload"].as_str().unwrap().to_owned();
+        assert!(payload.len() <= 128);
+
+        // Pre-checkout: ok for our payload and amount, refused otherwise.
+        telegram_sends(&app, pre_checkout(1, 950, 250, &payload)).await;
+        telegram_sends(&app, pre_checkout(2, 950, 249, &payload)).await;
+        telegram_sends(&app, pre_checkout(3, 950, 250, &payload.replace(":250:", ":25:"))).await;
+        let answered = || bot.calls().into_iter().filter(|c| c.method == "answerPreCheckoutQuery").collect::<Vec<_>>();
+        wait_until(|| async { answered().len() == 3 }).await;
+        let answers = answered();
+        let ok_of = |id: &str| answers.iter().find(|c| c.params["pre_checkout_query_id"] == id).map(|c| c.params.clone()).unwrap();
+        assert_eq!(ok_of("q1")["ok"], true);
+        assert_eq!(ok_of("q2")["ok"], false);
+        assert!(ok_of("q2")["error_message"].as_str().is_some());
+        assert_eq!(ok_of("q3")["ok"], false);
+
+        // The payment: credited once, whatever Telegram resends.
+        telegram_sends(&app, paid(4, 950, 250, &payload, "charge-1")).await;
+        telegram_sends(&app, paid(5, 950, 250, &payload, "charge-1")).await;
+        wait_until(|| async { logged_types(&log(&app).await, "telegram.update_received").len() == 5 }).await;
+        let completed = logged_types(&log(&app).await, "payment.completed");
+        assert_eq!(completed.len(), 1, "{completed:?}");
+        assert_eq!(completed[0]["payload"]["provider"], "telegram_stars");
+        assert_eq!(completed[0]["payload"]["external_id"], "charge-1");
+        let balance: Value = app.get_with("/api/v1/cabinet/balance", &user.access_token).await.json().await.unwrap();
+        assert_eq!(balance, json!([{"currency": "XTR", "balance": 250}]), "{balance}");
+
+        // A plan priced in Stars: paid, and bought from that balance.
+        let out: Value = invoice(json!({"plan_id": "stars_month"})).await.json().await.unwrap();
+        assert_eq!(out["amount"], 100);
+        let call = bot.calls().into_iter().rfind(|c| c.method == "createInvoiceLink").unwrap();
+        let payload = call.params["payload"].as_str().unwrap().to_owned();
+        telegram_sends(&app, paid(6, 950, 100, &payload, "charge-2")).await;
+        wait_until(|| async { !logged_types(&log(&app).await, "subscription.").is_empty() }).await;
+        let subscription: Value = app.get_with("/api/v1/cabinet/subscription", &user.access_token).await.json().await.unwrap();
+        assert_eq!(subscription["plan_id"], "stars_month", "{subscription}");
+        let balance: Value = app.get_with("/api/v1/cabinet/balance", &user.access_token).await.json().await.unwrap();
+        assert_eq!(balance[0]["balance"], 250, "the plan was paid with what was paid for it: {balance}");
+        app.stop().await;
+        bot.stop().await;
+    }
 }
