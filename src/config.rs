@@ -419,11 +419,16 @@ impl Config {
                 "SWITCHBOARD_TELEGRAM_RATE",
                 30u32,
             )?),
-            api_timeout: Duration::from_secs(parse_or(
-                &get,
-                "SWITCHBOARD_TELEGRAM_TIMEOUT_SECS",
-                15u64,
-            )?),
+            api_timeout: {
+                let seconds = parse_or(&get, "SWITCHBOARD_TELEGRAM_TIMEOUT_SECS", 15u64)?;
+                if !(1..=50).contains(&seconds) {
+                    return Err(invalid(
+                        "SWITCHBOARD_TELEGRAM_TIMEOUT_SECS",
+                        "1 to 50 (a send's lease is 60 s)",
+                    ));
+                }
+                Duration::from_secs(seconds)
+            },
             poll: match get("SWITCHBOARD_TELEGRAM_MODE").as_deref() {
                 None | Some("webhook") => false,
                 Some("poll") => true,

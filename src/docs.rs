@@ -90,6 +90,7 @@ struct AdminAuthApi;
     webhooks::routes::view_backfill,
     webhooks::routes::cancel_backfill,
     crate::telegram::routes::list,
+    crate::telegram::files::file,
 ))]
 struct AdminApi;
 

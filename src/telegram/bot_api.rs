@@ -83,6 +83,23 @@ impl BotApi {
         url
     }
 
+    /// Downloads a file by the `file_path` `getFile` gave:
+    /// `{base}/file/bot{token}/{file_path}`. Errors never carry the URL.
+    pub async fn download(&self, file_path: &str) -> Result<reqwest::Response, String> {
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty();
+            segments.push("file");
+            segments.push(&format!("bot{}", self.token.expose_secret()));
+            segments.extend(file_path.split('/').filter(|s| !s.is_empty() && *s != ".."));
+        }
+        self.client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())
+    }
+
     /// Calls `method` with JSON `params`. Errors never carry the URL (it
     /// holds the token).
     pub async fn call(&self, method: &str, params: &Value) -> Answer {
@@ -102,13 +119,14 @@ impl BotApi {
         let code = response.status().as_u16();
         let body: Value = match response.json().await {
             Ok(body) => body,
-            Err(e) if code >= 500 => {
-                return Answer::Unavailable {
-                    code,
-                    description: e.without_url().to_string(),
-                };
+            // Not the Bot API's answer (a proxy's page, say): whether
+            // Telegram got the request is not known.
+            Err(e) => {
+                return Answer::Lost(format!(
+                    "an answer with status {code} that is not the Bot API's: {}",
+                    e.without_url()
+                ));
             }
-            Err(e) => return Answer::Lost(e.without_url().to_string()),
         };
         classify(code, body)
     }
@@ -128,7 +146,14 @@ fn classify(code: u16, body: Value) -> Answer {
     }
     match code {
         429 => Answer::RetryAfter(1),
+        // A gateway that gave up waiting: Telegram may have sent it.
+        504 => Answer::Lost(format!("{code}: {description}")),
         500.. => Answer::Unavailable { code, description },
+        // The bot's token or the API URL is wrong: not this message's fault.
+        401 | 404 => {
+            tracing::error!(code, %description, "the Bot API refuses the bot: check SWITCHBOARD_TELEGRAM_BOT_TOKEN and SWITCHBOARD_TELEGRAM_API_URL");
+            Answer::Unavailable { code, description }
+        }
         400..=499 => {
             let known: Option<ApiError> =
                 serde_json::from_value(Value::String(description.clone())).ok();

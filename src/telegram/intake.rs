@@ -527,8 +527,15 @@ impl Intake {
             );
             return None;
         };
-        let amount = Amount::parse(total).ok()?;
-        let currency = Currency::parse(currency).ok()?;
+        let (Ok(amount), Ok(currency)) = (Amount::parse(total), Currency::parse(currency)) else {
+            tracing::error!(
+                charge_id,
+                total,
+                currency,
+                "a Stars payment's amount cannot be taken; recorded only as an update: credit it by hand"
+            );
+            return None;
+        };
         let payment = RecordPayment::new(
             PaymentIn {
                 user_id: invoice.user,
@@ -597,10 +604,30 @@ pub async fn run(intake: Intake, wake: Arc<Notify>, shutdown: CancellationToken)
         match waiting(db).await {
             Ok(updates) => {
                 let full = updates.len() as i64 == BATCH;
+                // One lane per person, in update order; the lanes side by
+                // side (the command runner groups what arrives together).
+                let mut lanes: Vec<(i64, Vec<(i64, String)>)> = Vec::new();
                 for (update_id, body) in updates {
-                    record(&intake, update_id, &body).await;
+                    let lane = lane_of(update_id, &body);
+                    match lanes.iter_mut().find(|(l, _)| *l == lane) {
+                        Some((_, updates)) => updates.push((update_id, body)),
+                        None => lanes.push((lane, vec![(update_id, body)])),
+                    }
                 }
-                if full {
+                let intake = &intake;
+                let done =
+                    futures::future::join_all(lanes.into_iter().map(|(_, lane)| async move {
+                        let mut progressed = false;
+                        for (update_id, body) in lane {
+                            progressed |= record(intake, update_id, &body).await;
+                        }
+                        progressed
+                    }))
+                    .await;
+                let progressed = done.into_iter().any(|p| p);
+                // Only while it gets on: a batch that failed whole (the
+                // database away) waits like an empty one.
+                if full && progressed {
                     continue;
                 }
             }
@@ -614,19 +641,40 @@ pub async fn run(intake: Intake, wake: Arc<Notify>, shutdown: CancellationToken)
     }
 }
 
-async fn record(intake: &Intake, update_id: i64, body: &str) {
+/// Whose update it is, for keeping one person's updates in order: their
+/// Telegram id, else the update's own.
+fn lane_of(update_id: i64, body: &str) -> i64 {
+    let Ok(raw) = serde_json::from_str::<Value>(body) else {
+        return -update_id;
+    };
+    [
+        "message",
+        "edited_message",
+        "my_chat_member",
+        "callback_query",
+        "pre_checkout_query",
+    ]
+    .iter()
+    .find_map(|kind| raw[*kind]["from"]["id"].as_i64())
+    .unwrap_or(-update_id)
+}
+
+/// Records one stored update; whether it is done with (recorded, or found
+/// recorded already).
+async fn record(intake: &Intake, update_id: i64, body: &str) -> bool {
     let (db, commands) = (&intake.db, &intake.commands);
-    let read = serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|raw| Some((updates::read(&raw)?.1, raw)));
-    let Some((incoming, raw)) = read else {
-        // Stored only once it was read; nothing else writes the table.
+    let raw = serde_json::from_str::<Value>(body).unwrap_or(Value::Null);
+    // Stored only once it was read (nothing else writes the table), so
+    // this is only ever an update as the Bot API's types read it.
+    let incoming = updates::read(&raw).map_or(Incoming::Other, |(_, incoming)| incoming);
+    if raw["message"]["successful_payment"].is_object()
+        && !matches!(incoming, Incoming::Paid { .. })
+    {
         tracing::error!(
             update_id,
-            "a stored Telegram update cannot be read; left unprocessed"
+            "a Stars payment's message cannot be read; it is recorded raw and credits nobody: credit it by hand"
         );
-        return;
-    };
+    }
     if let Incoming::PreCheckout {
         query_id,
         currency,
@@ -649,7 +697,7 @@ async fn record(intake: &Intake, update_id: i64, body: &str) {
         } => Some((charge_id.clone(), currency.clone(), *total, payload.clone())),
         _ => None,
     };
-    let command = ProcessUpdate::new(db.clone(), update_id, raw, incoming, intake.support);
+    let command = ProcessUpdate::new(db.clone(), update_id, raw.clone(), incoming, intake.support);
     let actor = Actor::new(ActorKind::Telegram, "telegram");
     let ran = match paid.and_then(|(charge, currency, total, payload)| {
         intake.stars_payment(command.clone(), &charge, &currency, total, &payload)
@@ -658,16 +706,35 @@ async fn record(intake: &Intake, update_id: i64, body: &str) {
         None => commands.run(command, actor).await.map(|_| ()),
     };
     match ran {
-        Ok(_) => {}
+        Ok(()) => true,
         // Recorded before a crash kept it from being marked.
         Err(CommandError::Domain(IntakeError::Update(UpdateError::AlreadyRecorded))) => {
             let marked = db
                 .write_once(async |conn| mark_processed(conn, db, update_id).await)
                 .await;
-            if let Err(e) = marked {
+            if let Err(e) = &marked {
                 tracing::warn!(update_id, error = %e, "cannot mark a Telegram update processed");
             }
+            marked.is_ok()
         }
-        Err(e) => tracing::warn!(update_id, error = %e, "cannot record a Telegram update"),
+        // Refused whatever the time: kept raw, so it is not tried forever.
+        Err(CommandError::Domain(refused)) => {
+            tracing::error!(update_id, error = %refused, "a Telegram update's command is refused; it is recorded raw");
+            let raw_only = ProcessUpdate::new(db.clone(), update_id, raw, Incoming::Other, false);
+            match commands
+                .run(raw_only, Actor::new(ActorKind::Telegram, "telegram"))
+                .await
+            {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(update_id, error = %e, "cannot record a Telegram update");
+                    false
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(update_id, error = %e, "cannot record a Telegram update; it is tried again");
+            false
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod bot_api;
 pub mod domain;
+pub mod files;
 pub mod intake;
 pub mod outbox;
 pub mod poll;

@@ -367,9 +367,17 @@ async fn set_pace(
 /// chat). The attempt is not counted.
 pub async fn retry_after(db: &Db, send: &SendRow, wait: Duration) -> Result<(), DbErr> {
     let now = now_ms();
-    let until = now + millis(wait);
+    let until = now.saturating_add(millis(wait.min(Duration::from_secs(3600))));
     let txn = db.begin_write().await?;
     let done = async {
+        // The overall row first, as a claim takes it: never the other way round.
+        if db.backend() == Backend::Postgres {
+            txn.execute_raw(db.statement(
+                "SELECT next_at_ms FROM telegram_pacing WHERE scope = 'overall' FOR UPDATE",
+                vec![],
+            ))
+            .await?;
+        }
         requeue_in(&*txn, db, &send.id, until, false).await?;
         set_pace(&*txn, db, &format!("chat:{}", send.chat_id), until).await?;
         let recent = now - 10_000;
@@ -432,7 +440,7 @@ pub async fn finish(
 ) -> Result<(), DbErr> {
     conn.execute_raw(db.statement(
         "UPDATE telegram_sends SET status = $2, result = $3, error = $4, lease_until_ms = NULL, \
-         updated_at_ms = $5 WHERE id = $1",
+         updated_at_ms = $5 WHERE id = $1 AND status = 'sending'",
         vec![
             id.to_owned().into(),
             status.as_str().into(),

@@ -28,7 +28,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
 }
 
 pub fn configure_admin(cfg: &mut web::ServiceConfig) {
-    cfg.service(list);
+    cfg.service(list).configure(super::files::configure);
 }
 
 /// How long `?wait=true` waits for Telegram's answer.
@@ -211,9 +211,11 @@ async fn queue(
         if tokio::time::Instant::now() >= deadline {
             return Ok(HttpResponse::Accepted().json(SendOut::from(row)));
         }
+        // Another instance's send ends unheard of here: look again soon.
+        let soon = (tokio::time::Instant::now() + Duration::from_millis(250)).min(deadline);
         tokio::select! {
             () = ended => {}
-            () = tokio::time::sleep_until(deadline) => {}
+            () = tokio::time::sleep_until(soon) => {}
         }
     }
 }

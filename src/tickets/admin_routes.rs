@@ -128,16 +128,35 @@ pub enum MediaKind {
 }
 
 /// The Bot API call that delivers a reply to a chat.
+/// Telegram's longest message, and longest caption (characters).
+const MESSAGE_MAX: usize = 4096;
+const CAPTION_MAX: usize = 1024;
+
+/// The text as messages Telegram takes, in order.
+fn messages(chat_id: i64, text: &str) -> Vec<(&'static str, serde_json::Value)> {
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .chunks(MESSAGE_MAX)
+        .map(|part| {
+            let part: String = part.iter().collect();
+            (
+                "sendMessage",
+                serde_json::json!({"chat_id": chat_id, "text": part}),
+            )
+        })
+        .collect()
+}
+
+/// The Bot API calls that deliver a reply to a chat, in order: the text
+/// (in parts when it is longer than a message), or the media with the text
+/// as its caption (the text after it when it is longer than a caption).
 fn delivery(
     chat_id: i64,
     text: &str,
     media: Option<&MediaIn>,
-) -> Result<(&'static str, serde_json::Value), ApiError> {
+) -> Result<Vec<(&'static str, serde_json::Value)>, ApiError> {
     let Some(media) = media else {
-        return Ok((
-            "sendMessage",
-            serde_json::json!({"chat_id": chat_id, "text": text}),
-        ));
+        return Ok(messages(chat_id, text));
     };
     let file = match (&media.file_id, &media.url) {
         (Some(id), None) => validate::text("media.file_id", id, 256)?,
@@ -157,11 +176,15 @@ fn delivery(
             );
         }
     };
-    let caption = match &media.caption {
-        Some(caption) => validate::text("media.caption", caption, 1024)?,
-        None => text.chars().take(1024).collect(),
+    let (caption, after) = match &media.caption {
+        Some(caption) => (
+            validate::text("media.caption", caption, CAPTION_MAX)?,
+            messages(chat_id, text),
+        ),
+        None if text.chars().count() <= CAPTION_MAX => (text.to_owned(), Vec::new()),
+        None => (String::new(), messages(chat_id, text)),
     };
-    Ok(match media.kind {
+    let first = match media.kind {
         MediaKind::Photo => (
             "sendPhoto",
             serde_json::json!({"chat_id": chat_id, "photo": file, "caption": caption}),
@@ -170,7 +193,15 @@ fn delivery(
             "sendDocument",
             serde_json::json!({"chat_id": chat_id, "document": file, "caption": caption}),
         ),
-    })
+    };
+    let mut calls = vec![first];
+    if caption.is_empty()
+        && let Some(params) = calls[0].1.as_object_mut()
+    {
+        params.remove("caption");
+    }
+    calls.extend(after);
+    Ok(calls)
 }
 
 /// An operator's reply, and its delivery to the user's Telegram chat when
@@ -241,14 +272,20 @@ impl crate::domain::Command for Reply {
         let Some((user, chat_id)) = self.chat else {
             return Ok(());
         };
-        let (method, params) = delivery(chat_id, &self.text, self.media.as_ref())
+        let calls = delivery(chat_id, &self.text, self.media.as_ref())
             .map_err(|e| crate::domain::CommandError::Internal(anyhow::anyhow!("{e}")))?;
-        let mut send =
-            crate::telegram::outbox::NewSend::new(chat_id, method, params, "ticket_reply");
-        send.id = self.send_id;
-        send.user_id = Some(user);
-        send.reference = Some(self.message_id.to_string());
-        crate::telegram::outbox::enqueue(&**txn, &self.db, &send).await?;
+        for (n, (method, params)) in calls.into_iter().enumerate() {
+            let mut send =
+                crate::telegram::outbox::NewSend::new(chat_id, method, params, "ticket_reply");
+            if n == 0 {
+                send.id = self.send_id;
+            }
+            // Queued in order: a chat's sends go in the order queued.
+            send.created_at_ms += i64::try_from(n).unwrap_or(0);
+            send.user_id = Some(user);
+            send.reference = Some(self.message_id.to_string());
+            crate::telegram::outbox::enqueue(&**txn, &self.db, &send).await?;
+        }
         Ok(())
     }
 }

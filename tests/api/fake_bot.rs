@@ -143,6 +143,15 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
     };
     let chat = call.chat_id();
     state.lock().unwrap().calls.push(call);
+    if req.path().starts_with("/file/") {
+        // A download: what getFile named.
+        return match req.path().ends_with("/photos/file_1.jpg") {
+            true => HttpResponse::Ok()
+                .content_type("image/jpeg")
+                .body("JPEG BYTES"),
+            false => HttpResponse::NotFound().finish(),
+        };
+    }
     if method == "getUpdates" {
         return updates(state, &params).await;
     }
@@ -161,8 +170,14 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
             // Telegram's method names are case-insensitive.
             let result = match method.to_ascii_lowercase().as_str() {
                 "deletemessage" => json!(true),
+                "getfile" if params["file_id"] == "missing" => {
+                    return error(
+                        400,
+                        json!({"ok": false, "error_code": 400, "description": "Bad Request: invalid file_id"}),
+                    );
+                }
                 "getfile" => {
-                    json!({"file_id": params["file_id"], "file_unique_id": "u", "file_size": 5, "file_path": "photos/file_1.jpg"})
+                    json!({"file_id": params["file_id"], "file_unique_id": "u", "file_size": 10, "file_path": "photos/file_1.jpg"})
                 }
                 "getme" => {
                     json!({"id": 1, "is_bot": true, "first_name": "Bot", "username": "fake_bot"})

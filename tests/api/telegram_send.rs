@@ -140,6 +140,14 @@ both_backends! {
         assert_eq!(calls[1].params, json!({"chat_id": 4200, "photo": "AgAD", "caption": "the receipt"}));
         let messages = logged_types(&log(&app).await, "ticket.message_added");
         assert_eq!(messages.len(), 3, "the user's and two replies");
+        // Longer than a Telegram message: two messages, in order.
+        let long = "a".repeat(4096) + &"b".repeat(904);
+        let answer = app.post(&path, Some(&owner.access_token), json!({"text": long})).await;
+        assert_eq!(answer.status().as_u16(), 201);
+        let calls = bot.wait_for_calls(4).await;
+        assert_eq!((calls[2].method.as_str(), calls[3].method.as_str()), ("sendMessage", "sendMessage"));
+        assert_eq!(calls[2].params["text"].as_str().unwrap(), "a".repeat(4096));
+        assert_eq!(calls[3].params["text"].as_str().unwrap(), "b".repeat(904));
 
         // An operator's reply to a user the bot cannot write to (signed in
         // by the Mini App, never wrote): no send.
@@ -557,6 +565,38 @@ both_backends! {
         assert_eq!(subscription["plan_id"], "stars_month", "{subscription}");
         let balance: Value = app.get_with("/api/v1/cabinet/balance", &user.access_token).await.json().await.unwrap();
         assert_eq!(balance[0]["balance"], 250, "the plan was paid with what was paid for it: {balance}");
+        app.stop().await;
+        bot.stop().await;
+    }
+}
+
+both_backends! {
+    async fn an_operator_fetches_a_file_a_user_sent_and_no_one_else_can(db) {
+        let bot = FakeBot::start().await;
+        let app = TestApp::spawn_with(config(&db, &bot)).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let operator = app.admin_with_role("op@example.com", Role::Operator).await;
+        let answer = app.get_with("/api/v1/admin/telegram/files/AgADphoto-1_x", &operator.access_token).await;
+        assert_eq!(answer.status().as_u16(), 200);
+        assert_eq!(answer.headers()["content-type"], "image/jpeg");
+        let headers = format!("{:?}", answer.headers());
+        assert!(!headers.contains(crate::helpers::BOT_TOKEN), "{headers}");
+        assert_eq!(answer.text().await.unwrap(), "JPEG BYTES");
+        let call = bot.calls().into_iter().find(|c| c.method == "getFile").unwrap();
+        assert_eq!(call.params["file_id"], "AgADphoto-1_x");
+        assert!(bot.calls().iter().any(|c| c.method.ends_with("photos/file_1.jpg")), "downloaded by the path getFile gave");
+        // Unknown to Telegram, or not a file id: 404.
+        assert_problem(app.get_with("/api/v1/admin/telegram/files/missing", &operator.access_token).await, 404, "not_found").await;
+        assert_problem(app.get_with("/api/v1/admin/telegram/files/a.b", &operator.access_token).await, 404, "not_found").await;
+        // Only for tickets:read, never without a credential.
+        let key: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "feed", "scopes": ["events:read"]})).await.json().await.unwrap();
+        let key = key["secret"].as_str().unwrap().to_owned();
+        let denied = app.client.get(format!("{}/api/v1/admin/telegram/files/AgAD", app.address)).header("X-API-Key", &key).send().await.unwrap();
+        assert_problem(denied, 403, "forbidden").await;
+        let anonymous = app.client.get(format!("{}/api/v1/admin/telegram/files/AgAD", app.address)).send().await.unwrap();
+        assert_problem(anonymous, 401, "unauthorized").await;
+        let user = crate::tickets::cabinet_user(&app, 960).await;
+        assert_eq!(app.get_with("/api/v1/admin/telegram/files/AgAD", &user.access_token).await.status().as_u16(), 401, "a cabinet token");
         app.stop().await;
         bot.stop().await;
     }
