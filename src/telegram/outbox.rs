@@ -338,9 +338,12 @@ async fn claim_in(txn: &impl ConnectionTrait, db: &Db, limits: &Limits) -> Resul
     .await?;
     if let Some(interval) = limits.overall {
         // On the schedule the turns keep (a claim a little late does not
-        // push every later one back), never saving up turns while idle.
+        // push every later one back), but never two turns closer than half
+        // of one (a claim late by more than that moves the schedule on):
+        // no second holds more than the rate, nor is a turn saved up while
+        // idle.
         let interval = millis(interval);
-        let next = overall.max(now - interval) + interval;
+        let next = (overall + interval).max(now + interval / 2);
         set_pace(txn, db, "overall", next).await?;
     }
     Ok(Claim::Send(send))
