@@ -342,7 +342,8 @@ async fn claim_in(txn: &impl ConnectionTrait, db: &Db, limits: &Limits) -> Resul
         // of one (a claim late by more than that moves the schedule on):
         // no second holds more than the rate, nor is a turn saved up while
         // idle.
-        let interval = millis(interval);
+        // Whole milliseconds, rounded up: never a little over the rate.
+        let interval = i64::try_from(interval.as_micros().div_ceil(1000)).unwrap_or(i64::MAX);
         let next = (overall + interval).max(now + interval / 2);
         set_pace(txn, db, "overall", next).await?;
     }
