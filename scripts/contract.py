@@ -53,6 +53,41 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class FakeBotApi(http.server.BaseHTTPRequestHandler):
+    """A Bot API that answers every call ok, as Telegram would a valid one,
+    and serves every file (nothing here reaches Telegram)."""
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            params = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            params = {}
+        method = self.path.rsplit("/", 1)[-1].lower()
+        if method == "createinvoicelink":
+            result = "https://t.me/$contract-invoice"
+        elif method == "getfile":
+            result = {"file_id": str(params.get("file_id")), "file_unique_id": "u", "file_size": 4, "file_path": "documents/file_1.pdf"}
+        elif method in ("deletemessage", "answerprecheckoutquery"):
+            result = True
+        else:
+            result = {"message_id": 1, "date": 0, "chat": {"id": 1, "type": "private"}}
+        self.answer(200, "application/json", json.dumps({"ok": True, "result": result}).encode())
+
+    def do_GET(self):
+        self.answer(200, "application/pdf", b"%PDF")
+
+    def answer(self, status, content_type, body):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
 def call(base, method, path, body=None, token=None):
     request = urllib.request.Request(base + path, method=method)
     if body is not None:
@@ -112,11 +147,13 @@ def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/debug/switchboard")
     max_time = int(os.environ.get("CONTRACT_MAX_TIME", "75"))
     workdir = tempfile.mkdtemp(prefix="switchboard-contract-")
-    port, hook_port = free_port(), free_port()
+    port, hook_port, bot_port = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
 
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    bot_api = http.server.ThreadingHTTPServer(("127.0.0.1", bot_port), FakeBotApi)
+    threading.Thread(target=bot_api.serve_forever, daemon=True).start()
 
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -125,8 +162,8 @@ def main():
         "SWITCHBOARD_JWT_SECRET": "contract-check-secret-0123456789abcdef",
         "SWITCHBOARD_WEBHOOK_ENCRYPTION_KEY": "contract-check-encryption-key-0123456789",
         "SWITCHBOARD_TELEGRAM_BOT_TOKEN": BOT_TOKEN,
-        # Never Telegram's own: nothing listens there.
-        "SWITCHBOARD_TELEGRAM_API_URL": "http://127.0.0.1:9",
+        # Never Telegram's own: a fake on loopback.
+        "SWITCHBOARD_TELEGRAM_API_URL": f"http://127.0.0.1:{bot_port}",
         "SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
         "SWITCHBOARD_AUTH_RATE_PER_IP": "100000",
         "SWITCHBOARD_AUTH_RATE_PER_ACCOUNT": "100000",

@@ -1,9 +1,9 @@
 """schemathesis hooks for `contract.py`: every `url` in a generated body
 becomes the loopback receiver, so the webhook SSRF guard never looks up (and
-the service never calls) a generated hostname. A send here never reaches a
-Bot API (nothing listens at the one configured), so the sender API's
-`?wait=true` would always wait its full 10 s, the request timeout: it is
-asked without waiting (the waiting is tested in the Rust suite)."""
+the service never calls) a generated hostname. The sender API is asked
+without `?wait=true`: generated calls to one chat wait their turns (one a
+second), which would run past the request timeout; the waiting is tested in
+the Rust suite."""
 
 import os
 
