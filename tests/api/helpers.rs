@@ -656,3 +656,26 @@ impl WsClient {
         let _ = self.stream.close(None).await;
     }
 }
+
+/// Every event in the log, read once no committed event is held back
+/// (`pending`: a transaction elsewhere may hold the readable head back for
+/// a moment; up to 2 s).
+pub async fn whole_log(
+    store: &switchboard::events::EventStore,
+) -> Vec<switchboard::events::RecordedEvent> {
+    let mut page = store
+        .read_all(switchboard::events::Cursor::START, 10_000)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if !page.pending {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        page = store
+            .read_all(switchboard::events::Cursor::START, 10_000)
+            .await
+            .unwrap();
+    }
+    page.events
+}

@@ -34,13 +34,8 @@ async fn recorded(app: &TestApp) -> Vec<Value> {
 
 /// The events whose type starts with `prefix`, in log order.
 async fn logged(app: &TestApp, prefix: &str) -> Vec<Value> {
-    let page = app
-        .state
-        .store
-        .read_all(switchboard::events::Cursor::START, 1000)
+    crate::helpers::whole_log(&app.state.store)
         .await
-        .unwrap();
-    page.events
         .iter()
         .filter(|e| e.event_type.as_str().starts_with(prefix))
         .map(|e| json!({"type": e.event_type.as_str(), "payload": e.payload, "actor": e.actor, "stream": e.stream.as_str()}))

@@ -84,13 +84,10 @@ fn logged_types(events: &[switchboard::events::RecordedEvent], prefix: &str) -> 
         .collect()
 }
 
+/// The whole log, once nothing committed is held back (another test's
+/// transaction may hold the readable head back a moment).
 async fn log(app: &TestApp) -> Vec<switchboard::events::RecordedEvent> {
-    app.state
-        .store
-        .read_all(switchboard::events::Cursor::START, 10_000)
-        .await
-        .unwrap()
-        .events
+    crate::helpers::whole_log(&app.state.store).await
 }
 
 both_backends! {
