@@ -22,10 +22,7 @@ use support::{
     postgres_ticks, psql,
 };
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use switchboard::app::Application;
@@ -218,30 +215,7 @@ async fn run(admin_url: &str, duration: Duration, clients: u32) {
         ),
     )
     .unwrap();
-    let output = Command::new("pgbench")
-        .args([
-            "-n",
-            "-M",
-            "prepared",
-            "-c",
-            &clients.to_string(),
-            "-j",
-            "2",
-            "-T",
-            &duration.as_secs().to_string(),
-            "-f",
-        ])
-        .arg(&script)
-        .arg(&url)
-        .output()
-        .expect("pgbench must be installed");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let tps: f64 = stdout
-        .lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no tps in pgbench output: {stdout}"));
+    let tps = support::pgbench_tps(&url, &script, clients, duration);
 
     println!(
         "{clients} clients, {}s, payload {} bytes, {failures} failed requests",

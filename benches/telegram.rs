@@ -95,28 +95,7 @@ async fn run(admin_url: &str, duration: Duration, rate: u32) {
         ),
     )
     .unwrap();
-    let output = Command::new("pgbench")
-        .args([
-            "-n",
-            "-M",
-            "prepared",
-            "-c",
-            &CLIENTS.to_string(),
-            "-j",
-            "2",
-        ])
-        .args(["-T", &duration.as_secs().to_string(), "-f"])
-        .arg(&script)
-        .arg(&url)
-        .output()
-        .expect("pgbench must be installed (Debian: postgresql-client)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let tps: f64 = stdout
-        .lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no tps in pgbench output: {stdout}"));
+    let tps = support::pgbench_tps(&url, &script, CLIENTS as u32, duration);
     println!("reference: pgbench bare INSERT of the update body, {CLIENTS} clients: {tps:.0}/s");
 
     // 1. Intake.

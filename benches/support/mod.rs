@@ -168,3 +168,35 @@ pub fn machine_ticks() -> MachineTicks {
 
 /// USER_HZ, 100 on every Linux this runs on.
 pub const TICKS_PER_SECOND: f64 = 100.0;
+
+/// `pgbench` running `script` with `clients` clients for `duration`: its
+/// transactions per second (the benchmarks' reference).
+pub fn pgbench_tps(
+    url: &str,
+    script: &std::path::Path,
+    clients: u32,
+    duration: std::time::Duration,
+) -> f64 {
+    let output = Command::new("pgbench")
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+        ])
+        .args(["-T", &duration.as_secs().to_string(), "-f"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("pgbench must be installed (Debian: postgresql-client)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench output: {stdout}"))
+}

@@ -69,73 +69,68 @@ async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(),
             .await?;
         }
         UserEvent::Updated(updated) => {
-            let Some(row) = user::Entity::find_by_id(updated.user_id.as_uuid())
-                .one(conn)
-                .await?
-            else {
-                return Ok(());
-            };
-            let mut row: user::ActiveModel = row.into();
-            if let Some(v) = updated.username {
-                row.username = Set(Some(v));
-            }
-            if let Some(v) = updated.first_name {
-                row.first_name = Set(Some(v));
-            }
-            if let Some(v) = updated.last_name {
-                row.last_name = Set(Some(v));
-            }
-            if let Some(v) = updated.language_code {
-                row.language_code = Set(Some(v));
-            }
-            if let Some(v) = updated.telegram_chat_id {
-                row.telegram_chat_id = Set(Some(v));
-            }
-            row.updated_at = Set(event.occurred_at);
-            row.version = Set(version);
-            row.update(conn).await?;
+            change(conn, updated.user_id, event, |row| {
+                if let Some(v) = updated.username {
+                    row.username = Set(Some(v));
+                }
+                if let Some(v) = updated.first_name {
+                    row.first_name = Set(Some(v));
+                }
+                if let Some(v) = updated.last_name {
+                    row.last_name = Set(Some(v));
+                }
+                if let Some(v) = updated.language_code {
+                    row.language_code = Set(Some(v));
+                }
+                if let Some(v) = updated.telegram_chat_id {
+                    row.telegram_chat_id = Set(Some(v));
+                }
+            })
+            .await?;
         }
-        UserEvent::Blocked { user_id, .. } | UserEvent::Unblocked { user_id } => {
-            let blocked = matches!(user_event, UserEvent::Blocked { .. });
-            let Some(row) = user::Entity::find_by_id(user_id.as_uuid())
-                .one(conn)
-                .await?
-            else {
-                return Ok(());
-            };
-            let mut row: user::ActiveModel = row.into();
-            row.status = Set(if blocked { "blocked" } else { "active" }.to_owned());
-            row.updated_at = Set(event.occurred_at);
-            row.version = Set(version);
-            row.update(conn).await?;
+        UserEvent::Blocked { user_id, .. } => {
+            change(conn, user_id, event, |row| {
+                row.status = Set("blocked".to_owned())
+            })
+            .await?;
         }
-        UserEvent::BotBlocked { user_id } | UserEvent::BotUnblocked { user_id } => {
-            let blocked = matches!(user_event, UserEvent::BotBlocked { .. });
-            let Some(row) = user::Entity::find_by_id(user_id.as_uuid())
-                .one(conn)
-                .await?
-            else {
-                return Ok(());
-            };
-            let mut row: user::ActiveModel = row.into();
-            row.bot_blocked = Set(blocked);
-            row.updated_at = Set(event.occurred_at);
-            row.version = Set(version);
-            row.update(conn).await?;
+        UserEvent::Unblocked { user_id } => {
+            change(conn, user_id, event, |row| {
+                row.status = Set("active".to_owned())
+            })
+            .await?;
+        }
+        UserEvent::BotBlocked { user_id } => {
+            change(conn, user_id, event, |row| row.bot_blocked = Set(true)).await?;
+        }
+        UserEvent::BotUnblocked { user_id } => {
+            change(conn, user_id, event, |row| row.bot_blocked = Set(false)).await?;
         }
         UserEvent::EmailVerified { user_id, .. } => {
-            let Some(row) = user::Entity::find_by_id(user_id.as_uuid())
-                .one(conn)
-                .await?
-            else {
-                return Ok(());
-            };
-            let mut row: user::ActiveModel = row.into();
-            row.email_verified = Set(true);
-            row.updated_at = Set(event.occurred_at);
-            row.version = Set(version);
-            row.update(conn).await?;
+            change(conn, user_id, event, |row| row.email_verified = Set(true)).await?;
         }
     }
+    Ok(())
+}
+
+/// Changes the user's row (if there is one) as `edit` says, at `event`'s
+/// time and version.
+async fn change(
+    conn: &impl ConnectionTrait,
+    user_id: crate::ids::UserId,
+    event: &RecordedEvent,
+    edit: impl FnOnce(&mut user::ActiveModel),
+) -> Result<(), ProjectionError> {
+    let Some(row) = user::Entity::find_by_id(user_id.as_uuid())
+        .one(conn)
+        .await?
+    else {
+        return Ok(());
+    };
+    let mut row: user::ActiveModel = row.into();
+    edit(&mut row);
+    row.updated_at = Set(event.occurred_at);
+    row.version = Set(i32::try_from(event.version).unwrap_or(i32::MAX));
+    row.update(conn).await?;
     Ok(())
 }

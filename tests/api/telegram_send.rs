@@ -68,6 +68,21 @@ async fn ticket_of(app: &TestApp, token: &str, count: usize) -> Value {
     page().await["items"][0].clone()
 }
 
+/// A new API key with one scope, made by `owner`.
+async fn api_key(app: &TestApp, owner: &str, scope: &str) -> String {
+    let key: Value = app
+        .post(
+            "/api/v1/admin/api-keys",
+            Some(owner),
+            json!({"name": scope, "scopes": [scope]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    key["secret"].as_str().unwrap().to_owned()
+}
+
 async fn sends(app: &TestApp, token: &str, query: &str) -> Value {
     app.get_with(&format!("/api/v1/admin/telegram/sends{query}"), token)
         .await
@@ -162,8 +177,7 @@ both_backends! {
         let bot = FakeBot::start().await;
         let app = TestApp::spawn_with(config(&db, &bot)).await;
         let owner = app.admin_with_role("o@example.com", Role::Owner).await;
-        let key: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "sender", "scopes": ["telegram:send"]})).await.json().await.unwrap();
-        let key = key["secret"].as_str().unwrap().to_owned();
+        let key = api_key(&app, &owner.access_token, "telegram:send").await;
         let send = |chat: i64, text: &str| {
             let request = app.client.post(format!("{}/api/v1/telegram/sendMessage?wait=true", app.address)).header("X-API-Key", &key).json(&json!({"chat_id": chat, "text": text}));
             async move {
@@ -216,10 +230,8 @@ both_backends! {
         let bot = FakeBot::start().await;
         let app = TestApp::spawn_with(config(&db, &bot)).await;
         let owner = app.admin_with_role("o@example.com", Role::Owner).await;
-        let key: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "sender", "scopes": ["telegram:send"]})).await.json().await.unwrap();
-        let key = key["secret"].as_str().unwrap().to_owned();
-        let reader: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "reader", "scopes": ["events:read"]})).await.json().await.unwrap();
-        let reader = reader["secret"].as_str().unwrap().to_owned();
+        let key = api_key(&app, &owner.access_token, "telegram:send").await;
+        let reader = api_key(&app, &owner.access_token, "events:read").await;
         let post = |path: &str, key: &str, body: Value| {
             app.client.post(format!("{}{path}", app.address)).header("x-api-key", key).json(&body).send()
         };
@@ -586,8 +598,7 @@ both_backends! {
         assert_problem(app.get_with("/api/v1/admin/telegram/files/missing", &operator.access_token).await, 404, "not_found").await;
         assert_problem(app.get_with("/api/v1/admin/telegram/files/a.b", &operator.access_token).await, 404, "not_found").await;
         // Only for tickets:read, never without a credential.
-        let key: Value = app.post("/api/v1/admin/api-keys", Some(&owner.access_token), json!({"name": "feed", "scopes": ["events:read"]})).await.json().await.unwrap();
-        let key = key["secret"].as_str().unwrap().to_owned();
+        let key = api_key(&app, &owner.access_token, "events:read").await;
         let denied = app.client.get(format!("{}/api/v1/admin/telegram/files/AgAD", app.address)).header("X-API-Key", &key).send().await.unwrap();
         assert_problem(denied, 403, "forbidden").await;
         let anonymous = app.client.get(format!("{}/api/v1/admin/telegram/files/AgAD", app.address)).send().await.unwrap();
