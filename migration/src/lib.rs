@@ -23,6 +23,7 @@ mod m20261201_000015_webhook_backfills;
 mod m20261201_000016_telegram_updates;
 mod m20261201_000017_telegram_chats;
 mod m20261201_000018_telegram_sends;
+mod m20261201_000019_telegram_uploads;
 
 pub struct Migrator;
 
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000016_telegram_updates::Migration),
             Box::new(m20261201_000017_telegram_chats::Migration),
             Box::new(m20261201_000018_telegram_sends::Migration),
+            Box::new(m20261201_000019_telegram_uploads::Migration),
         ]
     }
 }

@@ -6,9 +6,12 @@
 
 use std::time::Duration;
 
+use reqwest::multipart::{Form, Part};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use teloxide_core::ApiError;
+
+use super::outbox::Upload;
 
 /// What a call came to.
 #[derive(Debug)]
@@ -103,13 +106,27 @@ impl BotApi {
     /// Calls `method` with JSON `params`. Errors never carry the URL (it
     /// holds the token).
     pub async fn call(&self, method: &str, params: &Value) -> Answer {
-        let sent = self
-            .client
-            .post(self.method_url(method))
-            .json(params)
-            .send()
-            .await;
-        let response = match sent {
+        self.call_with_files(method, params, Vec::new()).await
+    }
+
+    /// Calls `method` as [`BotApi::call`] does, as a multipart form when
+    /// files were uploaded for it (each is the part of its parameter).
+    pub async fn call_with_files(
+        &self,
+        method: &str,
+        params: &Value,
+        uploads: Vec<Upload>,
+    ) -> Answer {
+        let request = self.client.post(self.method_url(method));
+        let request = if uploads.is_empty() {
+            request.json(params)
+        } else {
+            match form(params, uploads) {
+                Ok(form) => request.multipart(form),
+                Err(e) => return Answer::NotReached(e.to_string()),
+            }
+        };
+        let response = match request.send().await {
             Ok(response) => response,
             Err(e) if e.is_connect() || e.is_builder() => {
                 return Answer::NotReached(e.without_url().to_string());
@@ -130,6 +147,30 @@ impl BotApi {
         };
         classify(code, body)
     }
+}
+
+/// `params` as a multipart form: strings as they are, other values as
+/// JSON (as the Bot API takes `reply_markup`), and each uploaded file as
+/// the part of its parameter.
+fn form(params: &Value, uploads: Vec<Upload>) -> reqwest::Result<Form> {
+    let mut form = Form::new();
+    for (name, value) in params.as_object().into_iter().flatten() {
+        if uploads.iter().any(|u| &u.field == name) {
+            continue;
+        }
+        let text = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        form = form.text(name.clone(), text);
+    }
+    for upload in uploads {
+        let part = Part::bytes(upload.bytes)
+            .file_name(upload.filename)
+            .mime_str(&upload.content_type)?;
+        form = form.part(upload.field, part);
+    }
+    Ok(form)
 }
 
 /// What a Bot API answer (its status and JSON body) means.

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod files;
 pub mod intake;
 pub mod outbox;
+pub mod params;
 pub mod poll;
 pub mod routes;
 pub mod send;

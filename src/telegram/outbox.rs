@@ -33,8 +33,41 @@ pub struct NewSend {
     pub user_id: Option<UserId>,
     pub origin: &'static str,
     pub reference: Option<String>,
+    /// Files uploaded with it; each parameter naming one holds
+    /// [`Upload::marker`].
+    pub uploads: Vec<Upload>,
     /// When it was queued.
     pub created_at_ms: i64,
+}
+
+/// A file uploaded for a send's parameter (`photo`, `document`, …).
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub field: String,
+    pub filename: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Upload {
+    /// What the send's parameter holds in place of the file:
+    /// `attach://<field>`, as the Bot API names an uploaded file.
+    pub fn marker(field: &str) -> String {
+        format!("{ATTACH}{field}")
+    }
+}
+
+const ATTACH: &str = "attach://";
+
+/// The parameters of `params` that name an uploaded file.
+pub fn uploaded_fields(params: &Value) -> Vec<String> {
+    params
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, value)| value.as_str().and_then(|v| v.strip_prefix(ATTACH)) == Some(name))
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 impl NewSend {
@@ -47,6 +80,7 @@ impl NewSend {
             user_id: None,
             origin,
             reference: None,
+            uploads: Vec::new(),
             created_at_ms: now_ms(),
         }
     }
@@ -119,7 +153,43 @@ pub async fn enqueue(conn: &impl ConnectionTrait, db: &Db, send: &NewSend) -> Re
         ],
     ))
     .await?;
+    for upload in &send.uploads {
+        conn.execute_raw(db.statement(
+            "INSERT INTO telegram_uploads (send_id, field, filename, content_type, bytes) \
+             VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                send.id.to_string().into(),
+                upload.field.clone().into(),
+                upload.filename.clone().into(),
+                upload.content_type.clone().into(),
+                upload.bytes.clone().into(),
+            ],
+        ))
+        .await?;
+    }
     Ok(())
+}
+
+/// The files uploaded with send `id`.
+pub async fn uploads(db: &Db, id: &str) -> Result<Vec<Upload>, DbErr> {
+    let rows = db
+        .conn()
+        .query_all_raw(db.statement(
+            "SELECT field, filename, content_type, bytes FROM telegram_uploads \
+             WHERE send_id = $1 ORDER BY field",
+            vec![id.to_owned().into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Upload {
+                field: row.try_get("", "field")?,
+                filename: row.try_get("", "filename")?,
+                content_type: row.try_get("", "content_type")?,
+                bytes: row.try_get("", "bytes")?,
+            })
+        })
+        .collect()
 }
 
 /// One send.
@@ -452,6 +522,12 @@ pub async fn finish(
             error.map(str::to_owned).into(),
             now_ms().into(),
         ],
+    ))
+    .await?;
+    // An ended send's files are not kept.
+    conn.execute_raw(db.statement(
+        "DELETE FROM telegram_uploads WHERE send_id = $1",
+        vec![id.to_owned().into()],
     ))
     .await?;
     Ok(())

@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    outbox::{self, NewSend, SendRow},
+    outbox::{self, NewSend, SendRow, Upload},
+    params::BotParams,
     send::Status,
 };
 use crate::{
@@ -109,9 +110,12 @@ pub struct WaitIn {
 /// A Bot API call, queued and made within Telegram's limits: `sendMessage`,
 /// `sendPhoto`, `sendDocument`, `sendAudio`, `sendVoice`, `sendVideo`,
 /// `editMessageText`, `deleteMessage`, with the Bot API's own parameter
-/// names (JSON; files as a Telegram file id or an http(s) URL). `chat_id`
-/// is a chat's integer id.
-#[utoipa::path(tag = "telegram", params(("method" = String, Path, description = "a Bot API method name, e.g. `sendMessage`"), WaitIn), request_body(content = Object, description = "the method's parameters"), responses((status = 200, body = SendOut, description = "with `?wait=true`: Telegram answered"), (status = 202, body = SendOut, description = "queued"), (status = 400), (status = 401), (status = 403), (status = 404, description = "not a method the sender API takes"), (status = 413), (status = 415), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+/// names: JSON, with files as a Telegram file id or an http(s) URL, or
+/// `multipart/form-data` with the file uploaded as the part of its
+/// parameter (photos up to 10 MB, other files up to 50 MB, as the Bot API
+/// takes them; kept until the send ended). `chat_id` is a chat's integer
+/// id.
+#[utoipa::path(tag = "telegram", params(("method" = String, Path, description = "a Bot API method name, e.g. `sendMessage`"), WaitIn), request_body(content((Object = "application/json"), (Object = "multipart/form-data")), description = "the method's parameters; a form's file parts are uploads"), responses((status = 200, body = SendOut, description = "with `?wait=true`: Telegram answered"), (status = 202, body = SendOut, description = "queued"), (status = 400), (status = 401), (status = 403), (status = 404, description = "not a method the sender API takes"), (status = 413), (status = 415), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/{method}")]
 #[tracing::instrument(skip_all, fields(method = %method))]
 pub async fn send(
@@ -119,13 +123,13 @@ pub async fn send(
     caller: CurrentAdmin,
     method: web::Path<String>,
     wait: web::Query<WaitIn>,
-    body: web::Json<Value>,
+    body: BotParams,
 ) -> Result<HttpResponse, ApiError> {
-    queue(&state, &caller, &method, wait.wait, body.into_inner()).await
+    queue(&state, &caller, &method, wait.wait, body).await
 }
 
 /// The older sender service's path for the same call (`x-api-key`).
-#[utoipa::path(tag = "telegram", params(("method" = String, Path, description = "a Bot API method name, e.g. `sendMessage`"), WaitIn), request_body(content = Object, description = "the method's parameters"), responses((status = 200, body = SendOut), (status = 202, body = SendOut), (status = 400), (status = 401), (status = 403), (status = 404), (status = 413), (status = 415), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(tag = "telegram", params(("method" = String, Path, description = "a Bot API method name, e.g. `sendMessage`"), WaitIn), request_body(content((Object = "application/json"), (Object = "multipart/form-data")), description = "the method's parameters; a form's file parts are uploads"), responses((status = 200, body = SendOut), (status = 202, body = SendOut), (status = 400), (status = 401), (status = 403), (status = 404), (status = 413), (status = 415), (status = 422)), security(("bearer" = []), ("api_key" = [])))]
 #[post("/api_v1/{method}")]
 #[tracing::instrument(skip_all, fields(method = %method))]
 pub async fn send_legacy(
@@ -133,9 +137,9 @@ pub async fn send_legacy(
     caller: CurrentAdmin,
     method: web::Path<String>,
     wait: web::Query<WaitIn>,
-    body: web::Json<Value>,
+    body: BotParams,
 ) -> Result<HttpResponse, ApiError> {
-    queue(&state, &caller, &method, wait.wait, body.into_inner()).await
+    queue(&state, &caller, &method, wait.wait, body).await
 }
 
 async fn queue(
@@ -143,7 +147,7 @@ async fn queue(
     caller: &CurrentAdmin,
     method: &str,
     wait: bool,
-    params: Value,
+    BotParams { params, uploads }: BotParams,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::TelegramSend)?;
     let Some((method, needs)) = METHODS.iter().find(|(name, _)| *name == method) else {
@@ -166,11 +170,18 @@ async fn queue(
     };
     let chat_id = chat_id(&params)?;
     for (name, kind) in *needs {
-        check(&params, name, *kind)?;
+        check(&params, &uploads, name, *kind)?;
+    }
+    if let Some(upload) = uploads.iter().find(|u| !takes_file(needs, &u.field)) {
+        return Err(invalid(
+            &upload.field,
+            &format!("`{method}` takes no file here"),
+        ));
     }
     let mut params = params;
     params.insert("chat_id".into(), Value::from(chat_id));
     let mut queued = NewSend::new(chat_id, method, Value::Object(params), "api");
+    queued.uploads = uploads;
     queued.user_id = find_by_telegram_chat(state.db.conn(), chat_id)
         .await?
         .map(|u| crate::ids::UserId::from_uuid(u.id));
@@ -237,11 +248,26 @@ fn chat_id(params: &Map<String, Value>) -> Result<i64, ApiError> {
         .ok_or_else(|| invalid("chat_id", "required: the chat's integer id"))
 }
 
-fn check(params: &Map<String, Value>, name: &str, kind: Kind) -> Result<(), ApiError> {
+/// Whether a method whose parameters are `needs` takes a file uploaded
+/// for `field`: its file parameter, and a `thumbnail` beside it.
+fn takes_file(needs: &[(&str, Kind)], field: &str) -> bool {
+    let file = needs.iter().find(|(_, kind)| matches!(kind, Kind::File));
+    file.is_some_and(|(name, _)| *name == field || (field == "thumbnail" && *name != "voice"))
+}
+
+fn check(
+    params: &Map<String, Value>,
+    uploads: &[Upload],
+    name: &str,
+    kind: Kind,
+) -> Result<(), ApiError> {
     let value = params.get(name);
     let ok = match (kind, value) {
         (Kind::Text(max), Some(Value::String(s))) => {
             !s.trim().is_empty() && s.chars().count() <= max
+        }
+        (Kind::File, Some(Value::String(s))) if uploads.iter().any(|u| u.field == name) => {
+            *s == Upload::marker(name)
         }
         (Kind::File, Some(Value::String(s))) => {
             let url = s.contains("://");
@@ -251,6 +277,8 @@ fn check(params: &Map<String, Value>, name: &str, kind: Kind) -> Result<(), ApiE
                     || url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")))
         }
         (Kind::Integer, Some(Value::Number(n))) => n.as_i64().is_some_and(|n| n > 0),
+        // A form's fields are text.
+        (Kind::Integer, Some(Value::String(s))) => s.parse::<i64>().is_ok_and(|n| n > 0),
         _ => false,
     };
     if ok {
@@ -260,7 +288,7 @@ fn check(params: &Map<String, Value>, name: &str, kind: Kind) -> Result<(), ApiE
         Kind::Text(max) => invalid(name, &format!("required: a text of 1 to {max} characters")),
         Kind::File => invalid(
             name,
-            "required: a Telegram file id or an http(s) URL (uploads are not taken)",
+            "required: a Telegram file id, an http(s) URL, or the file uploaded (multipart/form-data)",
         ),
         Kind::Integer => invalid(name, "required: a positive integer"),
     })

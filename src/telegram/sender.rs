@@ -219,7 +219,22 @@ impl Sender {
     }
 
     async fn send(&self, send: SendRow) {
-        let answer = self.api.call(&send.method, &send.params).await;
+        let uploads = if outbox::uploaded_fields(&send.params).is_empty() {
+            Vec::new()
+        } else {
+            match outbox::uploads(&self.db, &send.id).await {
+                Ok(uploads) => uploads,
+                Err(e) => {
+                    tracing::warn!(send = %send.id, error = %e, "cannot read a send's files");
+                    self.requeue(&send, outbox::now_ms() + 1_000).await;
+                    return;
+                }
+            }
+        };
+        let answer = self
+            .api
+            .call_with_files(&send.method, &send.params, uploads)
+            .await;
         let retry = |attempts: i32| {
             // 1 s, 2 s, 4 s, 8 s.
             let wait = 1_000_i64 << (attempts - 1).clamp(0, 10);

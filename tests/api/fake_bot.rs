@@ -20,11 +20,16 @@ pub struct Call {
     pub token: String,
     /// The body as sent (multipart for teloxide-core's file methods).
     pub body: String,
+    /// A multipart call's file parts: field, file name, content type, bytes.
+    pub files: Vec<(String, String, String, Vec<u8>)>,
 }
 
 impl Call {
     pub fn chat_id(&self) -> i64 {
-        self.params["chat_id"].as_i64().unwrap_or_default()
+        let id = &self.params["chat_id"];
+        id.as_i64()
+            .or_else(|| id.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or_default()
     }
 }
 
@@ -132,14 +137,27 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
     let mut segments = req.path().trim_start_matches('/').splitn(2, '/');
     let token = segments.next().unwrap_or_default().to_owned();
     let method = segments.next().unwrap_or_default().to_owned();
-    let params: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let now = Instant::now();
+    let (params, files) = match req.headers().get("content-type") {
+        Some(t)
+            if t.to_str()
+                .unwrap_or_default()
+                .starts_with("multipart/form-data") =>
+        {
+            form(req, body).await
+        }
+        _ => (
+            serde_json::from_slice(body).unwrap_or(Value::Null),
+            Vec::new(),
+        ),
+    };
     let call = Call {
         method: method.clone(),
         params: params.clone(),
         at: now,
         token,
         body: String::from_utf8_lossy(body).into_owned(),
+        files,
     };
     let chat = call.chat_id();
     state.lock().unwrap().calls.push(call);
@@ -210,6 +228,40 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
             HttpResponse::Ok().finish()
         }
     }
+}
+
+type Files = Vec<(String, String, String, Vec<u8>)>;
+
+/// A multipart body: its text fields as strings, and its file parts.
+async fn form(req: &HttpRequest, body: &[u8]) -> (Value, Files) {
+    use futures::StreamExt;
+    let bytes = web::Bytes::copy_from_slice(body);
+    let stream = futures::stream::once(async move { Ok(bytes) });
+    let mut form = actix_multipart::Multipart::new(req.headers(), stream);
+    let mut params = serde_json::Map::new();
+    let mut files = Vec::new();
+    while let Some(Ok(mut field)) = form.next().await {
+        let name = field.name().unwrap_or_default().to_owned();
+        let filename = field
+            .content_disposition()
+            .and_then(|d| d.get_filename())
+            .map(str::to_owned);
+        let content_type = field.content_type().map(ToString::to_string);
+        let mut data = Vec::new();
+        while let Some(Ok(chunk)) = field.next().await {
+            data.extend_from_slice(&chunk);
+        }
+        match filename {
+            Some(filename) => files.push((name, filename, content_type.unwrap_or_default(), data)),
+            None => {
+                params.insert(
+                    name,
+                    Value::String(String::from_utf8_lossy(&data).into_owned()),
+                );
+            }
+        }
+    }
+    (Value::Object(params), files)
 }
 
 /// `getUpdates`: confirms what is below `offset`, hands out the rest, or

@@ -279,7 +279,7 @@ both_backends! {
             ("sendMessage", json!({"chat_id": 1}), "text"),
             ("sendMessage", json!({"chat_id": 1, "text": "x".repeat(4097)}), "text"),
             ("sendPhoto", json!({"chat_id": 1, "photo": "file:///etc/passwd"}), "photo"),
-            ("deleteMessage", json!({"chat_id": 1, "message_id": "5"}), "message_id"),
+            ("deleteMessage", json!({"chat_id": 1, "message_id": "five"}), "message_id"),
         ] {
             let problem = assert_problem(post(&format!("/api/v1/telegram/{method}"), &key, body.clone()).await.unwrap(), 422, "invalid_field").await;
             assert_eq!(problem["field"], field, "{body}");
@@ -293,6 +293,66 @@ both_backends! {
         let page = sends(&app, &owner.access_token, "?status=sent&limit=200").await;
         assert_eq!(page["total"], 9, "{page}");
         assert_problem(app.get_with("/api/v1/admin/telegram/sends?status=lost", &owner.access_token).await, 422, "invalid_field").await;
+        app.stop().await;
+        bot.stop().await;
+    }
+}
+
+both_backends! {
+    async fn files_uploaded_to_the_sender_api_reach_the_bot_api_and_are_not_kept_after(db) {
+        use reqwest::multipart::{Form, Part};
+        let bot = FakeBot::start().await;
+        let app = TestApp::spawn_with(config(&db, &bot)).await;
+        let owner = app.admin_with_role("o@example.com", Role::Owner).await;
+        let key = api_key(&app, &owner.access_token, "telegram:send").await;
+        let post = |method: &str, form: Form| {
+            app.client.post(format!("{}/api/v1/telegram/{method}?wait=true", app.address)).header("x-api-key", &key).multipart(form).send()
+        };
+        let file = |name: &str, mime: &str, bytes: Vec<u8>| Part::bytes(bytes).file_name(name.to_owned()).mime_str(mime).unwrap();
+        let photo: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        let form = Form::new().text("chat_id", "31").text("caption", "a cat")
+            .text("reply_markup", r#"{"inline_keyboard":[[{"text":"ok","callback_data":"y"}]]}"#)
+            .part("photo", file("cat.png", "image/png", photo.clone()));
+        let answer = post("sendPhoto", form).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["status"], "sent", "{body}");
+        let form = Form::new().text("chat_id", "32")
+            .part("document", file("report.pdf", "application/pdf", b"%PDF-1.7".to_vec()))
+            .part("thumbnail", file("thumb.jpg", "image/jpeg", b"JPEG".to_vec()));
+        assert_eq!(post("sendDocument", form).await.unwrap().status().as_u16(), 200);
+        let calls = bot.wait_for_calls(2).await;
+        let sent = calls.iter().find(|c| c.method == "sendPhoto").unwrap();
+        assert_eq!(sent.params, json!({"chat_id": "31", "caption": "a cat", "reply_markup": r#"{"inline_keyboard":[[{"text":"ok","callback_data":"y"}]]}"#}));
+        assert_eq!(sent.files, vec![("photo".to_owned(), "cat.png".to_owned(), "image/png".to_owned(), photo)]);
+        let document = calls.iter().find(|c| c.method == "sendDocument").unwrap();
+        let names: Vec<(&str, &str)> = document.files.iter().map(|(field, name, _, _)| (field.as_str(), name.as_str())).collect();
+        assert_eq!(names, [("document", "report.pdf"), ("thumbnail", "thumb.jpg")]);
+        // A form without files is a send like a JSON one.
+        let answer = post("sendMessage", Form::new().text("chat_id", "33").text("text", "plain form")).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let calls = bot.wait_for_calls(3).await;
+        assert_eq!(calls[2].params["text"], "plain form");
+        // Sent files are not kept.
+        let db_conn = app.state.db.conn();
+        let left = sea_orm::ConnectionTrait::query_one_raw(db_conn, app.state.db.statement("SELECT COUNT(*) AS n FROM telegram_uploads", vec![])).await.unwrap().unwrap();
+        assert_eq!(left.try_get::<i64>("", "n").unwrap(), 0);
+        // Refusals: a file the method does not take, an empty one, one over the Bot API's limit, a body of another kind.
+        let refused = post("sendMessage", Form::new().text("chat_id", "1").text("text", "x").part("photo", file("a.png", "image/png", b"x".to_vec()))).await.unwrap();
+        assert_eq!(assert_problem(refused, 422, "invalid_field").await["field"], "photo");
+        let refused = post("sendVoice", Form::new().text("chat_id", "1").part("voice", file("a.ogg", "audio/ogg", b"x".to_vec())).part("thumbnail", file("t.jpg", "image/jpeg", b"x".to_vec()))).await.unwrap();
+        assert_eq!(assert_problem(refused, 422, "invalid_field").await["field"], "thumbnail");
+        let refused = post("sendPhoto", Form::new().text("chat_id", "1").part("photo", file("a.png", "image/png", Vec::new()))).await.unwrap();
+        assert_eq!(assert_problem(refused, 422, "invalid_field").await["field"], "photo");
+        let refused = post("sendPhoto", Form::new().text("chat_id", "1").part("photo", file("a.png", "image/png", vec![0; 10 * 1024 * 1024 + 1]))).await.unwrap();
+        assert_problem(refused, 413, "payload_too_large").await;
+        let refused = post("sendPhoto", Form::new().text("chat_id", "1").text("chat_id", "2").part("photo", file("a.png", "image/png", b"x".to_vec()))).await.unwrap();
+        assert_eq!(assert_problem(refused, 422, "invalid_field").await["field"], "chat_id");
+        let refused = app.client.post(format!("{}/api/v1/telegram/sendMessage", app.address)).header("x-api-key", &key).header("content-type", "multipart/form-data; boundary=x").body("not a form").send().await.unwrap();
+        assert_problem(refused, 400, "malformed_form").await;
+        let refused = app.client.post(format!("{}/api/v1/telegram/sendMessage", app.address)).header("x-api-key", &key).header("content-type", "text/plain").body("chat_id=1").send().await.unwrap();
+        assert_problem(refused, 415, "unsupported_media_type").await;
+        assert_eq!(bot.calls().len(), 3, "nothing refused reached Telegram");
         app.stop().await;
         bot.stop().await;
     }
