@@ -151,6 +151,13 @@ impl Application {
             telegram.updates.clone(),
             shutdown.clone(),
         ));
+        let broadcasts = crate::broadcasts::worker::Worker {
+            db: db.clone(),
+            commands: commands.clone(),
+            wake: telegram.broadcasts.clone(),
+            sends: telegram.sends.clone(),
+        };
+        tasks.spawn(broadcasts.run(shutdown.clone()));
         match telegram.api.clone() {
             Some(api) => {
                 if config.telegram.poll {
@@ -167,6 +174,7 @@ impl Application {
                     commands: commands.clone(),
                     api,
                     limits: config.telegram.limits,
+                    lease: crate::telegram::outbox::lease(config.telegram.api_timeout),
                     wake: telegram.sends.clone(),
                     ended: telegram.ended.clone(),
                 };
@@ -310,6 +318,7 @@ fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> 
             .configure(cabinet::configure)
             .configure(docs::configure)
             .configure(crate::telegram::configure)
+            .configure(crate::broadcasts::routes::configure)
             .default_service(web::to(error::not_found))
             .wrap(actix_web::middleware::from_fn(crate::validate::nul::refuse))
             // Inner to TracingLogger, which puts the request id in place.

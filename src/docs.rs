@@ -14,13 +14,14 @@ use crate::{admin, auth, cabinet, ledger, referrals, subscriptions, tickets, use
 #[openapi(
     info(
         title = "Switchboard",
-        description = "The back office of a Telegram bot business.\n\nEvery error is `application/problem+json` (schema `ProblemBody`) with a stable `code`: `bad_request`, `malformed_json`, `malformed_form` (400), `invalid_body`, `invalid_field` (422, with `field`), `invalid_query` (400), `unsupported_media_type` (415), `payload_too_large` (413), `unauthorized`, `invalid_token`, `invalid_credentials`, `invalid_telegram_auth` (401), `forbidden`, `email_not_verified` (403), `not_found` (404), `invalid_link` (400), `conflict`, `version_conflict`, `ticket_already_open`, `ticket_closed`, `ticket_exists`, `user_exists`, `payment_final`, `payment_not_refundable`, `payment_mismatch`, `insufficient_funds` (409; 402 when buying a subscription), `subscription_active`, `subscription_not_active`, `backfill_running`, `backfill_ended` (409), `self_referral`, `amount_too_large` (422), `rate_limited` (429, with `Retry-After`), `bad_gateway` (502: Telegram refused or did not answer), `unavailable` (503, with `Retry-After`), `outcome_unknown` (503: the connection to the database broke while a change was being written, which may or may not have been recorded; look before trying again), `internal` (500)."
+        description = "The back office of a Telegram bot business.\n\nEvery error is `application/problem+json` (schema `ProblemBody`) with a stable `code`: `bad_request`, `malformed_json`, `malformed_form` (400), `invalid_body`, `invalid_field` (422, with `field`), `invalid_query` (400), `unsupported_media_type` (415), `payload_too_large` (413), `unauthorized`, `invalid_token`, `invalid_credentials`, `invalid_telegram_auth` (401), `forbidden`, `email_not_verified` (403), `not_found` (404), `invalid_link` (400), `conflict`, `version_conflict`, `ticket_already_open`, `ticket_closed`, `ticket_exists`, `user_exists`, `payment_final`, `payment_not_refundable`, `payment_mismatch`, `insufficient_funds` (409; 402 when buying a subscription), `subscription_active`, `subscription_not_active`, `backfill_running`, `backfill_ended`, `broadcast_started`, `broadcast_ended` (409), `self_referral`, `amount_too_large` (422), `rate_limited` (429, with `Retry-After`), `bad_gateway` (502: Telegram refused or did not answer), `unavailable` (503, with `Retry-After`), `outcome_unknown` (503: the connection to the database broke while a change was being written, which may or may not have been recorded; look before trying again), `internal` (500)."
     ),
     paths(
         crate::realtime::admin_feed,
         crate::prometheus::scrape,
         crate::telegram::intake::webhook,
-        crate::telegram::routes::send_legacy
+        crate::telegram::routes::send_legacy,
+        crate::broadcasts::routes::send_message
     ),
     components(schemas(crate::error::ProblemBody)),
     nest(
@@ -91,6 +92,11 @@ struct AdminAuthApi;
     webhooks::routes::cancel_backfill,
     crate::telegram::routes::list,
     crate::telegram::files::file,
+    crate::broadcasts::routes::create,
+    crate::broadcasts::routes::list,
+    crate::broadcasts::routes::view,
+    crate::broadcasts::routes::recipients,
+    crate::broadcasts::routes::cancel,
 ))]
 struct AdminApi;
 

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod batch;
+pub mod broadcasts;
 pub mod cabinet;
 pub mod cli;
 pub mod client_ip;

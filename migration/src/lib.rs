@@ -24,6 +24,7 @@ mod m20261201_000016_telegram_updates;
 mod m20261201_000017_telegram_chats;
 mod m20261201_000018_telegram_sends;
 mod m20261201_000019_telegram_uploads;
+mod m20261201_000020_broadcasts;
 
 pub struct Migrator;
 
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000017_telegram_chats::Migration),
             Box::new(m20261201_000018_telegram_sends::Migration),
             Box::new(m20261201_000019_telegram_uploads::Migration),
+            Box::new(m20261201_000020_broadcasts::Migration),
         ]
     }
 }

@@ -28,7 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(crate::users::admin_routes::configure)
             .configure(crate::subscriptions::routes::configure_admin)
             .configure(crate::webhooks::configure)
-            .configure(crate::telegram::routes::configure_admin),
+            .configure(crate::telegram::routes::configure_admin)
+            .configure(crate::broadcasts::routes::configure_admin),
     );
 }
 

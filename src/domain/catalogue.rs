@@ -3,6 +3,7 @@
 
 use super::DomainEvent;
 use crate::{
+    broadcasts::BroadcastEvent,
     ledger::domain::{BalanceEvent, PaymentEvent},
     referrals::ReferralEvent,
     subscriptions::domain::SubscriptionEvent,
@@ -24,6 +25,7 @@ pub fn catalogue() -> Vec<&'static str> {
         EndpointEvent::TYPES,
         TelegramEvent::TYPES,
         SendEvent::TYPES,
+        BroadcastEvent::TYPES,
     ]
     .concat()
 }
@@ -55,6 +57,7 @@ mod tests {
     #[test]
     fn every_event_enum_lists_exactly_its_variants() {
         listed::<UserEvent>();
+        listed::<BroadcastEvent>();
         listed::<TicketEvent>();
         listed::<BalanceEvent>();
         listed::<PaymentEvent>();

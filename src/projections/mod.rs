@@ -116,6 +116,11 @@ pub const PROJECTION_FREE: &[&str] = &[
     "telegram.update_received",
     "telegram.message_sent",
     "telegram.send_failed",
+    "broadcast.created",
+    "broadcast.started",
+    "broadcast.progress",
+    "broadcast.completed",
+    "broadcast.cancelled",
 ];
 
 static BY_TYPE: LazyLock<HashMap<&'static str, usize>> = LazyLock::new(|| {

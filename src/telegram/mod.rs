@@ -44,6 +44,8 @@ pub struct Bridge {
     pub sends: Arc<Notify>,
     /// A send ended (callers waiting for one listen).
     pub ended: Arc<Notify>,
+    /// A broadcast was created.
+    pub broadcasts: Arc<Notify>,
 }
 
 impl Bridge {
@@ -54,6 +56,7 @@ impl Bridge {
             updates: Arc::default(),
             sends: Arc::default(),
             ended: Arc::default(),
+            broadcasts: Arc::default(),
         }
     }
 }

@@ -33,6 +33,12 @@ pub struct NewSend {
     pub user_id: Option<UserId>,
     pub origin: &'static str,
     pub reference: Option<String>,
+    /// Sends of a lower priority (a higher number) wait while any of a
+    /// higher one is due: 0 for replies and API sends, 1 for broadcasts.
+    pub priority: i32,
+    /// A paid broadcast message (`allow_paid_broadcast`): paced on its own
+    /// schedule, at [`PAID_RATE`], rather than the overall rate.
+    pub paid: bool,
     /// Files uploaded with it; each parameter naming one holds
     /// [`Upload::marker`].
     pub uploads: Vec<Upload>,
@@ -80,6 +86,8 @@ impl NewSend {
             user_id: None,
             origin,
             reference: None,
+            priority: 0,
+            paid: false,
             uploads: Vec::new(),
             created_at_ms: now_ms(),
         }
@@ -97,6 +105,7 @@ pub struct SendRow {
     pub user_id: Option<UserId>,
     pub origin: String,
     pub reference: Option<String>,
+    pub paid: bool,
     pub attempts: i32,
     pub result: Option<Value>,
     pub error: Option<String>,
@@ -104,8 +113,8 @@ pub struct SendRow {
     pub updated_at_ms: i64,
 }
 
-const COLUMNS: &str = "id, chat_id, method, params, status, user_id, origin, reference, attempts, \
-                       result, error, created_at_ms, updated_at_ms";
+const COLUMNS: &str = "id, chat_id, method, params, status, user_id, origin, reference, paid, \
+                       attempts, result, error, created_at_ms, updated_at_ms";
 
 fn read_row(row: &QueryResult) -> Result<SendRow, DbErr> {
     let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
@@ -121,6 +130,7 @@ fn read_row(row: &QueryResult) -> Result<SendRow, DbErr> {
             .and_then(|u| u.parse().ok()),
         origin: row.try_get("", "origin")?,
         reference: row.try_get("", "reference")?,
+        paid: row.try_get("", "paid")?,
         attempts: row.try_get("", "attempts")?,
         result: json(row.try_get("", "result")?),
         error: row.try_get("", "error")?,
@@ -136,36 +146,72 @@ pub fn now_ms() -> i64 {
 /// Writes `send` as queued, through `conn` (the causing command's
 /// transaction).
 pub async fn enqueue(conn: &impl ConnectionTrait, db: &Db, send: &NewSend) -> Result<(), DbErr> {
-    let now = send.created_at_ms;
-    conn.execute_raw(db.statement(
-        "INSERT INTO telegram_sends (id, chat_id, method, params, status, user_id, origin, \
-         reference, attempts, due_at_ms, created_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, 0, $8, $8, $8)",
-        vec![
-            send.id.to_string().into(),
-            send.chat_id.into(),
-            send.method.clone().into(),
-            send.params.to_string().into(),
-            send.user_id.map(|u| u.to_string()).into(),
-            send.origin.into(),
-            send.reference.clone().into(),
-            now.into(),
-        ],
-    ))
-    .await?;
-    for upload in &send.uploads {
-        conn.execute_raw(db.statement(
-            "INSERT INTO telegram_uploads (send_id, field, filename, content_type, bytes) \
-             VALUES ($1, $2, $3, $4, $5)",
-            vec![
+    enqueue_all(conn, db, std::slice::from_ref(send)).await
+}
+
+/// Writes `sends` as queued, through `conn`, a few hundred rows a
+/// statement.
+pub async fn enqueue_all(
+    conn: &impl ConnectionTrait,
+    db: &Db,
+    sends: &[NewSend],
+) -> Result<(), DbErr> {
+    const COLUMNS: usize = 12;
+    for chunk in sends.chunks(400) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        let mut values: Vec<DbValue> = Vec::with_capacity(chunk.len() * COLUMNS);
+        for send in chunk {
+            let n = values.len();
+            let places: Vec<String> = (1..=COLUMNS).map(|i| format!("${}", n + i)).collect();
+            // attempts, due_at_ms, created_at_ms, updated_at_ms
+            rows.push(format!(
+                "({}, 'queued', 0, {}, {}, {})",
+                places[..9].join(", "),
+                places[9],
+                places[10],
+                places[11]
+            ));
+            values.extend([
                 send.id.to_string().into(),
-                upload.field.clone().into(),
-                upload.filename.clone().into(),
-                upload.content_type.clone().into(),
-                upload.bytes.clone().into(),
-            ],
+                send.chat_id.into(),
+                send.method.clone().into(),
+                send.params.to_string().into(),
+                send.user_id.map(|u| u.to_string()).into(),
+                send.origin.into(),
+                send.reference.clone().into(),
+                send.priority.into(),
+                send.paid.into(),
+                send.created_at_ms.into(),
+                send.created_at_ms.into(),
+                send.created_at_ms.into(),
+            ]);
+        }
+        conn.execute_raw(db.statement(
+            &format!(
+                "INSERT INTO telegram_sends (id, chat_id, method, params, user_id, origin, \
+                 reference, priority, paid, status, attempts, due_at_ms, created_at_ms, \
+                 updated_at_ms) VALUES {}",
+                rows.join(", ")
+            ),
+            values,
         ))
         .await?;
+    }
+    for send in sends {
+        for upload in &send.uploads {
+            conn.execute_raw(db.statement(
+                "INSERT INTO telegram_uploads (send_id, field, filename, content_type, bytes) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                vec![
+                    send.id.to_string().into(),
+                    upload.field.clone().into(),
+                    upload.filename.clone().into(),
+                    upload.content_type.clone().into(),
+                    upload.bytes.clone().into(),
+                ],
+            ))
+            .await?;
+        }
     }
     Ok(())
 }
@@ -293,27 +339,39 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// What a claim came to.
-#[derive(Debug)]
-pub enum Claim {
-    /// This send is the caller's to make (it is `sending` now).
-    Send(SendRow),
-    /// This send's user blocked the bot: it is not to be made.
-    Blocked(SendRow),
-    /// Sends are waiting for their turn: claim again after this long.
-    Wait(Duration),
-    /// Nothing is queued.
-    Idle,
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// Sends that are the caller's to make (they are `sending` now).
+    pub sends: Vec<SendRow>,
+    /// Sends whose user blocked the bot: they are not to be made.
+    pub blocked: Vec<SendRow>,
+    /// When nothing was claimed: sends are waiting for their turn, claim
+    /// again after this long (`None`: nothing is queued).
+    pub wait: Option<Duration>,
 }
 
-/// How long a claimed send may take before it counts as lost.
-pub const LEASE: Duration = Duration::from_secs(60);
+/// How long a claimed send may take before it counts as lost (its
+/// instance stopped during the call): longer than any call may take.
+pub fn lease(api_timeout: Duration) -> Duration {
+    api_timeout + Duration::from_secs(10)
+}
 
-/// Claims the next send whose turn has come, if any.
-pub async fn claim(db: &Db, limits: &Limits) -> Result<Claim, DbErr> {
+/// Paid broadcast messages a second at most, overall (Telegram's limit
+/// for `allow_paid_broadcast`).
+pub const PAID_RATE: u32 = 1000;
+
+/// Claims up to `most` sends whose turn has come (to different chats), if
+/// any, each leased for `lease`.
+pub async fn claim(
+    db: &Db,
+    limits: &Limits,
+    most: usize,
+    lease: Duration,
+) -> Result<Claimed, DbErr> {
     let txn = db.begin_write().await?;
-    let claimed = claim_in(&*txn, db, limits).await;
+    let claimed = claim_in(&*txn, db, limits, most.max(1), lease).await;
     match &claimed {
-        Ok(Claim::Send(_) | Claim::Blocked(_)) => txn.commit().await?,
+        Ok(c) if !c.sends.is_empty() || !c.blocked.is_empty() => txn.commit().await?,
         _ => {
             let _ = txn.rollback().await;
         }
@@ -321,103 +379,197 @@ pub async fn claim(db: &Db, limits: &Limits) -> Result<Claim, DbErr> {
     claimed
 }
 
-async fn claim_in(txn: &impl ConnectionTrait, db: &Db, limits: &Limits) -> Result<Claim, DbErr> {
+/// One of the two overall schedules: the overall rate's, or paid
+/// broadcast messages'.
+struct Schedule {
+    scope: &'static str,
+    /// Between two turns, in whole milliseconds rounded up (never a little
+    /// over the rate); `None`: no limit.
+    interval: Option<i64>,
+    /// The first turn this claim may take.
+    first: i64,
+    /// Turns due now.
+    due: usize,
+}
+
+/// How late a claim may take the turns it missed, at most: at a fast rate
+/// a claim takes the turns of this long together, at 30 a second it is
+/// less than one turn (none is saved up while idle).
+const LATE_MS: i64 = 20;
+
+impl Schedule {
+    fn new(
+        scope: &'static str,
+        interval: Option<Duration>,
+        next: i64,
+        now: i64,
+        most: usize,
+    ) -> Self {
+        let interval = interval.map(|i| {
+            i64::try_from(i.as_micros().div_ceil(1000))
+                .unwrap_or(i64::MAX)
+                .max(1)
+        });
+        let first = next.max(now - LATE_MS);
+        let due = match interval {
+            None => most,
+            Some(_) if first > now => 0,
+            Some(i) => usize::try_from((now - first) / i + 1)
+                .unwrap_or(most)
+                .min(most),
+        };
+        Self {
+            scope,
+            interval,
+            first,
+            due,
+        }
+    }
+
+    /// The next turn once `taken` turns were taken: on the schedule the
+    /// turns keep (a claim a little late does not push every later one
+    /// back), but never closer to now than half a turn.
+    fn moved_on(&self, taken: usize, now: i64) -> Option<i64> {
+        let interval = self.interval?;
+        let taken = i64::try_from(taken).unwrap_or(i64::MAX);
+        let on_schedule = self.first.saturating_add(interval.saturating_mul(taken));
+        Some(on_schedule.max(now + interval / 2))
+    }
+}
+
+async fn claim_in(
+    txn: &impl ConnectionTrait,
+    db: &Db,
+    limits: &Limits,
+    most: usize,
+    lease: Duration,
+) -> Result<Claimed, DbErr> {
     let lock = match db.backend() {
         Backend::Postgres => " FOR UPDATE",
         Backend::Sqlite => "",
     };
-    let overall: i64 = txn
-        .query_one_raw(db.statement(
-            &format!("SELECT next_at_ms FROM telegram_pacing WHERE scope = 'overall'{lock}"),
+    // The overall row is the instances' turn-taking: held to the end.
+    let rows = txn
+        .query_all_raw(db.statement(
+            &format!(
+                "SELECT scope, next_at_ms FROM telegram_pacing \
+                 WHERE scope IN ('overall', 'paid') ORDER BY scope{lock}"
+            ),
             vec![],
         ))
-        .await?
-        .map(|row| row.try_get("", "next_at_ms"))
-        .transpose()?
-        .unwrap_or(0);
+        .await?;
+    let next = |scope: &str| -> Result<i64, DbErr> {
+        for row in &rows {
+            if row.try_get::<String>("", "scope")? == scope {
+                return row.try_get("", "next_at_ms");
+            }
+        }
+        Ok(0)
+    };
     // Read once the turn is this claim's: another instance may have held it.
     let now = now_ms();
-    if limits.overall.is_some() && overall > now {
-        return Ok(Claim::Wait(Duration::from_millis(
-            u64::try_from(overall - now).unwrap_or(0),
-        )));
+    let paid_interval = limits.overall.map(|_| Duration::from_secs(1) / PAID_RATE);
+    let mut overall = Schedule::new("overall", limits.overall, next("overall")?, now, most);
+    let mut paid = Schedule::new("paid", paid_interval, next("paid")?, now, most);
+    if overall.due == 0 && paid.due == 0 {
+        let soonest = overall.first.min(paid.first);
+        return Ok(Claimed {
+            wait: Some(Duration::from_millis(
+                u64::try_from(soonest - now).unwrap_or(0),
+            )),
+            ..Claimed::default()
+        });
     }
     let scope = match db.backend() {
         Backend::Postgres => "'chat:' || s.chat_id::text",
         Backend::Sqlite => "'chat:' || s.chat_id",
     };
-    let next = txn
-        .query_one_raw(db.statement(
+    // A few more than are wanted: two may be for one chat.
+    let candidates = txn
+        .query_all_raw(db.statement(
             &format!(
                 "SELECT {COLUMNS}, \
                  COALESCE((SELECT u.bot_blocked FROM users u WHERE u.telegram_chat_id = s.chat_id \
                            LIMIT 1), false) AS blocked \
                  FROM telegram_sends s \
                  WHERE s.status = 'queued' AND s.due_at_ms <= $1 \
+                   AND ((s.paid AND $2) OR (NOT s.paid AND $3)) \
                    AND NOT EXISTS (SELECT 1 FROM telegram_pacing p \
                                    WHERE p.scope = {scope} AND p.next_at_ms > $1) \
-                 ORDER BY s.due_at_ms, s.created_at_ms, s.id LIMIT 1"
+                 ORDER BY s.priority, s.due_at_ms, s.created_at_ms, s.id LIMIT $4"
             ),
-            vec![now.into()],
+            vec![
+                now.into(),
+                (paid.due > 0).into(),
+                (overall.due > 0).into(),
+                i64::try_from(most * 2).unwrap_or(i64::MAX).into(),
+            ],
         ))
         .await?;
-    let Some(next) = next else {
+    let mut claimed = Claimed::default();
+    let mut chats = std::collections::HashSet::new();
+    let lease_until = now + millis(lease);
+    for row in &candidates {
+        if claimed.sends.len() + claimed.blocked.len() >= most {
+            break;
+        }
+        let mut send = read_row(row)?;
+        let schedule = if send.paid { &mut paid } else { &mut overall };
+        if schedule.due == 0 || !chats.insert(send.chat_id) {
+            continue;
+        }
+        let blocked: bool = row.try_get("", "blocked")?;
+        let counted = if blocked { "attempts" } else { "attempts + 1" };
+        // Only while still queued: a cancelled broadcast's sends are gone.
+        let taken = txn
+            .execute_raw(db.statement(
+                &format!(
+                    "UPDATE telegram_sends SET status = 'sending', attempts = {counted}, \
+                     lease_until_ms = $2, updated_at_ms = $3 WHERE id = $1 AND status = 'queued'"
+                ),
+                vec![send.id.clone().into(), lease_until.into(), now.into()],
+            ))
+            .await?;
+        if taken.rows_affected() != 1 {
+            continue;
+        }
+        if blocked {
+            claimed.blocked.push(send);
+            continue;
+        }
+        schedule.due -= 1;
+        send.attempts += 1;
+        set_pace(
+            txn,
+            db,
+            &format!("chat:{}", send.chat_id),
+            now + limits.chat(send.chat_id),
+        )
+        .await?;
+        claimed.sends.push(send);
+    }
+    for schedule in [&overall, &paid] {
+        let taken = claimed
+            .sends
+            .iter()
+            .filter(|s| s.paid == (schedule.scope == "paid"))
+            .count();
+        if taken > 0
+            && let Some(next) = schedule.moved_on(taken, now)
+        {
+            set_pace(txn, db, schedule.scope, next).await?;
+        }
+    }
+    if claimed.sends.is_empty() && claimed.blocked.is_empty() {
         let waiting = txn
             .query_one_raw(db.statement(
                 "SELECT 1 AS one FROM telegram_sends WHERE status = 'queued' LIMIT 1",
                 vec![],
             ))
             .await?;
-        return Ok(match waiting {
-            Some(_) => Claim::Wait(Duration::from_millis(25)),
-            None => Claim::Idle,
-        });
-    };
-    let mut send = read_row(&next)?;
-    let blocked: bool = next.try_get("", "blocked")?;
-    if blocked {
-        txn.execute_raw(db.statement(
-            "UPDATE telegram_sends SET status = 'sending', lease_until_ms = $2, \
-             updated_at_ms = $3 WHERE id = $1",
-            vec![
-                send.id.clone().into(),
-                (now + millis(LEASE)).into(),
-                now.into(),
-            ],
-        ))
-        .await?;
-        return Ok(Claim::Blocked(send));
+        claimed.wait = waiting.map(|_| Duration::from_millis(25));
     }
-    txn.execute_raw(db.statement(
-        "UPDATE telegram_sends SET status = 'sending', attempts = attempts + 1, \
-         lease_until_ms = $2, updated_at_ms = $3 WHERE id = $1",
-        vec![
-            send.id.clone().into(),
-            (now + millis(LEASE)).into(),
-            now.into(),
-        ],
-    ))
-    .await?;
-    send.attempts += 1;
-    set_pace(
-        txn,
-        db,
-        &format!("chat:{}", send.chat_id),
-        now + limits.chat(send.chat_id),
-    )
-    .await?;
-    if let Some(interval) = limits.overall {
-        // On the schedule the turns keep (a claim a little late does not
-        // push every later one back), but never two turns closer than half
-        // of one (a claim late by more than that moves the schedule on):
-        // no second holds more than the rate, nor is a turn saved up while
-        // idle.
-        // Whole milliseconds, rounded up: never a little over the rate.
-        let interval = i64::try_from(interval.as_micros().div_ceil(1000)).unwrap_or(i64::MAX);
-        let next = (overall + interval).max(now + interval / 2);
-        set_pace(txn, db, "overall", next).await?;
-    }
-    Ok(Claim::Send(send))
+    Ok(claimed)
 }
 
 async fn set_pace(

@@ -202,6 +202,7 @@ async fn queue(
             user_id: queued.user_id,
             origin: queued.origin.to_owned(),
             reference: None,
+            paid: false,
             attempts: 0,
             result: None,
             error: None,

@@ -16,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     bot_api::{Answer, BotApi},
-    outbox::{self, Claim, Limits, SendRow},
+    outbox::{self, Limits, SendRow},
     send::{Send, SendError, SendEvent, SendOf, Status},
 };
 use crate::{
+    broadcasts::store::Delivery,
     db::{Db, WriteTxn},
     domain::{Command, CommandError, Commands, DomainError, Refusal, Target, Work},
     events::{Actor, RecordedEvent},
@@ -31,7 +32,10 @@ use crate::{
 const MAX_ATTEMPTS: i32 = 5;
 
 /// Calls in flight per instance, at most.
-const IN_FLIGHT: usize = 32;
+const IN_FLIGHT: usize = 64;
+
+/// Sends claimed together, at most.
+const BATCH: usize = 32;
 
 /// Why an outcome's command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +73,8 @@ pub enum Ended {
         blocked: bool,
     },
     Unknown(String),
+    /// Not made: its user blocked the bot before its turn came.
+    Skipped,
 }
 
 /// Records a send's outcome (its event, and its row's status with it).
@@ -131,6 +137,12 @@ impl Command for RecordOutcome {
                 error: error.clone(),
                 error_code: None,
             },
+            Ended::Skipped => SendEvent::Failed {
+                send,
+                status: Status::Failed,
+                error: SKIPPED.into(),
+                error_code: None,
+            },
         };
         work.execute::<Send>(&self.send.id, event)?;
         if let Some(user) = self.blocked_user()
@@ -151,11 +163,25 @@ impl Command for RecordOutcome {
             Ended::Sent(result) => (Status::Sent, Some(result), None),
             Ended::Failed { error, .. } => (Status::Failed, None, Some(error.as_str())),
             Ended::Unknown(error) => (Status::Unknown, None, Some(error.as_str())),
+            Ended::Skipped => (Status::Failed, None, Some(SKIPPED)),
         };
         outbox::finish(&**txn, &self.db, &self.send.id, status, result, error).await?;
+        if self.send.origin == crate::broadcasts::ORIGIN {
+            let delivery = match &self.ended {
+                Ended::Sent(_) => Delivery::Sent,
+                Ended::Failed { blocked: true, .. } | Ended::Skipped => Delivery::Blocked,
+                Ended::Failed { .. } => Delivery::Failed,
+                Ended::Unknown(_) => Delivery::Unknown,
+            };
+            crate::broadcasts::store::delivered(&**txn, &self.db, &self.send.id, delivery, error)
+                .await?;
+        }
         Ok(())
     }
 }
+
+/// Why a send was not made.
+const SKIPPED: &str = "the user blocked the bot";
 
 /// The sender of one instance.
 pub struct Sender {
@@ -163,6 +189,8 @@ pub struct Sender {
     pub commands: Commands,
     pub api: BotApi,
     pub limits: Limits,
+    /// How long a claimed send may take ([`outbox::lease`]).
+    pub lease: Duration,
     /// Woken when a send is queued.
     pub wake: Arc<Notify>,
     /// Told when a send ended (waiting API callers listen).
@@ -180,29 +208,33 @@ impl Sender {
                 last_lost_check = tokio::time::Instant::now();
                 this.record_lost().await;
             }
+            // Wait for a free slot, then claim as many as are free.
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 return;
             };
-            let pause = match outbox::claim(&this.db, &this.limits).await {
-                Ok(Claim::Send(send)) => {
-                    let sender = this.clone();
-                    tokio::spawn(async move {
-                        sender.send(send).await;
-                        drop(permit);
-                    });
+            let free = (in_flight.available_permits() + 1).min(BATCH);
+            let pause = match outbox::claim(&this.db, &this.limits, free, this.lease).await {
+                Ok(claimed) if !claimed.sends.is_empty() || !claimed.blocked.is_empty() => {
+                    let mut permit = Some(permit);
+                    for send in claimed.sends {
+                        let Some(permit) = permit
+                            .take()
+                            .or_else(|| in_flight.clone().try_acquire_owned().ok())
+                        else {
+                            break;
+                        };
+                        let sender = this.clone();
+                        tokio::spawn(async move {
+                            sender.send(send).await;
+                            drop(permit);
+                        });
+                    }
+                    for send in claimed.blocked {
+                        this.record(send, Ended::Skipped).await;
+                    }
                     continue;
                 }
-                Ok(Claim::Blocked(send)) => {
-                    let ended = Ended::Failed {
-                        error: "the user blocked the bot".into(),
-                        code: None,
-                        blocked: false,
-                    };
-                    this.record(send, ended).await;
-                    continue;
-                }
-                Ok(Claim::Wait(wait)) => Some(wait),
-                Ok(Claim::Idle) => None,
+                Ok(claimed) => claimed.wait,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot claim a Telegram send");
                     Some(Duration::from_secs(1))

@@ -96,6 +96,13 @@ both_backends! {
             (Method::POST, "/api/v1/admin/admins".into(), Some(json!({"email": "new@example.com", "password": "x", "role": "viewer"})), &[Caller::Role(Role::Owner)], 422),
             // Authenticated callers get as far as validating the new password.
             (Method::POST, "/api/v1/auth/password".into(), Some(json!({"current_password": "x", "new_password": "short"})), admins_only, 422),
+            (Method::GET, "/api/v1/admin/broadcasts".into(), None, owner_admin, 200),
+            (Method::POST, "/api/v1/admin/broadcasts?dry_run=true".into(), Some(json!({"text": "x", "audience": {"all": true}})), owner_admin, 200),
+            (Method::POST, "/api/v1/admin/broadcasts".into(), Some(json!({"audience": {"all": true}})), owner_admin, 422),
+            (Method::GET, format!("/api/v1/admin/broadcasts/{missing}"), None, owner_admin, 404),
+            (Method::GET, format!("/api/v1/admin/broadcasts/{missing}/recipients"), None, owner_admin, 404),
+            (Method::POST, format!("/api/v1/admin/broadcasts/{missing}/cancel"), None, owner_admin, 404),
+            (Method::POST, "/send-message".into(), Some(json!({"message": "x", "user_ids": [1]})), owner_admin, 202),
         ];
 
         for (method, path, body, allowed, through) in &routes {

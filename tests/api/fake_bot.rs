@@ -55,6 +55,11 @@ struct State {
     /// Updates `getUpdates` hands out until an offset confirms them.
     updates: Vec<Value>,
     next_message_id: i64,
+    /// Telegram's limits, when the fake keeps them: so many calls within
+    /// a second overall, one call to a chat within this long.
+    limits: Option<(usize, Duration)>,
+    /// 429s answered for a limit broken.
+    limited: usize,
 }
 
 pub struct FakeBot {
@@ -97,6 +102,22 @@ impl FakeBot {
     pub fn script(&self, chat: i64, replies: &[Reply]) {
         let mut state = self.state.lock().unwrap();
         state.script.entry(chat).or_default().extend(replies);
+    }
+
+    /// Answers 429 (`retry_after` 1) to a call over `rate` within a second
+    /// overall, or to a chat within `per_chat` of its last call, as
+    /// Telegram does; a little lenient (a second is taken as 950 ms, and
+    /// `per_chat` as 90 % of it) since calls leave a few ms after their
+    /// turn.
+    #[cfg_attr(not(postgres_tests), allow(dead_code))]
+    pub fn enforce(&self, rate: usize, per_chat: Duration) {
+        self.state.lock().unwrap().limits = Some((rate, per_chat));
+    }
+
+    /// How many 429s the fake answered for a limit broken.
+    #[cfg_attr(not(postgres_tests), allow(dead_code))]
+    pub fn limited(&self) -> usize {
+        self.state.lock().unwrap().limited
     }
 
     /// Updates for `getUpdates` (kept until a call's `offset` confirms them).
@@ -160,7 +181,32 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
         files,
     };
     let chat = call.chat_id();
-    state.lock().unwrap().calls.push(call);
+    {
+        let mut state = state.lock().unwrap();
+        if let Some((rate, per_chat)) = state.limits
+            && method.starts_with("send")
+        {
+            let window = Duration::from_millis(950);
+            let recent = state
+                .calls
+                .iter()
+                .rev()
+                .take_while(|c| now - c.at < window)
+                .count();
+            let chat_recent = chat != 0
+                && state
+                    .calls
+                    .iter()
+                    .rev()
+                    .find(|c| c.chat_id() == chat)
+                    .is_some_and(|c| now - c.at < per_chat.mul_f64(0.9));
+            if recent >= rate || chat_recent {
+                state.limited += 1;
+                return HttpResponse::TooManyRequests().json(json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}));
+            }
+        }
+        state.calls.push(call);
+    }
     if req.path().starts_with("/file/") {
         // A download: what getFile named.
         return match req.path().ends_with("/photos/file_1.jpg") {

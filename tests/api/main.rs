@@ -7,6 +7,7 @@ mod helpers;
 
 mod admin_auth;
 mod authorization;
+mod broadcasts;
 mod commands;
 mod email_auth;
 mod event_store;

@@ -12,11 +12,11 @@ use crate::{
     helpers::{TestApp, TestDb, assert_problem, both_backends, test_config, wait_until},
 };
 
-const SECRET: &str = "telegram-webhook-secret-0123456789";
+pub(crate) const SECRET: &str = "telegram-webhook-secret-0123456789";
 
 /// The app's configuration with the fake as its Bot API, the webhook on,
 /// and Telegram's limits scaled down so a test takes seconds.
-fn config(db: &TestDb, bot: &FakeBot) -> switchboard::config::Config {
+pub(crate) fn config(db: &TestDb, bot: &FakeBot) -> switchboard::config::Config {
     let mut config = test_config(db.config.clone());
     config.telegram.webhook_secret = Some(secrecy::SecretString::from(SECRET));
     config.telegram.api_url = url::Url::parse(&bot.url()).unwrap();
@@ -69,7 +69,7 @@ async fn ticket_of(app: &TestApp, token: &str, count: usize) -> Value {
 }
 
 /// A new API key with one scope, made by `owner`.
-async fn api_key(app: &TestApp, owner: &str, scope: &str) -> String {
+pub(crate) async fn api_key(app: &TestApp, owner: &str, scope: &str) -> String {
     let key: Value = app
         .post(
             "/api/v1/admin/api-keys",
