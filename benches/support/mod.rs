@@ -7,6 +7,8 @@ use std::process::Command;
 use serde_json::json;
 use switchboard::config::{Config, DatabaseConfig};
 
+pub mod fake_bot;
+
 #[path = "../../tests/api/telegram_signing.rs"]
 mod telegram_signing;
 /// The made-up bot token the benchmarks configure.
