@@ -257,4 +257,3 @@ async fn queue_sends(http: &reqwest::Client, base: &str, token: &str, first: i64
         assert_eq!(status, 202);
     }
 }
-

@@ -45,28 +45,35 @@ impl Worker {
     }
 
     async fn tick(&self) -> anyhow::Result<()> {
-        let now = Utc::now();
-        for id in
-            store::ids_in(&self.db, BroadcastStatus::Scheduled, now.timestamp_millis()).await?
-        {
-            self.start(&id).await?;
+        let now = Utc::now().timestamp_millis();
+        // One broadcast that cannot move on holds up none of the others.
+        for id in store::ids_in(&self.db, BroadcastStatus::Scheduled, now).await? {
+            if let Err(e) = self.start(&id).await {
+                tracing::warn!(broadcast = %id, error = %e, "cannot start a broadcast");
+            }
         }
         for id in store::ids_in(&self.db, BroadcastStatus::Running, i64::MAX).await? {
-            let Some(row) = store::get(self.db.conn(), &self.db, &id).await? else {
-                continue;
-            };
-            let counts = store::counts(self.db.conn(), &self.db, &id).await?;
-            let step = if counts.queued == 0 {
-                Step::Complete { counts }
-            } else {
-                let rate = super::rate(&counts, row.started_at_ms, None);
-                Step::Progress { counts, rate }
-            };
-            let ended = matches!(step, Step::Complete { .. });
-            self.step(&id, step).await?;
-            if ended {
+            if let Err(e) = self.move_on(&id).await {
+                tracing::warn!(broadcast = %id, error = %e, "cannot move a broadcast on");
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells a running broadcast's progress, or completes it once every
+    /// recipient's message ended.
+    async fn move_on(&self, id: &str) -> anyhow::Result<()> {
+        let Some(row) = store::get(self.db.conn(), &self.db, id).await? else {
+            return Ok(());
+        };
+        let counts = store::counts(self.db.conn(), &self.db, id).await?;
+        if counts.queued == 0 {
+            if self.step(id, Step::Complete { counts }).await? {
                 tracing::info!(broadcast = %id, sent = counts.sent, failed = counts.failed, blocked = counts.blocked, unknown = counts.unknown, "a broadcast completed");
             }
+        } else {
+            let rate = super::rate(&counts, row.started_at_ms, None);
+            self.step(id, Step::Progress { counts, rate }).await?;
         }
         Ok(())
     }
@@ -80,13 +87,15 @@ impl Worker {
         let (members, left_out) = audience::resolve(self.db.conn(), &audience).await?;
         let total = members.len();
         let resolved = super::resolved(&row, members, left_out);
-        self.step(id, Step::Start(resolved)).await?;
-        self.sends.notify_one();
-        tracing::info!(broadcast = %id, total, "a scheduled broadcast started");
+        if self.step(id, Step::Start(resolved)).await? {
+            self.sends.notify_one();
+            tracing::info!(broadcast = %id, total, "a scheduled broadcast started");
+        }
         Ok(())
     }
 
-    async fn step(&self, id: &str, step: Step) -> anyhow::Result<()> {
+    /// Takes `step`; whether this instance took it (another may have).
+    async fn step(&self, id: &str, step: Step) -> anyhow::Result<bool> {
         let step = BroadcastStep {
             db: self.db.clone(),
             id: id.to_owned(),
@@ -94,11 +103,11 @@ impl Worker {
             at: Utc::now(),
         };
         match self.commands.run(step, Actor::system()).await {
+            Ok(done) => Ok(!done.events.is_empty()),
             // Another instance took it, or it was cancelled meanwhile.
-            Ok(_)
-            | Err(CommandError::Domain(
+            Err(CommandError::Domain(
                 BroadcastError::Started | BroadcastError::Ended | BroadcastError::NotFound,
-            )) => Ok(()),
+            )) => Ok(false),
             Err(e) => Err(anyhow::anyhow!("broadcast {id}: {e}")),
         }
     }

@@ -343,11 +343,22 @@ fn millis(d: Duration) -> i64 {
 pub struct Claimed {
     /// Sends that are the caller's to make (they are `sending` now).
     pub sends: Vec<SendRow>,
-    /// Sends whose user blocked the bot: they are not to be made.
-    pub blocked: Vec<SendRow>,
+    /// Sends that are not to be made, and why (they are `sending` now,
+    /// for the caller to record as ended).
+    pub skipped: Vec<(SendRow, Skip)>,
     /// When nothing was claimed: sends are waiting for their turn, claim
     /// again after this long (`None`: nothing is queued).
     pub wait: Option<Duration>,
+}
+
+/// Why a claimed send is not to be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Its user blocked the bot.
+    Blocked,
+    /// Its broadcast was cancelled (after it went back in the queue for a
+    /// retry).
+    Cancelled,
 }
 
 /// How long a claimed send may take before it counts as lost (its
@@ -371,7 +382,7 @@ pub async fn claim(
     let txn = db.begin_write().await?;
     let claimed = claim_in(&*txn, db, limits, most.max(1), lease).await;
     match &claimed {
-        Ok(c) if !c.sends.is_empty() || !c.blocked.is_empty() => txn.commit().await?,
+        Ok(c) if !c.sends.is_empty() || !c.skipped.is_empty() => txn.commit().await?,
         _ => {
             let _ = txn.rollback().await;
         }
@@ -380,11 +391,12 @@ pub async fn claim(
 }
 
 /// One of the two overall schedules: the overall rate's, or paid
-/// broadcast messages'.
+/// broadcast messages'. In microseconds.
 struct Schedule {
     scope: &'static str,
-    /// Between two turns, in whole milliseconds rounded up (never a little
-    /// over the rate); `None`: no limit.
+    /// Between two turns (`None`: no limit): a second over the rate, and
+    /// [`LATE_US`] more, so that no second ever holds more than the rate
+    /// even when turns are taken late.
     interval: Option<i64>,
     /// The first turn this claim may take.
     first: i64,
@@ -392,10 +404,10 @@ struct Schedule {
     due: usize,
 }
 
-/// How late a claim may take the turns it missed, at most: at a fast rate
-/// a claim takes the turns of this long together, at 30 a second it is
-/// less than one turn (none is saved up while idle).
-const LATE_MS: i64 = 20;
+/// How late a claim may still take a turn it missed: a claim a little late
+/// does not push every later turn back, and no more than this is saved up
+/// while idle.
+const LATE_US: i64 = 20_000;
 
 impl Schedule {
     fn new(
@@ -405,36 +417,50 @@ impl Schedule {
         now: i64,
         most: usize,
     ) -> Self {
-        let interval = interval.map(|i| {
-            i64::try_from(i.as_micros().div_ceil(1000))
-                .unwrap_or(i64::MAX)
-                .max(1)
-        });
-        let first = next.max(now - LATE_MS);
-        let due = match interval {
-            None => most,
-            Some(_) if first > now => 0,
-            Some(i) => usize::try_from((now - first) / i + 1)
+        let Some(interval) = interval else {
+            return Self {
+                scope,
+                interval: None,
+                first: now,
+                due: most,
+            };
+        };
+        let exact = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
+        let interval = (exact.saturating_mul(1_000_000 + LATE_US) / 1_000_000).max(1);
+        let first = next.max(now - LATE_US);
+        let due = if first > now {
+            0
+        } else {
+            usize::try_from((now - first) / interval + 1)
                 .unwrap_or(most)
-                .min(most),
+                .min(most)
         };
         Self {
             scope,
-            interval,
+            interval: Some(interval),
             first,
             due,
         }
     }
 
-    /// The next turn once `taken` turns were taken: on the schedule the
-    /// turns keep (a claim a little late does not push every later one
-    /// back), but never closer to now than half a turn.
-    fn moved_on(&self, taken: usize, now: i64) -> Option<i64> {
+    /// How long until this schedule's next turn (`None`: no limit).
+    fn wait(&self, now: i64) -> Option<Duration> {
+        self.interval?;
+        Some(Duration::from_micros(
+            u64::try_from(self.first - now).unwrap_or(0).max(100),
+        ))
+    }
+
+    /// The next turn once `taken` turns were taken.
+    fn moved_on(&self, taken: usize) -> Option<i64> {
         let interval = self.interval?;
         let taken = i64::try_from(taken).unwrap_or(i64::MAX);
-        let on_schedule = self.first.saturating_add(interval.saturating_mul(taken));
-        Some(on_schedule.max(now + interval / 2))
+        Some(self.first.saturating_add(interval.saturating_mul(taken)))
     }
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
 }
 
 async fn claim_in(
@@ -452,7 +478,7 @@ async fn claim_in(
     let rows = txn
         .query_all_raw(db.statement(
             &format!(
-                "SELECT scope, next_at_ms FROM telegram_pacing \
+                "SELECT scope, next_at_us FROM telegram_pacing \
                  WHERE scope IN ('overall', 'paid') ORDER BY scope{lock}"
             ),
             vec![],
@@ -461,22 +487,23 @@ async fn claim_in(
     let next = |scope: &str| -> Result<i64, DbErr> {
         for row in &rows {
             if row.try_get::<String>("", "scope")? == scope {
-                return row.try_get("", "next_at_ms");
+                return row.try_get("", "next_at_us");
             }
         }
         Ok(0)
     };
     // Read once the turn is this claim's: another instance may have held it.
-    let now = now_ms();
+    let now_exact = now_us();
+    let now = now_exact / 1000;
     let paid_interval = limits.overall.map(|_| Duration::from_secs(1) / PAID_RATE);
-    let mut overall = Schedule::new("overall", limits.overall, next("overall")?, now, most);
-    let mut paid = Schedule::new("paid", paid_interval, next("paid")?, now, most);
+    let mut overall = Schedule::new("overall", limits.overall, next("overall")?, now_exact, most);
+    let mut paid = Schedule::new("paid", paid_interval, next("paid")?, now_exact, most);
     if overall.due == 0 && paid.due == 0 {
-        let soonest = overall.first.min(paid.first);
         return Ok(Claimed {
-            wait: Some(Duration::from_millis(
-                u64::try_from(soonest - now).unwrap_or(0),
-            )),
+            wait: [overall.wait(now_exact), paid.wait(now_exact)]
+                .into_iter()
+                .flatten()
+                .min(),
             ..Claimed::default()
         });
     }
@@ -490,7 +517,9 @@ async fn claim_in(
             &format!(
                 "SELECT {COLUMNS}, \
                  COALESCE((SELECT u.bot_blocked FROM users u WHERE u.telegram_chat_id = s.chat_id \
-                           LIMIT 1), false) AS blocked \
+                           LIMIT 1), false) AS blocked, \
+                 EXISTS (SELECT 1 FROM broadcasts b WHERE s.origin = 'broadcast' \
+                         AND b.id = s.reference AND b.status = 'cancelled') AS cancelled \
                  FROM telegram_sends s \
                  WHERE s.status = 'queued' AND s.due_at_ms <= $1 \
                    AND ((s.paid AND $2) OR (NOT s.paid AND $3)) \
@@ -510,7 +539,7 @@ async fn claim_in(
     let mut chats = std::collections::HashSet::new();
     let lease_until = now + millis(lease);
     for row in &candidates {
-        if claimed.sends.len() + claimed.blocked.len() >= most {
+        if claimed.sends.len() + claimed.skipped.len() >= most {
             break;
         }
         let mut send = read_row(row)?;
@@ -518,8 +547,18 @@ async fn claim_in(
         if schedule.due == 0 || !chats.insert(send.chat_id) {
             continue;
         }
-        let blocked: bool = row.try_get("", "blocked")?;
-        let counted = if blocked { "attempts" } else { "attempts + 1" };
+        let skip = if row.try_get("", "cancelled")? {
+            Some(Skip::Cancelled)
+        } else if row.try_get("", "blocked")? {
+            Some(Skip::Blocked)
+        } else {
+            None
+        };
+        let counted = if skip.is_some() {
+            "attempts"
+        } else {
+            "attempts + 1"
+        };
         // Only while still queued: a cancelled broadcast's sends are gone.
         let taken = txn
             .execute_raw(db.statement(
@@ -533,8 +572,8 @@ async fn claim_in(
         if taken.rows_affected() != 1 {
             continue;
         }
-        if blocked {
-            claimed.blocked.push(send);
+        if let Some(skip) = skip {
+            claimed.skipped.push((send, skip));
             continue;
         }
         schedule.due -= 1;
@@ -555,19 +594,31 @@ async fn claim_in(
             .filter(|s| s.paid == (schedule.scope == "paid"))
             .count();
         if taken > 0
-            && let Some(next) = schedule.moved_on(taken, now)
+            && let Some(next) = schedule.moved_on(taken)
         {
-            set_pace(txn, db, schedule.scope, next).await?;
+            txn.execute_raw(db.statement(
+                "UPDATE telegram_pacing SET next_at_us = $2 WHERE scope = $1",
+                vec![schedule.scope.into(), next.into()],
+            ))
+            .await?;
         }
     }
-    if claimed.sends.is_empty() && claimed.blocked.is_empty() {
+    if claimed.sends.is_empty() && claimed.skipped.is_empty() {
         let waiting = txn
             .query_one_raw(db.statement(
                 "SELECT 1 AS one FROM telegram_sends WHERE status = 'queued' LIMIT 1",
                 vec![],
             ))
             .await?;
-        claimed.wait = waiting.map(|_| Duration::from_millis(25));
+        // Sends wait for their chat's turn (look again soon), or only for
+        // the overall turn.
+        let soon = Duration::from_millis(25);
+        let overall_turn = if overall.due == 0 {
+            overall.wait(now_exact)
+        } else {
+            None
+        };
+        claimed.wait = waiting.map(|_| overall_turn.unwrap_or(soon).min(soon));
     }
     Ok(claimed)
 }
@@ -590,31 +641,41 @@ async fn set_pace(
 /// Telegram said 429 for `send`: it waits `retry_after`, and so does its
 /// chat; when the chat before that one to be limited was another and
 /// recent, the whole sender waits too (Telegram limits the bot, not one
-/// chat). The attempt is not counted.
+/// chat): the overall schedule, or paid broadcast messages' for a paid
+/// one. The attempt is not counted.
 pub async fn retry_after(db: &Db, send: &SendRow, wait: Duration) -> Result<(), DbErr> {
     let now = now_ms();
     let until = now.saturating_add(millis(wait.min(Duration::from_secs(3600))));
     let txn = db.begin_write().await?;
     let done = async {
-        // The overall row first, as a claim takes it: never the other way round.
+        // The schedules' rows in the order a claim takes them: never the
+        // other way round.
         if db.backend() == Backend::Postgres {
             txn.execute_raw(db.statement(
-                "SELECT next_at_ms FROM telegram_pacing WHERE scope = 'overall' FOR UPDATE",
+                "SELECT next_at_ms FROM telegram_pacing WHERE scope IN ('overall', 'paid') \
+                 ORDER BY scope FOR UPDATE",
                 vec![],
             ))
             .await?;
         }
+        let schedule = if send.paid { "paid" } else { "overall" };
         requeue_in(&*txn, db, &send.id, until, false).await?;
         set_pace(&*txn, db, &format!("chat:{}", send.chat_id), until).await?;
         let recent = now - 10_000;
         txn.execute_raw(db.statement(
             "UPDATE telegram_pacing SET \
-             next_at_ms = CASE WHEN limited_chat IS NOT NULL AND limited_chat <> $1 \
-                               AND limited_at_ms > $2 AND next_at_ms < $3 \
-                          THEN $3 ELSE next_at_ms END, \
+             next_at_us = CASE WHEN limited_chat IS NOT NULL AND limited_chat <> $1 \
+                               AND limited_at_ms > $2 AND next_at_us < $3 * 1000 \
+                          THEN $3 * 1000 ELSE next_at_us END, \
              limited_chat = $1, limited_at_ms = $4 \
-             WHERE scope = 'overall'",
-            vec![send.chat_id.into(), recent.into(), until.into(), now.into()],
+             WHERE scope = $5",
+            vec![
+                send.chat_id.into(),
+                recent.into(),
+                until.into(),
+                now.into(),
+                schedule.into(),
+            ],
         ))
         .await?;
         Ok::<(), DbErr>(())
@@ -699,4 +760,69 @@ pub async fn lost(db: &Db) -> Result<Vec<SendRow>, DbErr> {
         ))
         .await?;
     rows.iter().map(read_row).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The most turns any second holds when claims come every `every` µs,
+    /// over a minute of them; and how many turns the minute had.
+    fn busiest_second(rate: u32, every: i64) -> (usize, usize) {
+        let interval = Some(Duration::from_secs(1) / rate);
+        let mut next = 0;
+        let mut turns = Vec::new();
+        let mut now = 1_000_000;
+        while now < 61_000_000 {
+            let schedule = Schedule::new("overall", interval, next, now, 64);
+            turns.extend(std::iter::repeat_n(now, schedule.due));
+            if schedule.due > 0 {
+                next = schedule.moved_on(schedule.due).unwrap();
+            }
+            now += every;
+        }
+        let mut most = 0;
+        for (n, at) in turns.iter().enumerate() {
+            let within = turns[n..]
+                .iter()
+                .take_while(|t| **t < at + 1_000_000)
+                .count();
+            most = most.max(within);
+        }
+        (most, turns.len())
+    }
+
+    #[test]
+    fn no_second_holds_more_than_the_rate_however_the_claims_come() {
+        for rate in [30, 25, 29, 200, 1000] {
+            for every in [300, 1_000, 3_000, 7_000, 25_000, 40_000, 100_000] {
+                let (most, total) = busiest_second(rate, every);
+                assert!(
+                    most <= rate as usize,
+                    "{most} turns in a second at {rate}/s, claims every {every} ms"
+                );
+                // Claims at least as often as the turns: the rate is kept
+                // up, 2 % under it, when claims come no later than a turn
+                // may be taken.
+                if every <= LATE_US {
+                    let minute = 60 * rate as usize;
+                    assert!(
+                        total * 100 >= minute * 95,
+                        "{total} turns in a minute at {rate}/s, claims every {every} ms"
+                    );
+                }
+            }
+        }
+        // After an idle minute, one turn, not a minute's worth.
+        let idle = Schedule::new(
+            "overall",
+            Some(Duration::from_secs(1) / 30),
+            0,
+            60_000_000,
+            64,
+        );
+        assert_eq!(idle.due, 1);
+        let open = Schedule::new("overall", None, 0, 60_000_000, 64);
+        assert_eq!(open.due, 64);
+    }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     bot_api::{Answer, BotApi},
-    outbox::{self, Limits, SendRow},
+    outbox::{self, Limits, SendRow, Skip},
     send::{Send, SendError, SendEvent, SendOf, Status},
 };
 use crate::{
@@ -73,8 +73,8 @@ pub enum Ended {
         blocked: bool,
     },
     Unknown(String),
-    /// Not made: its user blocked the bot before its turn came.
-    Skipped,
+    /// Not made, and why.
+    Skipped(Skip),
 }
 
 /// Records a send's outcome (its event, and its row's status with it).
@@ -137,10 +137,10 @@ impl Command for RecordOutcome {
                 error: error.clone(),
                 error_code: None,
             },
-            Ended::Skipped => SendEvent::Failed {
+            Ended::Skipped(skip) => SendEvent::Failed {
                 send,
                 status: Status::Failed,
-                error: SKIPPED.into(),
+                error: skipped(*skip).into(),
                 error_code: None,
             },
         };
@@ -163,13 +163,16 @@ impl Command for RecordOutcome {
             Ended::Sent(result) => (Status::Sent, Some(result), None),
             Ended::Failed { error, .. } => (Status::Failed, None, Some(error.as_str())),
             Ended::Unknown(error) => (Status::Unknown, None, Some(error.as_str())),
-            Ended::Skipped => (Status::Failed, None, Some(SKIPPED)),
+            Ended::Skipped(skip) => (Status::Failed, None, Some(skipped(*skip))),
         };
         outbox::finish(&**txn, &self.db, &self.send.id, status, result, error).await?;
         if self.send.origin == crate::broadcasts::ORIGIN {
             let delivery = match &self.ended {
                 Ended::Sent(_) => Delivery::Sent,
-                Ended::Failed { blocked: true, .. } | Ended::Skipped => Delivery::Blocked,
+                Ended::Failed { blocked: true, .. } | Ended::Skipped(Skip::Blocked) => {
+                    Delivery::Blocked
+                }
+                Ended::Skipped(Skip::Cancelled) => Delivery::Cancelled,
                 Ended::Failed { .. } => Delivery::Failed,
                 Ended::Unknown(_) => Delivery::Unknown,
             };
@@ -180,8 +183,13 @@ impl Command for RecordOutcome {
     }
 }
 
-/// Why a send was not made.
-const SKIPPED: &str = "the user blocked the bot";
+/// Why a send was not made, as its error says.
+fn skipped(skip: Skip) -> &'static str {
+    match skip {
+        Skip::Blocked => "the user blocked the bot",
+        Skip::Cancelled => "its broadcast was cancelled",
+    }
+}
 
 /// The sender of one instance.
 pub struct Sender {
@@ -214,7 +222,7 @@ impl Sender {
             };
             let free = (in_flight.available_permits() + 1).min(BATCH);
             let pause = match outbox::claim(&this.db, &this.limits, free, this.lease).await {
-                Ok(claimed) if !claimed.sends.is_empty() || !claimed.blocked.is_empty() => {
+                Ok(claimed) if !claimed.sends.is_empty() || !claimed.skipped.is_empty() => {
                     let mut permit = Some(permit);
                     for send in claimed.sends {
                         let Some(permit) = permit
@@ -229,8 +237,8 @@ impl Sender {
                             drop(permit);
                         });
                     }
-                    for send in claimed.blocked {
-                        this.record(send, Ended::Skipped).await;
+                    for (send, skip) in claimed.skipped {
+                        this.record(send, Ended::Skipped(skip)).await;
                     }
                     continue;
                 }
