@@ -407,7 +407,7 @@ struct Schedule {
 /// How late a claim may still take a turn it missed: a claim a little late
 /// does not push every later turn back, and no more than this is saved up
 /// while idle.
-const LATE_US: i64 = 20_000;
+const LATE_US: i64 = 10_000;
 
 impl Schedule {
     fn new(
@@ -535,14 +535,14 @@ async fn claim_in(
             ],
         ))
         .await?;
-    let mut claimed = Claimed::default();
+    // The sends to take: one a chat, as many as their schedule has turns.
+    let mut chosen: Vec<(SendRow, Option<Skip>)> = Vec::new();
     let mut chats = std::collections::HashSet::new();
-    let lease_until = now + millis(lease);
     for row in &candidates {
-        if claimed.sends.len() + claimed.skipped.len() >= most {
+        if chosen.len() >= most {
             break;
         }
-        let mut send = read_row(row)?;
+        let send = read_row(row)?;
         let schedule = if send.paid { &mut paid } else { &mut overall };
         if schedule.due == 0 || !chats.insert(send.chat_id) {
             continue;
@@ -552,40 +552,73 @@ async fn claim_in(
         } else if row.try_get("", "blocked")? {
             Some(Skip::Blocked)
         } else {
+            schedule.due -= 1;
             None
         };
-        let counted = if skip.is_some() {
-            "attempts"
-        } else {
-            "attempts + 1"
-        };
-        // Only while still queued: a cancelled broadcast's sends are gone.
-        let taken = txn
-            .execute_raw(db.statement(
+        chosen.push((send, skip));
+    }
+    // Taken only while still queued (a cancelled broadcast's are gone): two
+    // statements for the lot, whatever its size.
+    let lease_until = now + millis(lease);
+    let mut taken = std::collections::HashSet::new();
+    for (made, counted) in [(true, "attempts + 1"), (false, "attempts")] {
+        let ids: Vec<DbValue> = chosen
+            .iter()
+            .filter(|(_, skip)| skip.is_none() == made)
+            .map(|(send, _)| send.id.clone().into())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let places: Vec<String> = (0..ids.len()).map(|n| format!("${}", n + 3)).collect();
+        let mut values: Vec<DbValue> = vec![lease_until.into(), now.into()];
+        values.extend(ids);
+        let rows = txn
+            .query_all_raw(db.statement(
                 &format!(
                     "UPDATE telegram_sends SET status = 'sending', attempts = {counted}, \
-                     lease_until_ms = $2, updated_at_ms = $3 WHERE id = $1 AND status = 'queued'"
+                     lease_until_ms = $1, updated_at_ms = $2 \
+                     WHERE status = 'queued' AND id IN ({}) RETURNING id",
+                    places.join(", ")
                 ),
-                vec![send.id.clone().into(), lease_until.into(), now.into()],
+                values,
             ))
             .await?;
-        if taken.rows_affected() != 1 {
+        for row in rows {
+            taken.insert(row.try_get::<String>("", "id")?);
+        }
+    }
+    let mut claimed = Claimed::default();
+    for (mut send, skip) in chosen {
+        if !taken.contains(&send.id) {
             continue;
         }
-        if let Some(skip) = skip {
-            claimed.skipped.push((send, skip));
-            continue;
+        match skip {
+            Some(skip) => claimed.skipped.push((send, skip)),
+            None => {
+                send.attempts += 1;
+                claimed.sends.push(send);
+            }
         }
-        schedule.due -= 1;
-        send.attempts += 1;
-        set_pace(
-            txn,
-            db,
-            &format!("chat:{}", send.chat_id),
-            now + limits.chat(send.chat_id),
-        )
+    }
+    // Each chat's next turn, one statement.
+    if !claimed.sends.is_empty() {
+        let mut rows = Vec::with_capacity(claimed.sends.len());
+        let mut values: Vec<DbValue> = Vec::with_capacity(claimed.sends.len() * 2);
+        for send in &claimed.sends {
+            rows.push(format!("(${}, ${})", values.len() + 1, values.len() + 2));
+            values.push(format!("chat:{}", send.chat_id).into());
+            values.push((now + limits.chat(send.chat_id)).into());
+        }
+        txn.execute_raw(db.statement(
+            &format!(
+                "INSERT INTO telegram_pacing (scope, next_at_ms) VALUES {} \
+                 ON CONFLICT (scope) DO UPDATE SET next_at_ms = excluded.next_at_ms",
+                rows.join(", ")
+            ),
+            values,
+        ))
         .await?;
-        claimed.sends.push(send);
     }
     for schedule in [&overall, &paid] {
         let taken = claimed
@@ -715,12 +748,12 @@ async fn requeue_in(
     Ok(())
 }
 
-/// Records how `id` ended, through `conn` (its outcome event's
+/// Records how `send` ended, through `conn` (its outcome event's
 /// transaction).
 pub async fn finish(
     conn: &impl ConnectionTrait,
     db: &Db,
-    id: &str,
+    send: &SendRow,
     status: Status,
     result: Option<&Value>,
     error: Option<&str>,
@@ -729,7 +762,7 @@ pub async fn finish(
         "UPDATE telegram_sends SET status = $2, result = $3, error = $4, lease_until_ms = NULL, \
          updated_at_ms = $5 WHERE id = $1 AND status = 'sending'",
         vec![
-            id.to_owned().into(),
+            send.id.clone().into(),
             status.as_str().into(),
             result.map(Value::to_string).into(),
             error.map(str::to_owned).into(),
@@ -738,11 +771,13 @@ pub async fn finish(
     ))
     .await?;
     // An ended send's files are not kept.
-    conn.execute_raw(db.statement(
-        "DELETE FROM telegram_uploads WHERE send_id = $1",
-        vec![id.to_owned().into()],
-    ))
-    .await?;
+    if !uploaded_fields(&send.params).is_empty() {
+        conn.execute_raw(db.statement(
+            "DELETE FROM telegram_uploads WHERE send_id = $1",
+            vec![send.id.clone().into()],
+        ))
+        .await?;
+    }
     Ok(())
 }
 
@@ -802,7 +837,7 @@ mod tests {
                     "{most} turns in a second at {rate}/s, claims every {every} ms"
                 );
                 // Claims at least as often as the turns: the rate is kept
-                // up, 2 % under it, when claims come no later than a turn
+                // up, 1 % under it, when claims come no later than a turn
                 // may be taken.
                 if every <= LATE_US {
                     let minute = 60 * rate as usize;

@@ -165,7 +165,7 @@ impl Command for RecordOutcome {
             Ended::Unknown(error) => (Status::Unknown, None, Some(error.as_str())),
             Ended::Skipped(skip) => (Status::Failed, None, Some(skipped(*skip))),
         };
-        outbox::finish(&**txn, &self.db, &self.send.id, status, result, error).await?;
+        outbox::finish(&**txn, &self.db, &self.send, status, result, error).await?;
         if self.send.origin == crate::broadcasts::ORIGIN {
             let delivery = match &self.ended {
                 Ended::Sent(_) => Delivery::Sent,

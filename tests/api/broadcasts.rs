@@ -218,6 +218,13 @@ both_backends! {
         assert!(started >= send_at, "started {started}, due {send_at}");
         assert!(bot.calls().iter().any(|c| c.params["text"] == "later"));
 
+        // A paid broadcast: Telegram's `allow_paid_broadcast`.
+        let answer = app.post("/api/v1/admin/broadcasts", Some(token), json!({"text": "paid", "paid": true, "audience": {"telegram_ids": [101]}})).await;
+        let id = answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        ended(&app, token, &id, "completed", Duration::from_secs(20)).await;
+        let call = bot.calls().into_iter().find(|c| c.params["text"] == "paid").unwrap();
+        assert_eq!(call.params["allow_paid_broadcast"], true);
+
         // The older service's entry point, with an API key as a bearer token.
         let key = api_key(&app, token, "telegram:send").await;
         let answer = app.client.post(format!("{}/send-message", app.address)).bearer_auth(&key)
@@ -249,7 +256,7 @@ both_backends! {
         assert_problem(app.post(&format!("/api/v1/admin/broadcasts/{id}/cancel"), Some(token), json!({})).await, 409, "broadcast_ended").await;
         assert_problem(app.get_with("/api/v1/admin/broadcasts/nope", token).await, 404, "not_found").await;
         let listed: Value = app.get_with("/api/v1/admin/broadcasts?limit=2", token).await.json().await.unwrap();
-        assert_eq!((listed["total"].as_i64(), listed["items"].as_array().map(Vec::len)), (Some(4), Some(2)));
+        assert_eq!((listed["total"].as_i64(), listed["items"].as_array().map(Vec::len)), (Some(5), Some(2)));
         app.stop().await;
         bot.stop().await;
     }
@@ -270,7 +277,17 @@ both_backends! {
         bot.script(retried, &[Reply::Unavailable]);
         let answer = app.post("/api/v1/admin/broadcasts", Some(token), json!({"text": "x", "audience": {"all": true}})).await;
         let id = answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-        bot.wait_for_calls(30).await;
+        bot.wait_for_calls(20).await;
+        // A send of the sender API goes before the broadcast's waiting ones.
+        let key = api_key(&app, token, "telegram:send").await;
+        let queued_at = Instant::now();
+        let answer = app.client.post(format!("{}/api/v1/telegram/sendMessage?wait=true", app.address)).header("x-api-key", &key)
+            .json(&json!({"chat_id": 5000, "text": "a reply"})).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let calls = bot.calls();
+        let reply = calls.iter().position(|c| c.chat_id() == 5000).unwrap();
+        let before = calls.iter().filter(|c| c.at < queued_at).count();
+        assert!(reply <= before + 2, "the reply was call {reply}, queued after call {before}");
         let answer = app.post(&format!("/api/v1/admin/broadcasts/{id}/cancel"), Some(token), json!({})).await;
         let cancelled_at = Instant::now();
         assert_eq!(answer.status().as_u16(), 200);
@@ -287,7 +304,7 @@ both_backends! {
         let counts = &done["counts"];
         assert_eq!(counts["total"], 200);
         assert!(counts["cancelled"].as_i64().unwrap() > 0, "{counts}");
-        let answered_ok = calls.iter().filter(|c| c.chat_id() != retried).count();
+        let answered_ok = calls.iter().filter(|c| c.chat_id() != retried && c.chat_id() != 5000).count();
         assert_eq!(counts["sent"].as_i64().unwrap(), answered_ok as i64, "what was in flight is reported");
         assert_eq!(calls.iter().filter(|c| c.chat_id() == retried).count(), 1, "a cancelled broadcast's retry is not made");
         let cancelled: Value = app.get_with(&format!("/api/v1/admin/broadcasts/{id}/recipients?status=cancelled&limit=200"), token).await.json().await.unwrap();
@@ -439,6 +456,31 @@ async fn two_instances_send_a_broadcast_at_telegrams_rate_with_no_429() {
     adds_up(&done);
     assert_eq!(done["counts"]["sent"], 600, "{done}");
     assert_eq!(bot.limited(), 0, "429s from the fake");
+    // Progress at most once a second across both instances, counts moving.
+    let progress: Vec<Value> = whole_log(&a.state.store)
+        .await
+        .iter()
+        .filter(|e| e.event_type.as_str() == "broadcast.progress")
+        .map(|e| e.payload.clone())
+        .collect();
+    assert!(
+        progress.len() >= 10,
+        "{} progress events in 20 s",
+        progress.len()
+    );
+    for pair in progress.windows(2) {
+        let at = |p: &Value| {
+            serde_json::from_value::<chrono::DateTime<chrono::Utc>>(p["at"].clone()).unwrap()
+        };
+        assert!(
+            at(&pair[1]) - at(&pair[0]) >= chrono::Duration::seconds(1),
+            "{} then {}",
+            pair[0],
+            pair[1]
+        );
+        assert!(pair[1]["sent"].as_i64() > pair[0]["sent"].as_i64());
+        assert_eq!(pair[1]["total"], 600);
+    }
     let calls = bot.calls();
     let sends: Vec<_> = calls.iter().filter(|c| c.method == "sendMessage").collect();
     assert_eq!(sends.len(), 600);
