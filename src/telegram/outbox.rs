@@ -407,7 +407,7 @@ struct Schedule {
 /// How late a claim may still take a turn it missed: a claim a little late
 /// does not push every later turn back, and no more than this is saved up
 /// while idle.
-const LATE_US: i64 = 10_000;
+const LATE_US: i64 = 20_000;
 
 impl Schedule {
     fn new(
@@ -837,7 +837,7 @@ mod tests {
                     "{most} turns in a second at {rate}/s, claims every {every} ms"
                 );
                 // Claims at least as often as the turns: the rate is kept
-                // up, 1 % under it, when claims come no later than a turn
+                // up, 2 % under it, when claims come no later than a turn
                 // may be taken.
                 if every <= LATE_US {
                     let minute = 60 * rate as usize;

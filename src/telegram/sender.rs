@@ -32,10 +32,10 @@ use crate::{
 const MAX_ATTEMPTS: i32 = 5;
 
 /// Calls in flight per instance, at most.
-const IN_FLIGHT: usize = 64;
+const IN_FLIGHT: usize = 128;
 
 /// Sends claimed together, at most.
-const BATCH: usize = 32;
+const BATCH: usize = 64;
 
 /// Why an outcome's command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

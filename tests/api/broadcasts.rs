@@ -390,7 +390,8 @@ async fn a_broadcast_cut_off_mid_run_resumes_and_sends_no_one_twice() {
         counts["unknown"].as_i64().unwrap(),
     );
     assert_eq!(sent + unknown, RECIPIENTS, "{counts}");
-    assert!(unknown <= 64, "only what was on its way: {counts}");
+    // At most what one instance has on its way (the sender's 128 calls).
+    assert!(unknown <= 128, "only what was on its way: {counts}");
     let calls = bot.calls();
     let chats: HashSet<i64> = calls.iter().map(|c| c.chat_id()).collect();
     assert_eq!(chats.len(), calls.len(), "a chat got the message twice");
