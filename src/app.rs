@@ -49,6 +49,9 @@ pub struct AppState {
     /// Publishes every event to the live WebSocket feeds.
     pub hub: Hub,
     pub webhooks: WebhookState,
+    /// Integration settings, read from memory; a change reaches every
+    /// instance at once.
+    pub settings: crate::settings::Settings,
     pub telegram: crate::telegram::Bridge,
     /// Cancelled when the server starts stopping: long-lived connections
     /// (WebSocket feeds) end then instead of holding up the shutdown.
@@ -122,6 +125,15 @@ impl Application {
         ));
 
         let webhooks = WebhookState::new(&config, &db).await?;
+        let settings = crate::settings::Settings::start(
+            db.clone(),
+            webhooks.sender.secrets().clone(),
+            &config,
+            &mut tasks,
+            shutdown.clone(),
+        )
+        .await
+        .context("cannot start the settings")?;
         let recorder = crate::webhooks::worker::Recorder::new(db.clone());
         tasks.spawn(
             WebhookWorker {
@@ -202,6 +214,7 @@ impl Application {
             mail_wake,
             hub,
             webhooks,
+            settings,
             telegram,
             closing,
         });

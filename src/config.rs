@@ -48,6 +48,9 @@ pub struct Config {
     pub referral_on_top_ups: bool,
     pub realtime: RealtimeConfig,
     pub webhooks: WebhookConfig,
+    /// The helpdesk integration's first settings (`SWITCHBOARD_HELPDESK_*`),
+    /// stored at start while none are; the admin API changes them after.
+    pub helpdesk: Option<crate::settings::Helpdesk>,
 }
 
 /// Webhook deliveries.
@@ -596,9 +599,11 @@ impl Config {
         }
 
         let webhooks = webhook_config(&get, environment)?;
+        let helpdesk = helpdesk_seed(&get)?;
 
         Ok(Self {
             webhooks,
+            helpdesk,
             realtime,
             plans,
             subscription_check_interval,
@@ -621,6 +626,44 @@ impl Config {
             mail,
         })
     }
+}
+
+/// `SWITCHBOARD_HELPDESK_*`: the helpdesk integration's first settings
+/// (enabled, texts kept), stored at start while none are.
+fn helpdesk_seed(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::settings::Helpdesk>, ConfigError> {
+    let kind = get("SWITCHBOARD_HELPDESK_KIND");
+    let token = get("SWITCHBOARD_HELPDESK_TOKEN");
+    let callback_secret = get("SWITCHBOARD_HELPDESK_CALLBACK_SECRET");
+    let Some(url) = get("SWITCHBOARD_HELPDESK_URL") else {
+        if kind.is_some() || token.is_some() || callback_secret.is_some() {
+            return Err(invalid(
+                "SWITCHBOARD_HELPDESK_URL",
+                "is required with the other SWITCHBOARD_HELPDESK_* variables",
+            ));
+        }
+        return Ok(None);
+    };
+    let Some(kind) = kind else {
+        return Err(invalid(
+            "SWITCHBOARD_HELPDESK_KIND",
+            "is required with SWITCHBOARD_HELPDESK_URL (`webim` or `generic`)",
+        ));
+    };
+    Ok(Some(crate::settings::Helpdesk {
+        kind: kind
+            .trim()
+            .parse()
+            .map_err(|e: String| invalid("SWITCHBOARD_HELPDESK_KIND", e))?,
+        enabled: true,
+        base_url: crate::settings::helpdesk::base_url(&url)
+            .map_err(|e| invalid("SWITCHBOARD_HELPDESK_URL", e))?,
+        access_token: token.map(SecretString::from),
+        callback_secret: callback_secret.map(SecretString::from),
+        department: None,
+        store_text: true,
+    }))
 }
 
 fn webhook_config(
@@ -907,5 +950,53 @@ mod tests {
                 path: PathBuf::from("tmp/x.db")
             }
         );
+    }
+
+    #[test]
+    fn helpdesk_variables_seed_the_setting_and_bad_ones_name_their_variable() {
+        let seeded = config(&[
+            ("SWITCHBOARD_HELPDESK_KIND", "webim"),
+            (
+                "SWITCHBOARD_HELPDESK_URL",
+                "https://helpdesk.example.com/api",
+            ),
+            ("SWITCHBOARD_HELPDESK_TOKEN", "helpdesk-token-hunter2"),
+        ])
+        .unwrap();
+        let helpdesk = seeded.helpdesk.as_ref().unwrap();
+        assert_eq!(helpdesk.kind, crate::settings::HelpdeskKind::Webim);
+        assert_eq!(
+            helpdesk.base_url.as_str(),
+            "https://helpdesk.example.com/api"
+        );
+        assert!(helpdesk.callback_secret.is_none());
+        assert!(!format!("{seeded:?}").contains("hunter2"));
+        assert!(config(&[]).unwrap().helpdesk.is_none());
+        for (vars, variable) in [
+            (
+                &[("SWITCHBOARD_HELPDESK_TOKEN", "t")][..],
+                "SWITCHBOARD_HELPDESK_URL",
+            ),
+            (
+                &[("SWITCHBOARD_HELPDESK_URL", "https://h.example.com")][..],
+                "SWITCHBOARD_HELPDESK_KIND",
+            ),
+            (
+                &[
+                    ("SWITCHBOARD_HELPDESK_URL", "https://h.example.com"),
+                    ("SWITCHBOARD_HELPDESK_KIND", "zendesk"),
+                ][..],
+                "SWITCHBOARD_HELPDESK_KIND",
+            ),
+            (
+                &[
+                    ("SWITCHBOARD_HELPDESK_URL", "ftp://h.example.com"),
+                    ("SWITCHBOARD_HELPDESK_KIND", "webim"),
+                ][..],
+                "SWITCHBOARD_HELPDESK_URL",
+            ),
+        ] {
+            assert_eq!(config(vars).unwrap_err().variable, variable);
+        }
     }
 }

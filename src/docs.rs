@@ -50,6 +50,8 @@ struct AdminAuthApi;
     admin::api_keys::list,
     admin::api_keys::create,
     admin::api_keys::revoke,
+    crate::settings::routes::view,
+    crate::settings::routes::replace,
     admin::accounts::list,
     admin::accounts::create_route,
     admin::accounts::update,

@@ -25,6 +25,7 @@ pub mod projections;
 pub mod prometheus;
 pub mod realtime;
 pub mod referrals;
+pub mod settings;
 pub mod subscriptions;
 pub mod telegram;
 pub mod telemetry;

@@ -25,6 +25,7 @@ mod m20261201_000017_telegram_chats;
 mod m20261201_000018_telegram_sends;
 mod m20261201_000019_telegram_uploads;
 mod m20261201_000020_broadcasts;
+mod m20261201_000021_integration_settings;
 
 pub struct Migrator;
 
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000018_telegram_sends::Migration),
             Box::new(m20261201_000019_telegram_uploads::Migration),
             Box::new(m20261201_000020_broadcasts::Migration),
+            Box::new(m20261201_000021_integration_settings::Migration),
         ]
     }
 }

@@ -23,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(accounts::configure)
             .configure(events::configure)
             .configure(stats::configure)
+            .configure(crate::settings::routes::configure)
             .configure(crate::tickets::admin_routes::configure)
             .configure(crate::ledger::routes::configure_admin)
             .configure(crate::users::admin_routes::configure)

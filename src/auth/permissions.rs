@@ -21,10 +21,11 @@ pub enum Permission {
     TelegramSend,
     ApiKeysManage,
     AdminsManage,
+    SettingsManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 13] = [
         Self::EventsRead,
         Self::UsersRead,
         Self::UsersManage,
@@ -37,6 +38,7 @@ impl Permission {
         Self::TelegramSend,
         Self::ApiKeysManage,
         Self::AdminsManage,
+        Self::SettingsManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,13 +55,18 @@ impl Permission {
             Self::TelegramSend => "telegram:send",
             Self::ApiKeysManage => "api_keys:manage",
             Self::AdminsManage => "admins:manage",
+            Self::SettingsManage => "settings:manage",
         }
     }
 
-    /// Scopes an API key may carry: managing keys and admins is left to
-    /// people signed in as admins.
+    /// Scopes an API key may carry: managing keys, admins and integration
+    /// settings (which hold credentials) is left to people signed in as
+    /// admins.
     pub fn grantable_to_api_keys(self) -> bool {
-        !matches!(self, Self::ApiKeysManage | Self::AdminsManage)
+        !matches!(
+            self,
+            Self::ApiKeysManage | Self::AdminsManage | Self::SettingsManage
+        )
     }
 }
 

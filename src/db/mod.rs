@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::Context;
 pub mod entities;
+pub mod notifications;
 
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,

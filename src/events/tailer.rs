@@ -221,42 +221,21 @@ async fn listen(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    use crate::db::notifications::{self, Heard};
     let Some(pool) = store.db().postgres_pool().cloned() else {
         return;
     };
-    loop {
-        let connected = async {
-            let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await?;
-            listener.listen(NOTIFY_CHANNEL).await?;
-            // Anything appended while we were not listening is picked up here.
+    notifications::listen(pool, NOTIFY_CHANNEL, shutdown, |heard| match heard {
+        // This instance's own: its tailer knows already.
+        Heard::Notification(payload) if payload == instance => {}
+        Heard::Notification(_) => {
+            tracing::trace!("woken by another instance");
             wake.notify_one();
-            loop {
-                match listener.try_recv().await? {
-                    // This instance's own: its tailer knows already.
-                    Some(notification) if notification.payload() == instance => continue,
-                    Some(_) => tracing::trace!("woken by another instance"),
-                    // The connection dropped and was re-established;
-                    // notifications sent meanwhile are lost, so look anyway.
-                    None => tracing::debug!("LISTEN connection re-established"),
-                }
-                wake.notify_one();
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), sea_orm::sqlx::Error>(())
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            result = connected => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                }
-            }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+        // Anything appended while we were not listening is picked up here.
+        Heard::Listening => wake.notify_one(),
+    })
+    .await;
 }
 
 /// Postgres: tells other instances that this one appended. One `NOTIFY` per

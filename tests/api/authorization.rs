@@ -102,6 +102,9 @@ both_backends! {
             (Method::GET, format!("/api/v1/admin/broadcasts/{missing}"), None, owner_admin, 404),
             (Method::GET, format!("/api/v1/admin/broadcasts/{missing}/recipients"), None, owner_admin, 404),
             (Method::POST, format!("/api/v1/admin/broadcasts/{missing}/cancel"), None, owner_admin, 404),
+            (Method::GET, "/api/v1/admin/settings/helpdesk".into(), None, owner_admin, 200),
+            (Method::PUT, "/api/v1/admin/settings/helpdesk".into(), Some(json!({"kind": "generic", "enabled": false, "base_url": "https://helpdesk.example.com"})), owner_admin, 200),
+            (Method::GET, "/api/v1/admin/settings/log_id".into(), None, owner_admin, 404),
             (Method::POST, "/send-message".into(), Some(json!({"message": "x", "user_ids": [1]})), owner_admin, 202),
         ];
 

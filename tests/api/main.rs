@@ -19,6 +19,7 @@ mod openapi;
 mod realtime;
 mod referrals;
 mod secrets_in_logs;
+mod settings;
 mod startup;
 mod subscriptions;
 mod tailer;
