@@ -264,6 +264,14 @@ impl Config {
             },
             Some(url) => parse_database_url(&url, max_connections)?,
         };
+        // Two connections listen for good (the log's and the settings'
+        // notifications from other instances), and one is needed for work.
+        if matches!(database, DatabaseConfig::Postgres { .. }) && max_connections < 3 {
+            return Err(invalid(
+                "SWITCHBOARD_DB_MAX_CONNECTIONS",
+                "must be at least 3 on PostgreSQL (two connections listen for other instances' changes)",
+            ));
+        }
 
         let listen = parse_or(
             &get,

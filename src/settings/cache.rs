@@ -130,8 +130,30 @@ impl Settings {
         E: From<SettingsError>,
     {
         let txn = self.db.begin_write().await.map_err(SettingsError::from)?;
+        // Two changes at once on PostgreSQL: one after the other, so that
+        // neither puts back a secret the other replaced.
+        if self.db.backend() == Backend::Postgres {
+            txn.execute_raw(self.db.statement(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                vec![format!("integration:{}", T::KEY).into()],
+            ))
+            .await
+            .map_err(SettingsError::from)?;
+        }
         let current = match store::read(&*txn, &self.db, T::KEY).await? {
-            Some(row) => Some(self.decode::<T>(&row)?.value),
+            // Secrets sealed with another key are not kept: the change
+            // replaces what cannot be read.
+            Some(row) => match self.decode::<T>(&row) {
+                Ok(entry) => Some(entry.value),
+                Err(SettingsError::Sealed { key }) => {
+                    tracing::warn!(
+                        setting = key,
+                        "a stored secret cannot be decrypted (SWITCHBOARD_WEBHOOK_ENCRYPTION_KEY changed); the change replaces it"
+                    );
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
             None => None,
         };
         // An error rolls the transaction back as it is dropped.

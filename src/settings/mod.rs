@@ -23,7 +23,11 @@ pub use self::{
     cache::{NOTIFY_CHANNEL, Settings},
     helpdesk::{Helpdesk, HelpdeskKind},
 };
-use crate::{error::ApiError, ids::AdminId, webhooks::signing::SecretBox};
+use crate::{
+    error::{ApiError, Problem},
+    ids::AdminId,
+    webhooks::signing::SecretBox,
+};
 
 /// The keys of the settings the API knows.
 pub const KNOWN: &[&str] = &[Helpdesk::KEY];
@@ -74,6 +78,14 @@ impl From<SettingsError> for ApiError {
         match err {
             // Unavailable databases are answered as everywhere else (503).
             SettingsError::Db(e) => e.into(),
+            // Said as it is: PUT the setting again, secrets included.
+            SettingsError::Sealed { .. } => Problem::new(
+                actix_web::http::StatusCode::CONFLICT,
+                "setting_unreadable",
+                "Setting unreadable",
+            )
+            .detail(format!("{err}; PUT it again with its secrets"))
+            .into(),
             other => Self::Internal(anyhow::Error::new(other)),
         }
     }

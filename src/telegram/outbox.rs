@@ -5,10 +5,14 @@
 //! second to a private chat, twenty a minute to a group.
 //!
 //! A claim is one short transaction that holds the `overall` pacing row
-//! (the instances take turns on it): it finds the oldest due send whose
-//! chat's turn has come, marks it `sending` under a lease, and moves the
-//! overall and the chat's next turn on. The call to Telegram is made after
-//! the claim committed; its outcome is recorded by a command.
+//! (the instances take turns on it): it finds the oldest due sends, of the
+//! highest priority, whose chats' turns have come and that have nothing
+//! else on its way (a chat's messages leave in order), takes as many as
+//! their schedule has turns for (the overall rate's, or paid broadcast
+//! messages'), marks them `sending` under a lease, and moves the schedules
+//! and the chats' next turns on. The calls to Telegram are made after the
+//! claim committed, each at its turn; their outcomes are recorded by a
+//! command each.
 
 use std::time::Duration;
 
@@ -106,6 +110,9 @@ pub struct SendRow {
     pub origin: String,
     pub reference: Option<String>,
     pub paid: bool,
+    /// When its call is to leave (µs since the epoch; 0: at once): a claim
+    /// may take a turn a little before its time.
+    pub turn_at_us: i64,
     pub attempts: i32,
     pub result: Option<Value>,
     pub error: Option<String>,
@@ -131,6 +138,7 @@ fn read_row(row: &QueryResult) -> Result<SendRow, DbErr> {
         origin: row.try_get("", "origin")?,
         reference: row.try_get("", "reference")?,
         paid: row.try_get("", "paid")?,
+        turn_at_us: 0,
         attempts: row.try_get("", "attempts")?,
         result: json(row.try_get("", "result")?),
         error: row.try_get("", "error")?,
@@ -400,14 +408,21 @@ struct Schedule {
     interval: Option<i64>,
     /// The first turn this claim may take.
     first: i64,
-    /// Turns due now.
+    /// Turns due now (or within [`EARLY_US`]).
     due: usize,
+    /// Turns this claim took.
+    taken: usize,
 }
 
 /// How late a claim may still take a turn it missed: a claim a little late
 /// does not push every later turn back, and no more than this is saved up
 /// while idle.
 const LATE_US: i64 = 20_000;
+
+/// How early a claim may take a turn: its send waits for the turn's time
+/// before its call, so a claim that is itself slow (a transaction on a busy
+/// database) does not make the turn late.
+const EARLY_US: i64 = 20_000;
 
 impl Schedule {
     fn new(
@@ -423,15 +438,22 @@ impl Schedule {
                 interval: None,
                 first: now,
                 due: most,
+                taken: 0,
             };
         };
-        let exact = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
-        let interval = (exact.saturating_mul(1_000_000 + LATE_US) / 1_000_000).max(1);
+        // In µs, from the exact interval, rounded up: never a little over
+        // the rate.
+        let exact = i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX);
+        let interval = (exact
+            .saturating_mul(1_000_000 + LATE_US)
+            .saturating_add(999_999_999)
+            / 1_000_000_000)
+            .max(1);
         let first = next.max(now - LATE_US);
-        let due = if first > now {
+        let due = if first > now + EARLY_US {
             0
         } else {
-            usize::try_from((now - first) / interval + 1)
+            usize::try_from((now + EARLY_US - first) / interval + 1)
                 .unwrap_or(most)
                 .min(most)
         };
@@ -440,21 +462,40 @@ impl Schedule {
             interval: Some(interval),
             first,
             due,
+            taken: 0,
         }
     }
 
-    /// How long until this schedule's next turn (`None`: no limit).
+    /// Takes the next turn, if one is due: its time (now, without a limit).
+    fn take(&mut self, now: i64) -> Option<i64> {
+        if self.taken >= self.due {
+            return None;
+        }
+        let at = match self.interval {
+            None => now,
+            Some(interval) => self.first.saturating_add(
+                interval.saturating_mul(i64::try_from(self.taken).unwrap_or(i64::MAX)),
+            ),
+        };
+        self.taken += 1;
+        Some(at)
+    }
+
+    /// How long until a claim may take this schedule's next turn (`None`:
+    /// no limit).
     fn wait(&self, now: i64) -> Option<Duration> {
         self.interval?;
         Some(Duration::from_micros(
-            u64::try_from(self.first - now).unwrap_or(0).max(100),
+            u64::try_from(self.first - EARLY_US - now)
+                .unwrap_or(0)
+                .max(100),
         ))
     }
 
-    /// The next turn once `taken` turns were taken.
-    fn moved_on(&self, taken: usize) -> Option<i64> {
+    /// The next turn once this claim's were taken.
+    fn moved_on(&self) -> Option<i64> {
         let interval = self.interval?;
-        let taken = i64::try_from(taken).unwrap_or(i64::MAX);
+        let taken = i64::try_from(self.taken).unwrap_or(i64::MAX);
         Some(self.first.saturating_add(interval.saturating_mul(taken)))
     }
 }
@@ -525,6 +566,8 @@ async fn claim_in(
                    AND ((s.paid AND $2) OR (NOT s.paid AND $3)) \
                    AND NOT EXISTS (SELECT 1 FROM telegram_pacing p \
                                    WHERE p.scope = {scope} AND p.next_at_ms > $1) \
+                   AND NOT EXISTS (SELECT 1 FROM telegram_sends f \
+                                   WHERE f.chat_id = s.chat_id AND f.status = 'sending') \
                  ORDER BY s.priority, s.due_at_ms, s.created_at_ms, s.id LIMIT $4"
             ),
             vec![
@@ -542,9 +585,9 @@ async fn claim_in(
         if chosen.len() >= most {
             break;
         }
-        let send = read_row(row)?;
+        let mut send = read_row(row)?;
         let schedule = if send.paid { &mut paid } else { &mut overall };
-        if schedule.due == 0 || !chats.insert(send.chat_id) {
+        if schedule.taken >= schedule.due || !chats.insert(send.chat_id) {
             continue;
         }
         let skip = if row.try_get("", "cancelled")? {
@@ -552,7 +595,7 @@ async fn claim_in(
         } else if row.try_get("", "blocked")? {
             Some(Skip::Blocked)
         } else {
-            schedule.due -= 1;
+            send.turn_at_us = schedule.take(now_exact).unwrap_or(now_exact);
             None
         };
         chosen.push((send, skip));
@@ -608,7 +651,8 @@ async fn claim_in(
         for send in &claimed.sends {
             rows.push(format!("(${}, ${})", values.len() + 1, values.len() + 2));
             values.push(format!("chat:{}", send.chat_id).into());
-            values.push((now + limits.chat(send.chat_id)).into());
+            let call_at = (send.turn_at_us / 1000).max(now);
+            values.push((call_at + limits.chat(send.chat_id)).into());
         }
         txn.execute_raw(db.statement(
             &format!(
@@ -621,13 +665,8 @@ async fn claim_in(
         .await?;
     }
     for schedule in [&overall, &paid] {
-        let taken = claimed
-            .sends
-            .iter()
-            .filter(|s| s.paid == (schedule.scope == "paid"))
-            .count();
-        if taken > 0
-            && let Some(next) = schedule.moved_on(taken)
+        if schedule.taken > 0
+            && let Some(next) = schedule.moved_on()
         {
             txn.execute_raw(db.statement(
                 "UPDATE telegram_pacing SET next_at_us = $2 WHERE scope = $1",
@@ -646,7 +685,7 @@ async fn claim_in(
         // Sends wait for their chat's turn (look again soon), or only for
         // the overall turn.
         let soon = Duration::from_millis(25);
-        let overall_turn = if overall.due == 0 {
+        let overall_turn = if overall.taken >= overall.due {
             overall.wait(now_exact)
         } else {
             None
@@ -809,13 +848,18 @@ mod tests {
         let mut turns = Vec::new();
         let mut now = 1_000_000;
         while now < 61_000_000 {
-            let schedule = Schedule::new("overall", interval, next, now, 64);
-            turns.extend(std::iter::repeat_n(now, schedule.due));
-            if schedule.due > 0 {
-                next = schedule.moved_on(schedule.due).unwrap();
+            let mut schedule = Schedule::new("overall", interval, next, now, 64);
+            while let Some(at) = schedule.take(now) {
+                // A call leaves at its turn, never before.
+                assert!(at >= now - LATE_US && at <= now + EARLY_US);
+                turns.push(at.max(now));
+            }
+            if schedule.taken > 0 {
+                next = schedule.moved_on().unwrap();
             }
             now += every;
         }
+        turns.sort_unstable();
         let mut most = 0;
         for (n, at) in turns.iter().enumerate() {
             let within = turns[n..]
@@ -848,7 +892,8 @@ mod tests {
                 }
             }
         }
-        // After an idle minute, one turn, not a minute's worth.
+        // After an idle minute, the turns of 40 ms (20 late, 20 early), not
+        // a minute's worth.
         let idle = Schedule::new(
             "overall",
             Some(Duration::from_secs(1) / 30),
@@ -856,7 +901,7 @@ mod tests {
             60_000_000,
             64,
         );
-        assert_eq!(idle.due, 1);
+        assert_eq!(idle.due, 2);
         let open = Schedule::new("overall", None, 0, 60_000_000, 64);
         assert_eq!(open.due, 64);
     }

@@ -259,6 +259,11 @@ impl Sender {
     }
 
     async fn send(&self, send: SendRow) {
+        // A turn taken a little early: its call leaves at its time.
+        let early = send.turn_at_us - chrono::Utc::now().timestamp_micros();
+        if let Ok(early) = u64::try_from(early) {
+            tokio::time::sleep(Duration::from_micros(early)).await;
+        }
         let uploads = if outbox::uploaded_fields(&send.params).is_empty() {
             Vec::new()
         } else {

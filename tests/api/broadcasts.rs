@@ -287,7 +287,9 @@ both_backends! {
         let calls = bot.calls();
         let reply = calls.iter().position(|c| c.chat_id() == 5000).unwrap();
         let before = calls.iter().filter(|c| c.at < queued_at).count();
-        assert!(reply <= before + 2, "the reply was call {reply}, queued after call {before}");
+        // After at most the broadcast's turns claimed already (a claim takes
+        // turns up to 20 ms ahead: at 50/s, two or three).
+        assert!(reply <= before + 5, "the reply was call {reply}, queued after call {before}");
         let answer = app.post(&format!("/api/v1/admin/broadcasts/{id}/cancel"), Some(token), json!({})).await;
         let cancelled_at = Instant::now();
         assert_eq!(answer.status().as_u16(), 200);

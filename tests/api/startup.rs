@@ -208,7 +208,7 @@ fn pretty_logs_into_a_pipe_have_no_colour_codes() {
     let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
     let listening = lines
         .by_ref()
-        .take(50)
+        .take(200)
         .find(|l| l.contains("listening"))
         .expect("no `listening` line");
     let _ = child.kill();
