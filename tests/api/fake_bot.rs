@@ -106,9 +106,9 @@ impl FakeBot {
 
     /// Answers 429 (`retry_after` 1) to a call over `rate` within a second
     /// overall, or to a chat within `per_chat` of its last call, as
-    /// Telegram does; a little lenient (a second is taken as 950 ms, and
-    /// `per_chat` as 90 % of it) since calls leave a few ms after their
-    /// turn.
+    /// Telegram does; with the slack of Telegram's "about 30 a second"
+    /// (5 % over the rate, `per_chat` as 90 % of it), since calls leave a
+    /// few ms after their turn on these busy cores.
     #[cfg_attr(not(postgres_tests), allow(dead_code))]
     pub fn enforce(&self, rate: usize, per_chat: Duration) {
         self.state.lock().unwrap().limits = Some((rate, per_chat));
@@ -186,7 +186,7 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
         if let Some((rate, per_chat)) = state.limits
             && method.starts_with("send")
         {
-            let window = Duration::from_millis(950);
+            let window = Duration::from_secs(1);
             let recent = state
                 .calls
                 .iter()
@@ -200,7 +200,7 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
                     .rev()
                     .find(|c| c.chat_id() == chat)
                     .is_some_and(|c| now - c.at < per_chat.mul_f64(0.9));
-            if recent >= rate || chat_recent {
+            if recent as f64 >= rate as f64 * 1.05 || chat_recent {
                 state.limited += 1;
                 return HttpResponse::TooManyRequests().json(json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}));
             }
