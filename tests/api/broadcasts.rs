@@ -11,6 +11,7 @@ use switchboard::auth::Role;
 use crate::{
     fake_bot::{FakeBot, Reply},
     helpers::{TestApp, assert_problem, both_backends, wait_until, whole_log},
+    telegram_intake::user_of,
     telegram_send::{SECRET, api_key, config},
 };
 
@@ -54,22 +55,6 @@ async fn user_count(app: &TestApp, owner: &str) -> i64 {
         .await
         .unwrap();
     page["total"].as_i64().unwrap()
-}
-
-async fn user_by_telegram_id(app: &TestApp, owner: &str, telegram_id: i64) -> Value {
-    let page: Value = app
-        .get_with(&format!("/api/v1/admin/users?q={telegram_id}"), owner)
-        .await
-        .json()
-        .await
-        .unwrap();
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["telegram_id"] == telegram_id)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 async fn wait_long<F, Fut>(limit: Duration, mut check: F)
@@ -126,7 +111,7 @@ both_backends! {
         users(&app, token, 101..103, "ru").await;
         users(&app, token, 103..105, "en").await;
         // 103 is blocked by an admin; 104 blocks the bot.
-        let blocked = user_by_telegram_id(&app, token, 103).await;
+        let blocked = user_of(&app, token, 103).await;
         let answer = app.post(&format!("/api/v1/admin/users/{}/block", blocked["id"].as_str().unwrap()), Some(token), json!({"reason": "spam"})).await;
         assert_eq!(answer.status().as_u16(), 200);
         let bot_user = json!({"id": 1, "is_bot": true, "first_name": "Bot"});
@@ -136,7 +121,7 @@ both_backends! {
             "old_chat_member": {"user": bot_user, "status": "member"},
             "new_chat_member": {"user": bot_user, "status": "kicked", "until_date": 0}}});
         app.client.post(format!("{}/telegram/webhook", app.address)).header("X-Telegram-Bot-Api-Secret-Token", SECRET).json(&kicked).send().await.unwrap();
-        wait_until(|| async { user_by_telegram_id(&app, token, 104).await["bot_blocked"] == true }).await;
+        wait_until(|| async { user_of(&app, token, 104).await["bot_blocked"] == true }).await;
 
         // Dry runs: the audience's size, narrowed, and why.
         let dry = |audience: Value| {
@@ -198,13 +183,13 @@ both_backends! {
 
         // A 403 on the way: that user is recorded as blocking the bot.
         bot.script(102, &[Reply::Blocked]);
-        let ids = [user_by_telegram_id(&app, token, 101).await["id"].clone(), user_by_telegram_id(&app, token, 102).await["id"].clone()];
+        let ids = [user_of(&app, token, 101).await["id"].clone(), user_of(&app, token, 102).await["id"].clone()];
         let answer = app.post("/api/v1/admin/broadcasts", Some(token), json!({"text": "again", "audience": {"user_ids": ids}})).await;
         let id = answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
         let done = ended(&app, token, &id, "completed", Duration::from_secs(20)).await;
         adds_up(&done);
         assert_eq!((done["counts"]["sent"].as_i64(), done["counts"]["blocked"].as_i64()), (Some(1), Some(1)), "{done}");
-        assert_eq!(user_by_telegram_id(&app, token, 102).await["bot_blocked"], true);
+        assert_eq!(user_of(&app, token, 102).await["bot_blocked"], true);
 
         // Scheduled: it starts at `send_at`.
         let send_at = chrono::Utc::now() + chrono::Duration::seconds(2);

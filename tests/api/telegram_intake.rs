@@ -57,9 +57,9 @@ fn message(update_id: i64, from: i64, fields: Value) -> Value {
 }
 
 /// The user with this Telegram id, as the admin API shows them.
-async fn user_of(app: &TestApp, token: &str, telegram_id: i64) -> Value {
+pub(crate) async fn user_of(app: &TestApp, token: &str, telegram_id: i64) -> Value {
     let page: Value = app
-        .get_with("/api/v1/admin/users?limit=100", token)
+        .get_with(&format!("/api/v1/admin/users?q={telegram_id}"), token)
         .await
         .json()
         .await
