@@ -159,7 +159,13 @@ impl Application {
             crate::telegram::stars::payload_key(&jwt_secret),
         );
         tasks.spawn(crate::telegram::intake::run(
-            crate::telegram::intake::Intake::new(&config, db.clone(), commands.clone(), &telegram),
+            crate::telegram::intake::Intake::new(
+                &config,
+                db.clone(),
+                commands.clone(),
+                &telegram,
+                settings.clone(),
+            ),
             telegram.updates.clone(),
             shutdown.clone(),
         ));
@@ -170,6 +176,14 @@ impl Application {
             sends: telegram.sends.clone(),
         };
         tasks.spawn(broadcasts.run(shutdown.clone()));
+        let relay = crate::helpdesk::relay::Relay {
+            db: db.clone(),
+            commands: commands.clone(),
+            settings: settings.clone(),
+            policy: webhooks.sender.policy().clone(),
+            wake: telegram.helpdesk.clone(),
+        };
+        tasks.spawn(relay.run(shutdown.clone()));
         match telegram.api.clone() {
             Some(api) => {
                 if config.telegram.poll {
@@ -332,6 +346,7 @@ fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> 
             .configure(docs::configure)
             .configure(crate::telegram::configure)
             .configure(crate::broadcasts::routes::configure)
+            .configure(crate::helpdesk::routes::configure)
             .default_service(web::to(error::not_found))
             .wrap(actix_web::middleware::from_fn(crate::validate::nul::refuse))
             // Inner to TracingLogger, which puts the request id in place.

@@ -124,9 +124,21 @@ pub async fn poll_telegram(config: &Config) -> anyhow::Result<()> {
         Some(api.clone()),
         crate::telegram::stars::payload_key(&jwt_secret),
     );
+    // The helpdesk bridge's setting, for the messages it relays (a running
+    // service delivers them).
+    let webhooks = crate::webhooks::WebhookState::new(config, &db).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let settings = crate::settings::Settings::start(
+        db.clone(),
+        webhooks.sender.secrets().clone(),
+        config,
+        &mut tasks,
+        shutdown.clone(),
+    )
+    .await?;
     let wake = bridge.updates.clone();
     let processor = tokio::spawn(crate::telegram::intake::run(
-        crate::telegram::intake::Intake::new(config, db.clone(), commands, &bridge),
+        crate::telegram::intake::Intake::new(config, db.clone(), commands, &bridge, settings),
         wake.clone(),
         shutdown.clone(),
     ));
@@ -140,6 +152,7 @@ pub async fn poll_telegram(config: &Config) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     shutdown.cancel();
     let _ = tokio::join!(processor, poller);
+    tasks.shutdown().await;
     db.close().await;
     Ok(())
 }

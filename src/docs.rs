@@ -14,14 +14,15 @@ use crate::{admin, auth, cabinet, ledger, referrals, subscriptions, tickets, use
 #[openapi(
     info(
         title = "Switchboard",
-        description = "The back office of a Telegram bot business.\n\nEvery error is `application/problem+json` (schema `ProblemBody`) with a stable `code`: `bad_request`, `malformed_json`, `malformed_form` (400), `invalid_body`, `invalid_field` (422, with `field`), `invalid_query` (400), `unsupported_media_type` (415), `payload_too_large` (413), `unauthorized`, `invalid_token`, `invalid_credentials`, `invalid_telegram_auth` (401), `forbidden`, `email_not_verified` (403), `not_found` (404), `invalid_link` (400), `conflict`, `version_conflict`, `ticket_already_open`, `ticket_closed`, `ticket_exists`, `user_exists`, `payment_final`, `payment_not_refundable`, `payment_mismatch`, `insufficient_funds` (409; 402 when buying a subscription), `subscription_active`, `subscription_not_active`, `backfill_running`, `backfill_ended`, `broadcast_started`, `broadcast_ended` (409), `self_referral`, `amount_too_large` (422), `rate_limited` (429, with `Retry-After`), `bad_gateway` (502: Telegram refused or did not answer), `unavailable` (503, with `Retry-After`), `outcome_unknown` (503: the connection to the database broke while a change was being written, which may or may not have been recorded; look before trying again), `internal` (500)."
+        description = "The back office of a Telegram bot business.\n\nEvery error is `application/problem+json` (schema `ProblemBody`) with a stable `code`: `bad_request`, `malformed_json`, `malformed_form` (400), `invalid_body`, `invalid_field` (422, with `field`), `invalid_query` (400), `unsupported_media_type` (415), `payload_too_large` (413), `unauthorized`, `invalid_token`, `invalid_credentials`, `invalid_telegram_auth` (401), `forbidden`, `email_not_verified` (403), `not_found`, `helpdesk_off` (the helpdesk bridge is off), `unknown_visitor` (404), `invalid_link` (400), `conflict`, `version_conflict`, `ticket_already_open`, `ticket_closed`, `ticket_exists`, `user_exists`, `payment_final`, `payment_not_refundable`, `payment_mismatch`, `insufficient_funds` (409; 402 when buying a subscription), `subscription_active`, `subscription_not_active`, `backfill_running`, `backfill_ended`, `broadcast_started`, `broadcast_ended`, `setting_unreadable` (409), `self_referral`, `amount_too_large` (422), `rate_limited` (429, with `Retry-After`), `bad_gateway` (502: Telegram refused or did not answer), `unavailable` (503, with `Retry-After`), `outcome_unknown` (503: the connection to the database broke while a change was being written, which may or may not have been recorded; look before trying again), `internal` (500)."
     ),
     paths(
         crate::realtime::admin_feed,
         crate::prometheus::scrape,
         crate::telegram::intake::webhook,
         crate::telegram::routes::send_legacy,
-        crate::broadcasts::routes::send_message
+        crate::broadcasts::routes::send_message,
+        crate::helpdesk::routes::webim_callback
     ),
     components(schemas(crate::error::ProblemBody)),
     nest(
@@ -30,10 +31,15 @@ use crate::{admin, auth, cabinet, ledger, referrals, subscriptions, tickets, use
         (path = "/api/v1/cabinet", api = CabinetApi),
         (path = "/api/v1/cabinet/auth", api = CabinetAuthApi),
         (path = "/api/v1/telegram", api = TelegramApi),
+        (path = "/api/v1/integrations", api = IntegrationsApi),
     ),
     modifiers(&Security, &Contract)
 )]
 pub struct ApiDoc;
+
+#[derive(OpenApi)]
+#[openapi(paths(crate::helpdesk::routes::helpdesk_message))]
+struct IntegrationsApi;
 
 #[derive(OpenApi)]
 #[openapi(paths(

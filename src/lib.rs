@@ -18,6 +18,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod helpdesk;
 pub mod ids;
 pub mod ledger;
 pub mod mail;

@@ -26,6 +26,8 @@ mod m20261201_000018_telegram_sends;
 mod m20261201_000019_telegram_uploads;
 mod m20261201_000020_broadcasts;
 mod m20261201_000021_integration_settings;
+mod m20261201_000022_outbox_claim_indexes;
+mod m20261201_000023_helpdesk;
 
 pub struct Migrator;
 
@@ -54,6 +56,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000019_telegram_uploads::Migration),
             Box::new(m20261201_000020_broadcasts::Migration),
             Box::new(m20261201_000021_integration_settings::Migration),
+            Box::new(m20261201_000022_outbox_claim_indexes::Migration),
+            Box::new(m20261201_000023_helpdesk::Migration),
         ]
     }
 }

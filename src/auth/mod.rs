@@ -28,6 +28,16 @@ use crate::{
 
 const DEV_SECRET_KEY: &str = "development_jwt_secret";
 
+/// Whether `given` is `secret`, in time that does not depend on where they
+/// differ (nor on the secret's length: digests are compared).
+pub fn secret_matches(given: &[u8], secret: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let given = Sha256::digest(given);
+    let secret = Sha256::digest(secret.as_bytes());
+    given.ct_eq(&secret).into()
+}
+
 /// The JWT signing secret: the configured one, or (development only) one
 /// generated once and kept in the database so every instance and restart
 /// shares it.

@@ -19,13 +19,14 @@ pub enum Permission {
     StatsRead,
     WebhooksManage,
     TelegramSend,
+    HelpdeskReply,
     ApiKeysManage,
     AdminsManage,
     SettingsManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 14] = [
         Self::EventsRead,
         Self::UsersRead,
         Self::UsersManage,
@@ -36,6 +37,7 @@ impl Permission {
         Self::StatsRead,
         Self::WebhooksManage,
         Self::TelegramSend,
+        Self::HelpdeskReply,
         Self::ApiKeysManage,
         Self::AdminsManage,
         Self::SettingsManage,
@@ -53,6 +55,7 @@ impl Permission {
             Self::StatsRead => "stats:read",
             Self::WebhooksManage => "webhooks:manage",
             Self::TelegramSend => "telegram:send",
+            Self::HelpdeskReply => "helpdesk:reply",
             Self::ApiKeysManage => "api_keys:manage",
             Self::AdminsManage => "admins:manage",
             Self::SettingsManage => "settings:manage",

@@ -104,7 +104,8 @@ async fn make(
     }
     let send_at = send_at.unwrap_or(now).max(now);
     let (members, left_out) = audience::resolve(state.db.conn(), &audience).await?;
-    let total = i64::try_from(members.len()).unwrap_or(i64::MAX);
+    let members_total = members.len();
+    let total = i64::try_from(members_total).unwrap_or(i64::MAX);
     if dry_run {
         let preview = CreatedOut {
             id: None,
@@ -152,6 +153,12 @@ async fn make(
         at: now,
     };
     let done = state.commands.run(step, caller.actor()).await?;
+    if done.output == Some(BroadcastStatus::Running) {
+        let db = state.db.clone();
+        tokio::spawn(
+            async move { crate::telegram::outbox::queued_in_bulk(&db, members_total).await },
+        );
+    }
     state.telegram.sends.notify_one();
     state.telegram.broadcasts.notify_one();
     let out = CreatedOut {

@@ -88,6 +88,7 @@ impl Worker {
         let total = members.len();
         let resolved = super::resolved(&row, members, left_out);
         if self.step(id, Step::Start(resolved)).await? {
+            crate::telegram::outbox::queued_in_bulk(&self.db, total).await;
             self.sends.notify_one();
             tracing::info!(broadcast = %id, total, "a scheduled broadcast started");
         }

@@ -4,6 +4,7 @@
 use super::DomainEvent;
 use crate::{
     broadcasts::BroadcastEvent,
+    helpdesk::HelpdeskEvent,
     ledger::domain::{BalanceEvent, PaymentEvent},
     referrals::ReferralEvent,
     subscriptions::domain::SubscriptionEvent,
@@ -26,6 +27,7 @@ pub fn catalogue() -> Vec<&'static str> {
         TelegramEvent::TYPES,
         SendEvent::TYPES,
         BroadcastEvent::TYPES,
+        HelpdeskEvent::TYPES,
     ]
     .concat()
 }
@@ -66,6 +68,7 @@ mod tests {
         listed::<EndpointEvent>();
         listed::<TelegramEvent>();
         listed::<SendEvent>();
+        listed::<HelpdeskEvent>();
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub const PROJECTION_FREE: &[&str] = &[
     "broadcast.progress",
     "broadcast.completed",
     "broadcast.cancelled",
+    "helpdesk.message_relayed",
+    "helpdesk.relay_failed",
+    "helpdesk.chat_closed",
 ];
 
 static BY_TYPE: LazyLock<HashMap<&'static str, usize>> = LazyLock::new(|| {

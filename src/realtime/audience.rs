@@ -55,7 +55,7 @@ impl Audience {
 pub fn permission_for(category: &str) -> Permission {
     match category {
         "user" => Permission::UsersRead,
-        "ticket" | "telegram" => Permission::TicketsRead,
+        "ticket" | "telegram" | "helpdesk" => Permission::TicketsRead,
         "payment" | "transaction" | "subscription" | "referral" => Permission::LedgerRead,
         "broadcast" => Permission::TelegramSend,
         "webhook" => Permission::WebhooksManage,

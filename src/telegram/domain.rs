@@ -45,6 +45,55 @@ pub struct MessageReceived {
     pub media: Vec<Media>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to_message_id: Option<i32>,
+    /// The characters of the text (or caption), in place of it when texts
+    /// are not kept (the helpdesk bridge's privacy mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_length: Option<usize>,
+}
+
+impl MessageReceived {
+    /// The message without what it said: its text, caption and their
+    /// entities give way to the text's length.
+    pub fn redact(&mut self) {
+        let said = self.text.take().or(self.caption.take()).unwrap_or_default();
+        self.caption = None;
+        self.entities.clear();
+        self.text_length = Some(said.chars().count());
+    }
+}
+
+/// `update` without what its messages said: every `text`, `caption`,
+/// their entities and quotes, inline queries, polls' questions and
+/// options, titles, addresses, file names and link previews removed,
+/// however deep.
+pub fn redacted(update: &Value) -> Value {
+    const SAID: [&str; 14] = [
+        "text",
+        "caption",
+        "entities",
+        "caption_entities",
+        "quote",
+        "query",
+        "question",
+        "options",
+        "explanation",
+        "title",
+        "address",
+        "file_name",
+        "link_preview_options",
+        "url",
+    ];
+    match update {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .filter(|(name, _)| !SAID.contains(&name.as_str()))
+                .map(|(name, value)| (name.clone(), redacted(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        other => other.clone(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +163,15 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_redacted_update_or_message_says_nothing_of_its_text() {
+        let update = json!({"update_id": 1, "edited_message": {"message_id": 2, "text": "secret",
+            "entities": [{"type": "bold"}], "reply_to_message": {"caption": "also secret"}}});
+        let clean = redacted(&update).to_string();
+        assert!(!clean.contains("secret"), "{clean}");
+        assert!(clean.contains("\"message_id\":2"));
+    }
 
     #[test]
     fn an_update_is_recorded_once() {

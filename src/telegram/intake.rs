@@ -15,14 +15,12 @@ use sea_orm::{
 };
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     bot_api::{Answer, BotApi},
-    domain::{TelegramEvent, Update, UpdateCommand, UpdateError},
+    domain::{TelegramEvent, Update, UpdateCommand, UpdateError, redacted},
     stars::Invoice,
     updates::{self, Incoming},
 };
@@ -33,6 +31,7 @@ use crate::{
     domain::{Command, CommandError, Commands, DomainError, Refusal, Target, Work},
     error::{ApiError, Problem},
     events::{Actor, ActorKind, RecordedEvent},
+    helpdesk::{self, Outgoing, Profile, store::VisitorRow},
     ids::TransactionId,
     ids::{MessageId, TicketId, UserId},
     ledger::{
@@ -40,6 +39,7 @@ use crate::{
         service::{PaymentIn, RecordPayment, Recorded},
     },
     referrals::{self, ReferralError, Referrals},
+    settings::{Helpdesk, Settings},
     subscriptions::domain::{Buy, BuyError, PlanTerms},
     tickets::domain::{Channel, Status, Ticket, TicketCommand, TicketError},
     users::{
@@ -67,14 +67,6 @@ fn statement(db: &Db, text: &str, values: Vec<DbValue>) -> Statement {
     db.statement(text, values)
 }
 
-/// Whether `given` is `secret`, in time that does not depend on where they
-/// differ (nor on the secret's length: digests are compared).
-fn secret_matches(given: &[u8], secret: &str) -> bool {
-    let given = Sha256::digest(given);
-    let secret = Sha256::digest(secret.as_bytes());
-    given.ct_eq(&secret).into()
-}
-
 /// An update from Telegram (the Bot API's `setWebhook` with `secret_token`).
 #[utoipa::path(tag = "telegram", request_body(content = Object, description = "A Bot API `Update`"), responses((status = 200, description = "stored; it is recorded in the log once"), (status = 400), (status = 401, description = "a missing or wrong `X-Telegram-Bot-Api-Secret-Token`"), (status = 404, description = "the webhook is off (no `SWITCHBOARD_TELEGRAM_WEBHOOK_SECRET`)"), (status = 413), (status = 422)), params(("X-Telegram-Bot-Api-Secret-Token" = String, Header, description = "the configured webhook secret")))]
 #[post("/telegram/webhook")]
@@ -94,7 +86,7 @@ pub async fn webhook(
         .get(SECRET_HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if !secret_matches(given, secret.expose_secret()) {
+    if !crate::auth::secret_matches(given, secret.expose_secret()) {
         return Err(
             Problem::unauthorized("a missing or wrong X-Telegram-Bot-Api-Secret-Token").into(),
         );
@@ -152,12 +144,20 @@ async fn waiting(db: &Db) -> Result<Vec<(i64, String)>, DbErr> {
         .collect()
 }
 
-async fn mark_processed(conn: &impl ConnectionTrait, db: &Db, update_id: i64) -> Result<(), DbErr> {
+/// Marks an update processed; with `erase`, keeping nothing of it but its
+/// id (texts are not kept).
+async fn mark_processed(
+    conn: &impl ConnectionTrait,
+    db: &Db,
+    update_id: i64,
+    erase: bool,
+) -> Result<(), DbErr> {
+    let body = erase.then(|| serde_json::json!({"update_id": update_id}).to_string());
     conn.execute_raw(statement(
         db,
-        "UPDATE telegram_updates SET processed_at_ms = $2 \
+        "UPDATE telegram_updates SET processed_at_ms = $2, body = COALESCE($3, body) \
          WHERE update_id = $1 AND processed_at_ms IS NULL",
-        vec![update_id.into(), now_ms().into()],
+        vec![update_id.into(), now_ms().into(), body.into()],
     ))
     .await?;
     Ok(())
@@ -226,10 +226,32 @@ struct ProcessUpdate {
     open_ticket: Option<TicketId>,
     /// The id a new ticket gets.
     new_ticket: TicketId,
+    /// The helpdesk bridge is on: private messages are relayed to it.
+    helpdesk: Option<Relaying>,
+    /// Looked up: the user's open helpdesk visitor.
+    visitor: Option<VisitorRow>,
+    /// Looked up: an admin blocked the user (nothing of theirs is relayed).
+    blocked: bool,
+    /// The id a new visitor gets.
+    new_visitor: String,
+}
+
+/// How the helpdesk bridge relays messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Relaying {
+    /// Message texts are kept (else the log and the tables keep none).
+    pub store_text: bool,
 }
 
 impl ProcessUpdate {
-    fn new(db: Db, update_id: i64, raw: Value, incoming: Incoming, support: bool) -> Self {
+    fn new(
+        db: Db,
+        update_id: i64,
+        raw: Value,
+        incoming: Incoming,
+        support: bool,
+        helpdesk: Option<Relaying>,
+    ) -> Self {
         Self {
             db,
             update_id,
@@ -241,13 +263,76 @@ impl ProcessUpdate {
             referrer: None,
             open_ticket: None,
             new_ticket: TicketId::new(),
+            helpdesk,
+            visitor: None,
+            blocked: false,
+            new_visitor: uuid::Uuid::now_v7().to_string(),
         }
     }
 
-    /// The message goes to a ticket.
+    /// Message texts are kept.
+    fn keeps_text(&self) -> bool {
+        self.helpdesk.is_none_or(|h| h.store_text)
+    }
+
+    /// The message goes to a ticket (not when texts are not kept).
     fn to_ticket(&self) -> bool {
         matches!(&self.incoming, Incoming::Message(m)
-            if self.support && !m.command && !m.ticket_text.is_empty())
+            if self.support && self.keeps_text() && !m.command && !m.ticket_text.is_empty())
+    }
+
+    /// The message goes to the helpdesk.
+    fn to_helpdesk(&self) -> bool {
+        matches!(&self.incoming, Incoming::Message(m)
+            if self.helpdesk.is_some() && !m.command && !m.ticket_text.is_empty())
+    }
+
+    /// Relays the message to the helpdesk, through `conn`: for the user's
+    /// open visitor, or a new one.
+    async fn relay(&self, conn: &impl ConnectionTrait) -> Result<(), DbErr> {
+        let Incoming::Message(message) = &self.incoming else {
+            return Ok(());
+        };
+        if !self.to_helpdesk() || self.blocked {
+            return Ok(());
+        }
+        let user = self.user.unwrap_or(self.new_user);
+        let event = message.event(user);
+        let at = now_ms();
+        let visitor_id = match &self.visitor {
+            Some(visitor) => visitor.visitor_id.clone(),
+            None => {
+                let visitor = VisitorRow {
+                    visitor_id: self.new_visitor.clone(),
+                    user_id: user,
+                    telegram_chat_id: message.chat_id,
+                    chat_id: None,
+                    open: true,
+                };
+                helpdesk::store::create_visitor(conn, &self.db, &visitor, at).await?;
+                visitor.visitor_id
+            }
+        };
+        let profile = &message.profile;
+        let name = [profile.first_name.as_deref(), profile.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = Outgoing {
+            message_id: format!("tg:{}:{}", message.chat_id, event.message_id),
+            visitor_id,
+            text: message.ticket_text.clone(),
+            created_at: chrono::DateTime::from_timestamp(event.date, 0)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            user: Profile {
+                telegram_id: profile.telegram_id,
+                name: Some(name).filter(|n| !n.is_empty()),
+                username: profile.username.clone(),
+            },
+        };
+        helpdesk::store::enqueue(conn, &self.db, &out, user, at).await
     }
 }
 
@@ -268,9 +353,15 @@ impl Command for ProcessUpdate {
             Incoming::BotBlocked { telegram_id, .. } => *telegram_id,
             _ => return Ok(()),
         };
-        self.user = find_by_telegram_id(conn, telegram_id)
-            .await?
-            .map(|row| UserId::from_uuid(row.id));
+        let row = find_by_telegram_id(conn, telegram_id).await?;
+        self.blocked = row.as_ref().is_some_and(|row| row.status == "blocked");
+        self.user = row.map(|row| UserId::from_uuid(row.id));
+        self.visitor = match self.user {
+            Some(user) if self.to_helpdesk() => {
+                helpdesk::store::open_visitor(conn, &self.db, user).await?
+            }
+            _ => None,
+        };
         self.referrer = match (&self.incoming, self.user) {
             (Incoming::Message(m), None) => {
                 let code = m.start.as_ref().and_then(Option::as_deref);
@@ -312,14 +403,22 @@ impl Command for ProcessUpdate {
     fn decide(&self, work: &mut Work<'_>) -> Result<(), IntakeError> {
         let raw = || TelegramEvent::UpdateReceived {
             update_id: self.update_id,
-            update: self.raw.clone(),
+            update: if self.keeps_text() {
+                self.raw.clone()
+            } else {
+                redacted(&self.raw)
+            },
         };
         match &self.incoming {
             Incoming::Message(message) => {
                 let user = self.user.unwrap_or(self.new_user);
+                let mut event = message.event(user);
+                if !self.keeps_text() {
+                    event.redact();
+                }
                 work.execute::<Update>(
                     self.update_id,
-                    UpdateCommand::Record(TelegramEvent::MessageReceived(message.event(user))),
+                    UpdateCommand::Record(TelegramEvent::MessageReceived(event)),
                 )?;
                 if self.user.is_none() {
                     let created = UserCreated {
@@ -396,7 +495,8 @@ impl Command for ProcessUpdate {
         _output: &mut (),
         _events: &[RecordedEvent],
     ) -> Result<(), CommandError<IntakeError>> {
-        mark_processed(&**txn, &self.db, self.update_id).await?;
+        mark_processed(&**txn, &self.db, self.update_id, !self.keeps_text()).await?;
+        self.relay(&**txn).await?;
         Ok(())
     }
 }
@@ -469,6 +569,10 @@ pub struct Intake {
     pub payload_key: [u8; 32],
     pub referral_percent: u32,
     pub plans: Vec<Plan>,
+    /// The helpdesk bridge's setting is read from them.
+    pub settings: Settings,
+    /// Woken when a message was queued for the helpdesk.
+    pub helpdesk: Arc<Notify>,
 }
 
 impl Intake {
@@ -477,6 +581,7 @@ impl Intake {
         db: Db,
         commands: Commands,
         bridge: &super::Bridge,
+        settings: Settings,
     ) -> Self {
         Self {
             db,
@@ -486,7 +591,21 @@ impl Intake {
             payload_key: bridge.payload_key,
             referral_percent: config.referral_percent,
             plans: config.plans.clone(),
+            settings,
+            helpdesk: bridge.helpdesk.clone(),
         }
+    }
+
+    /// How the helpdesk bridge relays messages now; `None` while it is off.
+    async fn relaying(&self) -> Result<Option<Relaying>, crate::settings::SettingsError> {
+        Ok(self
+            .settings
+            .get::<Helpdesk>()
+            .await?
+            .filter(|h| h.enabled)
+            .map(|h| Relaying {
+                store_text: h.store_text,
+            }))
     }
 
     /// Answers a pre-checkout query: ok only for an invoice signed here,
@@ -618,8 +737,12 @@ pub async fn run(intake: Intake, wake: Arc<Notify>, shutdown: CancellationToken)
                 let done =
                     futures::future::join_all(lanes.into_iter().map(|(_, lane)| async move {
                         let mut progressed = false;
+                        // A person's later update waits for one that failed.
                         for (update_id, body) in lane {
-                            progressed |= record(intake, update_id, &body).await;
+                            if !record(intake, update_id, &body).await {
+                                break;
+                            }
+                            progressed = true;
                         }
                         progressed
                     }))
@@ -697,7 +820,23 @@ async fn record(intake: &Intake, update_id: i64, body: &str) -> bool {
         } => Some((charge_id.clone(), currency.clone(), *total, payload.clone())),
         _ => None,
     };
-    let command = ProcessUpdate::new(db.clone(), update_id, raw.clone(), incoming, intake.support);
+    // Unread, the setting might have said to keep no text: the update waits.
+    let relaying = match intake.relaying().await {
+        Ok(relaying) => relaying,
+        Err(e) => {
+            tracing::warn!(update_id, error = %e, "cannot read the helpdesk setting; the update is tried again");
+            return false;
+        }
+    };
+    let command = ProcessUpdate::new(
+        db.clone(),
+        update_id,
+        raw.clone(),
+        incoming,
+        intake.support,
+        relaying,
+    );
+    let relayed = command.to_helpdesk();
     let actor = Actor::new(ActorKind::Telegram, "telegram");
     let ran = match paid.and_then(|(charge, currency, total, payload)| {
         intake.stars_payment(command.clone(), &charge, &currency, total, &payload)
@@ -706,11 +845,19 @@ async fn record(intake: &Intake, update_id: i64, body: &str) -> bool {
         None => commands.run(command, actor).await.map(|_| ()),
     };
     match ran {
-        Ok(()) => true,
+        Ok(()) => {
+            if relayed {
+                intake.helpdesk.notify_one();
+            }
+            true
+        }
         // Recorded before a crash kept it from being marked.
         Err(CommandError::Domain(IntakeError::Update(UpdateError::AlreadyRecorded))) => {
             let marked = db
-                .write_once(async |conn| mark_processed(conn, db, update_id).await)
+                .write_once(async |conn| {
+                    let erase = relaying.is_some_and(|r| !r.store_text);
+                    mark_processed(conn, db, update_id, erase).await
+                })
                 .await;
             if let Err(e) = &marked {
                 tracing::warn!(update_id, error = %e, "cannot mark a Telegram update processed");
@@ -720,7 +867,8 @@ async fn record(intake: &Intake, update_id: i64, body: &str) -> bool {
         // Refused whatever the time: kept raw, so it is not tried forever.
         Err(CommandError::Domain(refused)) => {
             tracing::error!(update_id, error = %refused, "a Telegram update's command is refused; it is recorded raw");
-            let raw_only = ProcessUpdate::new(db.clone(), update_id, raw, Incoming::Other, false);
+            let raw_only =
+                ProcessUpdate::new(db.clone(), update_id, raw, Incoming::Other, false, relaying);
             match commands
                 .run(raw_only, Actor::new(ActorKind::Telegram, "telegram"))
                 .await

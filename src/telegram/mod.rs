@@ -46,6 +46,8 @@ pub struct Bridge {
     pub ended: Arc<Notify>,
     /// A broadcast was created.
     pub broadcasts: Arc<Notify>,
+    /// A message was queued for the helpdesk.
+    pub helpdesk: Arc<Notify>,
 }
 
 impl Bridge {
@@ -57,6 +59,7 @@ impl Bridge {
             sends: Arc::default(),
             ended: Arc::default(),
             broadcasts: Arc::default(),
+            helpdesk: Arc::default(),
         }
     }
 }

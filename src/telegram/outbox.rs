@@ -46,6 +46,10 @@ pub struct NewSend {
     /// Files uploaded with it; each parameter naming one holds
     /// [`Upload::marker`].
     pub uploads: Vec<Upload>,
+    /// Its parameters and Telegram's answer are not kept once it ended
+    /// (the helpdesk bridge's privacy mode): only the chat and the sent
+    /// message's id remain.
+    pub private: bool,
     /// When it was queued.
     pub created_at_ms: i64,
 }
@@ -93,6 +97,7 @@ impl NewSend {
             priority: 0,
             paid: false,
             uploads: Vec::new(),
+            private: false,
             created_at_ms: now_ms(),
         }
     }
@@ -110,6 +115,8 @@ pub struct SendRow {
     pub origin: String,
     pub reference: Option<String>,
     pub paid: bool,
+    /// See [`NewSend::private`].
+    pub private: bool,
     /// When its call is to leave (µs since the epoch; 0: at once): a claim
     /// may take a turn a little before its time.
     pub turn_at_us: i64,
@@ -121,7 +128,7 @@ pub struct SendRow {
 }
 
 const COLUMNS: &str = "id, chat_id, method, params, status, user_id, origin, reference, paid, \
-                       attempts, result, error, created_at_ms, updated_at_ms";
+                       private, attempts, result, error, created_at_ms, updated_at_ms";
 
 fn read_row(row: &QueryResult) -> Result<SendRow, DbErr> {
     let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
@@ -138,6 +145,7 @@ fn read_row(row: &QueryResult) -> Result<SendRow, DbErr> {
         origin: row.try_get("", "origin")?,
         reference: row.try_get("", "reference")?,
         paid: row.try_get("", "paid")?,
+        private: row.try_get("", "private")?,
         turn_at_us: 0,
         attempts: row.try_get("", "attempts")?,
         result: json(row.try_get("", "result")?),
@@ -164,7 +172,7 @@ pub async fn enqueue_all(
     db: &Db,
     sends: &[NewSend],
 ) -> Result<(), DbErr> {
-    const COLUMNS: usize = 12;
+    const COLUMNS: usize = 13;
     for chunk in sends.chunks(400) {
         let mut rows = Vec::with_capacity(chunk.len());
         let mut values: Vec<DbValue> = Vec::with_capacity(chunk.len() * COLUMNS);
@@ -174,10 +182,10 @@ pub async fn enqueue_all(
             // attempts, due_at_ms, created_at_ms, updated_at_ms
             rows.push(format!(
                 "({}, 'queued', 0, {}, {}, {})",
-                places[..9].join(", "),
-                places[9],
+                places[..10].join(", "),
                 places[10],
-                places[11]
+                places[11],
+                places[12]
             ));
             values.extend([
                 send.id.to_string().into(),
@@ -189,6 +197,7 @@ pub async fn enqueue_all(
                 send.reference.clone().into(),
                 send.priority.into(),
                 send.paid.into(),
+                send.private.into(),
                 send.created_at_ms.into(),
                 send.created_at_ms.into(),
                 send.created_at_ms.into(),
@@ -197,7 +206,7 @@ pub async fn enqueue_all(
         conn.execute_raw(db.statement(
             &format!(
                 "INSERT INTO telegram_sends (id, chat_id, method, params, user_id, origin, \
-                 reference, priority, paid, status, attempts, due_at_ms, created_at_ms, \
+                 reference, priority, paid, private, status, attempts, due_at_ms, created_at_ms, \
                  updated_at_ms) VALUES {}",
                 rows.join(", ")
             ),
@@ -222,6 +231,24 @@ pub async fn enqueue_all(
         }
     }
     Ok(())
+}
+
+/// Sends queued at once from this many on refresh PostgreSQL's
+/// statistics of the outbox.
+const BULK: usize = 1000;
+
+/// After `count` sends were queued at once (a broadcast starting): on
+/// PostgreSQL the outbox's statistics are refreshed, so that claims walk
+/// the queue in order and stop once they have their sends, rather than
+/// sorting all of it as they would while the planner believes it small
+/// (autovacuum notices only later).
+pub async fn queued_in_bulk(db: &Db, count: usize) {
+    if count < BULK || db.backend() != Backend::Postgres {
+        return;
+    }
+    if let Err(e) = db.conn().execute_unprepared("ANALYZE telegram_sends").await {
+        tracing::warn!(error = %e, "cannot refresh the Telegram outbox's statistics");
+    }
 }
 
 /// The files uploaded with send `id`.
@@ -797,15 +824,27 @@ pub async fn finish(
     result: Option<&Value>,
     error: Option<&str>,
 ) -> Result<(), DbErr> {
+    // A private send keeps its chat and its message's id, nothing of
+    // what it said.
+    let (params, result) = if send.private {
+        let message_id = result.and_then(|r| r.get("message_id")).cloned();
+        (
+            Some(serde_json::json!({"chat_id": send.chat_id})),
+            message_id.map(|id| serde_json::json!({"message_id": id})),
+        )
+    } else {
+        (None, result.cloned())
+    };
     conn.execute_raw(db.statement(
         "UPDATE telegram_sends SET status = $2, result = $3, error = $4, lease_until_ms = NULL, \
-         updated_at_ms = $5 WHERE id = $1 AND status = 'sending'",
+         updated_at_ms = $5, params = COALESCE($6, params) WHERE id = $1 AND status = 'sending'",
         vec![
             send.id.clone().into(),
             status.as_str().into(),
-            result.map(Value::to_string).into(),
+            result.map(|r| r.to_string()).into(),
             error.map(str::to_owned).into(),
             now_ms().into(),
+            params.map(|p| p.to_string()).into(),
         ],
     ))
     .await?;

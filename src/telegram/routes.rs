@@ -203,6 +203,7 @@ async fn queue(
             origin: queued.origin.to_owned(),
             reference: None,
             paid: false,
+            private: false,
             turn_at_us: 0,
             attempts: 0,
             result: None,

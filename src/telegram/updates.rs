@@ -169,6 +169,7 @@ fn private_message(update_id: i64, raw: &Value, message: &Message) -> Option<Pri
             entities,
             media,
             reply_to_message_id: message.reply_to_message().map(|m| m.id.0),
+            text_length: None,
         },
     })
 }

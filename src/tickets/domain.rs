@@ -65,6 +65,8 @@ pub enum Channel {
     Cabinet,
     Admin,
     Telegram,
+    /// An operator's answer from the helpdesk the bridge relays to.
+    Helpdesk,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -64,6 +64,18 @@ impl AddressPolicy {
         }
     }
 
+    /// Whether `url`'s host is an address written out, in the allow list
+    /// itself (not merely public): what a plain `http://` URL must be.
+    pub fn lists_literal(&self, url: &url::Url) -> bool {
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+            _ => return false,
+        };
+        let ip = canonical(ip);
+        self.allowed.iter().any(|net| net.contains(&ip))
+    }
+
     /// The literal address of a URL, if it has one and it is refused.
     pub fn refuses_literal(&self, url: &url::Url) -> Option<UrlRefused> {
         let ip = match url.host()? {

@@ -105,6 +105,8 @@ both_backends! {
             (Method::GET, "/api/v1/admin/settings/helpdesk".into(), None, owner_admin, 200),
             (Method::PUT, "/api/v1/admin/settings/helpdesk".into(), Some(json!({"kind": "generic", "enabled": false, "base_url": "https://helpdesk.example.com"})), owner_admin, 200),
             (Method::GET, "/api/v1/admin/settings/log_id".into(), None, owner_admin, 404),
+            // Through, the bridge is off.
+            (Method::POST, "/api/v1/integrations/helpdesk/messages".into(), Some(json!({"visitor_id": "v", "text": "x"})), owner_admin, 404),
             (Method::POST, "/send-message".into(), Some(json!({"message": "x", "user_ids": [1]})), owner_admin, 202),
         ];
 

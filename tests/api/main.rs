@@ -14,6 +14,7 @@ mod event_store;
 mod events_browser;
 mod fake_bot;
 mod health;
+mod helpdesk;
 mod ledger;
 mod openapi;
 mod realtime;

@@ -855,7 +855,7 @@ both_backends! {
         let tickets_only = key(json!(["events:read", "tickets:read"])).await;
         let mut ws = app.ws("/ws", Some(&tickets_only)).await.unwrap();
         let hello = ws.next_json().await;
-        assert_eq!(hello["visible"], json!(["telegram.*", "ticket.*"]));
+        assert_eq!(hello["visible"], json!(["helpdesk.*", "telegram.*", "ticket.*"]));
         assert!(hello["expires_at"].is_null(), "keys do not expire");
 
         let mut ws = app.ws("/ws", Some(&owner.access_token)).await.unwrap();
