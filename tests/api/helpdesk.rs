@@ -18,7 +18,7 @@ use crate::{
     fake_bot::FakeBot,
     helpers::{TestApp, TestDb, assert_problem, both_backends, wait_until},
     telegram_intake::user_of,
-    telegram_send::{SECRET, api_key},
+    telegram_send::{api_key, user_writes},
 };
 
 /// What the service presents to the helpdesk.
@@ -27,7 +27,7 @@ const TOKEN: &str = "webim-access-token-3c9e71f2";
 const CALLBACK: &str = "webim-callback-secret-6d2b8a40";
 /// The fake's channel, under which it takes messages.
 const CHANNEL: &str = "/custom-channel/7";
-/// When the users' messages were written (Telegram's `date`).
+/// When `user_writes` dates the users' messages (Telegram's `date`).
 const SENT_AT: i64 = 1_764_590_000;
 /// How long a message may take to reach the fake (retries included).
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -318,25 +318,6 @@ async fn put_setting(app: &TestApp, owner: &str, value: Value) {
     assert_eq!(status, 200, "{}", answer.text().await.unwrap_or_default());
 }
 
-/// Telegram user `from` writes `text` to the bot in their private chat
-/// (message `message_id`, in update `message_id`).
-async fn user_writes(app: &TestApp, from: i64, message_id: i64, text: &str) {
-    let update = json!({"update_id": message_id, "message": {
-        "message_id": message_id, "date": SENT_AT,
-        "chat": {"id": from, "type": "private", "first_name": "Ann"},
-        "from": {"id": from, "is_bot": false, "first_name": "Ann", "username": format!("ann{from}")},
-        "text": text}});
-    let answer = app
-        .client
-        .post(format!("{}/telegram/webhook", app.address))
-        .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
-        .json(&update)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status().as_u16(), 200);
-}
-
 /// The payloads of the events of `event_type`, in log order.
 async fn events(app: &TestApp, event_type: &str) -> Vec<Value> {
     crate::helpers::whole_log(&app.state.store)
@@ -501,7 +482,7 @@ impl Bridged {
     /// The test's first message, from user `from`: as the helpdesk took it,
     /// once its relay ended.
     async fn first_message(&self, from: i64, text: &str) -> Received {
-        user_writes(&self.app, from, 1, text).await;
+        user_writes(&self.app, 1, from, text).await;
         let accepted = self.fake.wait_for_accepted(1, PATIENCE).await;
         wait_until(|| async { relayed(&self.app).await.len() == 1 }).await;
         accepted[0].clone()
@@ -559,8 +540,8 @@ both_backends! {
 both_backends! {
     async fn a_users_messages_share_a_visitor_until_the_helpdesk_closes_its_chat(db) {
         let b = Bridged::start(&db, true).await;
-        user_writes(&b.app, 4300, 1, "first").await;
-        user_writes(&b.app, 4300, 2, "second").await;
+        user_writes(&b.app, 1, 4300, "first").await;
+        user_writes(&b.app, 2, 4300, "second").await;
         let accepted = b.fake.wait_for_accepted(2, PATIENCE).await;
         let (visitor, chat) = (accepted[0].visitor_id.clone(), accepted[0].chat_id);
         assert_eq!((accepted[1].visitor_id.as_str(), accepted[1].chat_id), (visitor.as_str(), chat), "the second message goes to the same visitor's chat");
@@ -578,7 +559,7 @@ both_backends! {
         assert_eq!(b.fake.calls_back(&b.app, &b.fake.close_chat(&visitor), 1).await, [(200, json!({"result": "ok"}))]);
         assert_eq!(events(&b.app, "helpdesk.chat_closed").await.len(), 1);
 
-        user_writes(&b.app, 4300, 3, "third").await;
+        user_writes(&b.app, 3, 4300, "third").await;
         let accepted = b.fake.wait_for_accepted(3, PATIENCE).await;
         let (next, next_chat) = (accepted[2].visitor_id.clone(), accepted[2].chat_id);
         assert_ne!(next, visitor, "a closed chat's visitor is not written for again");
@@ -640,7 +621,7 @@ both_backends! {
         let b = Bridged::start(&db, true).await;
         b.fake.fail_next(3);
         for (n, text) in [(1, "m1"), (2, "m2"), (3, "m3")] {
-            user_writes(&b.app, 4600, n, text).await;
+            user_writes(&b.app, n, 4600, text).await;
         }
         let accepted = b.fake.wait_for_accepted(3, PATIENCE).await;
         let taken: Vec<(&str, &str)> = accepted.iter().map(|m| (m.message_id.as_str(), m.text.as_str())).collect();
@@ -843,7 +824,7 @@ async fn a_bridge_turned_on_through_one_instance_is_used_by_another_and_logs_no_
 
     // Only the second is left to take the message and relay it.
     first.stop().await;
-    user_writes(&second, 4800, 1, ASKED).await;
+    user_writes(&second, 1, 4800, ASKED).await;
     let accepted = fake.wait_for_accepted(1, Duration::from_secs(5)).await;
     assert_eq!(accepted[0].text, ASKED);
     wait_until(|| async { relayed(&second).await.len() == 1 }).await;

@@ -30,12 +30,13 @@ pub(crate) fn config(db: &TestDb, bot: &FakeBot) -> switchboard::config::Config 
     config
 }
 
-/// A Telegram user writes `text` to the bot (update `update_id`).
-async fn user_writes(app: &TestApp, update_id: i64, from: i64, text: &str) {
+/// Telegram user `from` (`@ann<from>`) writes `text` to the bot in their
+/// private chat (message and update `update_id`).
+pub(crate) async fn user_writes(app: &TestApp, update_id: i64, from: i64, text: &str) {
     let update = json!({"update_id": update_id, "message": {
         "message_id": update_id, "date": 1_764_590_000,
         "chat": {"id": from, "type": "private", "first_name": "Ann"},
-        "from": {"id": from, "is_bot": false, "first_name": "Ann"},
+        "from": {"id": from, "is_bot": false, "first_name": "Ann", "username": format!("ann{from}")},
         "text": text}});
     let answer = app
         .client
