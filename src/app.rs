@@ -25,9 +25,10 @@ use crate::{
     error,
     events::{EventStore, Tailer},
     health,
-    mail::{templates::Templates, worker::MailWorker},
+    mail::worker::MailWorker,
     realtime::{self, Hub},
     telemetry::RedactingRootSpan,
+    templates::Templates,
     webhooks::{WebhookState, worker::WebhookWorker},
 };
 
@@ -347,6 +348,7 @@ fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<Server> 
             .configure(crate::telegram::configure)
             .configure(crate::broadcasts::routes::configure)
             .configure(crate::helpdesk::routes::configure)
+            .configure(crate::pages::configure)
             .default_service(web::to(error::not_found))
             .wrap(actix_web::middleware::from_fn(crate::validate::nul::refuse))
             // Inner to TracingLogger, which puts the request id in place.

@@ -156,3 +156,53 @@ pub async fn poll_telegram(config: &Config) -> anyhow::Result<()> {
     db.close().await;
     Ok(())
 }
+
+/// `switchboard healthcheck`: asks `url` (plain http, as inside a
+/// container) and succeeds on a 200. No runtime, no TLS: it runs every few
+/// seconds beside the service.
+pub fn healthcheck(url: &str) -> std::process::ExitCode {
+    match ready(url) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("not ready: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn ready(url: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    let url = url::Url::parse(url).context("not a URL")?;
+    if url.scheme() != "http" {
+        bail!("only http:// URLs are checked");
+    }
+    let host = url.host_str().context("the URL has no host")?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let address = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .context("the host has no address")?;
+    let timeout = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&address, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+        &url[url::Position::BeforePath..]
+    )?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer)?;
+    let status_line = String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    match status_line.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        _ => bail!("{url} answered {status_line:?}"),
+    }
+}

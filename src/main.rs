@@ -34,6 +34,12 @@ enum Command {
         #[command(subcommand)]
         command: TelegramCommand,
     },
+    /// Exit 0 if the service at the URL is ready to serve (`/readyz`
+    /// answers 200), 1 otherwise: a container's health check.
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -76,6 +82,9 @@ fn main() -> ExitCode {
         println!("{}", docs::openapi_json());
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::Healthcheck { url }) = &cli.command {
+        return cli::healthcheck(url);
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -107,7 +116,7 @@ fn main() -> ExitCode {
             Command::Admin {
                 command: AdminCommand::Create { email, role },
             } => cli::create_admin(&config, &email, &role).await,
-            Command::Openapi => Ok(()),
+            Command::Openapi | Command::Healthcheck { .. } => Ok(()),
             Command::Projections {
                 command: ProjectionsCommand::Rebuild,
             } => cli::rebuild_projections(&config).await,

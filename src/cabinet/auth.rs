@@ -372,25 +372,12 @@ pub async fn verify_email(
 /// configured). Opening one changes nothing: a mail scanner that fetches
 /// the link cannot verify an address or use a reset token.
 fn page(state: &AppState, name: &str, token: Option<&str>) -> Result<HttpResponse, ApiError> {
-    // The page's own script and style, and nothing else, may run.
-    let nonce = crate::auth::tokens::random_token("");
-    let nonce = nonce.expose_secret();
-    let html = state.templates.render_page(
+    crate::pages::html(
+        state,
         name,
-        &json!({"token": token.unwrap_or_default(), "api": "/api/v1/cabinet/auth", "nonce": nonce}),
-    )?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("cache-control", "no-store"))
-        .insert_header(("referrer-policy", "no-referrer"))
-        .insert_header((
-            "content-security-policy",
-            format!(
-                "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; \
-                 connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-            ),
-        ))
-        .body(html))
+        &json!({"token": token.unwrap_or_default(), "api": "/api/v1/cabinet/auth"}),
+        crate::pages::Framing::Nobody,
+    )
 }
 
 /// The page behind the verification link: a button that confirms.

@@ -1,5 +1,4 @@
-//! E-mail: templates, the outbox and the SMTP worker.
+//! E-mail: the outbox and the SMTP worker (the templates are in `crate::templates`).
 
 pub mod outbox;
-pub mod templates;
 pub mod worker;

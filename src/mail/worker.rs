@@ -20,7 +20,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::templates::Templates;
+use crate::templates::Templates;
 use crate::{
     config::{MailConfig, SmtpTls},
     db::{Backend, Db, entities::mail},

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::helpers::{
     SmtpSink, TestApp, Tokens, assert_problem, both_backends, test_config, token_from_email,
 };
+use crate::pages::browser;
 
 async fn app_with_mail(db: &crate::helpers::TestDb) -> (TestApp, SmtpSink) {
     let sink = SmtpSink::start().await;
@@ -248,44 +249,33 @@ both_backends! {
     }
 }
 
-/// Runs a served page's script in Node (see `tests/pages/run_script.mjs`):
-/// what it fetched and what it showed.
-async fn run_page_script(url: &str, action: &str, value: &str) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pages/run_script.mjs");
-    let output = tokio::process::Command::new("node")
-        .args([script, url, action, value])
-        .output()
-        .await
-        .expect("node must be installed (.ci/run installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
-}
-
 both_backends! {
-    async fn the_link_pages_scripts_post_to_the_api_and_do_what_they_say(db) {
+    async fn the_link_pages_opened_in_a_browser_do_what_they_say(db) {
         let (app, sink) = app_with_mail(&db).await;
         app.post("/api/v1/cabinet/auth/email/register", None, json!({"email": "eve@example.com", "password": "the first password"})).await;
         let verify = token_from_email(&sink.wait_for("eve@example.com", "token=").await);
-        let ran = run_page_script(&format!("{}/api/v1/cabinet/auth/email/verify?token={verify}", app.address), "confirm:click", "").await;
-        assert_eq!(ran["fetched"]["url"], "/api/v1/cabinet/auth/email/verify", "{ran}");
-        assert_eq!(ran["fetched"]["method"], "POST");
+        let page = |name: &str, url: String, action: &str, value: &str| {
+            json!({"name": format!("{name}-{}", db.kind_name()), "url": url, "action": action, "value": value})
+        };
+        let ran = browser("link_page", &app, page("verify-email", format!("{}/api/v1/cabinet/auth/email/verify?token={verify}", app.address), "confirm", "")).await;
+        assert_eq!(ran["posted"], "/api/v1/cabinet/auth/email/verify", "{ran}");
+        assert_eq!(ran["answer"], 200, "{ran}");
         assert!(ran["shown"].as_str().unwrap().contains("confirmed"), "{ran}");
         let login = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "eve@example.com", "password": "the first password"})).await;
         assert_eq!(login.status().as_u16(), 200);
 
-        let ran = run_page_script(&format!("{}/api/v1/cabinet/auth/email/forgot", app.address), "forgot:submit", "eve@example.com").await;
-        assert_eq!(ran["fetched"]["url"], "/api/v1/cabinet/auth/email/forgot", "{ran}");
+        let ran = browser("link_page", &app, page("forgot-password", format!("{}/api/v1/cabinet/auth/email/forgot", app.address), "forgot", "eve@example.com")).await;
+        assert_eq!(ran["posted"], "/api/v1/cabinet/auth/email/forgot", "{ran}");
         let reset = token_from_email(&sink.wait_for("eve@example.com", "/reset?token=").await);
-        let ran = run_page_script(&format!("{}/api/v1/cabinet/auth/email/reset?token={reset}", app.address), "reset:submit", "the second password").await;
-        assert_eq!(ran["fetched"]["url"], "/api/v1/cabinet/auth/email/reset", "{ran}");
+        let ran = browser("link_page", &app, page("reset-password", format!("{}/api/v1/cabinet/auth/email/reset?token={reset}", app.address), "reset", "the second password")).await;
+        assert_eq!(ran["posted"], "/api/v1/cabinet/auth/email/reset", "{ran}");
         assert!(ran["shown"].as_str().unwrap().contains("changed"), "{ran}");
         let login = app.post("/api/v1/cabinet/auth/email/login", None, json!({"email": "eve@example.com", "password": "the second password"})).await;
         assert_eq!(login.status().as_u16(), 200);
+        // A used link says so.
+        let ran = browser("link_page", &app, page("reset-password-used", format!("{}/api/v1/cabinet/auth/email/reset?token={reset}", app.address), "reset", "the third password")).await;
+        assert_eq!(ran["answer"], 400, "{ran}");
+        assert!(ran["shown"].as_str().unwrap().contains("invalid, used or expired"), "{ran}");
         app.stop().await;
     }
 }

@@ -55,6 +55,15 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// `sqlite` or `postgres`: names what a test writes under `target/`.
+    pub fn kind_name(&self) -> &'static str {
+        if self.postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
     pub async fn new(kind: Kind) -> Self {
         match kind {
             Kind::Sqlite => {

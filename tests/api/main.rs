@@ -17,6 +17,7 @@ mod health;
 mod helpdesk;
 mod ledger;
 mod openapi;
+mod pages;
 mod realtime;
 mod referrals;
 mod secrets_in_logs;

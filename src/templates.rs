@@ -1,6 +1,7 @@
-//! E-mail templates (minijinja): built into the binary from `templates/`,
-//! each overridable by a file with the same path under
-//! `SWITCHBOARD_TEMPLATES_DIR`, read at every use.
+//! Templates (minijinja) of the e-mails and the pages, and the pages'
+//! static files: built into the binary from `templates/`, each overridable
+//! by a file with the same path under `SWITCHBOARD_TEMPLATES_DIR`, read at
+//! every use.
 
 use std::path::{Path, PathBuf};
 
@@ -10,88 +11,132 @@ use serde_json::Value;
 
 const BUILT_IN: &[(&str, &str)] = &[
     (
+        "pages/layout.html",
+        include_str!("../templates/pages/layout.html"),
+    ),
+    (
+        "pages/admin.html",
+        include_str!("../templates/pages/admin.html"),
+    ),
+    (
+        "pages/cabinet.html",
+        include_str!("../templates/pages/cabinet.html"),
+    ),
+    (
+        "assets/app.css",
+        include_str!("../templates/assets/app.css"),
+    ),
+    (
+        "assets/admin.css",
+        include_str!("../templates/assets/admin.css"),
+    ),
+    (
+        "assets/admin.js",
+        include_str!("../templates/assets/admin.js"),
+    ),
+    (
+        "assets/admin-ops.css",
+        include_str!("../templates/assets/admin-ops.css"),
+    ),
+    (
+        "assets/admin-ops.js",
+        include_str!("../templates/assets/admin-ops.js"),
+    ),
+    (
+        "assets/cabinet.css",
+        include_str!("../templates/assets/cabinet.css"),
+    ),
+    (
+        "assets/cabinet.js",
+        include_str!("../templates/assets/cabinet.js"),
+    ),
+    (
+        "assets/email-pages.js",
+        include_str!("../templates/assets/email-pages.js"),
+    ),
+    (
         "pages/forgot_password.html",
-        include_str!("../../templates/pages/forgot_password.html"),
+        include_str!("../templates/pages/forgot_password.html"),
     ),
     (
         "pages/reset_password.html",
-        include_str!("../../templates/pages/reset_password.html"),
+        include_str!("../templates/pages/reset_password.html"),
     ),
     (
         "pages/verify_email.html",
-        include_str!("../../templates/pages/verify_email.html"),
+        include_str!("../templates/pages/verify_email.html"),
     ),
     (
         "email/already_registered.en.html",
-        include_str!("../../templates/email/already_registered.en.html"),
+        include_str!("../templates/email/already_registered.en.html"),
     ),
     (
         "email/already_registered.en.subject.txt",
-        include_str!("../../templates/email/already_registered.en.subject.txt"),
+        include_str!("../templates/email/already_registered.en.subject.txt"),
     ),
     (
         "email/already_registered.en.txt",
-        include_str!("../../templates/email/already_registered.en.txt"),
+        include_str!("../templates/email/already_registered.en.txt"),
     ),
     (
         "email/already_registered.ru.html",
-        include_str!("../../templates/email/already_registered.ru.html"),
+        include_str!("../templates/email/already_registered.ru.html"),
     ),
     (
         "email/already_registered.ru.subject.txt",
-        include_str!("../../templates/email/already_registered.ru.subject.txt"),
+        include_str!("../templates/email/already_registered.ru.subject.txt"),
     ),
     (
         "email/already_registered.ru.txt",
-        include_str!("../../templates/email/already_registered.ru.txt"),
+        include_str!("../templates/email/already_registered.ru.txt"),
     ),
     (
         "email/reset_password.en.html",
-        include_str!("../../templates/email/reset_password.en.html"),
+        include_str!("../templates/email/reset_password.en.html"),
     ),
     (
         "email/reset_password.en.subject.txt",
-        include_str!("../../templates/email/reset_password.en.subject.txt"),
+        include_str!("../templates/email/reset_password.en.subject.txt"),
     ),
     (
         "email/reset_password.en.txt",
-        include_str!("../../templates/email/reset_password.en.txt"),
+        include_str!("../templates/email/reset_password.en.txt"),
     ),
     (
         "email/reset_password.ru.html",
-        include_str!("../../templates/email/reset_password.ru.html"),
+        include_str!("../templates/email/reset_password.ru.html"),
     ),
     (
         "email/reset_password.ru.subject.txt",
-        include_str!("../../templates/email/reset_password.ru.subject.txt"),
+        include_str!("../templates/email/reset_password.ru.subject.txt"),
     ),
     (
         "email/reset_password.ru.txt",
-        include_str!("../../templates/email/reset_password.ru.txt"),
+        include_str!("../templates/email/reset_password.ru.txt"),
     ),
     (
         "email/verify_email.en.html",
-        include_str!("../../templates/email/verify_email.en.html"),
+        include_str!("../templates/email/verify_email.en.html"),
     ),
     (
         "email/verify_email.en.subject.txt",
-        include_str!("../../templates/email/verify_email.en.subject.txt"),
+        include_str!("../templates/email/verify_email.en.subject.txt"),
     ),
     (
         "email/verify_email.en.txt",
-        include_str!("../../templates/email/verify_email.en.txt"),
+        include_str!("../templates/email/verify_email.en.txt"),
     ),
     (
         "email/verify_email.ru.html",
-        include_str!("../../templates/email/verify_email.ru.html"),
+        include_str!("../templates/email/verify_email.ru.html"),
     ),
     (
         "email/verify_email.ru.subject.txt",
-        include_str!("../../templates/email/verify_email.ru.subject.txt"),
+        include_str!("../templates/email/verify_email.ru.subject.txt"),
     ),
     (
         "email/verify_email.ru.txt",
-        include_str!("../../templates/email/verify_email.ru.txt"),
+        include_str!("../templates/email/verify_email.ru.txt"),
     ),
 ];
 
@@ -103,8 +148,17 @@ pub struct RenderedEmail {
     pub html: String,
 }
 
+#[derive(Clone)]
 pub struct Templates {
     override_dir: Option<PathBuf>,
+}
+
+/// One of the pages' static files (`templates/assets/<name>`).
+pub struct Asset {
+    pub body: String,
+    pub content_type: &'static str,
+    /// Changes with the content: the `v` of the URLs pages link it by.
+    pub version: String,
 }
 
 impl Templates {
@@ -143,13 +197,8 @@ impl Templates {
             "en"
         };
         let mut env = Environment::new();
-        let dir = self.override_dir.clone();
-        env.set_loader(move |path| {
-            Ok(Templates {
-                override_dir: dir.clone(),
-            }
-            .source(path))
-        });
+        let loader = self.clone();
+        env.set_loader(move |path| Ok(loader.source(path)));
         let render = |part: &str| -> anyhow::Result<String> {
             let path = format!("email/{name}.{language}.{part}");
             env.get_template(&path)
@@ -165,20 +214,53 @@ impl Templates {
 }
 
 impl Templates {
-    /// Renders `pages/<name>.html` (HTML-escaped).
+    /// Renders `pages/<name>.html` (HTML-escaped); `asset(name)` in a
+    /// template is the versioned URL of a static file.
     pub fn render_page(&self, name: &str, context: &Value) -> anyhow::Result<String> {
         let mut env = Environment::new();
-        let dir = self.override_dir.clone();
-        env.set_loader(move |path| {
-            Ok(Templates {
-                override_dir: dir.clone(),
-            }
-            .source(path))
+        let loader = self.clone();
+        env.set_loader(move |path| Ok(loader.source(path)));
+        let assets = self.clone();
+        env.add_function("asset", move |name: String| {
+            assets
+                .asset(&name)
+                .map(|asset| {
+                    // Its characters need no escaping (`/` would be `&#x2f;`).
+                    minijinja::Value::from_safe_string(format!(
+                        "/assets/{name}?v={}",
+                        asset.version
+                    ))
+                })
+                .ok_or_else(|| {
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("no asset {name}"),
+                    )
+                })
         });
         let path = format!("pages/{name}.html");
         env.get_template(&path)
             .and_then(|t| t.render(minijinja::value::Serde(context)))
             .with_context(|| format!("rendering {path}"))
+    }
+
+    /// A static file of the pages by its name; only the built-in names
+    /// exist (an override directory replaces them, never adds any).
+    pub fn asset(&self, name: &str) -> Option<Asset> {
+        let path = format!("assets/{name}");
+        BUILT_IN.iter().find(|(known, _)| *known == path)?;
+        let body = self.source(&path)?;
+        let content_type = match name.rsplit('.').next() {
+            Some("css") => "text/css; charset=utf-8",
+            Some("js") => "text/javascript; charset=utf-8",
+            _ => "application/octet-stream",
+        };
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(body.as_bytes());
+        Some(Asset {
+            version: hex::encode(&digest[..6]),
+            body,
+            content_type,
+        })
     }
 }
 
