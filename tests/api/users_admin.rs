@@ -90,6 +90,32 @@ both_backends! {
         assert_problem(app.get_with("/api/v1/admin/stats?from=2021-01-01T00:00:00Z&to=2020-01-01T00:00:00Z", &viewer.access_token).await, 422, "invalid_field").await;
         assert_problem(app.get_with("/api/v1/admin/stats?from=yesterday", &viewer.access_token).await, 400, "invalid_query").await;
         assert_problem(app.get_with("/api/v1/admin/stats", &operator.access_token).await, 403, "forbidden").await;
+
+        // Hour by hour over the last day: the same figures, spread over
+        // its 24 or 25 hours.
+        let to = chrono::Utc::now() + chrono::Duration::seconds(1);
+        let from = to - chrono::Duration::hours(24);
+        let hourly: Value = app
+            .get_with(&format!("/api/v1/admin/stats?bucket=hour&from={}&to={}", from.format("%FT%TZ"), to.format("%FT%TZ")), &viewer.access_token)
+            .await.json().await.unwrap();
+        let series = hourly["series"].as_array().unwrap();
+        assert!((24..=25).contains(&series.len()), "{hourly}");
+        let sum = |field: &str| series.iter().map(|b| b[field].as_u64().unwrap()).sum::<u64>();
+        assert_eq!(sum("users_new"), 2, "{hourly}");
+        assert_eq!(sum("tickets_opened"), 1);
+        assert_eq!(sum("payments_completed"), 2);
+        let log = crate::helpers::whole_log(&app.state.store).await.len() as u64;
+        assert_eq!(sum("events"), log, "every event of the log is in the last day");
+        let rub: i64 = series.iter().filter_map(|b| b["revenue"]["RUB"].as_i64()).sum();
+        assert_eq!(rub, 1250, "{hourly}");
+        let starts: Vec<&str> = series.iter().map(|b| b["start"].as_str().unwrap()).collect();
+        assert!(starts.windows(2).all(|w| w[0] < w[1]) && starts[0].ends_with(":00:00Z"), "{starts:?}");
+        let daily: Value = app.get_with("/api/v1/admin/stats?bucket=day", &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(daily["series"].as_array().unwrap().len(), 31, "{daily}");
+        assert!(daily["series"][0]["start"].as_str().unwrap().ends_with("T00:00:00Z"));
+        assert!(app.get_with("/api/v1/admin/stats", &viewer.access_token).await.json::<Value>().await.unwrap().get("series").is_none());
+        assert_problem(app.get_with("/api/v1/admin/stats?bucket=hour&from=2020-01-01T00:00:00Z&to=2021-01-01T00:00:00Z", &viewer.access_token).await, 422, "invalid_field").await;
+        assert_problem(app.get_with("/api/v1/admin/stats?bucket=week", &viewer.access_token).await, 400, "invalid_query").await;
         app.stop().await;
     }
 }
