@@ -19,8 +19,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize, IntoParams)]
 pub struct EventsQuery {
     /// Resume after this cursor (from a previous page's `next_cursor` or an
-    /// event's `cursor`); from the beginning when absent.
+    /// event's `cursor`); from the beginning when absent. With
+    /// `order=desc`: the events before it; from the newest when absent.
     pub cursor: Option<String>,
+    /// `asc` (the default): the log's order from `cursor` on. `desc`: the
+    /// newest first, back from `cursor`; the first page also answers
+    /// `head`, where a live feed resumes so that it joins the page.
+    pub order: Option<Order>,
     /// An exact type (`ticket.created`) or a prefix wildcard (`ticket.*`).
     #[serde(rename = "type")]
     pub event_type: Option<String>,
@@ -30,13 +35,25 @@ pub struct EventsQuery {
     pub limit: Option<u32>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct EventsPageOut {
     /// Event envelopes, as on the WebSocket and in webhooks.
     #[schema(value_type = Vec<Object>)]
     pub events: Vec<RecordedEvent>,
-    /// Pass as `cursor` for the next page.
+    /// Pass as `cursor` (with the same `order`) for the next page.
     pub next_cursor: String,
+    /// `order=desc` without a cursor: the log's head when the page was
+    /// read. A feed resumed from it (`/ws?cursor=`) carries every event
+    /// after the page, none twice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
 }
 
 /// Reads the event log in its global order, with optional filters. Only
@@ -54,12 +71,15 @@ pub async fn browse(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::EventsRead)?;
     let cursor = match &query.cursor {
-        None => Cursor::START,
-        Some(raw) => raw
-            .parse::<Cursor>()
-            .map_err(|e| Problem::invalid_field("cursor", e.to_string()))?,
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<Cursor>()
+                .map_err(|e| Problem::invalid_field("cursor", e.to_string()))?,
+        ),
     };
-    if let Some(why) = state.store.cannot_continue_from(cursor).await? {
+    if let Some(cursor) = cursor
+        && let Some(why) = state.store.cannot_continue_from(cursor).await?
+    {
         return Err(
             Problem::invalid_field("cursor", format!("{why}: start again without one")).into(),
         );
@@ -90,16 +110,27 @@ pub async fn browse(
         event_type: query.event_type.clone(),
         stream: query.stream.clone(),
     };
-    let page = state.store.read_filtered(cursor, limit, &filter).await?;
+    let (events, next, head) = if query.order == Some(Order::Desc) {
+        let (events, head) = state.store.read_back(cursor, limit, &filter).await?;
+        // The oldest of the page, or where it started when it is empty.
+        let next = events.last().map(|e| e.cursor).or(cursor).or(head);
+        (events, next.unwrap_or(Cursor::START), head)
+    } else {
+        let page = state
+            .store
+            .read_filtered(cursor.unwrap_or(Cursor::START), limit, &filter)
+            .await?;
+        (page.events, page.next, None)
+    };
     // The same events the caller's live feed carries (see realtime::audience):
     // a page may come back shorter than `limit`; `next_cursor` moves on anyway.
-    let events = page
-        .events
+    let events = events
         .into_iter()
         .filter(|e| Audience::of(e).admin_may_see(&caller.permissions))
         .collect();
     Ok(HttpResponse::Ok().json(EventsPageOut {
         events,
-        next_cursor: page.next.to_string(),
+        next_cursor: next.to_string(),
+        head: head.map(|h| h.to_string()),
     }))
 }

@@ -140,7 +140,9 @@ pub async fn stats(
     if let Some(bucket) = period.bucket
         && (to - from).num_seconds() / bucket.length().num_seconds() >= MOST_BUCKETS
     {
-        return Err(Problem::invalid_field("bucket", "more than 1,000 buckets in the period").into());
+        return Err(
+            Problem::invalid_field("bucket", "more than 1,000 buckets in the period").into(),
+        );
     }
     let conn = state.db.conn();
     let mut tickets = BTreeMap::new();
@@ -229,8 +231,10 @@ async fn series(
     let (low, high): (sea_orm::Value, sea_orm::Value) = match backend {
         Backend::Postgres => (from.into(), to.into()),
         Backend::Sqlite => (
-            from.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into(),
-            to.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into(),
+            from.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into(),
+            to.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into(),
         ),
     };
     let rows = conn

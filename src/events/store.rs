@@ -193,6 +193,17 @@ pub struct LogFilter {
     pub stream: Option<String>,
 }
 
+/// Where a page of the log starts.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// After this cursor, in the global order.
+    After(Cursor),
+    /// Before this cursor, newest first.
+    Before(Cursor),
+    /// This cursor and before, newest first.
+    UpTo(Cursor),
+}
+
 /// One page of the global log.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -560,6 +571,51 @@ impl EventStore {
         filter: &LogFilter,
     ) -> Result<Page, DbErr> {
         let after = self.normalize(after);
+        let events = self.select(Bound::After(after), limit, filter).await?;
+        let next = events.last().map_or(after, |e| e.cursor);
+        let pending = self.db.backend() == Backend::Postgres
+            && events.len() < limit as usize
+            && self.has_unreadable_after(next).await?;
+        Ok(Page {
+            events,
+            next,
+            pending,
+        })
+    }
+
+    /// The newest events matching `filter`, newest first: up to `limit`
+    /// of those before `before`, or of those up to the head. With the
+    /// head (where a live feed goes on from, so that what it carries
+    /// joins what was read with no gap) when `before` is not given.
+    pub async fn read_back(
+        &self,
+        before: Option<Cursor>,
+        limit: u32,
+        filter: &LogFilter,
+    ) -> Result<(Vec<RecordedEvent>, Option<Cursor>), DbErr> {
+        match before {
+            Some(before) => {
+                let bound = Bound::Before(self.normalize(before));
+                Ok((self.select(bound, limit, filter).await?, None))
+            }
+            None => {
+                // Everything up to the head is readable (on PostgreSQL every
+                // transaction ordered before it has ended).
+                let head = self.head().await?;
+                let events = self.select(Bound::UpTo(head), limit, filter).await?;
+                Ok((events, Some(head)))
+            }
+        }
+    }
+
+    /// The rows of a page of the log: after a cursor in the global order,
+    /// or back from one, newest first.
+    async fn select(
+        &self,
+        bound: Bound,
+        limit: u32,
+        filter: &LogFilter,
+    ) -> Result<Vec<RecordedEvent>, DbErr> {
         let backend = self.db.backend();
         let limit = limit.clamp(1, 10_000);
         let mut values: Vec<DbValue> = Vec::new();
@@ -570,16 +626,26 @@ impl EventStore {
                 Backend::Sqlite => format!("?{}", values.len()),
             }
         };
+        let (cursor, comparison, order) = match bound {
+            Bound::After(cursor) => (cursor, ">", "ASC"),
+            Bound::Before(cursor) => (cursor, "<", "DESC"),
+            Bound::UpTo(cursor) => (cursor, "<=", "DESC"),
+        };
         let mut conditions = match backend {
             Backend::Postgres => {
-                let tx = bind(after.tx.to_string().into());
-                let position = bind(after.position.into());
+                let tx = bind(cursor.tx.to_string().into());
+                let position = bind(cursor.position.into());
                 vec![
-                    format!("(transaction_id, position) > ({tx}::text::xid8, {position})"),
+                    format!(
+                        "(transaction_id, position) {comparison} ({tx}::text::xid8, {position})"
+                    ),
                     concat!("transaction_id < ", pg_horizon!()).to_owned(),
                 ]
             }
-            Backend::Sqlite => vec![format!("position > {}", bind(after.position.into()))],
+            Backend::Sqlite => vec![format!(
+                "position {comparison} {}",
+                bind(cursor.position.into())
+            )],
         };
         if let Some(event_type) = &filter.event_type {
             match event_type.strip_suffix('*') {
@@ -602,29 +668,20 @@ impl EventStore {
         let sql = match backend {
             Backend::Postgres => format!(
                 "SELECT {PG_COLUMNS} FROM events WHERE {} \
-                 ORDER BY transaction_id, position LIMIT {limit_param}",
+                 ORDER BY transaction_id {order}, position {order} LIMIT {limit_param}",
                 conditions.join(" AND ")
             ),
             Backend::Sqlite => format!(
-                "SELECT {SQLITE_COLUMNS} FROM events WHERE {} ORDER BY position LIMIT {limit_param}",
+                "SELECT {SQLITE_COLUMNS} FROM events WHERE {} ORDER BY position {order} \
+                 LIMIT {limit_param}",
                 conditions.join(" AND ")
             ),
         };
         let statement = Statement::from_sql_and_values(self.db.database_backend(), sql, values);
         let rows = self.db.conn().query_all_raw(statement).await?;
-        let events = rows
-            .iter()
+        rows.iter()
             .map(|row| decode(backend, self.log.get(), row))
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = events.last().map_or(after, |e| e.cursor);
-        let pending = backend == Backend::Postgres
-            && events.len() < limit as usize
-            && self.has_unreadable_after(next).await?;
-        Ok(Page {
-            events,
-            next,
-            pending,
-        })
+            .collect()
     }
 
     /// How many readable events come after `after`, counting at most `cap`.

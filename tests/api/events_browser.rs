@@ -48,6 +48,41 @@ both_backends! {
 }
 
 both_backends! {
+    async fn the_newest_events_come_first_with_the_head_a_feed_resumes_from(db) {
+        let app = TestApp::spawn(&db).await;
+        let viewer = app.admin_with_role("v@example.com", Role::Viewer).await;
+        let user = cabinet_user(&app, 1).await;
+        open_ticket(&app, &user, "One").await;
+        crate::event_store::read_whole_log(&app.state.store, 3).await;
+        let log: Vec<String> = crate::helpers::whole_log(&app.state.store).await.iter().map(|e| e.id.to_string()).collect();
+        let ids = |page: &Value| page["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+
+        let newest: Value = app.get_with("/api/v1/admin/events?order=desc&limit=2", &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(ids(&newest), vec![log[2].clone(), log[1].clone()], "{newest}");
+        let head = newest["head"].as_str().unwrap();
+        assert_eq!(head, newest["events"][0]["cursor"], "the head is the newest event");
+        let older: Value = app.get_with(&format!("/api/v1/admin/events?order=desc&cursor={}", newest["next_cursor"].as_str().unwrap()), &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(ids(&older), vec![log[0].clone()]);
+        assert!(older.get("head").is_none());
+        let done: Value = app.get_with(&format!("/api/v1/admin/events?order=desc&cursor={}", older["next_cursor"].as_str().unwrap()), &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(ids(&done), Vec::<String>::new());
+        // Filtered: the newest ticket event; the head is still the log's.
+        let created: Value = app.get_with("/api/v1/admin/events?order=desc&type=ticket.created", &viewer.access_token).await.json().await.unwrap();
+        assert_eq!(ids(&created), vec![log[1].clone()]);
+        assert_eq!(created["head"], head);
+
+        // A feed resumed from the head carries what came after the page.
+        let mut feed = app.ws(&format!("/ws?cursor={head}"), Some(&viewer.access_token)).await.unwrap();
+        assert_eq!(feed.next_json().await["type"], "connection");
+        open_ticket(&app, &cabinet_user(&app, 2).await, "Two").await;
+        assert_eq!(feed.next_event().await["type"], "user.created");
+        assert_eq!(feed.next_event().await["type"], "ticket.created");
+        assert_problem(app.get_with("/api/v1/admin/events?order=sideways", &viewer.access_token).await, 400, "invalid_query").await;
+        app.stop().await;
+    }
+}
+
+both_backends! {
     async fn rebuilding_the_projections_gives_exactly_the_live_tables(db) {
         let app = TestApp::spawn(&db).await;
         let operator = app.admin_with_role("op@example.com", Role::Operator).await;
