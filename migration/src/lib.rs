@@ -28,6 +28,7 @@ mod m20261201_000020_broadcasts;
 mod m20261201_000021_integration_settings;
 mod m20261201_000022_outbox_claim_indexes;
 mod m20261201_000023_helpdesk;
+mod m20261202_000024_ticket_message_media;
 
 pub struct Migrator;
 
@@ -58,6 +59,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000021_integration_settings::Migration),
             Box::new(m20261201_000022_outbox_claim_indexes::Migration),
             Box::new(m20261201_000023_helpdesk::Migration),
+            Box::new(m20261202_000024_ticket_message_media::Migration),
         ]
     }
 }

@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// A file a user sent, as Telegram names it (fetch it with `getFile`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Media {
     /// `photo`, `document`, `audio`, `voice`, `video`, `video_note`,
     /// `animation` or `sticker`.

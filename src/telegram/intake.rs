@@ -457,6 +457,7 @@ impl Command for ProcessUpdate {
                                 message_id: MessageId::new(),
                                 text,
                                 channel: Channel::Telegram,
+                                media: message.media().to_vec(),
                             },
                         )?;
                     }
@@ -471,6 +472,7 @@ impl Command for ProcessUpdate {
                                 text,
                                 message_id: MessageId::new(),
                                 channel: Channel::Telegram,
+                                media: message.media().to_vec(),
                             },
                         )?;
                     }

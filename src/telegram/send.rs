@@ -12,6 +12,7 @@ use crate::{
 /// How a send ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = SendStatus)]
 pub enum Status {
     /// Waiting for its turn (or for a retry).
     Queued,

@@ -52,6 +52,11 @@ pub struct PrivateMessage {
 }
 
 impl PrivateMessage {
+    /// The files it carries.
+    pub fn media(&self) -> &[crate::telegram::domain::Media] {
+        &self.message.media
+    }
+
     /// The `telegram.message_received` event, from `user`.
     pub fn event(&self, user: UserId) -> MessageReceived {
         MessageReceived {

@@ -102,6 +102,7 @@ pub async fn open(
             text,
             message_id,
             channel: Channel::Cabinet,
+            media: Vec::new(),
         },
     );
     match state.commands.run(open, user.actor()).await {
@@ -161,6 +162,7 @@ pub async fn add_message(
             message_id: MessageId::new(),
             text,
             channel: Channel::Cabinet,
+            media: Vec::new(),
         },
     );
     let done = state

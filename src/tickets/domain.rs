@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 use crate::{
     domain::{Aggregate, DomainError, DomainEvent, Refusal},
     ids::{AdminId, MessageId, TicketId, UserId},
+    telegram::domain::Media,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = TicketStatus)]
 pub enum Status {
     Open,
     Answered,
@@ -91,6 +93,10 @@ pub enum TicketEvent {
         author_id: String,
         text: String,
         channel: Channel,
+        /// The files a Telegram user sent with it (shown through
+        /// `/api/v1/admin/telegram/files/{file_id}`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        media: Vec<Media>,
     },
     #[serde(rename = "ticket.status_changed")]
     StatusChanged {
@@ -134,12 +140,14 @@ pub enum TicketCommand {
         text: String,
         message_id: MessageId,
         channel: Channel,
+        media: Vec<Media>,
     },
     AddUserMessage {
         user_id: UserId,
         message_id: MessageId,
         text: String,
         channel: Channel,
+        media: Vec<Media>,
     },
     Reply {
         admin_id: String,
@@ -265,6 +273,7 @@ impl Aggregate for Ticket {
             text,
             message_id,
             channel,
+            media,
         } = command
         {
             if self.id.is_some() {
@@ -286,6 +295,7 @@ impl Aggregate for Ticket {
                     author_id: user_id.to_string(),
                     text,
                     channel,
+                    media,
                 },
             ]);
         }
@@ -307,6 +317,7 @@ impl Aggregate for Ticket {
                 message_id,
                 text,
                 channel,
+                media,
             } => {
                 if user_id != owner {
                     // Someone else's ticket does not exist for this user.
@@ -323,6 +334,7 @@ impl Aggregate for Ticket {
                     author_id: user_id.to_string(),
                     text,
                     channel,
+                    media,
                 }];
                 // The user wrote again: the ball is back with the operators.
                 if matches!(status, Status::Answered | Status::Pending) {
@@ -347,6 +359,7 @@ impl Aggregate for Ticket {
                     author_id: admin_id,
                     text,
                     channel,
+                    media: Vec::new(),
                 }];
                 if status != Status::Answered {
                     events.push(status_change(Status::Answered));
@@ -403,6 +416,7 @@ mod tests {
                 text: "Where is it?".into(),
                 message_id: MessageId::new(),
                 channel: Channel::Cabinet,
+                media: Vec::new(),
             })
             .unwrap()
     }
@@ -434,7 +448,8 @@ mod tests {
                     subject: "again".into(),
                     text: "x".into(),
                     message_id: MessageId::new(),
-                    channel: Channel::Cabinet
+                    channel: Channel::Cabinet,
+                    media: Vec::new(),
                 })
                 .unwrap_err(),
             TicketError::AlreadyExists
@@ -477,6 +492,7 @@ mod tests {
                 message_id: MessageId::new(),
                 text: "Thanks".into(),
                 channel: Channel::Telegram,
+                media: Vec::new(),
             })
             .unwrap();
         assert!(matches!(
@@ -512,7 +528,8 @@ mod tests {
                     user_id: u,
                     message_id: MessageId::new(),
                     text: "x".into(),
-                    channel: Channel::Cabinet
+                    channel: Channel::Cabinet,
+                    media: Vec::new(),
                 })
                 .unwrap_err(),
             TicketError::Closed
@@ -546,7 +563,8 @@ mod tests {
                     user_id: UserId::new(),
                     message_id: MessageId::new(),
                     text: "x".into(),
-                    channel: Channel::Cabinet
+                    channel: Channel::Cabinet,
+                    media: Vec::new(),
                 })
                 .unwrap_err(),
             TicketError::NotFound

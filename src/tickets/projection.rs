@@ -15,6 +15,7 @@ use crate::{
     domain::DomainEvent,
     events::{DecodeError, RecordedEvent},
     projections::{Fused, Projection, ProjectionError},
+    telegram::domain::Media,
 };
 
 /// `tickets` and `ticket_messages`.
@@ -142,6 +143,7 @@ async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(),
             author_id,
             text,
             channel,
+            media,
             ..
         } => {
             ticket_message::ActiveModel {
@@ -153,6 +155,7 @@ async fn apply(conn: &impl ConnectionTrait, event: &RecordedEvent) -> Result<(),
                 channel: Set(enum_text(&channel)),
                 created_at: Set(at),
                 position: Set(event.position),
+                media: Set(media_json(&media)),
             }
             .insert(conn)
             .await?;
@@ -249,12 +252,15 @@ async fn add_messages(
     conn.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         "WITH messages AS (INSERT INTO ticket_messages \
-           (id, ticket_id, author, author_id, text, channel, created_at, position) \
-           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-           $6::text[], $7::timestamptz[], $8::int8[])) \
+           (id, ticket_id, author, author_id, text, channel, created_at, media, position) \
+           SELECT id, ticket_id, author, author_id, text, channel, created_at, \
+             NULLIF(media, ''), position \
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::timestamptz[], $8::text[], $9::int8[]) \
+             AS m(id, ticket_id, author, author_id, text, channel, created_at, media, position)) \
          UPDATE tickets AS t SET messages_count = t.messages_count + v.added, \
          last_message_at = v.at, updated_at = v.at, version = v.version \
-         FROM unnest($9::uuid[], $10::int4[], $11::timestamptz[], $12::int4[]) AS v(id, added, at, version) \
+         FROM unnest($10::uuid[], $11::int4[], $12::timestamptz[], $13::int4[]) AS v(id, added, at, version) \
          WHERE t.id = v.id",
         values,
     ))
@@ -291,20 +297,22 @@ fn fused_messages(events: &[&RecordedEvent], first: usize) -> Result<Option<Fuse
         .collect();
     let sql = format!(
         ", fused_messages AS (SELECT m.*, w.position FROM unnest({}::uuid[], {}::uuid[], \
-         {}::text[], {}::text[], {}::text[], {}::text[], {}::timestamptz[], {}::uuid[], \
-         {}::int4[]) \
-           AS m(id, ticket_id, author, author_id, text, channel, created_at, event_id, version) \
+         {}::text[], {}::text[], {}::text[], {}::text[], {}::timestamptz[], {}::text[], \
+         {}::uuid[], {}::int4[]) \
+           AS m(id, ticket_id, author, author_id, text, channel, created_at, media, event_id, \
+             version) \
            JOIN written AS w ON w.id = m.event_id), \
          fused_message_rows AS (INSERT INTO ticket_messages \
-           (id, ticket_id, author, author_id, text, channel, created_at, position) \
-           SELECT id, ticket_id, author, author_id, text, channel, created_at, position \
+           (id, ticket_id, author, author_id, text, channel, created_at, media, position) \
+           SELECT id, ticket_id, author, author_id, text, channel, created_at, \
+             NULLIF(media, ''), position \
            FROM fused_messages), \
          fused_tickets AS (UPDATE tickets AS t SET messages_count = t.messages_count + v.added, \
            last_message_at = v.at, updated_at = v.at, version = v.version \
            FROM (SELECT ticket_id, count(*)::int4 AS added, max(created_at) AS at, \
              max(version) AS version FROM fused_messages GROUP BY ticket_id) AS v \
            WHERE t.id = v.ticket_id)",
-        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]
     );
     Ok(Some(Fused { sql, values }))
 }
@@ -320,6 +328,7 @@ struct MessageRows {
     text: Vec<Value>,
     channel: Vec<Value>,
     created_at: Vec<Value>,
+    media: Vec<Value>,
     position: Vec<Value>,
     tickets: Vec<uuid::Uuid>,
     events: Vec<crate::ids::EventId>,
@@ -338,6 +347,7 @@ impl MessageRows {
                 author_id,
                 text,
                 channel,
+                media,
                 ..
             } = TicketEvent::from_recorded(event)?
             else {
@@ -350,6 +360,10 @@ impl MessageRows {
             rows.text.push(text.into());
             rows.channel.push(enum_text(&channel).into());
             rows.created_at.push(event.occurred_at.into());
+            // An array element cannot be NULL here: none is '' (and
+            // NULL in the table, by NULLIF).
+            rows.media
+                .push(media_json(&media).unwrap_or_default().into());
             rows.position.push(event.position.into());
             rows.tickets.push(ticket_id.as_uuid());
             rows.events.push(event.id);
@@ -359,7 +373,7 @@ impl MessageRows {
         Ok(rows)
     }
 
-    /// The `ticket_messages` columns up to `created_at`, as arrays in table
+    /// The `ticket_messages` columns up to `media`, as arrays in table
     /// order.
     fn into_columns(self) -> Vec<Value> {
         vec![
@@ -370,8 +384,16 @@ impl MessageRows {
             array(ArrayType::String, self.text),
             array(ArrayType::String, self.channel),
             array(ArrayType::ChronoDateTimeUtc, self.created_at),
+            array(ArrayType::String, self.media),
         ]
     }
+}
+
+/// A message's files as stored: JSON, or NULL for none.
+fn media_json(media: &[Media]) -> Option<String> {
+    (!media.is_empty())
+        .then(|| serde_json::to_string(media).ok())
+        .flatten()
 }
 
 fn array(ty: ArrayType, values: Vec<Value>) -> Value {

@@ -87,6 +87,9 @@ pub struct MessageOut {
     pub text: String,
     pub channel: String,
     pub created_at: DateTime<Utc>,
+    /// The files a Telegram user sent with the message (the admin API
+    /// serves them at `/api/v1/admin/telegram/files/{file_id}`).
+    pub media: Vec<crate::telegram::domain::Media>,
 }
 
 /// What adding a message answers: the message and the ticket's status after it.
@@ -121,6 +124,7 @@ impl MessageAddedOut {
                     author_id,
                     text,
                     channel,
+                    media,
                     ..
                 } => {
                     added = Some((
@@ -132,6 +136,7 @@ impl MessageAddedOut {
                             text,
                             channel: text_of(&channel),
                             created_at: event.occurred_at,
+                            media,
                         },
                     ));
                 }
@@ -300,6 +305,11 @@ pub async fn detail(
             text: m.text,
             channel: m.channel,
             created_at: m.created_at,
+            media: m
+                .media
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default(),
         })
         .collect();
     Ok(TicketDetailOut {

@@ -24,14 +24,20 @@
  * A one-time secret: [data-secret] holding a read-only input (label
  * "Signing secret" or "API key") and a button "Copy".
  *
- * Stats: select "Period" (options "24 h", "7 d", "30 d"); button "Refresh";
- *   figures [data-stat="users_total|users_new|users_blocked|
+ * Stats (the landing view with stats:read): select "Period" (options
+ *   "24 h", "7 d", "30 d"); button "Refresh". One GET /admin/stats per
+ *   load: 24 h → bucket=hour (24 UTC hours, the last one partial), 7 d and
+ *   30 d → bucket=day (7 or 30 UTC days, the last one partial).
+ *   Figures [data-stat="users_total|users_new|users_blocked|
  *   subscriptions_active|tickets_open|tickets_opened|payments_completed|
- *   payments_failed|revenue.<CUR>"] ([data-stat="revenue"] when there
+ *   payments_failed|events|revenue.<CUR>"] ([data-stat="revenue"] when there
  *   was none; the value in .ops-figure-value);
- *   charts <figure data-chart="tickets-status|revenue-<CUR>|users-new|
- *   tickets-opened|payments-completed"> holding <svg role="img" aria-label>
- *   with <title>/<desc>, and a "Data" <details> table.
+ *   charts <figure data-chart="events|revenue-<CUR>|tickets-opened|
+ *   tickets-status|users-new|payments-completed"> (per hour or per day of
+ *   the series, one revenue chart per currency; tickets-status: by status
+ *   now; [data-chart="revenue-none"] is a paragraph when there was no
+ *   revenue) holding <svg role="img" aria-label> with <title>/<desc>, and a
+ *   "Data" <details> table.
  *
  * Webhooks list: button "New endpoint" opens a form with labels "URL",
  *   "Name" (optional: the URL's host), "Event types" (comma-separated),
@@ -545,61 +551,35 @@
 
   // ------------------------------------------------------------ stats
 
+  // One GET /admin/stats per refresh, with `bucket`: its `series` has one
+  // row per UTC hour or day of the period, oldest first.
   const PERIODS = {
-    '24h': { label: '24 h', unit: 'hour', count: 24 },
-    '7d': { label: '7 d', unit: 'day', count: 7 },
-    '30d': { label: '30 d', unit: 'day', count: 30 },
+    '24h': { label: '24 h', bucket: 'hour', count: 24 },
+    '7d': { label: '7 d', bucket: 'day', count: 7 },
+    '30d': { label: '30 d', bucket: 'day', count: 30 },
   };
 
-  /** The RFC 3339 time one microsecond before `date` (the API's ranges
-   *  include both ends). */
-  function justBefore(date) {
-    return new Date(date.getTime() - 1).toISOString().replace(/Z$/, '999Z');
-  }
-
-  /** Hours (or local days) ending now, the last one partial. */
-  function buckets(spec, now) {
-    const starts = [];
-    const base = new Date(now.getTime());
-    if (spec.unit === 'hour') {
-      base.setMinutes(0, 0, 0);
-      for (let i = spec.count - 1; i >= 0; i--) starts.push(new Date(base.getTime() - i * 3600e3));
+  /** The start of the period: `count` whole UTC hours (or days), the last
+   *  one the current (partial) one. */
+  function periodStart(spec, now) {
+    const start = new Date(now.getTime());
+    if (spec.bucket === 'hour') {
+      start.setUTCMinutes(0, 0, 0);
+      start.setUTCHours(start.getUTCHours() - (spec.count - 1));
     } else {
-      base.setHours(0, 0, 0, 0);
-      for (let i = spec.count - 1; i >= 0; i--) {
-        const day = new Date(base.getTime());
-        day.setDate(day.getDate() - i);
-        starts.push(day);
-      }
+      start.setUTCHours(0, 0, 0, 0);
+      start.setUTCDate(start.getUTCDate() - (spec.count - 1));
     }
-    return starts.map((from, i) => ({
-      from,
-      fromIso: from.toISOString(),
-      toIso: i + 1 < starts.length ? justBefore(starts[i + 1]) : now.toISOString(),
-      label: spec.unit === 'hour'
-        ? from.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
-        : from.toLocaleDateString([], { month: 'short', day: 'numeric' }),
-    }));
+    return start;
   }
 
-  /** Runs fn over items, `limit` at a time; stops early when `go()` is false. */
-  async function mapLimit(items, limit, fn, go) {
-    const out = new Array(items.length);
-    let next = 0;
-    let failed = false;
-    async function worker() {
-      while (next < items.length && !failed && go()) {
-        const i = next++;
-        try {
-          out[i] = await fn(items[i], i);
-        } catch (error) {
-          failed = true;
-          throw error;
-        }
-      }
-    }
-    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-    return go() ? out : null;
+  /** A bucket's label: the local hour, or the UTC day (days are UTC). */
+  function bucketLabel(spec, iso) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return String(iso);
+    return spec.bucket === 'hour'
+      ? date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+      : date.toLocaleDateString([], { month: 'short', day: 'numeric', timeZone: 'UTC' });
   }
 
   function figure(key, label, value) {
@@ -607,6 +587,8 @@
       h('div', { class: 'ops-figure-label' }, label),
       h('div', { class: 'ops-figure-value' }, value));
   }
+
+  const asCount = (value) => (typeof value === 'number' && Number.isFinite(value) ? value : 0);
 
   async function statsView(root, params) {
     let period = PERIODS[params[0]] ? params[0] : '7d';
@@ -631,35 +613,69 @@
       const alive = () => mine === generation && root.isConnected;
       const spec = PERIODS[period];
       const now = new Date();
-      const slots = buckets(spec, now);
       say(msg, 'Loading…');
       clear(figures);
       clear(charts);
       range.textContent = '';
-      let head;
+      refresh.disabled = true;
+      let stats;
       try {
-        head = await SB.api('GET', `${API}/stats?${qs({ from: slots[0].fromIso, to: now.toISOString() })}`);
+        stats = await SB.api('GET', `${API}/stats?${qs({ from: periodStart(spec, now).toISOString(), to: now.toISOString(), bucket: spec.bucket })}`);
       } catch (error) {
-        if (alive()) fail(msg, error);
+        if (alive()) {
+          refresh.disabled = false;
+          fail(msg, error);
+        }
         return;
       }
       if (!alive()) return;
+      refresh.disabled = false;
       say(msg, '');
-      range.textContent = `From ${time(head.from)} to ${time(head.to)}`;
+      range.textContent = `From ${time(stats.from)} to ${time(stats.to)}`;
 
-      const tickets = head.tickets || {};
+      const series = Array.isArray(stats.series) ? stats.series : [];
+      const tickets = stats.tickets || {};
+      const eventsTotal = series.reduce((sum, row) => sum + asCount(row && row.events), 0);
       figures.append(
-        figure('users_total', 'Users', num(head.users_total)),
-        figure('users_new', 'New users', num(head.users_new)),
-        figure('users_blocked', 'Blocked users', num(head.users_blocked)),
-        figure('subscriptions_active', 'Active subscriptions', num(head.subscriptions_active)),
-        figure('tickets_open', 'Open tickets (now)', num(tickets.open || 0)),
-        figure('tickets_opened', 'Tickets opened', num(head.tickets_opened)),
-        figure('payments_completed', 'Payments completed', num(head.payments_completed)),
-        figure('payments_failed', 'Payments failed', num(head.payments_failed)));
-      const revenue = Object.entries(head.revenue || {});
+        figure('users_total', 'Users', num(stats.users_total)),
+        figure('users_new', 'New users', num(stats.users_new)),
+        figure('users_blocked', 'Blocked users', num(stats.users_blocked)),
+        figure('subscriptions_active', 'Active subscriptions', num(stats.subscriptions_active)),
+        figure('tickets_open', 'Open tickets (now)', num(asCount(tickets.open))),
+        figure('tickets_opened', 'Tickets opened', num(stats.tickets_opened)),
+        figure('payments_completed', 'Payments completed', num(stats.payments_completed)),
+        figure('payments_failed', 'Payments failed', num(stats.payments_failed)),
+        figure('events', 'Events', num(eventsTotal)));
+      const revenue = Object.entries(stats.revenue || {});
       if (!revenue.length) figures.append(figure('revenue', 'Revenue', num(0)));
       for (const [currency, amount] of revenue) figures.append(figure(`revenue.${currency}`, `Revenue (${currency})`, money(amount, currency)));
+
+      const per = spec.bucket === 'hour' ? 'per hour' : 'per day';
+      const xLabel = spec.bucket === 'hour' ? 'Hour' : 'Day (UTC)';
+      const labels = series.map((row) => bucketLabel(spec, row && row.start));
+      const values = (prop) => series.map((row) => asCount(row && row[prop]));
+
+      charts.append(barChart({ key: 'events', title: `Events ${per}`, xLabel, yLabel: 'Events', labels, values: values('events') }));
+
+      // Revenue: one chart per currency.
+      const currencies = [...new Set([
+        ...Object.keys(stats.revenue || {}),
+        ...series.flatMap((row) => Object.keys((row && row.revenue) || {})),
+      ])].sort();
+      for (const currency of currencies) {
+        charts.append(barChart({
+          key: `revenue-${currency}`,
+          title: `Revenue ${per} (${currency})`,
+          xLabel,
+          yLabel: `Revenue (${currency})`,
+          labels,
+          values: series.map((row) => asCount(((row && row.revenue) || {})[currency])),
+          fmt: (v) => money(Math.round(v), currency),
+        }));
+      }
+      if (!currencies.length) charts.append(h('p', { class: 'muted', 'data-chart': 'revenue-none' }, 'No revenue in this period.'));
+
+      charts.append(barChart({ key: 'tickets-opened', title: `Tickets opened ${per}`, xLabel, yLabel: 'Tickets', labels, values: values('tickets_opened') }));
 
       const order = ['open', 'answered', 'pending', 'closed'];
       const statuses = [...order.filter((s) => s in tickets), ...Object.keys(tickets).filter((s) => !order.includes(s))];
@@ -669,47 +685,12 @@
         xLabel: 'Status',
         yLabel: 'Tickets',
         labels: statuses,
-        values: statuses.map((s) => tickets[s] || 0),
+        values: statuses.map((s) => asCount(tickets[s])),
       }));
 
-      const loading = h('p', { class: 'muted', role: 'status' }, `Loading the figures of each ${spec.unit}…`);
-      charts.append(loading);
-      let rows;
-      try {
-        rows = await mapLimit(slots, 3, (slot) => SB.api('GET', `${API}/stats?${qs({ from: slot.fromIso, to: slot.toIso })}`), alive);
-      } catch (error) {
-        if (alive()) {
-          loading.remove();
-          charts.append(errorP(error));
-        }
-        return;
-      }
-      if (!alive() || !rows) return;
-      loading.remove();
-      const per = spec.unit === 'hour' ? 'per hour' : 'per day';
-      const xLabel = spec.unit === 'hour' ? 'Hour' : 'Day';
-      const labels = slots.map((slot) => slot.label);
-      const currencies = [...new Set(rows.flatMap((row) => Object.keys((row && row.revenue) || {})))].sort();
-      for (const currency of currencies) {
-        charts.append(barChart({
-          key: `revenue-${currency}`,
-          title: `Revenue ${per} (${currency})`,
-          xLabel,
-          yLabel: `Revenue (${currency})`,
-          labels,
-          values: rows.map((row) => ((row && row.revenue) || {})[currency] || 0),
-          fmt: (v) => money(Math.round(v), currency),
-        }));
-      }
-      if (!currencies.length) charts.append(h('p', { class: 'muted', 'data-chart': 'revenue-none' }, 'No revenue in this period.'));
-      const series = [
-        ['users-new', `New users ${per}`, 'Users', 'users_new'],
-        ['tickets-opened', `Tickets opened ${per}`, 'Tickets', 'tickets_opened'],
-        ['payments-completed', `Payments completed ${per}`, 'Payments', 'payments_completed'],
-      ];
-      for (const [key, title, yLabel, prop] of series) {
-        charts.append(barChart({ key, title, xLabel, yLabel, labels, values: rows.map((row) => (row && row[prop]) || 0) }));
-      }
+      charts.append(
+        barChart({ key: 'users-new', title: `New users ${per}`, xLabel, yLabel: 'Users', labels, values: values('users_new') }),
+        barChart({ key: 'payments-completed', title: `Payments completed ${per}`, xLabel, yLabel: 'Payments', labels, values: values('payments_completed') }));
     }
 
     select.addEventListener('change', () => {

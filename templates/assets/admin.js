@@ -62,6 +62,8 @@
  *   errors in #signin-error (role=alert).
  * Shell (#app): #me-email, #me-role; button "Sign out"; nav "Sections" with
  *   links "Live feed", "Tickets", "Users" (+ admin-ops.js's); <main id="view">;
+ *   the landing view (no hash, or "#/") is Stats (#/stats, admin-ops.js)
+ *   with stats:read, else the first section the account may open;
  *   #conn[data-state] = "off" | "connecting" | "live" | "reconnecting" with
  *   the text "offline" / "connecting…" / "live" / "reconnecting…".
  * Toasts: #toasts (role=status), each .toast[data-kind].
@@ -69,13 +71,21 @@
  *   `*` wildcards; Enter or button "Apply filter" applies it); #feed-state
  *   (role=status, same texts as #conn); #feed-note ("Showing N events…");
  *   ol#feed-list, rows li[data-event-id][data-type][data-stream], newest
- *   first; each row's <summary> opens a <pre class="event-json">.
+ *   first, each event once: the newest 100 (GET /admin/events?order=desc)
+ *   then live ones on top; each row's <summary> opens a
+ *   <pre class="event-json">. Button "Load older" (shown while there are
+ *   older events) appends up to 100 older rows at the bottom.
  * Tickets (#/tickets): selects labelled "Status", "Priority", "Assignee";
  *   rows tr[data-id][data-unread] (class "unread" when unread > 0), the
  *   subject is a link to #/tickets/<id>; buttons "Previous page", "Next page".
  * Ticket (#/tickets/<id>): h1 = subject; #ticket[data-status][data-priority];
  *   ol.chat > li[data-message-id][data-author] (.from-user / .from-operator);
- *   photos img[data-file-id]; textarea labelled "Reply" + button "Send reply"
+ *   a message's files (its `media`): photos and stickers
+ *   img[data-file-id][data-media-type] (src: a blob: URL once loaded; the
+ *   "[photo]" placeholder text is then not shown), other files a button
+ *   "Download <kind>[ (<size>)]" with [data-file-id][data-media-type]
+ *   (e.g. "Download document (12.5 KB)", "Download video note");
+ *   textarea labelled "Reply" + button "Send reply"
  *   (Ctrl+Enter sends) with tickets:reply; selects labelled "Status",
  *   "Priority", "Assignee" with tickets:reply; errors in role=alert.
  * Users (#/users): input labelled "Search users" + button "Search", select
@@ -478,11 +488,13 @@
 
   // ═════════════════════════════ The feed socket ═════════════════════════════
   // One WebSocket per page. It resumes with the cursor of the newest event
-  // seen, so a reconnect loses nothing; `epoch` counts the times continuity
-  // was broken (resync_required), which the Live feed view checks to know
-  // whether its REST rows and the socket meet without a gap.
+  // seen, so a reconnect loses nothing. The Live feed view joins its REST
+  // page to it through socketTap (every position the socket takes, events
+  // again included after a restart from an earlier cursor) and
+  // socketRestartFrom (the page's `head`).
 
   const eventHandlers = new Set();
+  const tapHandlers = new Set();
   const resyncHandlers = new Set();
   const connectionHandlers = new Set();
   const CONNECTION_TEXT = { off: "offline", connecting: "connecting…", live: "live", reconnecting: "reconnecting…" };
@@ -491,7 +503,6 @@
     ws: null,
     running: false,
     cursor: null,      // resume point: the newest cursor seen (null: from the head)
-    epoch: 0,
     state: "off",
     backoff: 1000,
     retryTimer: 0,
@@ -525,6 +536,25 @@
     return () => resyncHandlers.delete(handler);
   }
 
+  /** Internal (the Live feed): handler({cursor, event}) each time the socket
+   * moves: event = the envelope delivered (also one delivered before, after
+   * a restart from an earlier cursor; SB.onEvent handlers never see those
+   * twice), or null when a connection is greeted at `cursor`. */
+  function socketTap(handler) {
+    tapHandlers.add(handler);
+    return () => tapHandlers.delete(handler);
+  }
+
+  function tap(cursor, event) {
+    for (const handler of tapHandlers) {
+      try {
+        handler({ cursor, event });
+      } catch (error) {
+        toast(`A live update could not be shown: ${errorText(error)}`, "error");
+      }
+    }
+  }
+
   function onConnection(handler) {
     connectionHandlers.add(handler);
     handler(socket.state);
@@ -551,20 +581,18 @@
     setConnection("off");
   }
 
-  /** Reconnects from `cursor` (the feed view's REST rows end there). */
+  /** Reconnects from `cursor` (the head of the feed view's REST page). */
   function socketRestartFrom(cursor) {
     if (!socket.running) {
       socketStart(cursor);
       return;
     }
     socket.cursor = cursor;
+    socket.backoff = 1000;
     clearTimeout(socket.retryTimer);
     dropSocket();
     connect();
   }
-
-  /** The epoch if everything after the socket's cursor will be delivered. */
-  const socketEpoch = () => (socket.running && socket.cursor !== null ? socket.epoch : null);
 
   function dropSocket() {
     const ws = socket.ws;
@@ -626,6 +654,7 @@
       socket.greeted = true;
       socket.liveSince = Date.now();
       if (data.cursor) socket.cursor = data.cursor;
+      if (socket.cursor) tap(socket.cursor, null);
       setConnection("live");
       clearInterval(socket.pingTimer);
       socket.pingTimer = setInterval(() => sendJson({ type: "ping" }), 20000);
@@ -634,18 +663,18 @@
     } else if (data.type === "resync_required") {
       // The server skipped to its head and goes on live from `cursor`.
       socket.cursor = data.cursor || null;
-      socket.epoch += 1;
       for (const handler of resyncHandlers) safely(() => handler());
     }
     // pong, subscribed, authenticated, error: nothing to do.
   }
 
   function deliver(envelope) {
+    socket.cursor = envelope.cursor;
+    tap(envelope.cursor, envelope);
     if (socket.seen.has(envelope.id)) return;
     socket.seen.add(envelope.id);
     socket.seenOrder.push(envelope.id);
     if (socket.seenOrder.length > 5000) socket.seen.delete(socket.seenOrder.shift());
-    socket.cursor = envelope.cursor;
     for (const handler of eventHandlers) {
       try {
         handler(envelope);
@@ -722,7 +751,11 @@
     return { name: parts.length ? decode(parts[0]) : "", params: parts.slice(1).map(decode) };
   }
 
+  /** The landing view: Stats for those who may read it, else the first
+   * permitted one. */
   function firstView() {
+    const stats = views.get("stats");
+    if (stats && stats.nav !== false && can("stats:read") && can(stats.permission)) return stats;
     for (const def of views.values()) if (def.nav !== false && can(def.permission)) return def;
     return null;
   }
@@ -763,7 +796,7 @@
     const root = el("div", { class: "view-root" });
     viewMain.replaceChildren(root);
     // Every view but the feed may start the socket at once; the feed starts
-    // it from the cursor its REST rows end at.
+    // it from the `head` of its first REST page.
     if (!def || def.name !== "feed") socketStart();
     if (!def) {
       document.title = "Not found · Switchboard admin";
@@ -1021,78 +1054,49 @@
   }
 
   // ═════════════════════════════ The event log, read through REST ═════════════════════════════
-  // GET /api/v1/admin/events reads forward from a cursor only (no "newest
-  // first"), so the newest rows come from walking to the end of the log. A
-  // tail of the newest events is kept in memory, so opening the feed again
-  // only reads what came since.
+  // GET /api/v1/admin/events?order=desc reads the log back, newest first.
+  // The first page (no cursor) also names the log's `head` when it was
+  // read: the socket resumed from it carries every event after the page.
 
-  const EVENTS_PAGE = 500;
-  const FEED_ROWS = 100;
-  const FEED_MAX_ROWS = 500;
-  const TAIL_MAX = 3000;
-  const logTail = { cursor: null, events: [], wrapped: false, chain: Promise.resolve() };
+  const FEED_ROWS = 100;      // rows a load (and each "Load older") shows
+  const FEED_MAX_ROWS = 500;  // rows kept as live ones come in (more after "Load older")
+  const PAGE_MAX = 500;       // the API's largest page
+  const SCAN_PAGES = 10;      // pages read at most for one load filtered in the browser
 
-  /** Reads pages after `cursor` until the end of the log; returns the cursor
-   * to continue from. onPage(events, nextCursor) sees each page. */
-  async function walkEvents({ cursor, type, onPage, alive }) {
+  /** Reads the log back from `cursor` (from the newest when none) until
+   * `want` events `matcher` accepts were found, the log's start, or
+   * SCAN_PAGES pages. `type`: the API's filter (undefined: none). Answers
+   * {rows (newest first), older (the cursor to read on from, null at the
+   * log's start), head (the first page's), scanned (events read)}. */
+  async function readBack({ cursor, type, matcher, want, alive }) {
+    const rows = [];
     let sent = cursor || null;
-    for (;;) {
+    let head = null;
+    let scanned = 0;
+    for (let pages = 0; pages < SCAN_PAGES; pages += 1) {
       if (alive && !alive()) throw new Cancelled();
-      const page = await api("GET", `${API}/admin/events${qs({ cursor: sent, type, limit: EVENTS_PAGE })}`);
-      const next = page.next_cursor || sent;
-      onPage(page.events || [], next);
-      if (next === sent) return next; // nothing more after it
+      // The first page is the newest FEED_ROWS; a filter kept in the
+      // browser reads on in the largest pages.
+      const limit = pages === 0 || type ? FEED_ROWS : PAGE_MAX;
+      const page = await api("GET", `${API}/admin/events${qs({ order: "desc", cursor: sent, type, limit })}`);
+      if (alive && !alive()) throw new Cancelled();
+      if (!sent && page.head) head = page.head;
+      const events = page.events || [];
+      scanned += events.length;
+      for (const event of events) {
+        if (!matcher(event)) continue;
+        rows.push(event);
+        // Enough: read on from this one next time.
+        if (rows.length >= want) return { rows, older: event.cursor, head, scanned };
+      }
+      const next = page.next_cursor || null;
+      // Nothing before it: the start of the log.
+      if (!next || next === sent || (!events.length && !sent && next === page.head)) {
+        return { rows, older: null, head, scanned };
+      }
       sent = next;
     }
-  }
-
-  /** Brings the in-memory tail up to the end of the log (one walk at a time). */
-  function refreshTail(onProgress, alive) {
-    const work = () => walkEvents({
-      cursor: logTail.cursor,
-      alive,
-      onPage: (events, next) => {
-        logTail.events.push(...events);
-        if (logTail.events.length > TAIL_MAX) {
-          logTail.events.splice(0, logTail.events.length - TAIL_MAX);
-          logTail.wrapped = true;
-        }
-        logTail.cursor = next;
-        onProgress(events.length);
-      },
-    });
-    const job = logTail.chain.then(work);
-    logTail.chain = job.catch(() => {});
-    return job;
-  }
-
-  /** The newest FEED_ROWS events that `matcher` accepts (oldest first) and the
-   * cursor at the end of the log (where the socket must resume). */
-  async function loadNewestEvents(matcher, serverType, onProgress, alive) {
-    let read = 0;
-    const progress = (count) => onProgress((read += count));
-    await refreshTail(progress, alive);
-    const seam = logTail.cursor;
-    let rows = logTail.events.filter(matcher);
-    if (rows.length < FEED_ROWS && logTail.wrapped) {
-      // Older matches fell out of the tail: read the log again from its
-      // start (filtered by the server when one type pattern says it all).
-      const found = [];
-      await walkEvents({
-        cursor: null, type: serverType, alive,
-        onPage: (events) => {
-          progress(events.length);
-          for (const event of events) {
-            if (!matcher(event)) continue;
-            found.push(event);
-            if (found.length > FEED_ROWS) found.shift();
-          }
-        },
-      });
-      const ids = new Set(found.map((event) => event.id));
-      rows = found.concat(rows.filter((event) => !ids.has(event.id)));
-    }
-    return { rows: rows.slice(-FEED_ROWS), seam };
+    return { rows, older: sent, head, scanned };
   }
 
   /** "ticket.*, payment.completed" → a predicate on envelopes. */
@@ -1179,11 +1183,14 @@
 
   async function renderFeed(main) {
     const cleanup = [];
-    const rowsById = new Set();
+    const shown = new Map(); // event id → cursor, for the rows in the list
     let filterText = storedFilter();
     let matcher = typeMatcher(filterText);
     let loading = false;
-    let buffer = [];   // live events that arrive while the REST rows load
+    let buffer = [];   // live events that came while the newest page loaded
+    let marks = [];    // where the socket stood meanwhile: {cursor, count: events in buffer}
+    let older = null;  // "Load older" reads back from here (null: the log's start was shown)
+    let maxRows = FEED_MAX_ROWS;
     let loadSeq = 0;
 
     const input = el("input", {
@@ -1196,7 +1203,10 @@
     const stateLine = el("span", { id: "feed-state", class: "conn", role: "status" });
     const note = el("p", { id: "feed-note", class: "muted" });
     const list = el("ol", { id: "feed-list", class: "feed", "aria-label": "Events, newest first" });
-    main.append(el("div", { class: "view-head" }, el("h1", { text: "Live feed" }), stateLine), form, note, list);
+    const olderButton = el("button", { type: "button", hidden: true }, "Load older");
+    const olderNote = el("p", { class: "muted", "aria-live": "polite" });
+    main.append(el("div", { class: "view-head" }, el("h1", { text: "Live feed" }), stateLine), form, note, list,
+      el("div", { class: "actions feed-more" }, olderButton), olderNote);
 
     form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -1212,16 +1222,31 @@
       note.textContent = `Showing ${count} event${count === 1 ? "" : "s"}, newest first${filterText ? `, of types ${filterText}` : ""}.`;
     };
 
+    const showOlder = () => {
+      olderButton.hidden = !older;
+      if (!older && list.children.length) olderNote.textContent = "These are all the events.";
+    };
+
+    /** Drops the oldest rows past maxRows; "Load older" goes on from the
+     * oldest row left. */
+    const trim = () => {
+      if (list.children.length <= maxRows) return;
+      while (list.children.length > maxRows) {
+        shown.delete(list.lastElementChild.dataset.eventId);
+        list.lastElementChild.remove();
+      }
+      older = shown.get(list.lastElementChild.dataset.eventId) || older;
+      olderNote.textContent = "";
+      showOlder();
+    };
+
     const addLive = (event) => {
-      if (rowsById.has(event.id) || !matcher(event)) return;
-      rowsById.add(event.id);
+      if (shown.has(event.id) || !matcher(event)) return;
+      shown.set(event.id, event.cursor);
       const row = eventRow(event);
       row.classList.add("fresh");
       list.prepend(row);
-      while (list.children.length > FEED_MAX_ROWS) {
-        rowsById.delete(list.lastElementChild.dataset.eventId);
-        list.lastElementChild.remove();
-      }
+      trim();
       describe();
     };
 
@@ -1230,47 +1255,96 @@
       const alive = () => seq === loadSeq && main.isConnected;
       loading = true;
       buffer = [];
-      const epoch = socketEpoch(); // continuity of the socket before reading
-      note.textContent = "Reading the event log…";
-      let result;
+      marks = socket.running && socket.cursor ? [{ cursor: socket.cursor, count: 0 }] : [];
+      note.textContent = "Reading the newest events…";
+      olderButton.hidden = true;
+      olderNote.textContent = "";
+      let page;
       try {
-        result = await loadNewestEvents(matcher, serverTypeOf(filterText),
-          (count) => { if (alive()) note.textContent = `Reading the event log… ${count.toLocaleString()} events`; },
-          alive);
+        page = await readBack({ type: serverTypeOf(filterText), matcher, want: FEED_ROWS, alive });
       } catch (error) {
         if (!alive()) return;
         loading = false;
+        buffer = [];
         note.replaceChildren(errorBox(error), el("button", { type: "button", onclick: () => load() }, "Try again"));
         socketStart();
         return;
       }
       if (!alive()) return;
-      rowsById.clear();
-      list.replaceChildren(...result.rows.slice().reverse().map((event) => {
-        rowsById.add(event.id);
+      shown.clear();
+      maxRows = FEED_MAX_ROWS;
+      list.replaceChildren(...page.rows.map((event) => {
+        shown.set(event.id, event.cursor);
         return eventRow(event);
       }));
-      loading = false;
+      older = page.older;
+      // Join the socket to the page. The page holds the log up to `head`.
+      // If the socket stood at `head` since the read began, what it
+      // delivered after that point follows the page; else it restarts
+      // from `head` (events it delivers again are told apart by id).
       const pending = buffer;
+      const mark = page.head ? marks.find((m) => m.cursor === page.head) : null;
+      loading = false;
       buffer = [];
-      pending.forEach(addLive);
+      marks = [];
+      if (mark) {
+        pending.slice(mark.count).forEach(addLive);
+      } else if (page.head) {
+        socketRestartFrom(page.head);
+      } else {
+        pending.forEach(addLive); // no head (an older server): the socket goes on
+        socketStart();
+      }
       describe();
-      // The socket must carry on from where the rows end, unless it already
-      // delivered everything since before the read began.
-      if (epoch === null || epoch !== socket.epoch) socketRestartFrom(result.seam);
+      showOlder();
     }
+
+    async function loadOlder() {
+      if (!older || loading) return;
+      const seq = loadSeq;
+      const alive = () => seq === loadSeq && main.isConnected;
+      olderButton.disabled = true;
+      olderNote.textContent = "Reading older events…";
+      try {
+        const page = await readBack({ cursor: older, type: serverTypeOf(filterText), matcher, want: FEED_ROWS, alive });
+        if (!alive()) return;
+        const rows = page.rows.filter((event) => !shown.has(event.id)).map((event) => {
+          shown.set(event.id, event.cursor);
+          return eventRow(event);
+        });
+        list.append(...rows);
+        maxRows = Math.max(maxRows, list.children.length);
+        older = page.older;
+        olderNote.textContent = rows.length ? `${rows.length} older event${rows.length === 1 ? "" : "s"} added.`
+          : `No older events${filterText ? " of these types" : ""} among the ${page.scanned.toLocaleString()} read.`;
+        describe();
+      } catch (error) {
+        if (!alive()) return;
+        olderNote.replaceChildren(errorBox(error));
+      } finally {
+        if (alive()) {
+          olderButton.disabled = false;
+          showOlder();
+        }
+      }
+    }
+    olderButton.addEventListener("click", loadOlder);
 
     cleanup.push(onConnection((state) => {
       stateLine.dataset.state = state;
       stateLine.textContent = CONNECTION_TEXT[state];
     }));
-    cleanup.push(onEvent((event) => {
-      if (loading) buffer.push(event);
-      else addLive(event);
+    cleanup.push(socketTap(({ cursor, event }) => {
+      if (loading) {
+        if (event) buffer.push(event);
+        marks.push({ cursor, count: buffer.length });
+      } else if (event) {
+        addLive(event);
+      }
     }));
     cleanup.push(onResync(() => load()));
     const leave = () => {
-      loadSeq += 1; // stops a walk in progress
+      loadSeq += 1; // stops a read in progress
       cleanup.forEach((fn) => fn());
     };
     await load();
@@ -1393,86 +1467,119 @@
     return () => cleanup.forEach((fn) => fn());
   }
 
-  // ─── Photos in tickets ───
-  // A ticket message keeps only text ("[photo]" or the caption); the file ids
-  // are in the `telegram.message_received` event recorded with it. Those
-  // events are indexed by user (from the REST log once, then live), and a
-  // message is matched to the event of the same user, text and moment.
+  // ─── Files in tickets ───
+  // A message a user sent through Telegram carries its files (`media`).
+  // Each is read through GET /admin/telegram/files/{file_id} with the bearer
+  // token and shown from an object URL, revoked when the ticket is left.
 
-  const telegramIndex = { cursor: null, byUser: new Map(), ids: new Set(), chain: null };
+  const IMAGE_KINDS = new Set(["photo", "sticker"]);
+  const FILE_EXTENSIONS = {
+    "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif",
+    "video/mp4": ".mp4", "video/webm": ".webm", "audio/ogg": ".ogg", "audio/mpeg": ".mp3",
+    "audio/mp4": ".m4a", "application/pdf": ".pdf", "application/zip": ".zip", "text/plain": ".txt",
+  };
 
-  function indexTelegramEvent(event) {
-    if (event.type !== "telegram.message_received" || telegramIndex.ids.has(event.id)) return;
-    telegramIndex.ids.add(event.id);
-    const p = event.payload || {};
-    if (!p.user_id || !Array.isArray(p.media) || !p.media.length) return;
-    const kinds = p.media.map((m) => `[${m.type}]`).join(" ");
-    const said = String(p.text || p.caption || "").trim();
-    const list = telegramIndex.byUser.get(p.user_id) || [];
-    list.push({ id: event.id, at: Date.parse(event.timestamp), text: said || kinds, media: p.media });
-    telegramIndex.byUser.set(p.user_id, list);
+  /** The text the server keeps for a message that had only files. */
+  const mediaPlaceholder = (media) => media.map((m) => `[${m.type}]`).join(" ");
+
+  function fmtSize(bytes) {
+    const n = Number(bytes);
+    if (!Number.isFinite(n) || n <= 0) return "";
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KB`;
+    return `${(n / (1024 * 1024)).toFixed(1)} MB`;
   }
 
-  function syncTelegramIndex() {
-    if (!telegramIndex.chain) {
-      telegramIndex.chain = walkEvents({
-        cursor: telegramIndex.cursor,
-        type: "telegram.message_received",
-        onPage: (events, next) => {
-          events.forEach(indexTelegramEvent);
-          telegramIndex.cursor = next;
-        },
-      }).finally(() => { telegramIndex.chain = null; });
-    }
-    return telegramIndex.chain;
+  /** The files of one ticket view: each file read once (4 at a time), its
+   * object URL revoked by dispose(). */
+  function fileStore() {
+    const files = new Map(); // file_id → Promise<{blob, url}>
+    const waiting = [];
+    let running = 0;
+    let open = true;
+
+    const limited = (task) => new Promise((resolve, reject) => {
+      const run = () => {
+        running += 1;
+        task().then(resolve, reject).finally(() => {
+          running -= 1;
+          const next = waiting.shift();
+          if (next) next();
+        });
+      };
+      if (running < 4) run();
+      else waiting.push(run);
+    });
+
+    return {
+      get(fileId) {
+        if (!open) return Promise.reject(new Cancelled());
+        let file = files.get(fileId);
+        if (!file) {
+          file = limited(() => {
+            if (!open) return Promise.reject(new Cancelled());
+            return fetchBlob(`${API}/admin/telegram/files/${encodeURIComponent(fileId)}`);
+          }).then((blob) => {
+            if (!open) throw new Cancelled(); // the ticket was left meanwhile
+            return { blob, url: URL.createObjectURL(blob) };
+          });
+          files.set(fileId, file);
+          file.catch(() => { if (files.get(fileId) === file) files.delete(fileId); }); // may be tried again
+        }
+        return file;
+      },
+      dispose() {
+        open = false;
+        waiting.length = 0;
+        for (const file of files.values()) file.then((f) => URL.revokeObjectURL(f.url), () => {});
+        files.clear();
+      },
+    };
   }
 
-  function mediaFor(message, userId, used) {
-    const at = Date.parse(message.created_at);
-    const text = String(message.text || "").trim();
-    let best = null;
-    for (const entry of telegramIndex.byUser.get(userId) || []) {
-      const distance = Math.abs(entry.at - at);
-      if (used.has(entry.id) || entry.text !== text || distance > 60000) continue;
-      if (!best || distance < best.distance) best = { entry, distance };
-    }
-    if (!best) return null;
-    used.add(best.entry.id);
-    return best.entry.media;
-  }
-
-  function mediaFigure(media, blobUrls) {
-    const path = `${API}/admin/telegram/files/${encodeURIComponent(media.file_id)}`;
-    if (media.type === "photo") {
-      const img = el("img", { alt: "Photo sent by the user", "data-file-id": media.file_id });
-      const figure = el("figure", { class: "msg-media" }, img);
-      fetchBlob(path).then((blob) => {
-        if (!blobUrls.open) return; // the ticket was left meanwhile
-        const url = URL.createObjectURL(blob);
-        blobUrls.push(url);
-        img.src = url;
-      }, (error) => {
-        figure.replaceChildren(el("p", { class: "error", text: `The photo could not be loaded: ${errorText(error)}` }));
-      });
-      return figure;
-    }
-    // Other files (documents, voice…) download on demand.
-    const button = el("button", { type: "button", "data-file-id": media.file_id }, `Download ${media.type.replace(/_/g, " ")}`);
-    const figure = el("figure", { class: "msg-media" }, button);
+  /** A file as a "Download …" button. */
+  function fileButton(media, files) {
+    const kind = String(media.type || "file");
+    const size = fmtSize(media.file_size);
+    const button = el("button", { type: "button", class: "msg-file", "data-file-id": media.file_id, "data-media-type": kind },
+      `Download ${kind.replace(/_/g, " ")}${size ? ` (${size})` : ""}`);
     button.addEventListener("click", async () => {
       button.disabled = true;
       try {
-        const url = URL.createObjectURL(await fetchBlob(path));
-        blobUrls.push(url);
-        const link = el("a", { href: url, download: `${media.type}-${media.file_unique_id || "file"}` });
+        const file = await files.get(media.file_id);
+        const extension = FILE_EXTENSIONS[(file.blob.type || "").split(";")[0]] || "";
+        const link = el("a", { href: file.url, download: `${kind}-${media.file_unique_id || "file"}${extension}`, hidden: true });
         document.body.append(link);
         link.click();
         link.remove();
       } catch (error) {
-        toast(`The file could not be downloaded: ${errorText(error)}`, "error");
+        if (!(error instanceof Cancelled)) toast(`The file could not be downloaded: ${errorText(error)}`, "error");
       } finally {
         button.disabled = false;
       }
+    });
+    return button;
+  }
+
+  /** One file of a message: photos and stickers as images, the rest as a
+   * download button (so is a sticker the browser cannot show). */
+  function mediaItem(media, files) {
+    const kind = String(media.type || "file");
+    if (!IMAGE_KINDS.has(kind)) return el("figure", { class: "msg-media", "data-media-type": kind }, fileButton(media, files));
+    const img = el("img", {
+      alt: kind === "sticker" ? "Sticker sent by the user" : "Photo sent by the user",
+      "data-file-id": media.file_id, "data-media-type": kind,
+    });
+    const figure = el("figure", { class: ["msg-media", kind === "sticker" ? "sticker" : null], "data-media-type": kind }, img);
+    img.addEventListener("error", () => {
+      if (img.getAttribute("src")) figure.replaceChildren(fileButton(media, files)); // not an image format it knows
+    });
+    files.get(media.file_id).then((file) => {
+      img.src = file.url;
+    }, (error) => {
+      if (error instanceof Cancelled) return;
+      figure.replaceChildren(el("p", { class: "error", text: `The ${kind} could not be loaded: ${errorText(error)}` }),
+        fileButton(media, files));
     });
     return figure;
   }
@@ -1496,12 +1603,9 @@
       return undefined;
     }
     const cleanup = [];
-    const blobUrls = [];     // object URLs of loaded files, revoked on leaving
-    blobUrls.open = true;
+    const files = fileStore();     // the messages' files; revoked on leaving
     const shown = new Set();       // message ids in the chat
-    const usedMedia = new Set();   // telegram events already matched
     const mayReply = can("tickets:reply");
-    const photosPossible = can("events:read");
     let state = ticket;
 
     const title = el("h1");
@@ -1552,26 +1656,18 @@
       shown.add(message.id);
       const fromUser = message.author === "user";
       const who = fromUser ? "User" : (message.author_id ? directory.name(message.author_id) : "Operator");
+      const media = (Array.isArray(message.media) ? message.media : []).filter((m) => m && m.file_id);
+      const text = String(message.text || "");
+      // "[photo]" (or "[photo] [document]"…) only stands for the files shown.
+      const placeholder = media.length > 0 && text.trim() === mediaPlaceholder(media);
       const item = el("li", {
         class: ["msg", fromUser ? "from-user" : "from-operator"],
         "data-message-id": message.id, "data-author": message.author, "data-channel": message.channel,
       },
-      el("p", { class: "msg-text", text: message.text }),
+      placeholder ? null : el("p", { class: "msg-text", text }),
+      media.map((m) => mediaItem(m, files)),
       el("div", { class: "msg-meta" }, `${who} · ${message.channel} · `, timeEl(message.created_at)));
       chat.append(item);
-      if (fromUser && message.channel === "telegram" && photosPossible) attachMedia(item, message);
-    }
-
-    function attachMedia(item, message) {
-      const tryMatch = () => {
-        const media = mediaFor(message, state.user_id, usedMedia);
-        if (media) for (const m of media) item.append(mediaFigure(m, blobUrls));
-        return Boolean(media);
-      };
-      if (tryMatch()) return;
-      syncTelegramIndex().then(() => { if (main.isConnected) tryMatch(); }, (error) => {
-        if (main.isConnected) item.append(el("p", { class: "error", text: `Photos could not be looked up: ${errorText(error)}` }));
-      });
     }
 
     function apply(next) {
@@ -1652,16 +1748,16 @@
       const p = event.payload || {};
       if (p.ticket_id !== id) return;
       if (event.type === "ticket.message_added") {
-        addMessage({ id: p.message_id, author: p.author, author_id: p.author_id, text: p.text, channel: p.channel, created_at: event.timestamp });
+        addMessage({
+          id: p.message_id, author: p.author, author_id: p.author_id, text: p.text, channel: p.channel,
+          created_at: event.timestamp, media: p.media,
+        });
       }
       refetch();
     }));
     cleanup.push(onResync(refetch));
     cleanup.push(refetch.cancel);
-    cleanup.push(() => {
-      blobUrls.open = false;
-      blobUrls.forEach((url) => URL.revokeObjectURL(url));
-    });
+    cleanup.push(() => files.dispose());
 
     apply(ticket);
     return () => cleanup.forEach((fn) => fn());
@@ -2097,17 +2193,8 @@
   // ═════════════════════════════ Caches, the core object, start ═════════════════════════════
 
   function resetCaches() {
-    logTail.cursor = null;
-    logTail.events = [];
-    logTail.wrapped = false;
-    telegramIndex.cursor = null;
-    telegramIndex.byUser.clear();
-    telegramIndex.ids.clear();
     adminsPromise = null;
   }
-
-  // Telegram messages are indexed as they arrive (for photos in tickets).
-  onEvent(indexTelegramEvent);
 
   Object.assign(SB, {
     api,

@@ -295,6 +295,7 @@ fn command(ids: Ids, n: usize, op: &Op) -> Any {
                     text: format!("first {n}"),
                     message_id: MessageId::from_uuid(step),
                     channel: Channel::Cabinet,
+                    media: Vec::new(),
                 },
             ))
         }
@@ -305,6 +306,7 @@ fn command(ids: Ids, n: usize, op: &Op) -> Any {
                 message_id: MessageId::from_uuid(step),
                 text: format!("message {n}"),
                 channel: Channel::Cabinet,
+                media: Vec::new(),
             },
         )),
         Op::Reply { ticket } => Any::Ticket(Decide::new(
@@ -699,6 +701,7 @@ async fn a_ticket_opening_behind_its_users_closing_one_comes_after_it_in_the_log
                 text: "t".into(),
                 message_id: MessageId::new(),
                 channel: Channel::Cabinet,
+                media: Vec::new(),
             },
         )
     };

@@ -83,4 +83,16 @@ fn the_document_is_exact() {
         ["application/json"]["schema"]["$ref"];
     assert_ne!(stats, webhook_stats);
     assert_eq!(webhook_stats, "#/components/schemas/WebhookStatsOut");
+    // A ticket's status and a Telegram send's are two schemas too (one name
+    // for both made the ticket status body list a send's statuses).
+    let schemas = &spec["components"]["schemas"];
+    assert_eq!(
+        schemas["StatusIn"]["properties"]["status"]["$ref"],
+        "#/components/schemas/TicketStatus"
+    );
+    assert_eq!(
+        schemas["TicketStatus"]["enum"],
+        serde_json::json!(["open", "answered", "pending", "closed"])
+    );
+    assert_eq!(schemas["SendStatus"]["enum"][0], "queued");
 }

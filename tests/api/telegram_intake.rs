@@ -241,6 +241,15 @@ both_backends! {
         assert_eq!(received[1]["payload"]["media"], json!([{"type": "photo", "file_id": "AgAD", "file_unique_id": "u1", "file_size": 321}]));
         let tickets: Value = app.get_with("/api/v1/admin/tickets", &operator.access_token).await.json().await.unwrap();
         assert_eq!(tickets["total"], 1, "{tickets}");
+        // The photo is on the ticket's message, in the event and in the
+        // ticket's view (the dashboard shows it through the files route).
+        let photo = json!([{"type": "photo", "file_id": "AgAD", "file_unique_id": "u1", "file_size": 321}]);
+        assert_eq!(messages[1]["payload"]["media"], photo);
+        assert!(messages[0]["payload"].get("media").is_none(), "no files, no field");
+        let id = created[0]["payload"]["ticket_id"].as_str().unwrap();
+        let detail: Value = app.get_with(&format!("/api/v1/admin/tickets/{id}"), &operator.access_token).await.json().await.unwrap();
+        assert_eq!(detail["messages"][1]["media"], photo, "{detail}");
+        assert_eq!(detail["messages"][0]["media"], json!([]));
 
         // A user an admin blocked: the message is recorded, no ticket.
         let owner = app.admin_with_role("o@example.com", Role::Owner).await;

@@ -14,6 +14,8 @@ pub struct Model {
     pub channel: String,
     pub created_at: DateTimeUtc,
     pub position: i64,
+    /// The message's files as JSON (`[{"type", "file_id", …}]`), if any.
+    pub media: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
