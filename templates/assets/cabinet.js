@@ -192,7 +192,10 @@
     set('--muted', pick('hint_color') || pick('subtitle_text_color'));
     set('--accent', pick('button_color') || pick('link_color'));
     set('--accent-fg', pick('button_text_color'));
-    set('--panel', pick('secondary_bg_color') || pick('section_bg_color'));
+    // Surfaces (bubbles, buttons) from the background when the client
+    // names none, so they never keep the other scheme's colour.
+    set('--panel', pick('secondary_bg_color') || pick('section_bg_color') ||
+      (bg && fg ? mix(bg, fg, 0.08) : null));
     if (bg) {
       var dark = isDark(bg);
       style.colorScheme = dark ? 'dark' : 'light';

@@ -5,7 +5,12 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem};
+use switchboard::auth::Role;
+
+use crate::{
+    fake_bot::FakeBot,
+    helpers::{Kind, TestApp, TestDb, assert_problem},
+};
 
 /// Runs `tests/browser/<scenario>.mjs` with `args` (plus the app's address
 /// and the artifacts directory, `target/browser/`): its findings. A page's
@@ -42,7 +47,7 @@ pub(crate) async fn browser(scenario: &str, app: &TestApp, mut args: Value) -> V
 
 #[tokio::test]
 async fn the_pages_are_served_with_a_policy_that_runs_only_their_own_files() {
-    let db = crate::helpers::TestDb::new(crate::helpers::Kind::Sqlite).await;
+    let db = TestDb::new(Kind::Sqlite).await;
     let app = TestApp::spawn(&db).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -112,4 +117,119 @@ async fn the_pages_are_served_with_a_policy_that_runs_only_their_own_files() {
         assert_problem(app.get(missing).await, 404, "not_found").await;
     }
     app.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_and_a_user_talk_live_through_the_pages_and_the_feed_survives_a_reload() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let bot = FakeBot::start().await;
+    let app = TestApp::spawn_with(crate::telegram_send::config(&db, &bot)).await;
+    let password = "correct horse battery staple";
+    switchboard::admin::accounts::create(&app.state.db, "op@example.com", password, Role::Operator)
+        .await
+        .unwrap();
+    let init_data = crate::telegram_auth::fresh_init_data(4242, "ann");
+    let ran = browser(
+        "support",
+        &app,
+        json!({"admin": {"email": "op@example.com", "password": password}, "init_data": init_data}),
+    )
+    .await;
+
+    // What the pages showed is what the API holds.
+    let operator = app.admin_login("op@example.com", password).await;
+    let ticket: Value = app
+        .get_with(
+            &format!(
+                "/api/v1/admin/tickets/{}",
+                ran["ticket_id"].as_str().unwrap()
+            ),
+            &operator.access_token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let said: Vec<(&str, &str)> = ticket["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["author"].as_str().unwrap(), m["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("user", "My payment is stuck"),
+            ("operator", "We are looking into it"),
+            ("user", "Thanks!"),
+            ("user", "one more thing"),
+            ("user", "and another"),
+        ],
+        "{ticket}"
+    );
+    let shown_in_cabinet: Vec<&str> = ran["cabinet_messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let first_three: Vec<&str> = ticket["messages"].as_array().unwrap()[..3]
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown_in_cabinet, first_three, "each message once, in order");
+
+    // After the reload the feed's rows are the log's newest, newest first,
+    // none missing and none twice.
+    let feed: Vec<&str> = ran["feed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut unique = feed.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), feed.len(), "a row shown twice: {feed:?}");
+    let visible: Value = app
+        .get_with(
+            "/api/v1/admin/events?order=desc&limit=100",
+            &operator.access_token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let visible = visible["events"].as_array().unwrap();
+    let newest: Vec<&str> = visible.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        feed, newest,
+        "the feed is not the log's newest events the operator may see"
+    );
+    // Among them the messages written while the page was reloading.
+    let last = visible
+        .iter()
+        .find(|e| e["type"] == "ticket.message_added")
+        .unwrap();
+    assert_eq!(last["payload"]["text"], "and another");
+    let whole: Vec<String> = crate::helpers::whole_log(&app.state.store)
+        .await
+        .iter()
+        .rev()
+        .map(|e| e.id.to_string())
+        .collect();
+    assert_eq!(feed, whole, "the whole log, newest first");
+    // The cabinet behaved as a Mini App: it told Telegram it is ready and
+    // took Telegram's colours.
+    let posted = ran["mini_app_events"].to_string();
+    assert!(
+        posted.contains("web_app_ready") && posted.contains("web_app_expand"),
+        "{posted}"
+    );
+    assert_eq!(ran["themed_bg"]["bg"], "#17212b");
+    // Surfaces follow the dark theme too (not app.css's light grey).
+    let panel = ran["themed_bg"]["panel"].as_str().unwrap();
+    assert!(panel.starts_with('#') && panel < "#808080", "{panel}");
+    app.stop().await;
+    bot.stop().await;
 }

@@ -16,6 +16,7 @@ export const DESKTOP = { width: 1280, height: 800 };
 export const PHONE = { width: 390, height: 844 };
 
 const problems = [];
+const pages = new Map();
 /** 4xx answers the pages received (handled by the page; reported, not failed). */
 export const clientErrors = [];
 let browser;
@@ -34,6 +35,7 @@ export async function newPage(name, { viewport = DESKTOP, colorScheme = "light" 
   const context = await browser.newContext({ viewport, colorScheme });
   const page = await context.newPage();
   watch(page, name);
+  pages.set(name, page);
   return page;
 }
 
@@ -81,6 +83,11 @@ export async function scenario(body) {
     result = await body();
   } catch (error) {
     problems.push(`scenario failed: ${error.stack ?? error}`);
+    // What each page showed when it failed.
+    mkdirSync(args.artifacts, { recursive: true });
+    for (const [name, page] of pages) {
+      await page.screenshot({ path: `${args.artifacts}/failed-${name}.png`, fullPage: true }).catch(() => {});
+    }
   } finally {
     await browser?.close().catch(() => {});
   }
