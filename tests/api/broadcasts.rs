@@ -17,7 +17,7 @@ use crate::{
 
 /// Telegram users `ids` press /start (in `language`), sixteen at a time;
 /// returns once every one is a user.
-async fn users(app: &TestApp, owner: &str, ids: std::ops::Range<i64>, language: &str) {
+pub(crate) async fn users(app: &TestApp, owner: &str, ids: std::ops::Range<i64>, language: &str) {
     use futures::StreamExt;
     let before = user_count(app, owner).await;
     let count = ids.end - ids.start;

@@ -233,3 +233,48 @@ async fn an_operator_and_a_user_talk_live_through_the_pages_and_the_feed_survive
     app.stop().await;
     bot.stop().await;
 }
+
+#[tokio::test]
+async fn a_broadcast_composed_on_the_dashboard_shows_its_progress_reach_100_percent() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let bot = FakeBot::start().await;
+    let app = TestApp::spawn_with(crate::telegram_send::config(&db, &bot)).await;
+    let password = "correct horse battery staple";
+    switchboard::admin::accounts::create(&app.state.db, "owner@example.com", password, Role::Owner)
+        .await
+        .unwrap();
+    let owner = app.admin_login("owner@example.com", password).await;
+    crate::broadcasts::users(&app, &owner.access_token, 201..206, "en").await;
+    let ran = browser(
+        "broadcast",
+        &app,
+        json!({"admin": {"email": "owner@example.com", "password": password}}),
+    )
+    .await;
+    assert_eq!(
+        ran["preview_text"], "Spring sale\nEverything -20 %",
+        "{ran}"
+    );
+    assert_eq!(ran["counted"], "5", "{ran}");
+    assert_eq!(ran["value"], ran["max"], "{ran}");
+    assert_eq!(ran["sent"], "Sent\n5", "{ran}");
+    // What the composer made is what Telegram got, once per user.
+    let mut chats: Vec<i64> = bot
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.method == "sendMessage" && c.params["text"] == "Spring sale\nEverything -20 %"
+        })
+        .map(|c| {
+            assert_eq!(
+                c.params["reply_markup"]["inline_keyboard"][0][0],
+                json!({"text": "Open the shop", "url": "https://shop.example/sale"})
+            );
+            c.params["chat_id"].as_i64().unwrap()
+        })
+        .collect();
+    chats.sort_unstable();
+    assert_eq!(chats, (201..206).collect::<Vec<_>>());
+    app.stop().await;
+    bot.stop().await;
+}
