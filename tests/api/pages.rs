@@ -278,3 +278,168 @@ async fn a_broadcast_composed_on_the_dashboard_shows_its_progress_reach_100_perc
     app.stop().await;
     bot.stop().await;
 }
+
+#[tokio::test]
+async fn every_page_as_each_role_sees_it_in_light_and_dark_at_both_widths() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let bot = FakeBot::start().await;
+    let app = TestApp::spawn_with(crate::telegram_send::config(&db, &bot)).await;
+    let password = "correct horse battery staple";
+    for (email, role) in [
+        ("owner@example.com", Role::Owner),
+        ("viewer@example.com", Role::Viewer),
+    ] {
+        switchboard::admin::accounts::create(&app.state.db, email, password, role)
+            .await
+            .unwrap();
+    }
+    let owner = app.admin_login("owner@example.com", password).await;
+    let token = owner.access_token.as_str();
+    // A Telegram user sends a photo (a ticket), pays; an endpoint and a key.
+    let photo = json!({"update_id": 1, "message": {
+        "message_id": 1, "date": 1_764_590_000,
+        "chat": {"id": 301, "type": "private", "first_name": "Ann"},
+        "from": {"id": 301, "is_bot": false, "first_name": "Ann", "username": "ann"},
+        "photo": [{"file_id": "AgADphoto-1_x", "file_unique_id": "u1", "width": 10, "height": 10, "file_size": 10}]}});
+    let answer = app
+        .client
+        .post(format!("{}/telegram/webhook", app.address))
+        .header(
+            "X-Telegram-Bot-Api-Secret-Token",
+            crate::telegram_send::SECRET,
+        )
+        .json(&photo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    crate::helpers::wait_until(|| async {
+        let tickets: Value = app
+            .get_with("/api/v1/admin/tickets", token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        tickets["total"] == 1
+    })
+    .await;
+    let tickets: Value = app
+        .get_with("/api/v1/admin/tickets", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ticket = &tickets["items"][0];
+    let user_id = ticket["user_id"].as_str().unwrap();
+    let paid = app
+        .post("/api/v1/admin/payments", Some(token), json!({"user_id": user_id, "amount": 49_900, "currency": "RUB", "provider": "p", "external_id": "e1", "status": "completed"}))
+        .await;
+    assert!(paid.status().is_success());
+    let endpoint: Value = app
+        .post(
+            "/api/v1/admin/webhooks",
+            Some(token),
+            json!({"name": "crm", "url": "http://localhost:9/hook", "event_types": ["ticket.*"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = app
+        .post(
+            "/api/v1/admin/api-keys",
+            Some(token),
+            json!({"name": "bot", "scopes": ["events:read"]}),
+        )
+        .await;
+    assert!(key.status().is_success());
+    let widget = crate::telegram_auth::widget_fields(302, chrono::Utc::now().timestamp());
+
+    let ran = browser(
+        "tour",
+        &app,
+        json!({
+            "owner": {"email": "owner@example.com", "password": password},
+            "viewer": {"email": "viewer@example.com", "password": password},
+            "ticket_id": ticket["id"], "user_id": user_id, "webhook_id": endpoint["id"],
+            "widget": widget,
+        }),
+    )
+    .await;
+    assert_eq!(
+        ran["sign_in_tab_order"],
+        json!(["password", "submit"]),
+        "{ran}"
+    );
+    assert_eq!(ran["signed_out"], true);
+    let names = |key: &str| {
+        ran[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let owner_nav = names("owner_nav");
+    for section in [
+        "Stats",
+        "Live feed",
+        "Tickets",
+        "Users",
+        "Webhooks",
+        "Broadcasts",
+        "API keys",
+    ] {
+        assert!(
+            owner_nav.iter().any(|n| n == section),
+            "{section}: {owner_nav:?}"
+        );
+    }
+    assert_eq!(
+        ran["landing"], "Stats",
+        "the dashboard opens on its figures: {ran}"
+    );
+    let viewer_nav = names("viewer_nav");
+    assert!(
+        viewer_nav.iter().any(|n| n == "Tickets") && viewer_nav.iter().any(|n| n == "Stats"),
+        "{viewer_nav:?}"
+    );
+    for hidden in ["Webhooks", "Broadcasts", "API keys"] {
+        assert!(
+            !viewer_nav.iter().any(|n| n == hidden),
+            "a viewer sees {hidden}: {viewer_nav:?}"
+        );
+    }
+    assert_eq!(ran["owner_can_reply"], 1);
+    assert_eq!(ran["viewer_reply_boxes"], 0, "{ran}");
+    assert_eq!(ran["viewer_reply_buttons"], 0);
+    assert_eq!(ran["viewer_block_buttons"], 0);
+    assert!(ran["event_bars"].as_u64().unwrap() >= 1, "{ran}");
+    // The photo came through the files route, with the operator's token.
+    assert_eq!(
+        ran["photo"],
+        json!({"file_id": "AgADphoto-1_x", "src": "blob:"}),
+        "{ran}"
+    );
+    assert!(bot.calls().iter().any(|c| c.method == "getFile"));
+    let bot_id = crate::helpers::BOT_TOKEN.split(':').next().unwrap();
+    let link = ran["widget_link"].as_str().unwrap();
+    assert!(
+        link.starts_with("https://oauth.telegram.org/auth?")
+            && link.contains(&format!("bot_id={bot_id}")),
+        "{link}"
+    );
+    assert_eq!(
+        ran["hash_after_sign_in"], "",
+        "the signed payload is taken out of the address"
+    );
+    assert!(
+        ran["subscription"]
+            .as_str()
+            .unwrap()
+            .contains("No subscription"),
+        "{ran}"
+    );
+    app.stop().await;
+    bot.stop().await;
+}

@@ -26,7 +26,7 @@ pub fn fresh_init_data(telegram_id: i64, username: &str) -> String {
     ])
 }
 
-fn widget_fields(telegram_id: i64, auth_date: i64) -> Value {
+pub(crate) fn widget_fields(telegram_id: i64, auth_date: i64) -> Value {
     let mut fields = vec![
         ("auth_date".to_owned(), auth_date.to_string()),
         ("first_name".to_owned(), "Bob".to_owned()),

@@ -654,7 +654,7 @@ both_backends! {
         assert_eq!(answer.headers()["content-type"], "image/jpeg");
         let headers = format!("{:?}", answer.headers());
         assert!(!headers.contains(crate::helpers::BOT_TOKEN), "{headers}");
-        assert_eq!(answer.text().await.unwrap(), "JPEG BYTES");
+        assert_eq!(answer.bytes().await.unwrap().as_ref(), crate::fake_bot::PHOTO);
         let call = bot.calls().into_iter().find(|c| c.method == "getFile").unwrap();
         assert_eq!(call.params["file_id"], "AgADphoto-1_x");
         assert!(bot.calls().iter().any(|c| c.method.ends_with("photos/file_1.jpg")), "downloaded by the path getFile gave");
