@@ -170,7 +170,8 @@ pub fn healthcheck(url: &str) -> std::process::ExitCode {
     }
 }
 
-fn ready(url: &str) -> anyhow::Result<()> {
+/// Whether `url` answers 200 (within three seconds).
+pub fn ready(url: &str) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     use std::net::{TcpStream, ToSocketAddrs};
     use std::time::Duration;

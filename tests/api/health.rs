@@ -125,3 +125,27 @@ both_backends! {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn the_containers_health_check_passes_on_a_ready_service_only() {
+    let db = crate::helpers::TestDb::new(crate::helpers::Kind::Sqlite).await;
+    let app = TestApp::spawn(&db).await;
+    let address = app.address.clone();
+    let check = |url: String| tokio::task::spawn_blocking(move || switchboard::cli::ready(&url));
+    check(format!("{address}/readyz")).await.unwrap().unwrap();
+    let not_found = check(format!("{address}/nothing"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(not_found.to_string().contains("404"), "{not_found}");
+    assert!(
+        check("https://localhost/readyz".into())
+            .await
+            .unwrap()
+            .is_err(),
+        "http only"
+    );
+    app.stop().await;
+    // Nobody listening any more.
+    assert!(check(format!("{address}/readyz")).await.unwrap().is_err());
+}
