@@ -443,3 +443,43 @@ async fn every_page_as_each_role_sees_it_in_light_and_dark_at_both_widths() {
     app.stop().await;
     bot.stop().await;
 }
+
+#[tokio::test]
+async fn the_dashboards_feed_outlives_its_access_token_on_one_connection() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let mut config = crate::helpers::test_config(db.config.clone());
+    config.auth.access_token_ttl = std::time::Duration::from_secs(6);
+    let app = TestApp::spawn_with(config).await;
+    let password = "correct horse battery staple";
+    switchboard::admin::accounts::create(&app.state.db, "owner@example.com", password, Role::Owner)
+        .await
+        .unwrap();
+    let user = crate::tickets::cabinet_user(&app, 1).await;
+    let me: Value = app
+        .get_with("/api/v1/cabinet/me", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ran = browser(
+        "feed_refresh",
+        &app,
+        json!({"admin": {"email": "owner@example.com", "password": password}, "user_id": me["id"], "ttl_seconds": 6}),
+    )
+    .await;
+    assert_eq!(ran["paid"], 201, "{ran}");
+    assert_eq!(ran["refreshed"], true, "{ran}");
+    // 15 s, two and a half access tokens: one socket, never closed, never
+    // anything but live.
+    assert_eq!(ran["sockets"], 1, "{ran}");
+    assert_eq!(ran["closes"], 0, "{ran}");
+    assert!(
+        ran["states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s == "live"),
+        "{ran}"
+    );
+    app.stop().await;
+}
