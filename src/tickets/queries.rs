@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::OnConflict,
+    QueryOrder, QuerySelect,
+    sea_query::{Expr, OnConflict},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -244,6 +245,16 @@ pub struct TicketFilter {
     pub priority: Option<String>,
     pub assignee_id: Option<Uuid>,
     pub user_id: Option<Uuid>,
+    /// `recent` (the default): most recently active first. `unread`: those
+    /// with messages the caller's side has not read first, then by activity.
+    pub sort: Option<Sort>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Sort {
+    Recent,
+    Unread,
 }
 
 pub async fn list(
@@ -265,8 +276,20 @@ pub async fn list(
     if let Some(user) = filter.user_id {
         condition = condition.add(ticket::Column::UserId.eq(user));
     }
-    let query = ticket::Entity::find().filter(condition);
+    let mut query = ticket::Entity::find().filter(condition);
     let total = query.clone().count(conn).await?;
+    if filter.sort == Some(Sort::Unread) {
+        // As `unread` counts: a message of the other side after this side
+        // last read the ticket (or it never did).
+        query = query.order_by_desc(Expr::cust(format!(
+            "EXISTS (SELECT 1 FROM ticket_messages AS m WHERE m.ticket_id = tickets.id \
+               AND m.author = '{other}' AND NOT EXISTS (SELECT 1 FROM ticket_reads AS r \
+                 WHERE r.ticket_id = tickets.id AND r.side = '{side}' \
+                   AND r.read_at >= m.created_at))",
+            other = side.other_author(),
+            side = side.as_str(),
+        )));
+    }
     let rows = query
         .order_by_desc(ticket::Column::LastMessageAt)
         .order_by_desc(ticket::Column::Id)

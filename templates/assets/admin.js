@@ -1396,12 +1396,6 @@
     return params[0] ? renderTicket(main, params[0]) : renderTicketList(main);
   }
 
-  /** Unread tickets first; otherwise the API's order (latest activity first). */
-  const unreadFirst = (items) => items
-    .map((item, index) => [item, index])
-    .sort((a, b) => (Number(b[0].unread > 0) - Number(a[0].unread > 0)) || a[1] - b[1])
-    .map(([item]) => item);
-
   async function renderTicketList(main) {
     const cleanup = [];
     const directory = await adminDirectory();
@@ -1434,11 +1428,13 @@
         const answer = await api("GET", `${API}/admin/tickets${qs({
           status: ticketFilters.status, priority: ticketFilters.priority,
           assignee_id: ticketFilters.assignee, page: ticketFilters.page, per_page: 50,
+          sort: "unread",
         })}`);
         if (seq !== loadSeq) return;
         const unread = answer.items.filter((t) => t.unread > 0).length;
         summary.textContent = `${answer.total} ticket${answer.total === 1 ? "" : "s"}${unread ? `, ${unread} with unread messages on this page` : ""}.`;
-        box.replaceChildren(table(columns, unreadFirst(answer.items), {
+        // The API puts unread tickets first, then the latest activity.
+        box.replaceChildren(table(columns, answer.items, {
           empty: "No tickets match these filters.",
           rowAttrs: (t) => ({ class: t.unread > 0 ? "unread" : null, "data-unread": t.unread }),
         }));

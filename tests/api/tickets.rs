@@ -321,3 +321,26 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    async fn the_inbox_can_put_the_tickets_operators_have_not_read_first(db) {
+        let app = TestApp::spawn(&db).await;
+        let operator = app.admin_with_role("op@example.com", Role::Operator).await;
+        let older = open_ticket(&app, &cabinet_user(&app, 1).await, "Older").await;
+        let newer = open_ticket(&app, &cabinet_user(&app, 2).await, "Newer").await;
+        // The operator reads the newer one.
+        app.get_with(&format!("/api/v1/admin/tickets/{}", newer["id"].as_str().unwrap()), &operator.access_token).await;
+        let subjects = |page: Value| page["items"].as_array().unwrap().iter().map(|t| t["subject"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let recent: Value = app.get_with("/api/v1/admin/tickets", &operator.access_token).await.json().await.unwrap();
+        assert_eq!(subjects(recent), ["Newer", "Older"]);
+        let unread: Value = app.get_with("/api/v1/admin/tickets?sort=unread", &operator.access_token).await.json().await.unwrap();
+        assert_eq!(unread["items"][0]["unread"], 1, "{unread}");
+        assert_eq!(subjects(unread), ["Older", "Newer"]);
+        // Once both are read, activity decides again.
+        app.get_with(&format!("/api/v1/admin/tickets/{}", older["id"].as_str().unwrap()), &operator.access_token).await;
+        let read: Value = app.get_with("/api/v1/admin/tickets?sort=unread", &operator.access_token).await.json().await.unwrap();
+        assert_eq!(subjects(read), ["Newer", "Older"]);
+        assert_problem(app.get_with("/api/v1/admin/tickets?sort=oldest", &operator.access_token).await, 400, "invalid_query").await;
+        app.stop().await;
+    }
+}
