@@ -173,7 +173,7 @@ pub fn healthcheck(url: &str) -> std::process::ExitCode {
 /// Whether `url` answers 200 (within three seconds).
 pub fn ready(url: &str) -> anyhow::Result<()> {
     use std::io::{Read, Write};
-    use std::net::{TcpStream, ToSocketAddrs};
+    use std::net::TcpStream;
     use std::time::Duration;
 
     let url = url::Url::parse(url).context("not a URL")?;
@@ -181,9 +181,9 @@ pub fn ready(url: &str) -> anyhow::Result<()> {
         bail!("only http:// URLs are checked");
     }
     let host = url.host_str().context("the URL has no host")?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let address = (host, port)
-        .to_socket_addrs()?
+    let address = url
+        .socket_addrs(|| Some(80))?
+        .into_iter()
         .next()
         .context("the host has no address")?;
     let timeout = Duration::from_secs(3);
@@ -193,7 +193,7 @@ pub fn ready(url: &str) -> anyhow::Result<()> {
     write!(
         stream,
         "GET {} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n",
-        &url[url::Position::BeforePath..]
+        &url[url::Position::BeforePath..url::Position::AfterQuery]
     )?;
     let mut answer = Vec::new();
     stream.take(64 * 1024).read_to_end(&mut answer)?;

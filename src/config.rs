@@ -155,6 +155,8 @@ pub const TELEGRAM_API_URL: &str = "https://api.telegram.org";
 #[derive(Debug, Clone)]
 pub struct TelegramConfig {
     pub bot_token: Option<SecretString>,
+    /// The bot's @username (without `@`): the cabinet links to the bot.
+    pub bot_username: Option<String>,
     /// How old a Mini App `initData` or Login Widget payload may be.
     pub auth_max_age: Duration,
     /// Ed25519 key to check the Mini App `signature` field with (hex).
@@ -401,8 +403,20 @@ impl Config {
                     })?,
             ),
         };
+        let bot_username = get("SWITCHBOARD_TELEGRAM_BOT_USERNAME")
+            .map(|name| name.trim_start_matches('@').to_owned());
+        if let Some(name) = &bot_username
+            && (!(5..=32).contains(&name.len())
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(invalid(
+                "SWITCHBOARD_TELEGRAM_BOT_USERNAME",
+                "a bot's username: 5 to 32 letters, digits or `_`",
+            ));
+        }
         let telegram = TelegramConfig {
             bot_token: get("SWITCHBOARD_TELEGRAM_BOT_TOKEN").map(SecretString::from),
+            bot_username,
             auth_max_age: Duration::from_secs(parse_or(
                 &get,
                 "SWITCHBOARD_TELEGRAM_AUTH_MAX_AGE_SECS",
@@ -874,6 +888,16 @@ mod tests {
         assert_eq!(err.variable, "DATABASE_URL");
         let err = config(&[("DATABASE_URL", "postgres://user@host:notaport/db")]).unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
+    }
+
+    #[test]
+    fn the_bots_username_is_taken_with_or_without_its_at_and_checked() {
+        let taken = config(&[("SWITCHBOARD_TELEGRAM_BOT_USERNAME", "@shop_bot")]).unwrap();
+        assert_eq!(taken.telegram.bot_username.as_deref(), Some("shop_bot"));
+        for bad in ["a b", "bot", "<script>"] {
+            let err = config(&[("SWITCHBOARD_TELEGRAM_BOT_USERNAME", bad)]).unwrap_err();
+            assert_eq!(err.variable, "SWITCHBOARD_TELEGRAM_BOT_USERNAME", "{bad}");
+        }
     }
 
     #[test]

@@ -89,7 +89,7 @@ async fn cabinet(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     html(
         &state,
         "cabinet",
-        &json!({"bot_id": bot_id}),
+        &json!({"bot_id": bot_id, "bot_username": state.config.telegram.bot_username}),
         Framing::Telegram,
     )
 }
@@ -113,9 +113,21 @@ async fn asset(
     } else {
         "no-cache"
     };
+    let etag = format!("\"{}\"", asset.version);
+    let unchanged = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag));
+    if unchanged {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::CACHE_CONTROL, cache))
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
     Ok(HttpResponse::Ok()
         .content_type(asset.content_type)
         .insert_header((header::CACHE_CONTROL, cache))
-        .insert_header((header::ETAG, format!("\"{}\"", asset.version)))
+        .insert_header((header::ETAG, etag))
         .body(asset.body))
 }

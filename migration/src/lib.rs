@@ -29,6 +29,7 @@ mod m20261201_000021_integration_settings;
 mod m20261201_000022_outbox_claim_indexes;
 mod m20261201_000023_helpdesk;
 mod m20261202_000024_ticket_message_media;
+mod m20261202_000025_events_occurred_at;
 
 pub struct Migrator;
 
@@ -60,6 +61,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000022_outbox_claim_indexes::Migration),
             Box::new(m20261201_000023_helpdesk::Migration),
             Box::new(m20261202_000024_ticket_message_media::Migration),
+            Box::new(m20261202_000025_events_occurred_at::Migration),
         ]
     }
 }

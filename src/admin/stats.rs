@@ -138,7 +138,8 @@ pub async fn stats(
         return Err(Problem::invalid_field("from", "must not be after `to`").into());
     }
     if let Some(bucket) = period.bucket
-        && (to - from).num_seconds() / bucket.length().num_seconds() >= MOST_BUCKETS
+        && (bucket.start(to) - bucket.start(from)).num_seconds() / bucket.length().num_seconds()
+            >= MOST_BUCKETS
     {
         return Err(
             Problem::invalid_field("bucket", "more than 1,000 buckets in the period").into(),

@@ -180,6 +180,7 @@ pub fn test_config(database: DatabaseConfig) -> Config {
     let mut config = Config::from_lookup(|name| match name {
         "SWITCHBOARD_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
         "SWITCHBOARD_TELEGRAM_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
+        "SWITCHBOARD_TELEGRAM_BOT_USERNAME" => Some("switchboard_test_bot".to_owned()),
         // Never Telegram's own: a closed port unless a test starts a fake.
         "SWITCHBOARD_TELEGRAM_API_URL" => Some(CLOSED_BOT_API.to_owned()),
         "SWITCHBOARD_AUTH_RATE_PER_IP" => Some("10000".to_owned()),

@@ -109,6 +109,25 @@ async fn the_pages_are_served_with_a_policy_that_runs_only_their_own_files() {
     }
     let unversioned = app.get("/assets/admin.js").await;
     assert_eq!(unversioned.headers()["cache-control"], "no-cache");
+    // Revalidated, it is not sent again while it has not changed.
+    let etag = unversioned.headers()["etag"].to_str().unwrap().to_owned();
+    let again = app
+        .client
+        .get(format!("{}/assets/admin.js", app.address))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 304);
+    assert!(again.text().await.unwrap().is_empty());
+    let stale = app
+        .client
+        .get(format!("{}/assets/admin.js", app.address))
+        .header("if-none-match", "\"0000\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status().as_u16(), 200);
     for missing in [
         "/assets/nothing.js",
         "/assets/..%2FCargo.toml",
@@ -428,6 +447,10 @@ async fn every_page_as_each_role_sees_it_in_light_and_dark_at_both_widths() {
         link.starts_with("https://oauth.telegram.org/auth?")
             && link.contains(&format!("bot_id={bot_id}")),
         "{link}"
+    );
+    assert_eq!(
+        ran["bot_link"], "https://t.me/switchboard_test_bot",
+        "{ran}"
     );
     assert_eq!(
         ran["hash_after_sign_in"], "",

@@ -95,6 +95,7 @@ await scenario(async () => {
   await cabinet.goto(`${base}/cabinet`);
   await cabinet.locator("#cabinet[data-state=signin]").waitFor(SEEN);
   found.widget_link = await cabinet.getByRole("link", { name: "Log in with Telegram" }).getAttribute("href");
+  found.bot_link = await cabinet.getByRole("link", { name: "@switchboard_test_bot" }).getAttribute("href");
   await screenshots(cabinet, "cabinet-sign-in");
   const result = Buffer.from(JSON.stringify(args.widget)).toString("base64url");
   // Back from oauth.telegram.org: a new page load with the result.
@@ -103,7 +104,7 @@ await scenario(async () => {
   await cabinet.locator("#cabinet[data-state=app]").waitFor(SEEN);
   found.hash_after_sign_in = await cabinet.evaluate(() => location.hash);
   await cabinet.getByRole("link", { name: "Account" }).click();
-  await cabinet.locator("#subscription").waitFor(SEEN);
+  await cabinet.locator("#subscription").filter({ hasText: /\S/ }).waitFor(SEEN);
   found.subscription = (await cabinet.locator("#subscription").innerText()).trim();
   await screenshots(cabinet, "cabinet-account");
   return found;
