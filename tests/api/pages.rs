@@ -506,3 +506,45 @@ async fn the_dashboards_feed_outlives_its_access_token_on_one_connection() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_dropped_feed_connection_resumes_with_no_row_lost_or_repeated() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let app = TestApp::spawn(&db).await;
+    let password = "correct horse battery staple";
+    switchboard::admin::accounts::create(&app.state.db, "owner@example.com", password, Role::Owner)
+        .await
+        .unwrap();
+    let user = crate::tickets::cabinet_user(&app, 1).await;
+    let me: Value = app
+        .get_with("/api/v1/cabinet/me", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ran = browser(
+        "feed_drop",
+        &app,
+        json!({"admin": {"email": "owner@example.com", "password": password}, "user_id": me["id"]}),
+    )
+    .await;
+    assert_eq!(ran["statuses"], json!([201, 201, 201]), "{ran}");
+    assert!(
+        ran["sockets"].as_u64().unwrap() >= 2,
+        "it reconnected: {ran}"
+    );
+    let shown: Vec<&str> = ran["shown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let whole: Vec<String> = crate::helpers::whole_log(&app.state.store)
+        .await
+        .iter()
+        .rev()
+        .map(|e| e.id.to_string())
+        .collect();
+    assert_eq!(shown, whole, "the whole log, newest first, each event once");
+    app.stop().await;
+}
