@@ -277,6 +277,9 @@ both_backends! {
         let ran = browser("link_page", &app, page("reset-password-used", format!("{}/api/v1/cabinet/auth/email/reset?token={reset}", app.address), "reset", "the third password")).await;
         assert_eq!(ran["answer"], 400, "{ran}");
         assert!(ran["shown"].as_str().unwrap().contains("invalid, used or expired"), "{ran}");
+        // The new password opens the cabinet in a plain browser.
+        let ran = browser("cabinet_email", &app, json!({"email": "eve@example.com", "password": "the second password", "name": format!("cabinet-email-{}", db.kind_name())})).await;
+        assert_eq!(ran["back_to"], "#/account", "{ran}");
         app.stop().await;
     }
 }

@@ -246,6 +246,10 @@ async fn an_operator_and_a_user_talk_live_through_the_pages_and_the_feed_survive
         "{posted}"
     );
     assert_eq!(ran["themed_bg"]["bg"], "#17212b");
+    assert_eq!(
+        ran["back_button_shown"], true,
+        "a sub-screen shows Telegram's back button"
+    );
     // Surfaces follow the dark theme too (not app.css's light grey).
     let panel = ran["themed_bg"]["panel"].as_str().unwrap();
     assert!(panel.starts_with('#') && panel < "#808080", "{panel}");

@@ -94,6 +94,14 @@ await scenario(async () => {
     await admin.waitForTimeout(200);
   }
   await screenshots(admin, "admin-feed");
+  // Telegram's back button leaves a sub-screen.
+  await cabinet.getByRole("link", { name: "Account" }).click();
+  await cabinet.getByRole("link", { name: "All transactions" }).click();
+  await cabinet.waitForURL(/#\/transactions$/);
+  const backShown = await cabinet.evaluate(() => window.__posted.some(([type, data]) =>
+    type === "web_app_setup_back_button" && JSON.parse(data).is_visible === true));
+  await cabinet.evaluate(() => window.Telegram.WebView.receiveEvent("back_button_pressed"));
+  await cabinet.waitForURL(/#\/account$/);
   const mini = await cabinet.evaluate(() => window.__posted.map(([type]) => type));
-  return { ticket_id: ticketId, cabinet_messages: cabinetMessages, feed: shown, log: logged, mini_app_events: mini, themed_bg: themed };
+  return { ticket_id: ticketId, cabinet_messages: cabinetMessages, feed: shown, log: logged, mini_app_events: mini, themed_bg: themed, back_button_shown: backShown };
 });
