@@ -552,3 +552,113 @@ async fn a_dropped_feed_connection_resumes_with_no_row_lost_or_repeated() {
     assert_eq!(shown, whole, "the whole log, newest first, each event once");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn what_an_owner_does_on_the_dashboard_is_what_the_api_holds() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let mut config = crate::helpers::test_config(db.config.clone());
+    config.webhooks.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    let app = TestApp::spawn_with(config).await;
+    let password = "correct horse battery staple";
+    switchboard::admin::accounts::create(&app.state.db, "owner@example.com", password, Role::Owner)
+        .await
+        .unwrap();
+    let owner = app.admin_login("owner@example.com", password).await;
+    let token = owner.access_token.as_str();
+    let user = crate::tickets::cabinet_user(&app, 1).await;
+    let ticket = crate::tickets::open_ticket(&app, &user, "Refund please").await;
+    let me: Value = app
+        .get_with("/api/v1/cabinet/me", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let user_id = me["id"].as_str().unwrap();
+    let ran = browser(
+        "actions",
+        &app,
+        json!({"owner": {"email": "owner@example.com", "password": password}, "ticket_id": ticket["id"], "user_id": user_id}),
+    )
+    .await;
+    let get = |path: String| {
+        let app = &app;
+        async move {
+            app.get_with(&path, token)
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let seen = get(format!(
+        "/api/v1/admin/tickets/{}",
+        ticket["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(
+        (&seen["status"], &seen["priority"]),
+        (&json!("pending"), &json!("urgent")),
+        "{seen}"
+    );
+    let account = get(format!("/api/v1/admin/users/{user_id}")).await;
+    assert_eq!(account["status"], "blocked", "{account}");
+    let ledger = get(format!("/api/v1/admin/users/{user_id}/ledger")).await;
+    assert!(
+        ledger.to_string().contains("goodwill credit") && ledger.to_string().contains("1250"),
+        "{ledger}"
+    );
+    let endpoint = get(format!(
+        "/api/v1/admin/webhooks/{}",
+        ran["webhook_id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(endpoint["url"], "http://localhost:9/crm", "{endpoint}");
+    assert_eq!(
+        endpoint["event_types"],
+        json!(["ticket.*", "payment.completed"]),
+        "{endpoint}"
+    );
+    let secret = get(format!(
+        "/api/v1/admin/webhooks/{}/secret",
+        ran["webhook_id"].as_str().unwrap()
+    ))
+    .await;
+    assert!(
+        ran["created_secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_"),
+        "{ran}"
+    );
+    assert_ne!(ran["rotated_secret"], ran["created_secret"]);
+    assert!(
+        secret
+            .to_string()
+            .contains(ran["rotated_secret"].as_str().unwrap()),
+        "{secret}"
+    );
+    assert!(
+        !secret
+            .to_string()
+            .contains(ran["created_secret"].as_str().unwrap()),
+        "a grace of 0 ends the old secret: {secret}"
+    );
+    assert_eq!(ran["revoke_status"], 204, "{ran}");
+    let revoked = app
+        .get_with("/api/v1/admin/me", ran["api_key"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        revoked.status().as_u16(),
+        401,
+        "a revoked key opens nothing"
+    );
+    let types = ran["filtered_types"].as_array().unwrap();
+    assert!(
+        !types.is_empty()
+            && types
+                .iter()
+                .all(|t| t.as_str().unwrap().starts_with("ticket.")),
+        "{ran}"
+    );
+    app.stop().await;
+}
