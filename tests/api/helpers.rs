@@ -241,6 +241,9 @@ pub fn captured_logs() -> String {
 }
 
 /// A running app.
+/// The password of the admins [`TestApp::admin_with_role`] creates.
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
 pub struct TestApp {
     pub address: String,
     pub state: Arc<AppState>,
@@ -314,13 +317,13 @@ impl TestApp {
             .await
     }
 
-    /// Creates an admin account directly and logs it in; returns the tokens.
+    /// Creates an admin account directly (its password is
+    /// [`ADMIN_PASSWORD`]) and logs it in; returns the tokens.
     pub async fn admin_with_role(&self, email: &str, role: switchboard::auth::Role) -> Tokens {
-        let password = "correct horse battery staple";
-        switchboard::admin::accounts::create(&self.state.db, email, password, role)
+        switchboard::admin::accounts::create(&self.state.db, email, ADMIN_PASSWORD, role)
             .await
             .unwrap();
-        self.admin_login(email, password).await
+        self.admin_login(email, ADMIN_PASSWORD).await
     }
 
     pub async fn admin_login(&self, email: &str, password: &str) -> Tokens {

@@ -9,8 +9,13 @@ use switchboard::auth::Role;
 
 use crate::{
     fake_bot::FakeBot,
-    helpers::{Kind, TestApp, TestDb, assert_problem},
+    helpers::{ADMIN_PASSWORD, Kind, TestApp, TestDb, assert_problem},
 };
+
+/// How a scenario signs in as an admin made by [`TestApp::admin_with_role`].
+fn signs_in(email: &str) -> Value {
+    json!({"email": email, "password": ADMIN_PASSWORD})
+}
 
 /// Runs `tests/browser/<scenario>.mjs` with `args` (plus the app's address
 /// and the artifacts directory, `target/browser/`): its findings. A page's
@@ -143,20 +148,17 @@ async fn an_operator_and_a_user_talk_live_through_the_pages_and_the_feed_survive
     let db = TestDb::new(Kind::Sqlite).await;
     let bot = FakeBot::start().await;
     let app = TestApp::spawn_with(crate::telegram_send::config(&db, &bot)).await;
-    let password = "correct horse battery staple";
-    switchboard::admin::accounts::create(&app.state.db, "op@example.com", password, Role::Operator)
-        .await
-        .unwrap();
+    app.admin_with_role("op@example.com", Role::Operator).await;
     let init_data = crate::telegram_auth::fresh_init_data(4242, "ann");
     let ran = browser(
         "support",
         &app,
-        json!({"admin": {"email": "op@example.com", "password": password}, "init_data": init_data}),
+        json!({"admin": signs_in("op@example.com"), "init_data": init_data}),
     )
     .await;
 
     // What the pages showed is what the API holds.
-    let operator = app.admin_login("op@example.com", password).await;
+    let operator = app.admin_login("op@example.com", ADMIN_PASSWORD).await;
     let ticket: Value = app
         .get_with(
             &format!(
@@ -262,16 +264,12 @@ async fn a_broadcast_composed_on_the_dashboard_shows_its_progress_reach_100_perc
     let db = TestDb::new(Kind::Sqlite).await;
     let bot = FakeBot::start().await;
     let app = TestApp::spawn_with(crate::telegram_send::config(&db, &bot)).await;
-    let password = "correct horse battery staple";
-    switchboard::admin::accounts::create(&app.state.db, "owner@example.com", password, Role::Owner)
-        .await
-        .unwrap();
-    let owner = app.admin_login("owner@example.com", password).await;
+    let owner = app.admin_with_role("owner@example.com", Role::Owner).await;
     crate::broadcasts::users(&app, &owner.access_token, 201..206, "en").await;
     let ran = browser(
         "broadcast",
         &app,
-        json!({"admin": {"email": "owner@example.com", "password": password}}),
+        json!({"admin": signs_in("owner@example.com")}),
     )
     .await;
     assert_eq!(
@@ -307,16 +305,9 @@ async fn every_page_as_each_role_sees_it_in_light_and_dark_at_both_widths() {
     let db = TestDb::new(Kind::Sqlite).await;
     let bot = FakeBot::start().await;
     let app = TestApp::spawn_with(crate::telegram_send::config(&db, &bot)).await;
-    let password = "correct horse battery staple";
-    for (email, role) in [
-        ("owner@example.com", Role::Owner),
-        ("viewer@example.com", Role::Viewer),
-    ] {
-        switchboard::admin::accounts::create(&app.state.db, email, password, role)
-            .await
-            .unwrap();
-    }
-    let owner = app.admin_login("owner@example.com", password).await;
+    let owner = app.admin_with_role("owner@example.com", Role::Owner).await;
+    app.admin_with_role("viewer@example.com", Role::Viewer)
+        .await;
     let token = owner.access_token.as_str();
     // A Telegram user sends a photo (a ticket), pays; an endpoint and a key.
     let photo = json!({"update_id": 1, "message": {
@@ -382,8 +373,8 @@ async fn every_page_as_each_role_sees_it_in_light_and_dark_at_both_widths() {
         "tour",
         &app,
         json!({
-            "owner": {"email": "owner@example.com", "password": password},
-            "viewer": {"email": "viewer@example.com", "password": password},
+            "owner": signs_in("owner@example.com"),
+            "viewer": signs_in("viewer@example.com"),
             "ticket_id": ticket["id"], "user_id": user_id, "webhook_id": endpoint["id"],
             "widget": widget,
         }),
@@ -477,21 +468,13 @@ async fn the_dashboards_feed_outlives_its_access_token_on_one_connection() {
     let mut config = crate::helpers::test_config(db.config.clone());
     config.auth.access_token_ttl = std::time::Duration::from_secs(6);
     let app = TestApp::spawn_with(config).await;
-    let password = "correct horse battery staple";
-    switchboard::admin::accounts::create(&app.state.db, "owner@example.com", password, Role::Owner)
-        .await
-        .unwrap();
+    app.admin_with_role("owner@example.com", Role::Owner).await;
     let user = crate::tickets::cabinet_user(&app, 1).await;
-    let me: Value = app
-        .get_with("/api/v1/cabinet/me", &user.access_token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let user_id = crate::ledger::user_id(&app, &user.access_token).await;
     let ran = browser(
         "feed_refresh",
         &app,
-        json!({"admin": {"email": "owner@example.com", "password": password}, "user_id": me["id"], "ttl_seconds": 6}),
+        json!({"admin": signs_in("owner@example.com"), "user_id": user_id, "ttl_seconds": 6}),
     )
     .await;
     assert_eq!(ran["paid"], 201, "{ran}");
@@ -515,21 +498,13 @@ async fn the_dashboards_feed_outlives_its_access_token_on_one_connection() {
 async fn a_dropped_feed_connection_resumes_with_no_row_lost_or_repeated() {
     let db = TestDb::new(Kind::Sqlite).await;
     let app = TestApp::spawn(&db).await;
-    let password = "correct horse battery staple";
-    switchboard::admin::accounts::create(&app.state.db, "owner@example.com", password, Role::Owner)
-        .await
-        .unwrap();
+    app.admin_with_role("owner@example.com", Role::Owner).await;
     let user = crate::tickets::cabinet_user(&app, 1).await;
-    let me: Value = app
-        .get_with("/api/v1/cabinet/me", &user.access_token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let user_id = crate::ledger::user_id(&app, &user.access_token).await;
     let ran = browser(
         "feed_drop",
         &app,
-        json!({"admin": {"email": "owner@example.com", "password": password}, "user_id": me["id"]}),
+        json!({"admin": signs_in("owner@example.com"), "user_id": user_id}),
     )
     .await;
     assert_eq!(ran["statuses"], json!([201, 201, 201]), "{ran}");
@@ -559,25 +534,15 @@ async fn what_an_owner_does_on_the_dashboard_is_what_the_api_holds() {
     let mut config = crate::helpers::test_config(db.config.clone());
     config.webhooks.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
     let app = TestApp::spawn_with(config).await;
-    let password = "correct horse battery staple";
-    switchboard::admin::accounts::create(&app.state.db, "owner@example.com", password, Role::Owner)
-        .await
-        .unwrap();
-    let owner = app.admin_login("owner@example.com", password).await;
+    let owner = app.admin_with_role("owner@example.com", Role::Owner).await;
     let token = owner.access_token.as_str();
     let user = crate::tickets::cabinet_user(&app, 1).await;
     let ticket = crate::tickets::open_ticket(&app, &user, "Refund please").await;
-    let me: Value = app
-        .get_with("/api/v1/cabinet/me", &user.access_token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let user_id = me["id"].as_str().unwrap();
+    let user_id = crate::ledger::user_id(&app, &user.access_token).await;
     let ran = browser(
         "actions",
         &app,
-        json!({"owner": {"email": "owner@example.com", "password": password}, "ticket_id": ticket["id"], "user_id": user_id}),
+        json!({"owner": signs_in("owner@example.com"), "ticket_id": ticket["id"], "user_id": user_id}),
     )
     .await;
     let get = |path: String| {
