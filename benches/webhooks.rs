@@ -163,12 +163,13 @@ async fn run(admin_url: &str, duration: Duration) {
     );
     println!();
     println!(
-        "| over HTTP: payment callbacks, 20 users, receiver in another process | callbacks | deliveries | deliveries/s | callback→receipt p50 ms | p95 ms | p99 ms | max ms |"
+        "| over HTTP: payment callbacks, 20 users, receiver in another process | callbacks | deliveries | deliveries/s | callback→receipt p50 ms | p95 ms | p99 ms | max ms | callback answered p50 ms | p99 ms |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (label, r) in over_http {
+        let (answer_p50, answer_p99) = r.answer.unwrap_or_default();
         println!(
-            "| {label} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {label} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {answer_p50:.1} | {answer_p99:.1} |",
             r.events, r.deliveries, r.per_second, r.p50, r.p95, r.p99, r.max
         );
     }
@@ -219,6 +220,9 @@ struct Measured {
     p95: f64,
     p99: f64,
     max: f64,
+    /// Over HTTP: the callbacks' own answer time, p50 and p99 ms (what
+    /// of the latency is the intake rather than the delivery).
+    answer: Option<(f64, f64)>,
 }
 
 /// Appends `count` events (at `rate` per second, or as fast as possible)
@@ -300,7 +304,7 @@ async fn measure(
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
-    let pct = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    let pct = |q: f64| quantile(&latencies, q);
     Measured {
         events: count,
         deliveries: latencies.len(),
@@ -309,6 +313,7 @@ async fn measure(
         p95: pct(0.95),
         p99: pct(0.99),
         max: *latencies.last().unwrap(),
+        answer: None,
     }
 }
 
@@ -462,7 +467,9 @@ struct Sender {
 impl Sender {
     /// One callback: a completed provider payment for the `n`th user in
     /// turn, its external id carrying the run and the time it was sent.
-    async fn callback(&self, run: &str, n: usize) -> bool {
+    /// How long its answer took, if it was accepted.
+    async fn callback(&self, run: &str, n: usize) -> Option<Duration> {
+        let sent = Instant::now();
         let response = self
             .http
             .post(format!("{}/api/v1/admin/payments", self.base))
@@ -477,7 +484,9 @@ impl Sender {
             }))
             .send()
             .await;
-        response.is_ok_and(|r| r.status().as_u16() == 201)
+        response
+            .is_ok_and(|r| r.status().as_u16() == 201)
+            .then(|| sent.elapsed())
     }
 
     async fn phase(&self, load: Load, duration: Duration) -> Measured {
@@ -494,7 +503,7 @@ impl Sender {
                     )
                     .await;
                     let (sender, run) = (self.clone(), run.clone());
-                    tasks.spawn(async move { usize::from(sender.callback(&run, n).await) });
+                    tasks.spawn(async move { Vec::from_iter(sender.callback(&run, n).await) });
                 }
             }
             Load::Senders(senders) => {
@@ -502,20 +511,22 @@ impl Sender {
                 for _ in 0..senders {
                     let (sender, run, next) = (self.clone(), run.clone(), next.clone());
                     tasks.spawn(async move {
-                        let mut accepted = 0;
+                        let mut answered = Vec::new();
                         while start.elapsed() < duration {
                             let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            accepted += usize::from(sender.callback(&run, n).await);
+                            answered.extend(sender.callback(&run, n).await);
                         }
-                        accepted
+                        answered
                     });
                 }
             }
         }
-        let mut accepted = 0;
-        while let Some(n) = tasks.join_next().await {
-            accepted += n.unwrap();
+        let mut answers = Vec::new();
+        while let Some(answered) = tasks.join_next().await {
+            answers.extend(answered.unwrap());
         }
+        answers.sort_unstable();
+        let accepted = answers.len();
         let expected = accepted * ENDPOINTS;
         let deadline = Instant::now() + Duration::from_secs(300);
         let mut latencies: Vec<u64>;
@@ -542,7 +553,7 @@ impl Sender {
         let elapsed = start.elapsed().as_secs_f64();
         latencies.sort_unstable();
         let ms = |us: u64| us as f64 / 1000.0;
-        let pct = |q: f64| ms(latencies[((latencies.len() as f64 - 1.0) * q).round() as usize]);
+        let pct = |q: f64| ms(quantile(&latencies, q));
         Measured {
             events: accepted as u64,
             deliveries: latencies.len(),
@@ -551,6 +562,15 @@ impl Sender {
             p95: pct(0.95),
             p99: pct(0.99),
             max: ms(*latencies.last().unwrap()),
+            answer: Some((
+                quantile(&answers, 0.5).as_secs_f64() * 1000.0,
+                quantile(&answers, 0.99).as_secs_f64() * 1000.0,
+            )),
         }
     }
+}
+
+/// The `q` quantile of sorted `values`.
+fn quantile<T: Copy>(values: &[T], q: f64) -> T {
+    values[((values.len() as f64 - 1.0) * q).round() as usize]
 }

@@ -204,6 +204,7 @@ impl Application {
                     lease: crate::telegram::outbox::lease(config.telegram.api_timeout),
                     wake: telegram.sends.clone(),
                     ended: telegram.ended.clone(),
+                    recorder: crate::telegram::sender::Recorder::new(db.clone(), commands.clone()),
                 };
                 tasks.spawn(sender.run(shutdown.clone()));
             }

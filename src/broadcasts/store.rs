@@ -8,7 +8,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::domain::{BroadcastStatus, Counts, LeftOut};
-use crate::{db::Db, telegram::outbox::now_ms};
+use crate::{
+    db::{Backend, Db},
+    telegram::outbox::now_ms,
+};
 
 /// What became of one recipient's message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -181,23 +184,41 @@ pub async fn start(
     Ok(())
 }
 
-/// Records what became of the recipient of send `send_id`.
+/// Records what became of recipients' messages, by their sends' ids,
+/// through `conn` (the transaction of the sends' outcomes): one statement
+/// for all of them.
 pub async fn delivered(
     conn: &impl ConnectionTrait,
     db: &Db,
-    send_id: &str,
-    delivery: Delivery,
-    error: Option<&str>,
+    deliveries: &[(&str, Delivery, Option<&str>)],
 ) -> Result<(), DbErr> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = deliveries
+        .iter()
+        .map(|(send_id, delivery, error)| {
+            serde_json::json!({"send_id": send_id, "status": delivery.as_str(), "error": error})
+        })
+        .collect();
+    let text = match db.backend() {
+        Backend::Postgres => {
+            "UPDATE broadcast_recipients r SET status = i.status, error = i.error, \
+             updated_at_ms = $2 \
+             FROM jsonb_to_recordset($1::jsonb) AS i(send_id text, status text, error text) \
+             WHERE r.send_id = i.send_id AND r.status = 'queued'"
+        }
+        Backend::Sqlite => {
+            "UPDATE broadcast_recipients SET status = i.value ->> 'status', \
+             error = i.value ->> 'error', updated_at_ms = $2 \
+             FROM json_each($1) AS i \
+             WHERE broadcast_recipients.send_id = i.value ->> 'send_id' \
+               AND broadcast_recipients.status = 'queued'"
+        }
+    };
     conn.execute_raw(db.statement(
-        "UPDATE broadcast_recipients SET status = $2, error = $3, updated_at_ms = $4 \
-         WHERE send_id = $1 AND status = 'queued'",
-        vec![
-            send_id.to_owned().into(),
-            delivery.as_str().into(),
-            error.map(str::to_owned).into(),
-            now_ms().into(),
-        ],
+        text,
+        vec![Value::Array(rows).to_string().into(), now_ms().into()],
     ))
     .await?;
     Ok(())

@@ -814,47 +814,80 @@ async fn requeue_in(
     Ok(())
 }
 
-/// Records how `send` ended, through `conn` (its outcome event's
-/// transaction).
+/// How one send ended, for [`finish`].
+pub struct Finished<'a> {
+    pub send: &'a SendRow,
+    pub status: Status,
+    /// Telegram's answer.
+    pub result: Option<&'a Value>,
+    pub error: Option<&'a str>,
+}
+
+/// Ends sends that were `sending`, through `conn` (the transaction of
+/// their outcomes' events): one statement for all their rows.
 pub async fn finish(
     conn: &impl ConnectionTrait,
     db: &Db,
-    send: &SendRow,
-    status: Status,
-    result: Option<&Value>,
-    error: Option<&str>,
+    finished: &[Finished<'_>],
 ) -> Result<(), DbErr> {
-    // A private send keeps its chat and its message's id, nothing of
-    // what it said.
-    let (params, result) = if send.private {
-        let message_id = result.and_then(|r| r.get("message_id")).cloned();
-        (
-            Some(serde_json::json!({"chat_id": send.chat_id})),
-            message_id.map(|id| serde_json::json!({"message_id": id})),
-        )
-    } else {
-        (None, result.cloned())
+    if finished.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = finished
+        .iter()
+        .map(|f| {
+            // A private send keeps its chat and its message's id, nothing
+            // of what it said.
+            let (params, result) = if f.send.private {
+                let message_id = f.result.and_then(|r| r.get("message_id")).cloned();
+                (
+                    Some(serde_json::json!({"chat_id": f.send.chat_id})),
+                    message_id.map(|id| serde_json::json!({"message_id": id})),
+                )
+            } else {
+                (None, f.result.cloned())
+            };
+            serde_json::json!({
+                "id": f.send.id,
+                "status": f.status.as_str(),
+                "result": result.map(|r| r.to_string()),
+                "error": f.error,
+                "params": params.map(|p| p.to_string()),
+            })
+        })
+        .collect();
+    let text = match db.backend() {
+        Backend::Postgres => {
+            "UPDATE telegram_sends s SET status = i.status, result = i.result, error = i.error, \
+             lease_until_ms = NULL, updated_at_ms = $2, params = COALESCE(i.params, s.params) \
+             FROM jsonb_to_recordset($1::jsonb) \
+                 AS i(id text, status text, result text, error text, params text) \
+             WHERE s.id = i.id AND s.status = 'sending'"
+        }
+        Backend::Sqlite => {
+            "UPDATE telegram_sends SET status = i.value ->> 'status', \
+             result = i.value ->> 'result', \
+             error = i.value ->> 'error', lease_until_ms = NULL, updated_at_ms = $2, \
+             params = COALESCE(i.value ->> 'params', telegram_sends.params) \
+             FROM json_each($1) AS i \
+             WHERE telegram_sends.id = i.value ->> 'id' \
+               AND telegram_sends.status = 'sending'"
+        }
     };
     conn.execute_raw(db.statement(
-        "UPDATE telegram_sends SET status = $2, result = $3, error = $4, lease_until_ms = NULL, \
-         updated_at_ms = $5, params = COALESCE($6, params) WHERE id = $1 AND status = 'sending'",
-        vec![
-            send.id.clone().into(),
-            status.as_str().into(),
-            result.map(|r| r.to_string()).into(),
-            error.map(str::to_owned).into(),
-            now_ms().into(),
-            params.map(|p| p.to_string()).into(),
-        ],
+        text,
+        vec![Value::Array(rows).to_string().into(), now_ms().into()],
     ))
     .await?;
     // An ended send's files are not kept.
-    if !uploaded_fields(&send.params).is_empty() {
-        conn.execute_raw(db.statement(
-            "DELETE FROM telegram_uploads WHERE send_id = $1",
-            vec![send.id.clone().into()],
-        ))
-        .await?;
+    for f in finished {
+        if !uploaded_fields(&f.send.params).is_empty() {
+            conn.execute_raw(db.statement(
+                "DELETE FROM telegram_uploads WHERE send_id = $1",
+                vec![f.send.id.clone().into()],
+            ))
+            .await?;
+        }
     }
     Ok(())
 }

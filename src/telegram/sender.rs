@@ -16,13 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     bot_api::{Answer, BotApi},
-    outbox::{self, Limits, SendRow, Skip},
+    outbox::{self, Finished, Limits, SendRow, Skip},
     send::{Send, SendError, SendEvent, SendOf, Status},
 };
 use crate::{
+    batch::{Batch, Gather},
     broadcasts::store::Delivery,
     db::{Db, WriteTxn},
-    domain::{Command, CommandError, Commands, DomainError, Refusal, Target, Work},
+    domain::{Command, CommandError, Commands, Target, Work},
     events::{Actor, RecordedEvent},
     ids::UserId,
     users::{UserCommand, UserError, UserState},
@@ -36,31 +37,6 @@ const IN_FLIGHT: usize = 128;
 
 /// Sends claimed together, at most.
 const BATCH: usize = 64;
-
-/// Why an outcome's command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OutcomeError {
-    #[error(transparent)]
-    Send(#[from] SendError),
-    #[error(transparent)]
-    User(#[from] UserError),
-}
-
-impl DomainError for OutcomeError {
-    fn refusal(&self) -> Refusal {
-        match self {
-            Self::Send(e) => e.refusal(),
-            Self::User(e) => e.refusal(),
-        }
-    }
-
-    fn code(&self) -> &'static str {
-        match self {
-            Self::Send(e) => e.code(),
-            Self::User(e) => e.code(),
-        }
-    }
-}
 
 /// How a send ended, for its outcome command.
 #[derive(Debug, Clone)]
@@ -77,108 +53,151 @@ pub enum Ended {
     Skipped(Skip),
 }
 
-/// Records a send's outcome (its event, and its row's status with it).
-pub struct RecordOutcome {
+/// Records sends' outcomes: each one's event, and with them, in one
+/// statement each, the sends' rows and their broadcast recipients'. An
+/// outcome recorded already (a lost send's, by another instance) is left
+/// out; its output says which were recorded.
+pub struct RecordOutcomes {
     db: Db,
-    send: SendRow,
-    ended: Ended,
+    outcomes: Vec<(SendRow, Ended)>,
 }
 
-impl RecordOutcome {
-    pub fn new(db: Db, send: SendRow, ended: Ended) -> Self {
-        Self { db, send, ended }
-    }
-
-    fn blocked_user(&self) -> Option<UserId> {
-        match self.ended {
-            Ended::Failed { blocked: true, .. } => self.send.user_id,
-            _ => None,
-        }
+impl RecordOutcomes {
+    pub fn new(db: Db, outcomes: Vec<(SendRow, Ended)>) -> Self {
+        Self { db, outcomes }
     }
 }
 
-impl Command for RecordOutcome {
-    type Output = ();
-    type Error = OutcomeError;
+/// The user of a send that found the bot blocked.
+fn blocked_user(send: &SendRow, ended: &Ended) -> Option<UserId> {
+    match ended {
+        Ended::Failed { blocked: true, .. } => send.user_id,
+        _ => None,
+    }
+}
+
+/// The event that records how `send` ended.
+fn outcome_event(send: &SendRow, ended: &Ended) -> SendEvent {
+    let of = SendOf {
+        send_id: send.id.clone(),
+        chat_id: send.chat_id,
+        method: send.method.clone(),
+        user_id: send.user_id,
+        origin: send.origin.clone(),
+        reference: send.reference.clone(),
+    };
+    match ended {
+        Ended::Sent(result) => SendEvent::Sent {
+            send: of,
+            message_id: result.get("message_id").and_then(Value::as_i64),
+        },
+        Ended::Failed { error, code, .. } => SendEvent::Failed {
+            send: of,
+            status: Status::Failed,
+            error: error.clone(),
+            error_code: *code,
+        },
+        Ended::Unknown(error) => SendEvent::Failed {
+            send: of,
+            status: Status::Unknown,
+            error: error.clone(),
+            error_code: None,
+        },
+        Ended::Skipped(skip) => SendEvent::Failed {
+            send: of,
+            status: Status::Failed,
+            error: skipped(*skip).into(),
+            error_code: None,
+        },
+    }
+}
+
+impl Command for RecordOutcomes {
+    /// Whether each outcome was recorded now, in order.
+    type Output = Vec<bool>;
+    type Error = UserError;
 
     fn writes(&self) -> bool {
         true
     }
 
     fn targets(&self) -> Vec<Target> {
-        let mut targets = vec![Target::of::<Send>(&self.send.id)];
-        targets.extend(self.blocked_user().map(Target::of::<UserState>));
+        let mut targets = Vec::with_capacity(self.outcomes.len());
+        for (send, ended) in &self.outcomes {
+            targets.push(Target::of::<Send>(&send.id));
+            targets.extend(blocked_user(send, ended).map(Target::of::<UserState>));
+        }
         targets
     }
 
-    fn decide(&self, work: &mut Work<'_>) -> Result<(), OutcomeError> {
-        let send = SendOf {
-            send_id: self.send.id.clone(),
-            chat_id: self.send.chat_id,
-            method: self.send.method.clone(),
-            user_id: self.send.user_id,
-            origin: self.send.origin.clone(),
-            reference: self.send.reference.clone(),
-        };
-        let event = match &self.ended {
-            Ended::Sent(result) => SendEvent::Sent {
-                send,
-                message_id: result.get("message_id").and_then(Value::as_i64),
-            },
-            Ended::Failed { error, code, .. } => SendEvent::Failed {
-                send,
-                status: Status::Failed,
-                error: error.clone(),
-                error_code: *code,
-            },
-            Ended::Unknown(error) => SendEvent::Failed {
-                send,
-                status: Status::Unknown,
-                error: error.clone(),
-                error_code: None,
-            },
-            Ended::Skipped(skip) => SendEvent::Failed {
-                send,
-                status: Status::Failed,
-                error: skipped(*skip).into(),
-                error_code: None,
-            },
-        };
-        work.execute::<Send>(&self.send.id, event)?;
-        if let Some(user) = self.blocked_user()
-            && work.state::<UserState>(user).id.is_some()
-        {
-            work.execute::<UserState>(user, UserCommand::SetBotBlocked(true))?;
+    fn decide(&self, work: &mut Work<'_>) -> Result<Vec<bool>, UserError> {
+        let mut recorded = Vec::with_capacity(self.outcomes.len());
+        for (send, ended) in &self.outcomes {
+            match work.execute::<Send>(&send.id, outcome_event(send, ended)) {
+                Ok(_) => {}
+                Err(SendError::AlreadyRecorded) => {
+                    recorded.push(false);
+                    continue;
+                }
+            }
+            if let Some(user) = blocked_user(send, ended)
+                && work.state::<UserState>(user).id.is_some()
+            {
+                work.execute::<UserState>(user, UserCommand::SetBotBlocked(true))?;
+            }
+            recorded.push(true);
         }
-        Ok(())
+        Ok(recorded)
     }
 
     async fn write(
         &self,
         txn: &WriteTxn,
-        _output: &mut (),
+        recorded: &mut Vec<bool>,
         _events: &[RecordedEvent],
-    ) -> Result<(), CommandError<OutcomeError>> {
-        let (status, result, error) = match &self.ended {
-            Ended::Sent(result) => (Status::Sent, Some(result), None),
-            Ended::Failed { error, .. } => (Status::Failed, None, Some(error.as_str())),
-            Ended::Unknown(error) => (Status::Unknown, None, Some(error.as_str())),
-            Ended::Skipped(skip) => (Status::Failed, None, Some(skipped(*skip))),
-        };
-        outbox::finish(&**txn, &self.db, &self.send, status, result, error).await?;
-        if self.send.origin == crate::broadcasts::ORIGIN {
-            let delivery = match &self.ended {
-                Ended::Sent(_) => Delivery::Sent,
-                Ended::Failed { blocked: true, .. } | Ended::Skipped(Skip::Blocked) => {
-                    Delivery::Blocked
+    ) -> Result<(), CommandError<UserError>> {
+        let now: Vec<&(SendRow, Ended)> = self
+            .outcomes
+            .iter()
+            .zip(recorded.iter())
+            .filter_map(|(outcome, recorded)| recorded.then_some(outcome))
+            .collect();
+        let finished: Vec<Finished<'_>> = now
+            .iter()
+            .map(|(send, ended)| {
+                let (status, result, error) = match ended {
+                    Ended::Sent(result) => (Status::Sent, Some(result), None),
+                    Ended::Failed { error, .. } => (Status::Failed, None, Some(error.as_str())),
+                    Ended::Unknown(error) => (Status::Unknown, None, Some(error.as_str())),
+                    Ended::Skipped(skip) => (Status::Failed, None, Some(skipped(*skip))),
+                };
+                Finished {
+                    send,
+                    status,
+                    result,
+                    error,
                 }
-                Ended::Skipped(Skip::Cancelled) => Delivery::Cancelled,
-                Ended::Failed { .. } => Delivery::Failed,
-                Ended::Unknown(_) => Delivery::Unknown,
-            };
-            crate::broadcasts::store::delivered(&**txn, &self.db, &self.send.id, delivery, error)
-                .await?;
-        }
+            })
+            .collect();
+        outbox::finish(&**txn, &self.db, &finished).await?;
+        let deliveries: Vec<(&str, Delivery, Option<&str>)> = finished
+            .iter()
+            .zip(&now)
+            .filter(|(f, _)| f.send.origin == crate::broadcasts::ORIGIN)
+            .map(|(f, (_, ended))| {
+                let delivery = match ended {
+                    Ended::Sent(_) => Delivery::Sent,
+                    Ended::Failed { blocked: true, .. } | Ended::Skipped(Skip::Blocked) => {
+                        Delivery::Blocked
+                    }
+                    Ended::Skipped(Skip::Cancelled) => Delivery::Cancelled,
+                    Ended::Failed { .. } => Delivery::Failed,
+                    Ended::Unknown(_) => Delivery::Unknown,
+                };
+                (f.send.id.as_str(), delivery, f.error)
+            })
+            .collect();
+        crate::broadcasts::store::delivered(&**txn, &self.db, &deliveries).await?;
         Ok(())
     }
 }
@@ -188,6 +207,51 @@ fn skipped(skip: Skip) -> &'static str {
     match skip {
         Skip::Blocked => "the user blocked the bot",
         Skip::Cancelled => "its broadcast was cancelled",
+    }
+}
+
+/// Records outcomes in batches: sends that end while a batch is being
+/// written make the next one, a single [`RecordOutcomes`] (one statement
+/// for their rows) instead of a command each.
+#[derive(Clone)]
+pub struct Recorder {
+    db: Db,
+    commands: Commands,
+    gather: Arc<Gather<Recorder>>,
+}
+
+impl Batch for Recorder {
+    type Item = (SendRow, Ended);
+    type Answer = Result<(), String>;
+    type Key = ();
+
+    async fn run(&self, outcomes: Vec<(SendRow, Ended)>) -> Vec<Result<(), String>> {
+        let n = outcomes.len();
+        let command = RecordOutcomes::new(self.db.clone(), outcomes);
+        let answer = match self.commands.run(command, Actor::system()).await {
+            Ok(_) => Ok(()),
+            // Left `sending`: when its lease runs out it is `unknown`.
+            Err(e) => Err(format!("{e} (with {n} outcomes in its batch)")),
+        };
+        vec![answer; n]
+    }
+}
+
+impl Recorder {
+    pub fn new(db: Db, commands: Commands) -> Self {
+        Self {
+            db,
+            commands,
+            gather: Arc::new(Gather::new(IN_FLIGHT, 2)),
+        }
+    }
+
+    /// Records how `send` ended (with whatever else ends now).
+    async fn record(&self, send: SendRow, ended: Ended) -> Result<(), String> {
+        self.gather
+            .submit(self, (send, ended))
+            .await
+            .map_err(|e| format!("recording the outcome was {e}"))?
     }
 }
 
@@ -203,6 +267,7 @@ pub struct Sender {
     pub wake: Arc<Notify>,
     /// Told when a send ended (waiting API callers listen).
     pub ended: Arc<Notify>,
+    pub recorder: Recorder,
 }
 
 impl Sender {
@@ -340,13 +405,8 @@ impl Sender {
     }
 
     async fn record(&self, send: SendRow, ended: Ended) {
-        let id = send.id.clone();
-        let command = RecordOutcome::new(self.db.clone(), send, ended);
-        match self.commands.run(command, Actor::system()).await {
-            Ok(_) | Err(CommandError::Domain(OutcomeError::Send(SendError::AlreadyRecorded))) => {}
-            Err(e) => {
-                tracing::warn!(send = %id, error = %e, "cannot record a Telegram send's outcome")
-            }
+        if let Err(e) = self.recorder.record(send, ended).await {
+            tracing::warn!(error = %e, "cannot record a Telegram send's outcome");
         }
         self.ended.notify_waiters();
     }

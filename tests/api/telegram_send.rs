@@ -673,3 +673,46 @@ both_backends! {
         bot.stop().await;
     }
 }
+
+both_backends! {
+    async fn outcomes_recorded_together_record_each_send_once(db) {
+        use switchboard::telegram::{outbox, sender::{Ended, RecordOutcomes}};
+        // No bot token: no sender of the app's own takes these sends.
+        let mut config = test_config(db.config.clone());
+        config.telegram.bot_token = None;
+        let app = TestApp::spawn_with(config).await;
+        let state = &app.state;
+        for chat in [1, 2] {
+            let send = outbox::NewSend::new(chat, "sendMessage", json!({"chat_id": chat, "text": "hi"}), "api");
+            state.db.write_once(async |conn| outbox::enqueue(conn, &state.db, &send).await).await.unwrap();
+        }
+        let limits = Limits { overall: None, private_chat: Duration::ZERO, group: Duration::ZERO };
+        let claimed = outbox::claim(&state.db, &limits, 10, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(claimed.sends.len(), 2);
+        let (first, second) = (claimed.sends[0].clone(), claimed.sends[1].clone());
+        // The first send's late answer and, in the same batch, its outcome as
+        // a lost send: only the first is recorded.
+        let outcomes = vec![
+            (first.clone(), Ended::Sent(json!({"message_id": 7}))),
+            (second.clone(), Ended::Failed { error: "Bad Request: chat not found".into(), code: Some(400), blocked: false }),
+            (first.clone(), Ended::Unknown("lost".into())),
+        ];
+        let done = state.commands.run(RecordOutcomes::new(state.db.clone(), outcomes), switchboard::events::Actor::system()).await.unwrap();
+        assert_eq!(done.output, vec![true, true, false]);
+        let first_row = outbox::get(&state.db, &first.id).await.unwrap().unwrap();
+        assert_eq!(first_row.status.as_str(), "sent");
+        assert_eq!(first_row.result, Some(json!({"message_id": 7})));
+        let second_row = outbox::get(&state.db, &second.id).await.unwrap().unwrap();
+        assert_eq!(second_row.status.as_str(), "failed");
+        assert_eq!(second_row.error.as_deref(), Some("Bad Request: chat not found"));
+        let types: Vec<String> = crate::helpers::whole_log(&state.store).await.iter()
+            .filter(|e| e.event_type.as_str().starts_with("telegram."))
+            .map(|e| e.event_type.as_str().to_owned()).collect();
+        assert_eq!(types, ["telegram.message_sent", "telegram.send_failed"]);
+        // Recorded already: nothing more is written.
+        let again = state.commands.run(RecordOutcomes::new(state.db.clone(), vec![(first, Ended::Unknown("lost".into()))]), switchboard::events::Actor::system()).await.unwrap();
+        assert_eq!(again.output, vec![false]);
+        assert!(again.events.is_empty());
+        app.stop().await;
+    }
+}
