@@ -280,10 +280,12 @@ pub struct WebhookWorker {
     pub commands: Commands,
     pub config: WebhookConfig,
     pub sender: Sender,
-    /// The log tailer's position: changes when events (this instance's or
-    /// another's) have been read from the log, which is when their
-    /// deliveries can be claimed. One wake per burst of commits, instead of
-    /// one at the commit and another when the tailer reads it.
+    /// The log tailer's position: changes when events have been read from
+    /// the log, which is how another instance's commits wake this worker.
+    /// This instance's own wake it at their commit (the deliveries their
+    /// trigger wrote can be claimed then; an ordered endpoint's next one
+    /// waits in the claim itself until it is below the log's horizon),
+    /// without waiting for the tailer's read.
     pub published: watch::Receiver<Cursor>,
     /// Nudged by the API (resend, recover, enable).
     pub wake: Arc<Notify>,
@@ -396,6 +398,7 @@ impl WebhookWorker {
         let mut last_analyze = Instant::now();
         let mut analyzing = tokio::spawn(async {});
         let mut last_due_check = Instant::now() - Duration::from_secs(1);
+        let mut appended = self.db.watch_appends();
         let mut owner = LeaseOwner::new();
         let mut held = owner.keep(&self.db).await;
         let shared = self.db.postgres_pool().is_some();
@@ -410,6 +413,7 @@ impl WebhookWorker {
                 self.reclaim().await;
             }
             while in_flight.try_join_next().is_some() {}
+            appended.borrow_and_update();
             self.published.borrow_and_update();
             let free = permits.available_permits();
             if free > 0 && (!backlog || free >= min_batch || in_flight.is_empty()) {
@@ -470,6 +474,7 @@ impl WebhookWorker {
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break 'work,
+                    _ = appended.changed() => break,
                     _ = self.published.changed() => break,
                     () = self.wake.notified() => break,
                     // The next event of an ordered endpoint is due as soon
@@ -551,21 +556,16 @@ impl WebhookWorker {
             claimed.iter().map(|c| c.endpoint_id).collect();
         endpoint_ids.sort();
         endpoint_ids.dedup();
-        let endpoints: HashMap<WebhookEndpointId, Arc<EndpointRow>> =
-            store::get_endpoints(&self.db, &endpoint_ids)
-                .await?
-                .into_iter()
-                .map(|e| (e.id, Arc::new(e)))
-                .collect();
         let event_ids: Vec<_> = claimed.iter().map(|c| c.event_id).collect();
-        let events: HashMap<_, Arc<RecordedEvent>> = self
-            .commands
-            .store()
-            .read_by_ids(&event_ids)
-            .await?
-            .into_iter()
-            .map(|e| (e.id, Arc::new(e)))
-            .collect();
+        // The endpoints and the events side by side: one round trip's wait.
+        let (endpoints, events) = tokio::try_join!(
+            store::get_endpoints(&self.db, &endpoint_ids),
+            self.commands.store().read_by_ids(&event_ids),
+        )?;
+        let endpoints: HashMap<WebhookEndpointId, Arc<EndpointRow>> =
+            endpoints.into_iter().map(|e| (e.id, Arc::new(e))).collect();
+        let events: HashMap<_, Arc<RecordedEvent>> =
+            events.into_iter().map(|e| (e.id, Arc::new(e))).collect();
         for delivery in claimed {
             let (Some(endpoint), Some(event)) = (
                 endpoints.get(&delivery.endpoint_id).cloned(),
