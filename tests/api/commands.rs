@@ -496,6 +496,8 @@ fn same_database(db: &TestDb) -> Kind {
 
 both_backends! {
     async fn random_commands_give_the_same_log_and_read_models_with_plain_and_fast_implementations(db) {
+        // Keeps both cores busy for a while: not beside a test that measures time.
+        let _exclusive = crate::helpers::EXCLUSIVE_POSTGRES.lock().await;
         let other = TestDb::new(same_database(&db)).await;
         let fast = runner(&db.config, true).await;
         let plain = runner(&other.config, false).await;

@@ -33,8 +33,8 @@ macro_rules! both_backends {
 }
 pub(crate) use both_backends;
 
-/// Held by tests that load Postgres heavily and by tests that measure
-/// latency on it, so the two never overlap. Transaction ids are cluster-wide:
+/// Held by tests that load Postgres (or both cores) heavily and by tests
+/// that measure latency or a rate on it, so the two never overlap. Transaction ids are cluster-wide:
 /// another test's open write transactions hold back this test's log horizon.
 #[allow(dead_code)]
 pub static EXCLUSIVE_POSTGRES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
