@@ -12,6 +12,16 @@ use crate::{
     helpers::{ADMIN_PASSWORD, Kind, TestApp, TestDb, assert_problem},
 };
 
+/// A scenario's finding that is a list of strings.
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap_or_else(|| panic!("not a string: {v}")))
+        .collect()
+}
+
 /// How a scenario signs in as an admin made by [`TestApp::admin_with_role`].
 fn signs_in(email: &str) -> Value {
     json!({"email": email, "password": ADMIN_PASSWORD})
@@ -188,12 +198,7 @@ async fn an_operator_and_a_user_talk_live_through_the_pages_and_the_feed_survive
         ],
         "{ticket}"
     );
-    let shown_in_cabinet: Vec<&str> = ran["cabinet_messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let shown_in_cabinet = strings(&ran["cabinet_messages"]);
     let first_three: Vec<&str> = ticket["messages"].as_array().unwrap()[..3]
         .iter()
         .map(|m| m["id"].as_str().unwrap())
@@ -202,12 +207,7 @@ async fn an_operator_and_a_user_talk_live_through_the_pages_and_the_feed_survive
 
     // After the reload the feed's rows are the log's newest, newest first,
     // none missing and none twice.
-    let feed: Vec<&str> = ran["feed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let feed = strings(&ran["feed"]);
     let mut unique = feed.clone();
     unique.sort_unstable();
     unique.dedup();
@@ -512,12 +512,7 @@ async fn a_dropped_feed_connection_resumes_with_no_row_lost_or_repeated() {
         ran["sockets"].as_u64().unwrap() >= 2,
         "it reconnected: {ran}"
     );
-    let shown: Vec<&str> = ran["shown"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let shown = strings(&ran["shown"]);
     let whole: Vec<String> = crate::helpers::whole_log(&app.state.store)
         .await
         .iter()
