@@ -1312,7 +1312,11 @@ fn sqlite_timestamp(at: DateTime<Utc>) -> String {
 }
 
 fn parse_tx(row: &QueryResult) -> Result<u64, DbErr> {
-    let tx: String = row.try_get("", "tx")?;
+    parse_tx_at(row, "")
+}
+
+fn parse_tx_at(row: &QueryResult, prefix: &str) -> Result<u64, DbErr> {
+    let tx: String = row.try_get(prefix, "tx")?;
     tx.parse()
         .map_err(|_| DbErr::Custom(format!("unexpected transaction id `{tx}`")))
 }
@@ -1322,23 +1326,55 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> DbErr {
 }
 
 fn decode(backend: Backend, log: u32, row: &QueryResult) -> Result<RecordedEvent, DbErr> {
-    let position: i64 = row.try_get("", "position")?;
-    let stream: String = row.try_get("", "stream")?;
-    let version: i32 = row.try_get("", "version")?;
-    let event_type: String = row.try_get("", "type")?;
+    decode_at(backend, log, row, "")
+}
+
+/// PostgreSQL: the columns [`decode_at`] reads, from the events table as
+/// `alias`, each named `prefix` and its name (for a query that joins the
+/// events to other tables).
+pub(crate) fn pg_columns_as(alias: &str, prefix: &str) -> String {
+    let mut columns: Vec<String> = [
+        "position",
+        "id",
+        "stream",
+        "version",
+        "type",
+        "payload",
+        "actor",
+        "occurred_at",
+    ]
+    .iter()
+    .map(|c| format!("{alias}.{c} AS {prefix}{c}"))
+    .collect();
+    columns.push(format!("{alias}.transaction_id::text AS {prefix}tx"));
+    columns.join(", ")
+}
+
+/// An event from a row whose event columns are named `prefix` and their
+/// names.
+pub(crate) fn decode_at(
+    backend: Backend,
+    log: u32,
+    row: &QueryResult,
+    prefix: &str,
+) -> Result<RecordedEvent, DbErr> {
+    let position: i64 = row.try_get(prefix, "position")?;
+    let stream: String = row.try_get(prefix, "stream")?;
+    let version: i32 = row.try_get(prefix, "version")?;
+    let event_type: String = row.try_get(prefix, "type")?;
     let (id, payload, actor, occurred_at, tx) = match backend {
         Backend::Postgres => {
-            let id: uuid::Uuid = row.try_get("", "id")?;
-            let payload: Value = row.try_get("", "payload")?;
-            let actor: Value = row.try_get("", "actor")?;
-            let occurred_at: DateTime<Utc> = row.try_get("", "occurred_at")?;
-            (id, payload, actor, occurred_at, parse_tx(row)?)
+            let id: uuid::Uuid = row.try_get(prefix, "id")?;
+            let payload: Value = row.try_get(prefix, "payload")?;
+            let actor: Value = row.try_get(prefix, "actor")?;
+            let occurred_at: DateTime<Utc> = row.try_get(prefix, "occurred_at")?;
+            (id, payload, actor, occurred_at, parse_tx_at(row, prefix)?)
         }
         Backend::Sqlite => {
-            let id: String = row.try_get("", "id")?;
-            let payload: String = row.try_get("", "payload")?;
-            let actor: String = row.try_get("", "actor")?;
-            let occurred_at: String = row.try_get("", "occurred_at")?;
+            let id: String = row.try_get(prefix, "id")?;
+            let payload: String = row.try_get(prefix, "payload")?;
+            let actor: String = row.try_get(prefix, "actor")?;
+            let occurred_at: String = row.try_get(prefix, "occurred_at")?;
             (
                 id.parse().map_err(|e| corrupt("id", e))?,
                 serde_json::from_str(&payload).map_err(|e| corrupt("payload", e))?,

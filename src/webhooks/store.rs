@@ -5,7 +5,10 @@
 //! with `$1`-style parameters and numbered `?1` for SQLite. Times are
 //! milliseconds since the Unix epoch.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, LazyLock},
+};
 
 use sea_orm::{ConnectionTrait, DbErr, QueryResult, Statement, Value as DbValue};
 use serde_json::Value;
@@ -13,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     db::{Backend, Db},
-    events::{Cursor, TypePattern},
+    events::{Cursor, EventStore, RecordedEvent, TypePattern},
     ids::{EventId, WebhookEndpointId},
 };
 
@@ -161,21 +164,35 @@ fn json_value(backend: Backend, value: Value) -> DbValue {
 }
 
 fn get_uuid(backend: Backend, row: &QueryResult, column: &str) -> Result<Uuid, DbErr> {
+    get_uuid_at(backend, row, "", column)
+}
+
+fn get_uuid_at(
+    backend: Backend,
+    row: &QueryResult,
+    prefix: &str,
+    column: &str,
+) -> Result<Uuid, DbErr> {
     match backend {
-        Backend::Postgres => row.try_get("", column),
+        Backend::Postgres => row.try_get(prefix, column),
         Backend::Sqlite => {
-            let raw: String = row.try_get("", column)?;
+            let raw: String = row.try_get(prefix, column)?;
             raw.parse()
                 .map_err(|e| DbErr::Custom(format!("bad uuid in {column}: {e}")))
         }
     }
 }
 
-fn get_json(backend: Backend, row: &QueryResult, column: &str) -> Result<Value, DbErr> {
+fn get_json_at(
+    backend: Backend,
+    row: &QueryResult,
+    prefix: &str,
+    column: &str,
+) -> Result<Value, DbErr> {
     match backend {
-        Backend::Postgres => row.try_get("", column),
+        Backend::Postgres => row.try_get(prefix, column),
         Backend::Sqlite => {
-            let raw: String = row.try_get("", column)?;
+            let raw: String = row.try_get(prefix, column)?;
             serde_json::from_str(&raw)
                 .map_err(|e| DbErr::Custom(format!("bad JSON in {column}: {e}")))
         }
@@ -192,28 +209,48 @@ const ENDPOINT_COLUMNS: &str = "id, name, url, description, event_types, headers
      failing_since_ms, created_by, created_at_ms, updated_at_ms, legacy_secret, body";
 
 fn decode_endpoint(backend: Backend, row: &QueryResult) -> Result<EndpointRow, DbErr> {
-    let event_types = get_json(backend, row, "event_types")?;
-    let headers = get_json(backend, row, "headers")?;
+    decode_endpoint_at(backend, row, "")
+}
+
+/// PostgreSQL: [`ENDPOINT_COLUMNS`] of the endpoints table as `alias`, each
+/// named `prefix` and its name (for a query that joins them to others).
+fn endpoint_columns_as(alias: &str, prefix: &str) -> String {
+    ENDPOINT_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c} AS {prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An endpoint from a row whose endpoint columns are named `prefix` and
+/// their names.
+fn decode_endpoint_at(
+    backend: Backend,
+    row: &QueryResult,
+    prefix: &str,
+) -> Result<EndpointRow, DbErr> {
+    let event_types = get_json_at(backend, row, prefix, "event_types")?;
+    let headers = get_json_at(backend, row, prefix, "headers")?;
     Ok(EndpointRow {
-        id: WebhookEndpointId::from_uuid(get_uuid(backend, row, "id")?),
-        name: row.try_get("", "name")?,
-        url: row.try_get("", "url")?,
-        description: row.try_get("", "description")?,
+        id: WebhookEndpointId::from_uuid(get_uuid_at(backend, row, prefix, "id")?),
+        name: row.try_get(prefix, "name")?,
+        url: row.try_get(prefix, "url")?,
+        description: row.try_get(prefix, "description")?,
         event_types: serde_json::from_value(event_types).unwrap_or_default(),
         headers: serde_json::from_value(headers).unwrap_or_default(),
-        ordered: row.try_get("", "ordered")?,
-        enabled: row.try_get("", "enabled")?,
-        disabled_reason: row.try_get("", "disabled_reason")?,
-        disabled_at_ms: row.try_get("", "disabled_at_ms")?,
-        secret: row.try_get("", "secret")?,
-        previous_secret: row.try_get("", "previous_secret")?,
-        previous_secret_until_ms: row.try_get("", "previous_secret_until_ms")?,
-        failing_since_ms: row.try_get("", "failing_since_ms")?,
-        created_by: row.try_get("", "created_by")?,
-        created_at_ms: row.try_get("", "created_at_ms")?,
-        updated_at_ms: row.try_get("", "updated_at_ms")?,
-        legacy_secret: row.try_get("", "legacy_secret")?,
-        body: match row.try_get::<String>("", "body")?.as_str() {
+        ordered: row.try_get(prefix, "ordered")?,
+        enabled: row.try_get(prefix, "enabled")?,
+        disabled_reason: row.try_get(prefix, "disabled_reason")?,
+        disabled_at_ms: row.try_get(prefix, "disabled_at_ms")?,
+        secret: row.try_get(prefix, "secret")?,
+        previous_secret: row.try_get(prefix, "previous_secret")?,
+        previous_secret_until_ms: row.try_get(prefix, "previous_secret_until_ms")?,
+        failing_since_ms: row.try_get(prefix, "failing_since_ms")?,
+        created_by: row.try_get(prefix, "created_by")?,
+        created_at_ms: row.try_get(prefix, "created_at_ms")?,
+        updated_at_ms: row.try_get(prefix, "updated_at_ms")?,
+        legacy_secret: row.try_get(prefix, "legacy_secret")?,
+        body: match row.try_get::<String>(prefix, "body")?.as_str() {
             "payload" => BodyShape::Payload,
             _ => BodyShape::Envelope,
         },
@@ -439,18 +476,103 @@ pub async fn delete_endpoint(db: &Db, id: WebhookEndpointId) -> Result<bool, DbE
     Ok(result.rows_affected() > 0)
 }
 
+/// A claimed delivery with what sending it takes.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub delivery: Claimed,
+    pub endpoint: Arc<EndpointRow>,
+    pub event: Arc<RecordedEvent>,
+}
+
+/// PostgreSQL's claim: one round trip, the deliveries with their endpoints
+/// and events.
+///
+/// Ordered heads and any due unordered deliveries. `next_attempt_at_ms + 0`
+/// keeps the due-time condition out of the index, so the plan is always to
+/// read the due index in order and stop after the limit, never to collect
+/// and sort every due row (which stale statistics on a fast-growing queue
+/// lead to). Each ordered endpoint's first pending delivery is found
+/// through the index and computed once (MATERIALIZED), and taken only if it
+/// is below the log's horizon: an event that commits later has a larger
+/// transaction id, so it can never turn out to come before one already
+/// delivered.
+static PG_CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH h AS MATERIALIZED ( \
+             SELECT e.id AS endpoint_id, head.event_id FROM webhook_endpoints e \
+             CROSS JOIN LATERAL ( \
+                 SELECT d2.event_id, d2.event_tx FROM webhook_deliveries d2 \
+                 WHERE d2.endpoint_id = e.id AND d2.status = 'pending' \
+                 ORDER BY d2.event_tx, d2.event_position LIMIT 1) head \
+             WHERE e.enabled AND e.ordered \
+               AND head.event_tx < {horizon}::text::bigint), \
+         ordered AS ( \
+             UPDATE webhook_deliveries d \
+             SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = d.attempts + 1 \
+             FROM h \
+             WHERE d.endpoint_id = h.endpoint_id AND d.event_id = h.event_id \
+               AND d.status = 'pending' AND d.next_attempt_at_ms <= $2 \
+               AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $2) \
+             RETURNING d.endpoint_id, d.event_id, d.attempts), \
+         unordered AS ( \
+             UPDATE webhook_deliveries d \
+             SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = d.attempts + 1 \
+             FROM (SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
+                   JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND NOT e.ordered \
+                   WHERE d2.status = 'pending' AND d2.next_attempt_at_ms + 0 <= $2 \
+                     AND (d2.lease_until_ms IS NULL OR d2.lease_until_ms < $2) \
+                   ORDER BY d2.next_attempt_at_ms LIMIT $4 \
+                   FOR UPDATE OF d2 SKIP LOCKED) c \
+             WHERE d.endpoint_id = c.endpoint_id AND d.event_id = c.event_id \
+             RETURNING d.endpoint_id, d.event_id, d.attempts) \
+         SELECT c.endpoint_id, c.event_id, c.attempts, {endpoint}, {event} \
+         FROM (SELECT * FROM ordered UNION ALL SELECT * FROM unordered) c \
+         JOIN webhook_endpoints ep ON ep.id = c.endpoint_id \
+         JOIN events ev ON ev.id = c.event_id",
+        horizon = crate::events::store::pg_horizon!(),
+        endpoint = endpoint_columns_as("ep", "ep_"),
+        event = crate::events::store::pg_columns_as("ev", "ev_"),
+    )
+});
+
+/// SQLite's claim: ordered heads, then due unordered deliveries.
+const SQLITE_CLAIM: [&str; 2] = [
+    "UPDATE webhook_deliveries \
+     SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = attempts + 1 \
+     WHERE (endpoint_id, event_id) IN ( \
+         SELECT e.id, (SELECT d2.event_id FROM webhook_deliveries d2 \
+                       WHERE d2.endpoint_id = e.id AND d2.status = 'pending' \
+                       ORDER BY d2.event_tx, d2.event_position LIMIT 1) \
+         FROM webhook_endpoints e WHERE e.enabled = 1 AND e.ordered = 1) \
+       AND next_attempt_at_ms <= $2 AND (lease_until_ms IS NULL OR lease_until_ms < $2) \
+       AND $4 > 0 \
+     RETURNING endpoint_id, event_id, attempts",
+    "UPDATE webhook_deliveries \
+     SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = attempts + 1 \
+     WHERE (endpoint_id, event_id) IN ( \
+         SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
+         JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled = 1 AND e.ordered = 0 \
+         WHERE d2.status = 'pending' AND d2.next_attempt_at_ms <= $2 \
+           AND (d2.lease_until_ms IS NULL OR d2.lease_until_ms < $2) \
+         ORDER BY d2.next_attempt_at_ms LIMIT $4) \
+     RETURNING endpoint_id, event_id, attempts",
+];
+
 /// Claims due deliveries for `lease_token` until `now + lease`: up to
 /// `limit` of unordered endpoints, and for each ordered endpoint its first
-/// undelivered event in log order (if due and not leased). The leases name
-/// `owner`, the instance taking them, when it has one.
+/// undelivered event in log order (if due and not leased), with their
+/// endpoints and events. The leases name `owner`, the instance taking
+/// them, when it has one. A delivery whose endpoint or event is gone is
+/// left out (its lease runs out; there is nothing to send).
 pub async fn claim(
-    db: &Db,
+    store: &EventStore,
     lease_token: Uuid,
     owner: Option<i64>,
     now: i64,
     lease_ms: i64,
     limit: u32,
-) -> Result<Vec<Claimed>, DbErr> {
+) -> Result<Vec<Claim>, DbErr> {
+    let db = store.db();
     let backend = db.backend();
     let values = vec![
         uuid_value(backend, lease_token),
@@ -459,90 +581,94 @@ pub async fn claim(
         i64::from(limit).into(),
         owner.into(),
     ];
-    let statements: &[&str] = match backend {
-        // One round trip: ordered heads and any due unordered deliveries.
-        // `next_attempt_at_ms + 0` keeps the due-time condition out of the
-        // index, so the plan is always to read the due index in order and
-        // stop after the limit, never to collect and sort every due row
-        // (which stale statistics on a fast-growing queue lead to).
-        Backend::Postgres => &[
-            // Each ordered endpoint's first pending delivery, found through
-            // the index and computed once (MATERIALIZED); only if it is below
-            // the log's horizon: an event that commits later has a larger
-            // transaction id, so it can never turn out to come before one
-            // already delivered.
-            concat!(
-                "WITH h AS MATERIALIZED ( \
-                 SELECT e.id AS endpoint_id, head.event_id FROM webhook_endpoints e \
-                 CROSS JOIN LATERAL ( \
-                     SELECT d2.event_id, d2.event_tx FROM webhook_deliveries d2 \
-                     WHERE d2.endpoint_id = e.id AND d2.status = 'pending' \
-                     ORDER BY d2.event_tx, d2.event_position LIMIT 1) head \
-                 WHERE e.enabled AND e.ordered \
-                   AND head.event_tx < ",
-                crate::events::store::pg_horizon!(),
-                "::text::bigint), \
-             ordered AS ( \
-                 UPDATE webhook_deliveries d \
-                 SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = d.attempts + 1 \
-                 FROM h \
-                 WHERE d.endpoint_id = h.endpoint_id AND d.event_id = h.event_id \
-                   AND d.status = 'pending' AND d.next_attempt_at_ms <= $2 \
-                   AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $2) \
-                 RETURNING d.endpoint_id, d.event_id, d.attempts), \
-             unordered AS ( \
-                 UPDATE webhook_deliveries d \
-                 SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = d.attempts + 1 \
-                 FROM (SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
-                       JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND NOT e.ordered \
-                       WHERE d2.status = 'pending' AND d2.next_attempt_at_ms + 0 <= $2 \
-                         AND (d2.lease_until_ms IS NULL OR d2.lease_until_ms < $2) \
-                       ORDER BY d2.next_attempt_at_ms LIMIT $4 \
-                       FOR UPDATE OF d2 SKIP LOCKED) c \
-                 WHERE d.endpoint_id = c.endpoint_id AND d.event_id = c.event_id \
-                 RETURNING d.endpoint_id, d.event_id, d.attempts) \
-             SELECT * FROM ordered UNION ALL SELECT * FROM unordered"
-            ),
-        ],
-        Backend::Sqlite => &[
-            "UPDATE webhook_deliveries \
-             SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = attempts + 1 \
-             WHERE (endpoint_id, event_id) IN ( \
-                 SELECT e.id, (SELECT d2.event_id FROM webhook_deliveries d2 \
-                               WHERE d2.endpoint_id = e.id AND d2.status = 'pending' \
-                               ORDER BY d2.event_tx, d2.event_position LIMIT 1) \
-                 FROM webhook_endpoints e WHERE e.enabled = 1 AND e.ordered = 1) \
-               AND next_attempt_at_ms <= $2 AND (lease_until_ms IS NULL OR lease_until_ms < $2) \
-               AND $4 > 0 \
-             RETURNING endpoint_id, event_id, attempts",
-            "UPDATE webhook_deliveries \
-             SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = attempts + 1 \
-             WHERE (endpoint_id, event_id) IN ( \
-                 SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
-                 JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled = 1 AND e.ordered = 0 \
-                 WHERE d2.status = 'pending' AND d2.next_attempt_at_ms <= $2 \
-                   AND (d2.lease_until_ms IS NULL OR d2.lease_until_ms < $2) \
-                 ORDER BY d2.next_attempt_at_ms LIMIT $4) \
-             RETURNING endpoint_id, event_id, attempts",
-        ],
+    let claimed_of = |row: &QueryResult| -> Result<Claimed, DbErr> {
+        let attempt: i32 = row.try_get("", "attempts")?;
+        Ok(Claimed {
+            endpoint_id: WebhookEndpointId::from_uuid(get_uuid(backend, row, "endpoint_id")?),
+            event_id: EventId::from_uuid(get_uuid(backend, row, "event_id")?),
+            attempt: u32::try_from(attempt).unwrap_or(1),
+            lease_token,
+        })
     };
+    if backend == Backend::Postgres {
+        let stmt = statement(db, &PG_CLAIM, values);
+        let rows = db
+            .write_once(async |conn| conn.query_all_raw(stmt).await)
+            .await?;
+        // Deliveries of one endpoint or one event share its copy.
+        let mut endpoints: HashMap<WebhookEndpointId, Arc<EndpointRow>> = HashMap::new();
+        let mut events: HashMap<EventId, Arc<RecordedEvent>> = HashMap::new();
+        return rows
+            .iter()
+            .map(|row| {
+                let delivery = claimed_of(row)?;
+                let endpoint = match endpoints.get(&delivery.endpoint_id) {
+                    Some(endpoint) => endpoint.clone(),
+                    None => {
+                        let endpoint = Arc::new(decode_endpoint_at(backend, row, "ep_")?);
+                        endpoints.insert(delivery.endpoint_id, endpoint.clone());
+                        endpoint
+                    }
+                };
+                let event = match events.get(&delivery.event_id) {
+                    Some(event) => event.clone(),
+                    None => {
+                        let event = Arc::new(crate::events::store::decode_at(
+                            backend,
+                            store.log_id(),
+                            row,
+                            "ev_",
+                        )?);
+                        events.insert(delivery.event_id, event.clone());
+                        event
+                    }
+                };
+                Ok(Claim {
+                    delivery,
+                    endpoint,
+                    event,
+                })
+            })
+            .collect();
+    }
     let mut claimed = Vec::new();
-    for text in statements {
+    for text in SQLITE_CLAIM {
         let stmt = statement(db, text, values.clone());
         let rows = db
             .write_once(async |conn| conn.query_all_raw(stmt).await)
             .await?;
-        for row in rows {
-            let attempt: i32 = row.try_get("", "attempts")?;
-            claimed.push(Claimed {
-                endpoint_id: WebhookEndpointId::from_uuid(get_uuid(backend, &row, "endpoint_id")?),
-                event_id: EventId::from_uuid(get_uuid(backend, &row, "event_id")?),
-                attempt: u32::try_from(attempt).unwrap_or(1),
-                lease_token,
-            });
+        for row in &rows {
+            claimed.push(claimed_of(row)?);
         }
     }
-    Ok(claimed)
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut endpoint_ids: Vec<WebhookEndpointId> = claimed.iter().map(|c| c.endpoint_id).collect();
+    endpoint_ids.sort();
+    endpoint_ids.dedup();
+    let event_ids: Vec<EventId> = claimed.iter().map(|c| c.event_id).collect();
+    let endpoints: HashMap<WebhookEndpointId, Arc<EndpointRow>> = get_endpoints(db, &endpoint_ids)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, Arc::new(e)))
+        .collect();
+    let events: HashMap<EventId, Arc<RecordedEvent>> = store
+        .read_by_ids(&event_ids)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, Arc::new(e)))
+        .collect();
+    Ok(claimed
+        .into_iter()
+        .filter_map(|delivery| {
+            Some(Claim {
+                endpoint: endpoints.get(&delivery.endpoint_id)?.clone(),
+                event: events.get(&delivery.event_id)?.clone(),
+                delivery,
+            })
+        })
+        .collect())
 }
 
 /// One attempt to record, and what comes after it.

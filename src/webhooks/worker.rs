@@ -6,7 +6,6 @@
 //! others; otherwise it sleeps until the next delivery is due.
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -24,7 +23,9 @@ use super::domain::{Endpoint, EndpointCommand, EndpointError};
 use super::{
     signing::{SecretBox, legacy_signature, signature_header},
     ssrf::{AddressPolicy, GuardedResolver},
-    store::{self, AttemptRecord, BodyShape, Claimed, EndpointRow, NextStep, Outcome, now_ms},
+    store::{
+        self, AttemptRecord, BodyShape, Claim, Claimed, EndpointRow, NextStep, Outcome, now_ms,
+    },
 };
 use crate::{
     batch::{Batch, Gather},
@@ -76,7 +77,9 @@ impl Sender {
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
             }))
-            .pool_max_idle_per_host(32)
+            // As many kept open as may be in flight: a busy receiver's
+            // requests reuse connections rather than open new ones.
+            .pool_max_idle_per_host(config.concurrency)
             .build()?;
         Ok(Self {
             client,
@@ -540,7 +543,7 @@ impl WebhookWorker {
         let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(60_000);
         let token = Uuid::now_v7();
         let claimed = store::claim(
-            &self.db,
+            self.commands.store(),
             token,
             owner,
             now_ms(),
@@ -548,32 +551,13 @@ impl WebhookWorker {
             u32::try_from(free).unwrap_or(u32::MAX),
         )
         .await?;
-        if claimed.is_empty() {
-            return Ok(0);
-        }
         let count = claimed.len();
-        let mut endpoint_ids: Vec<WebhookEndpointId> =
-            claimed.iter().map(|c| c.endpoint_id).collect();
-        endpoint_ids.sort();
-        endpoint_ids.dedup();
-        let event_ids: Vec<_> = claimed.iter().map(|c| c.event_id).collect();
-        // The endpoints and the events side by side: one round trip's wait.
-        let (endpoints, events) = tokio::try_join!(
-            store::get_endpoints(&self.db, &endpoint_ids),
-            self.commands.store().read_by_ids(&event_ids),
-        )?;
-        let endpoints: HashMap<WebhookEndpointId, Arc<EndpointRow>> =
-            endpoints.into_iter().map(|e| (e.id, Arc::new(e))).collect();
-        let events: HashMap<_, Arc<RecordedEvent>> =
-            events.into_iter().map(|e| (e.id, Arc::new(e))).collect();
-        for delivery in claimed {
-            let (Some(endpoint), Some(event)) = (
-                endpoints.get(&delivery.endpoint_id).cloned(),
-                events.get(&delivery.event_id).cloned(),
-            ) else {
-                // Deleted meanwhile (the lease expires; nothing to send).
-                continue;
-            };
+        for Claim {
+            delivery,
+            endpoint,
+            event,
+        } in claimed
+        {
             // Ordered heads may come on top of the free slots: they are
             // sent anyway rather than left waiting out their lease.
             // Held until the outcome is written: what a crash can leave
