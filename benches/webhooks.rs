@@ -137,7 +137,7 @@ async fn run(admin_url: &str, duration: Duration) {
     let receiver = format!("http://127.0.0.1:{receiver_port}");
     create_endpoints(&http, &base, &token, &receiver, "bench.*").await;
 
-    let over_http = over_http(&base, &http, &token).await;
+    let over_http = over_http(&base, &http, &token, &url).await;
 
     let mut rows = Vec::new();
     let mut next_seq = 0u64;
@@ -166,11 +166,23 @@ async fn run(admin_url: &str, duration: Duration) {
         "| over HTTP: payment callbacks, 20 users, receiver in another process | callbacks | deliveries | deliveries/s | callback→receipt p50 ms | p95 ms | p99 ms | max ms | callback answered p50 ms | p99 ms |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (label, r) in over_http {
+    for (label, r) in &over_http {
         let (answer_p50, answer_p99) = r.answer.unwrap_or_default();
         println!(
             "| {label} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {answer_p50:.1} | {answer_p99:.1} |",
             r.events, r.deliveries, r.per_second, r.p50, r.p95, r.p99, r.max
+        );
+    }
+    println!();
+    println!(
+        "| over HTTP, by stage (ms, whole) | sent→queued p50 | p99 | queued→attempt p50 | p99 | request p50 | p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (label, r) in &over_http {
+        let s = r.stages.as_ref().unwrap();
+        println!(
+            "| {label} | {} | {} | {} | {} | {} | {} |",
+            s.intake.0, s.intake.1, s.hop.0, s.hop.1, s.request.0, s.request.1
         );
     }
     println!();
@@ -223,6 +235,60 @@ struct Measured {
     /// Over HTTP: the callbacks' own answer time, p50 and p99 ms (what
     /// of the latency is the intake rather than the delivery).
     answer: Option<(f64, f64)>,
+    /// Over HTTP: where the time went, read back from the database.
+    stages: Option<Stages>,
+}
+
+/// A delivery's way in three stages, p50 and p99 ms each (whole
+/// milliseconds: the database keeps times in ms): from the callback being
+/// sent to its deliveries being written (the intake, up to the trigger in
+/// the command's transaction), from there to the first attempt starting
+/// (the commit, the worker's wake and its claim), and the attempt's
+/// request itself.
+struct Stages {
+    intake: (f64, f64),
+    hop: (f64, f64),
+    request: (f64, f64),
+}
+
+impl Stages {
+    /// Read from the deliveries of `run`'s payments.
+    fn of_run(db_url: &str, run: &str) -> Self {
+        let pair = |column: &str| {
+            format!(
+                "percentile_disc(0.5) WITHIN GROUP (ORDER BY {column}), \
+                 percentile_disc(0.99) WITHIN GROUP (ORDER BY {column})"
+            )
+        };
+        let sql = format!(
+            "WITH s AS ( \
+                SELECT d.created_at_ms \
+                         - split_part(e.payload ->> 'external_id', ':', 2)::bigint / 1000 AS intake, \
+                       a.attempted_at_ms - d.created_at_ms AS hop, a.duration_ms AS request \
+                FROM events e \
+                JOIN webhook_deliveries d ON d.event_id = e.id \
+                JOIN webhook_attempts a ON a.endpoint_id = d.endpoint_id \
+                                       AND a.event_id = d.event_id AND a.attempt = 1 \
+                WHERE e.type = 'payment.completed' \
+                  AND e.payload ->> 'external_id' LIKE '{run}:%') \
+             SELECT concat_ws(' ', {}, {}, {}) FROM s",
+            pair("intake"),
+            pair("hop"),
+            pair("request")
+        );
+        let figures: Vec<f64> = psql(db_url, &sql)
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        let [a, b, c, d, e, f] = figures[..] else {
+            panic!("no stages read back for run {run}");
+        };
+        Self {
+            intake: (a, b),
+            hop: (c, d),
+            request: (e, f),
+        }
+    }
 }
 
 /// Appends `count` events (at `rate` per second, or as fast as possible)
@@ -314,6 +380,7 @@ async fn measure(
         p99: pct(0.99),
         max: *latencies.last().unwrap(),
         answer: None,
+        stages: None,
     }
 }
 
@@ -385,7 +452,12 @@ fn receiver_process() {
 }
 
 /// Payment callbacks over HTTP, delivered to a receiver in another process.
-async fn over_http(base: &str, http: &reqwest::Client, token: &str) -> Vec<(String, Measured)> {
+async fn over_http(
+    base: &str,
+    http: &reqwest::Client,
+    token: &str,
+    db_url: &str,
+) -> Vec<(String, Measured)> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env(RECEIVER_MODE, "1")
         .stdout(Stdio::piped())
@@ -428,6 +500,7 @@ async fn over_http(base: &str, http: &reqwest::Client, token: &str) -> Vec<(Stri
         token: token.to_owned(),
         users: Arc::new(users),
         receiver,
+        db_url: db_url.to_owned(),
     };
     let duration = Duration::from_secs(support::seconds());
     // Warm-up: connections and caches, not measured.
@@ -462,6 +535,8 @@ struct Sender {
     token: String,
     users: Arc<Vec<String>>,
     receiver: String,
+    /// Where the stages are read back from.
+    db_url: String,
 }
 
 impl Sender {
@@ -566,6 +641,7 @@ impl Sender {
                 quantile(&answers, 0.5).as_secs_f64() * 1000.0,
                 quantile(&answers, 0.99).as_secs_f64() * 1000.0,
             )),
+            stages: Some(Stages::of_run(&self.db_url, &run)),
         }
     }
 }
