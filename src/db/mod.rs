@@ -35,6 +35,28 @@ use crate::config::DatabaseConfig;
 
 /// A pooled PostgreSQL connection idle longer than this is pinged before use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+/// PostgreSQL: connections of the webhook queue's own (one claim and one
+/// batch of outcomes at a time per instance, and the odd lookup).
+const QUEUE_CONNECTIONS: u32 = 3;
+
+/// A PostgreSQL pool of up to `max` connections. A connection that sat
+/// idle is checked before it is used (the server or something between may
+/// have dropped it); one in constant use is not: checking every time would
+/// cost a round trip per statement.
+fn pool_options(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
 
 /// Which database this process talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +69,8 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Db {
     conn: DatabaseConnection,
+    /// PostgreSQL: the webhook queue's own connections (see [`Db::queue`]).
+    queue: Option<DatabaseConnection>,
     backend: Backend,
     /// `Some` on SQLite: serializes write transactions within the process.
     write_lock: Option<Arc<Mutex<()>>>,
@@ -82,6 +106,7 @@ impl Db {
                     .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
                 Ok(Self::from_conn(
                     SqlxSqliteConnector::from_sqlx_sqlite_pool(pool),
+                    None,
                     Backend::Sqlite,
                 ))
             }
@@ -116,40 +141,38 @@ impl Db {
                         "cannot connect to PostgreSQL at {target}: no answer within 10 s"
                     ),
                 }
-                let pool = PgPoolOptions::new()
-                    .max_connections(*max_connections)
-                    .acquire_timeout(Duration::from_secs(10))
-                    // A connection that sat idle is checked before it is used
-                    // (the server or something between may have dropped it);
-                    // one in constant use is not: checking every time would
-                    // cost a round trip per statement.
-                    .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for > IDLE_BEFORE_PING {
-                                sqlx::Connection::ping(conn).await?;
-                            }
-                            Ok(true)
-                        })
-                    })
-                    .connect_with(options)
+                let pool = pool_options(*max_connections)
+                    .connect_with(options.clone())
                     .await
                     .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
+                // The queue's statements run thousands of times a second
+                // with the same shape: planned once per session, not at
+                // every bind (a custom plan for a claim cost half a
+                // millisecond each time).
+                let queue = pool_options(QUEUE_CONNECTIONS).connect_lazy_with(
+                    options.options([("plan_cache_mode", "force_generic_plan")]),
+                );
                 Ok(Self::from_conn(
                     SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
+                    Some(SqlxPostgresConnector::from_sqlx_postgres_pool(queue)),
                     Backend::Postgres,
                 ))
             }
         }
     }
 
-    fn from_conn(conn: DatabaseConnection, backend: Backend) -> Self {
+    fn from_conn(
+        conn: DatabaseConnection,
+        queue: Option<DatabaseConnection>,
+        backend: Backend,
+    ) -> Self {
         let write_lock = match backend {
             Backend::Sqlite => Some(Arc::new(Mutex::new(()))),
             Backend::Postgres => None,
         };
         Self {
             conn,
+            queue,
             backend,
             write_lock,
             appended: watch::Sender::new(0),
@@ -173,6 +196,16 @@ impl Db {
     /// The sea-orm connection, for reads.
     pub fn conn(&self) -> &DatabaseConnection {
         &self.conn
+    }
+
+    /// Where the webhook queue's claims and outcomes run: on PostgreSQL a
+    /// few connections of their own whose sessions plan a statement once
+    /// and keep the plan (`plan_cache_mode = force_generic_plan`), which
+    /// suits statements whose plan does not depend on their values; on
+    /// SQLite the one connection (writes still go through
+    /// [`Db::write_once`] there).
+    pub fn queue(&self) -> &DatabaseConnection {
+        self.queue.as_ref().unwrap_or(&self.conn)
     }
 
     /// The underlying Postgres pool (for `LISTEN`), if this is Postgres.
@@ -286,6 +319,9 @@ impl Db {
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(self) {
+        if let Some(queue) = self.queue {
+            let _ = queue.close().await;
+        }
         let _ = self.conn.close().await;
     }
 }

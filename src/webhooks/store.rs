@@ -487,11 +487,12 @@ pub struct Claim {
 /// PostgreSQL's claim: one round trip, the deliveries with their endpoints
 /// and events.
 ///
-/// Ordered heads and any due unordered deliveries. `next_attempt_at_ms + 0`
-/// keeps the due-time condition out of the index, so the plan is always to
-/// read the due index in order and stop after the limit, never to collect
-/// and sort every due row (which stale statistics on a fast-growing queue
-/// lead to). Each ordered endpoint's first pending delivery is found
+/// Ordered heads and any due unordered deliveries, read from the due index
+/// in order up to the limit and no further than the due time: retries
+/// waiting for later are never walked. Planned once per session (see
+/// [`Db::queue`]); statistics that went stale as the queue grew from
+/// nothing could plan it as a sort of every due row, which is why the
+/// worker refreshes them after a slow claim. Each ordered endpoint's first pending delivery is found
 /// through the index and computed once (MATERIALIZED), and taken only if it
 /// is below the log's horizon: an event that commits later has a larger
 /// transaction id, so it can never turn out to come before one already
@@ -519,7 +520,7 @@ static PG_CLAIM: LazyLock<String> = LazyLock::new(|| {
              SET lease_token = $1, lease_until_ms = $2 + $3, lease_owner = $5, attempts = d.attempts + 1 \
              FROM (SELECT d2.endpoint_id, d2.event_id FROM webhook_deliveries d2 \
                    JOIN webhook_endpoints e ON e.id = d2.endpoint_id AND e.enabled AND NOT e.ordered \
-                   WHERE d2.status = 'pending' AND d2.next_attempt_at_ms + 0 <= $2 \
+                   WHERE d2.status = 'pending' AND d2.next_attempt_at_ms <= $2 \
                      AND (d2.lease_until_ms IS NULL OR d2.lease_until_ms < $2) \
                    ORDER BY d2.next_attempt_at_ms LIMIT $4 \
                    FOR UPDATE OF d2 SKIP LOCKED) c \
@@ -591,9 +592,9 @@ pub async fn claim(
         })
     };
     if backend == Backend::Postgres {
-        let stmt = statement(db, &PG_CLAIM, values);
         let rows = db
-            .write_once(async |conn| conn.query_all_raw(stmt).await)
+            .queue()
+            .query_all_raw(statement(db, &PG_CLAIM, values))
             .await?;
         // Deliveries of one endpoint or one event share its copy.
         let mut endpoints: HashMap<WebhookEndpointId, Arc<EndpointRow>> = HashMap::new();
@@ -733,7 +734,7 @@ pub async fn record(db: &Db, outcomes: &[Outcome]) -> Result<Vec<bool>, DbErr> {
                    AND d.lease_token = i.lease_token \
                  RETURNING d.endpoint_id, d.event_id";
             let returned = db
-                .conn()
+                .queue()
                 .query_all_raw(statement(
                     db,
                     text,
@@ -1132,18 +1133,16 @@ pub async fn next_due(db: &Db) -> Result<Option<i64>, DbErr> {
                 FROM webhook_endpoints e WHERE e.enabled = 1 AND e.ordered = 1)"
         }
     };
-    let row = db.conn().query_one_raw(statement(db, text, vec![])).await?;
+    let row = db
+        .queue()
+        .query_one_raw(statement(db, text, vec![]))
+        .await?;
     Ok(row
         .map(|row| row.try_get::<Option<i64>>("", "due"))
         .transpose()?
         .flatten())
 }
 
-/// Refreshes the planner's statistics of the delivery queue (PostgreSQL).
-/// A queue that grew from nothing in seconds is planned as if it were still
-/// empty (a bitmap scan and a sort of every due row per claim instead of
-/// reading the first few in index order) until autovacuum gets to it, which
-/// can take a minute.
 /// PostgreSQL: the advisory lock class that instances holding leases lock
 /// their number in (`pg_advisory_lock(LEASE_LOCK_CLASS, owner)`).
 pub const LEASE_LOCK_CLASS: i32 = 0x5742_4b31;
@@ -1199,6 +1198,11 @@ pub async fn reclaim_abandoned(db: &Db) -> Result<u64, DbErr> {
     Ok(result.rows_affected())
 }
 
+/// Refreshes the planner's statistics of the delivery queue (PostgreSQL).
+/// A queue that grew from nothing in seconds is planned as if it were still
+/// empty (a bitmap scan and a sort of every due row per claim instead of
+/// reading the first few in index order) until autovacuum gets to it, which
+/// can take a minute.
 pub async fn refresh_statistics(db: &Db) -> Result<(), DbErr> {
     if db.backend() == Backend::Postgres {
         db.conn()

@@ -379,6 +379,11 @@ const ANALYZE_AFTER_CLAIMS: usize = 2000;
 /// Time between two refreshes of the queue's statistics, at least.
 const ANALYZE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// A full claim slower than this refreshes the queue's statistics…
+const SLOW_CLAIM: Duration = Duration::from_millis(25);
+/// …at most this often.
+const ANALYZE_AFTER_SLOW_CLAIM: Duration = Duration::from_secs(5);
+
 /// Retry-After is honoured up to this long.
 const MAX_RETRY_AFTER_MS: i64 = 24 * 3600 * 1000;
 
@@ -419,13 +424,19 @@ impl WebhookWorker {
             appended.borrow_and_update();
             self.published.borrow_and_update();
             let free = permits.available_permits();
+            let mut slow_claim = false;
             if free > 0 && (!backlog || free >= min_batch || in_flight.is_empty()) {
-                match self
+                let started = Instant::now();
+                let claimed = self
                     .claim_and_send(held, free, &permits, &mut in_flight)
-                    .await
-                {
+                    .await;
+                let took = started.elapsed();
+                match claimed {
                     Ok(n) => {
                         backlog = n >= free;
+                        // A plan gone wrong shows on a queue with more due
+                        // than was taken, not on an empty one.
+                        slow_claim = backlog && took > SLOW_CLAIM;
                         claimed_since_analyze += n;
                     }
                     Err(e) => {
@@ -438,12 +449,13 @@ impl WebhookWorker {
                 last_gauges = Instant::now();
                 self.publish_gauges().await;
             }
-            // The queue's statistics go stale fastest when it is busiest.
-            // Refreshed beside the loop: claims go on meanwhile.
-            if claimed_since_analyze >= ANALYZE_AFTER_CLAIMS
-                && last_analyze.elapsed() > ANALYZE_INTERVAL
-                && analyzing.is_finished()
-            {
+            // The queue's statistics go stale fastest when it is busiest,
+            // and a claim planned on stale ones is slow. Refreshed beside
+            // the loop: claims go on meanwhile.
+            let stale = (claimed_since_analyze >= ANALYZE_AFTER_CLAIMS
+                && last_analyze.elapsed() > ANALYZE_INTERVAL)
+                || (slow_claim && last_analyze.elapsed() > ANALYZE_AFTER_SLOW_CLAIM);
+            if stale && analyzing.is_finished() {
                 claimed_since_analyze = 0;
                 last_analyze = Instant::now();
                 let db = self.db.clone();
