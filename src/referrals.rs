@@ -178,23 +178,15 @@ pub struct Reward {
 
 impl Reward {
     /// The referee's referrer, if they have one and rewards are on.
-    pub async fn of(
-        conn: &impl ConnectionTrait,
-        referee: UserId,
-        percent: u32,
-    ) -> Result<Option<Self>, DbErr> {
+    pub fn of(referee: &user::Model, percent: u32) -> Option<Self> {
         if percent == 0 {
-            return Ok(None);
+            return None;
         }
-        let referrer = user::Entity::find_by_id(referee.as_uuid())
-            .one(conn)
-            .await?
-            .and_then(|u| u.referred_by)
-            .and_then(|r| r.parse::<UserId>().ok());
-        Ok(referrer.map(|referrer_id| Self {
+        let referrer_id = referee.referred_by.as_ref()?.parse::<UserId>().ok()?;
+        Some(Self {
             referrer_id,
             percent,
-        }))
+        })
     }
 
     /// The aggregates crediting the reward in `currency` changes.

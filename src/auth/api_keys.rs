@@ -9,11 +9,11 @@ use sea_orm::{
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    permissions::Permission,
+    permissions::{Permission, Role},
     tokens::{random_token, token_hash},
 };
 use crate::{
-    db::entities::api_key,
+    db::entities::{admin, api_key},
     error::ApiError,
     ids::{AdminId, ApiKeyId},
 };
@@ -63,15 +63,19 @@ pub async fn revoke(conn: &impl ConnectionTrait, id: ApiKeyId) -> Result<bool, A
     Ok(result.rows_affected == 1)
 }
 
-/// The live key with this secret, if any; records when it was last used
-/// (at most once a minute, so reads stay reads).
+/// The live key with this secret, if any, and what it may do: its scopes
+/// within its creator's rights (a key never outlives them: a disabled or
+/// removed creator disables it, a downgraded one narrows it), read with
+/// the key in one query. Records when it was last used (at most once a
+/// minute, so reads stay reads).
 pub async fn authenticate(
     db: &crate::db::Db,
     presented: &str,
 ) -> Result<Option<(api_key::Model, Vec<Permission>)>, ApiError> {
     let conn = db.conn();
-    let Some(key) = api_key::Entity::find()
+    let Some((key, creator)) = api_key::Entity::find()
         .filter(api_key::Column::KeyHash.eq(token_hash(presented)))
+        .find_also_related(admin::Entity)
         .one(conn)
         .await?
     else {
@@ -80,6 +84,14 @@ pub async fn authenticate(
     if key.revoked_at.is_some() {
         return Ok(None);
     }
+    let Some(creator) = creator.filter(|c| !c.disabled) else {
+        return Ok(None);
+    };
+    let allowed = creator
+        .role
+        .parse::<Role>()
+        .map(Role::permissions)
+        .unwrap_or_default();
     let now = Utc::now();
     if key
         .last_used_at
@@ -101,7 +113,10 @@ pub async fn authenticate(
             tracing::debug!(error = %e, "cannot record when an API key was last used");
         }
     }
-    let scopes = scopes(&key);
+    let scopes = scopes(&key)
+        .into_iter()
+        .filter(|s| allowed.contains(s))
+        .collect();
     Ok(Some((key, scopes)))
 }
 

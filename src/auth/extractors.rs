@@ -5,7 +5,6 @@
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use futures::future::LocalBoxFuture;
-use sea_orm::EntityTrait;
 
 use super::{
     api_keys,
@@ -119,18 +118,6 @@ pub async fn authenticate_admin(
         let Some((key, scopes)) = api_keys::authenticate(&state.db, credential).await? else {
             return Err(invalid_token());
         };
-        // A key never outlives its creator's rights: a disabled or removed
-        // creator disables it, a downgraded one narrows it.
-        let creator = admin::Entity::find_by_id(key.created_by).one(conn).await?;
-        let Some(creator) = creator.filter(|c| !c.disabled) else {
-            return Err(invalid_token());
-        };
-        let allowed = creator
-            .role
-            .parse::<Role>()
-            .map(Role::permissions)
-            .unwrap_or_default();
-        let scopes = scopes.into_iter().filter(|s| allowed.contains(s)).collect();
         return Ok(CurrentAdmin {
             principal: AdminPrincipal::ApiKey {
                 id: ApiKeyId::from_uuid(key.id),

@@ -385,6 +385,8 @@ pub enum MoneyError {
     Payment(#[from] PaymentError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error("no such user")]
+    NoSuchUser,
 }
 
 impl DomainError for MoneyError {
@@ -392,6 +394,7 @@ impl DomainError for MoneyError {
         match self {
             Self::Payment(e) => e.refusal(),
             Self::Ledger(e) => e.refusal(),
+            Self::NoSuchUser => Refusal::NotFound,
         }
     }
 
@@ -399,6 +402,7 @@ impl DomainError for MoneyError {
         match self {
             Self::Payment(e) => e.code(),
             Self::Ledger(e) => e.code(),
+            Self::NoSuchUser => "not_found",
         }
     }
 }

@@ -105,8 +105,13 @@ impl Command for RecordPayment {
         &mut self,
         conn: &sea_orm::DatabaseConnection,
     ) -> Result<(), CommandError<MoneyError>> {
+        // The payer is read once: whether they exist, and who referred them.
+        let payer = user::Entity::find_by_id(self.input.user_id.as_uuid())
+            .one(conn)
+            .await?
+            .ok_or(CommandError::Domain(MoneyError::NoSuchUser))?;
         if self.input.failure.is_none() {
-            self.reward = Reward::of(conn, self.input.user_id, self.referral_percent).await?;
+            self.reward = Reward::of(&payer, self.referral_percent);
         }
         Ok(())
     }
@@ -180,7 +185,8 @@ impl Command for RecordPayment {
 
 /// Records a payment: the payment as it stands afterwards, and whether it
 /// was new. A repeat that contradicts what was recorded (another user,
-/// amount, currency, or outcome) is refused with 409 `payment_mismatch`.
+/// amount, currency, or outcome) is refused with 409 `payment_mismatch`, a
+/// payment of a user who does not exist with 404.
 /// Referrers earn from deposits that came from a provider (or Telegram
 /// Stars); from an admin's top-up only when so configured.
 pub async fn record_payment(

@@ -19,6 +19,20 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    /// The admin who created the key (its rights bound the key's).
+    #[sea_orm(
+        belongs_to = "super::admin::Entity",
+        from = "Column::CreatedBy",
+        to = "super::admin::Column::Id"
+    )]
+    Creator,
+}
+
+impl Related<super::admin::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Creator.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}
