@@ -2,7 +2,8 @@
 //!
 //! Over HTTP, as a user sees it: provider payment callbacks
 //! (`POST /api/v1/admin/payments`, spread over 20 users) at 50/s and 200/s,
-//! then from 32 senders as fast as they are answered (saturation), with 10
+//! then from 32 senders as fast as they are answered (saturation), then at
+//! 50/s again with 20,000 retries waiting for later in the queue, with 10
 //! endpoints taking `payment.completed`, received in another process (this
 //! program run again as the receiver). Reports deliveries/s and the latency
 //! from the callback being sent to the receiver having the delivery (wall
@@ -42,6 +43,8 @@ use switchboard::{
 };
 
 const ENDPOINTS: usize = 10;
+/// Retries waiting for later in the last HTTP phase.
+const WAITING_RETRIES: u32 = 20_000;
 
 /// When each event's append started, by sequence number; and every receipt.
 #[derive(Default)]
@@ -515,6 +518,24 @@ async fn over_http(
     rows.push((
         "saturation, 32 senders".to_owned(),
         sender.phase(Load::Senders(32), duration).await,
+    ));
+    // Retries waiting for an hour (a receiver that was down), written
+    // straight into the queue: a claim reads the due ones, never these.
+    let later = now_us() / 1000 + 3_600_000;
+    psql(
+        db_url,
+        &format!(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, event_tx, \
+                 event_position, status, next_attempt_at_ms, created_at_ms) \
+             SELECT (SELECT id FROM webhook_endpoints ORDER BY id LIMIT 1), gen_random_uuid(), \
+                 'payment.completed', 0, g, 'pending', {later}, {later} \
+             FROM generate_series(1, {WAITING_RETRIES}) g; \
+             ANALYZE webhook_deliveries"
+        ),
+    );
+    rows.push((
+        format!("50 callbacks/s, {WAITING_RETRIES} retries waiting"),
+        sender.phase(Load::Rate(50), duration).await,
     ));
     let _ = child.kill();
     let _ = child.wait();
