@@ -492,8 +492,8 @@ pub struct Claim {
 /// waiting for later are never walked. Planned once per session (see
 /// [`Db::queue`]); statistics that went stale as the queue grew from
 /// nothing could plan it as a sort of every due row, which is why the
-/// worker refreshes them after a slow claim. Each ordered endpoint's first pending delivery is found
-/// through the index and computed once (MATERIALIZED), and taken only if it
+/// worker refreshes them after a full claim that was slow. Each ordered
+/// endpoint's first pending delivery is found through the index and computed once (MATERIALIZED), and taken only if it
 /// is below the log's horizon: an event that commits later has a larger
 /// transaction id, so it can never turn out to come before one already
 /// delivered.
